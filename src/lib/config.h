@@ -1,0 +1,51 @@
+/* config.h: table-driven configuration. Each program declares one table
+ * row per setting (name, type, where it is stored, default, bounds, help);
+ * the same table drives parsing, bounds checks, defaults and printing
+ * (poboxd -n). File syntax: "name = value" per line, '#' comments, blank
+ * lines; values may be "quoted". A list setting may repeat. */
+#ifndef POBOX_CONFIG_H
+#define POBOX_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum config_type {
+	CONFIG_STRING, /* char *, xstrdup'ed; "" allowed */
+	CONFIG_UINT,   /* unsigned, within [min, max] */
+	CONFIG_BOOL,   /* bool: yes/no, true/false, on/off, 1/0 */
+	CONFIG_ENUM,   /* unsigned index into choices (NULL-terminated) */
+	CONFIG_LIST,   /* struct config_list: repeated lines append */
+	CONFIG_DURATION, /* unsigned seconds: "600", "10m", "1h", "2d" */
+};
+
+struct config_list {
+	char **items;
+	unsigned count;
+};
+
+struct config_setting {
+	const char *name;
+	enum config_type type;
+	size_t offset;            /* into the settings struct */
+	const char *def;          /* default as text, parsed like a file value */
+	unsigned min, max;        /* CONFIG_UINT / CONFIG_DURATION bounds */
+	const char *const *choices; /* CONFIG_ENUM */
+	const char *help;         /* one line, printed by config_print */
+};
+
+/* Sets every setting to its default. */
+void config_defaults(const struct config_setting *table, size_t n, void *settings);
+/* Parses path into settings (defaults applied first). 0 / -1; on error
+ * *error_r is a malloc'ed "path:line: message". */
+int config_load(const struct config_setting *table, size_t n, void *settings,
+    const char *path, char **error_r);
+/* Parses one "name = value" pair (used by the file parser and -o). */
+int config_set(const struct config_setting *table, size_t n, void *settings,
+    const char *name, const char *value, char **error_r);
+/* Prints the effective configuration in file syntax, with help comments. */
+void config_print(const struct config_setting *table, size_t n, const void *settings, FILE *out);
+/* Frees strings and lists held by settings. */
+void config_free(const struct config_setting *table, size_t n, void *settings);
+
+#endif

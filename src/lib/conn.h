@@ -1,0 +1,45 @@
+/* conn.h: a buffered, non-blocking stream connection over a socket (TLS
+ * will live inside it too). Output is appended to conn_out() and sent by
+ * conn_flush(); the owner is told when output drained below the low-water
+ * mark so long replies are produced with backpressure. TCP_NODELAY is set:
+ * replies are batched by the caller, so Nagle only adds delay. */
+#ifndef POBOX_CONN_H
+#define POBOX_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "lib/buf.h"
+
+#define CONN_OUT_HIGH (64 * 1024) /* stop producing output above this */
+#define CONN_OUT_LOW  (16 * 1024) /* ...and resume below this */
+
+struct ioloop;
+struct conn;
+
+struct conn_callbacks {
+	/* New input. The callback consumes what it can. */
+	void (*input)(void *ctx, const char *data, size_t len);
+	/* Output fell below CONN_OUT_LOW after having been above it, or fully
+	 * drained after conn_want_drain(). */
+	void (*drained)(void *ctx);
+	/* EOF or error; reason is static text. The owner frees the conn
+	 * (it may do so inside this callback). */
+	void (*closed)(void *ctx, const char *reason);
+};
+
+/* Takes ownership of fd (non-blocking is set here). */
+struct conn *conn_new(struct ioloop *loop, int fd, const struct conn_callbacks *cb, void *ctx);
+/* Closes fd and frees. Safe inside any callback of this conn. */
+void conn_free(struct conn **c);
+struct buf *conn_out(struct conn *c);
+/* Tries to write now; the rest goes when the socket is writable. */
+void conn_flush(struct conn *c);
+/* Stop/resume reading (input backpressure, waiting for auth). */
+void conn_pause_input(struct conn *c, bool pause);
+/* Ask for a drained() call once all output is written (close after QUIT). */
+void conn_want_drain(struct conn *c);
+size_t conn_out_pending(const struct conn *c);
+int conn_fd(const struct conn *c);
+
+#endif

@@ -1,0 +1,46 @@
+/* settings.h: the pobox configuration (one table, src/lib/settings.c),
+ * shared by poboxd and the pobox admin command. */
+#ifndef POBOX_SETTINGS_H
+#define POBOX_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "lib/config.h"
+
+#define POBOX_DEFAULT_CONFIG "/etc/pobox/poboxd.conf"
+
+enum cleartext_auth { CLEARTEXT_LOOPBACK, CLEARTEXT_ALWAYS, CLEARTEXT_NEVER };
+enum log_level_setting { LOGLVL_DEBUG, LOGLVL_INFO, LOGLVL_WARN, LOGLVL_ERROR };
+
+struct pobox_settings {
+	struct config_list listen; /* "127.0.0.1:110", "[::1]:110", "*:110" */
+	char *user;                /* drop to this user when started as root */
+	char *passwd_file;
+	char *mail_root;           /* maildir of NAME: mail_root/NAME */
+	unsigned cleartext_auth;   /* enum cleartext_auth */
+	bool apop;                 /* APOP timestamp in the greeting */
+	char *implementation;      /* CAPA IMPLEMENTATION; "" = not sent */
+	unsigned login_delay;      /* seconds between logins; 0 = none */
+	char *expire;              /* "never" or days */
+	unsigned idle_timeout;     /* TRANSACTION, >= 600 (RFC 1939 §3) */
+	unsigned login_timeout;    /* before login */
+	unsigned max_bad_commands;
+	unsigned max_sessions;
+	unsigned max_sessions_per_ip;
+	unsigned auth_failure_delay; /* seconds, doubled per recent failure */
+	unsigned auth_workers;     /* 0 = one per CPU */
+	unsigned log_level;        /* enum log_level_setting */
+};
+
+extern const struct config_setting pobox_settings_table[];
+extern const size_t pobox_settings_count;
+
+/* Loads path (defaults first), then checks cross-field rules. 0 / -1 with
+ * a malloc'ed "file:line: what" or "file: what" in *error_r. */
+int settings_load(struct pobox_settings *set, const char *path, char **error_r);
+void settings_free(struct pobox_settings *set);
+/* expire as days, or -1 for never. */
+int settings_expire_days(const struct pobox_settings *set);
+
+#endif

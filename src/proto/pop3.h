@@ -1,0 +1,104 @@
+/* pop3.h: the POP3 server engine (RFC 1939, 2449, 3206) as a pure state
+ * machine: bytes in, bytes out, and login requests to its host. It opens
+ * no socket and no file: storage comes as a struct maildrop, passwords are
+ * checked by the host. Runs in the session process. */
+#ifndef POBOX_POP3_H
+#define POBOX_POP3_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+
+#define POP3_LINE_MAX 255        /* RFC 2449 §4: octets incl. CRLF */
+#define POP3_PIPELINE_MAX 4096   /* unprocessed input held before we stop reading */
+
+struct maildrop;
+struct pop3;
+
+enum pop3_login_kind { POP3_LOGIN_PASS, POP3_LOGIN_APOP };
+
+/* A login request to the host; valid only during the callback. */
+struct pop3_login {
+	enum pop3_login_kind kind;
+	const char *user;
+	const char *secret;    /* PASS: the password; APOP: the hex digest */
+	const char *timestamp; /* APOP: the greeting's <...> */
+};
+
+enum pop3_login_result {
+	POP3_LOGIN_OK,
+	POP3_LOGIN_BAD,         /* -ERR [AUTH] */
+	POP3_LOGIN_TEMPFAIL,    /* -ERR [SYS/TEMP] */
+	POP3_LOGIN_PERMFAIL,    /* -ERR [SYS/PERM] */
+	POP3_LOGIN_IN_USE,      /* -ERR [IN-USE] */
+	POP3_LOGIN_DELAYED,     /* -ERR [LOGIN-DELAY] */
+};
+
+struct pop3_settings {
+	const char *implementation; /* CAPA IMPLEMENTATION; NULL: not sent */
+	const char *apop_timestamp; /* "<...>" in the greeting; NULL: no APOP */
+	bool cleartext_ok;          /* USER/PASS allowed on this connection */
+	unsigned max_bad_commands;  /* then the session is closed */
+	int login_delay;            /* seconds, CAPA before login; <0: none */
+	int expire;                 /* days, CAPA before login; <0: NEVER */
+};
+
+struct pop3_host {
+	/* Check credentials; answer later with pop3_login_done(). The engine
+	 * reads no input until then. */
+	void (*login)(void *ctx, const struct pop3_login *req);
+};
+
+/* Per-user policy after login (CAPA in TRANSACTION, RFC 2449 §6.5/6.7). */
+struct pop3_user_policy {
+	int login_delay; /* seconds; <0: none */
+	int expire;      /* days; 0: retrieved messages go at QUIT; <0: NEVER */
+};
+
+enum pop3_status {
+	POP3_WANT_INPUT,  /* feed more input */
+	POP3_WANT_OUTPUT, /* output over the high-water mark: call
+	                     pop3_run() once it drained */
+	POP3_WAIT_LOGIN,  /* waiting for pop3_login_done() */
+	POP3_CLOSE,       /* flush the output, then close */
+};
+
+struct pop3_stats {
+	unsigned commands, bad_commands;
+	unsigned retrieved, deleted;
+	uint64_t retrieved_bytes, deleted_bytes;
+	bool updated;     /* UPDATE ran (QUIT in TRANSACTION) */
+	bool update_failed;
+};
+
+/* out is where replies are appended; it must outlive the engine. The
+ * settings' strings must outlive it too. The greeting is written at once. */
+struct pop3 *pop3_new(const struct pop3_settings *set, const struct pop3_host *host,
+    void *host_ctx, struct buf *out);
+/* Closes the maildrop without UPDATE unless QUIT already did it. */
+void pop3_free(struct pop3 **p);
+
+/* Feeds input and runs. High water for out is out_high octets. */
+enum pop3_status pop3_input(struct pop3 *p, const void *data, size_t len);
+/* Continues after WANT_OUTPUT (or to process pipelined input). */
+enum pop3_status pop3_run(struct pop3 *p);
+/* Input buffered and not yet processed. */
+size_t pop3_pending_input(const struct pop3 *p);
+
+/* Answers a login request. On POP3_LOGIN_OK md (owned by the engine from
+ * now on) is the user's locked maildrop; otherwise md is NULL. */
+void pop3_login_done(struct pop3 *p, enum pop3_login_result res,
+    struct maildrop *md, const struct pop3_user_policy *policy);
+
+/* The output high-water mark (default CONN_OUT_HIGH-sized). */
+void pop3_set_out_high(struct pop3 *p, size_t high);
+
+const struct pop3_stats *pop3_stats(const struct pop3 *p);
+/* Logged-in user name or NULL. */
+const char *pop3_user(const struct pop3 *p);
+/* The maildrop (NULL before login), e.g. for the UIDL digest. */
+const struct maildrop *pop3_maildrop(const struct pop3 *p);
+bool pop3_in_transaction(const struct pop3 *p);
+
+#endif

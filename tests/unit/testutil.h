@@ -1,0 +1,22 @@
+/* testutil.h: helpers shared by the cmocka unit tests. */
+#ifndef POBOX_TESTUTIL_H
+#define POBOX_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* A fresh temporary directory (removed by tu_rmtree). Returns malloc'ed path. */
+char *tu_tmpdir(void);
+/* rm -rf path. */
+void tu_rmtree(const char *path);
+/* Writes len octets to path (creating it). */
+void tu_write_file(const char *path, const void *data, size_t len);
+/* Reads a whole file; *len_r gets its size. Returns malloc'ed, NUL-terminated. */
+char *tu_read_file(const char *path, size_t *len_r);
+/* Number of entries (excluding . and ..) in a directory, -1 if missing. */
+int tu_count_dir(const char *path);
+
+#endif
