@@ -80,6 +80,8 @@ linebuf_next(struct linebuf *lb, char **line_r, size_t *len_r)
 		}
 		memcpy(lb->line, head, n);
 		lb->line[n] = '\0';
+		/* Lines may carry passwords: leave no copy behind in the buffer. */
+		secret_wipe(lb->in.data + lb->in.off, total);
 		buf_consume(&lb->in, total);
 		*line_r = lb->line;
 		*len_r = n;

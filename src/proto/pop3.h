@@ -42,6 +42,7 @@ struct pop3_settings {
 	unsigned max_bad_commands;  /* then the session is closed */
 	int login_delay;            /* seconds, CAPA before login; <0: none */
 	int expire;                 /* days, CAPA before login; <0: NEVER */
+	bool per_user_policy;       /* LOGIN-DELAY/EXPIRE may differ per user */
 };
 
 struct pop3_host {
@@ -70,6 +71,8 @@ struct pop3_stats {
 	uint64_t retrieved_bytes, deleted_bytes;
 	bool updated;     /* UPDATE ran (QUIT in TRANSACTION) */
 	bool update_failed;
+	bool read_failed; /* a message could not be read mid-reply */
+	char uidl_digest[17]; /* of the maildrop at login, for the log */
 };
 
 /* out is where replies are appended; it must outlive the engine. The
@@ -86,8 +89,9 @@ enum pop3_status pop3_run(struct pop3 *p);
 /* Input buffered and not yet processed. */
 size_t pop3_pending_input(const struct pop3 *p);
 
-/* Answers a login request. On POP3_LOGIN_OK md (owned by the engine from
- * now on) is the user's locked maildrop; otherwise md is NULL. */
+/* Answers a login request, from inside the login callback or later; after
+ * a later answer call pop3_run() to go on. On POP3_LOGIN_OK md (owned by
+ * the engine from now on) is the user's locked maildrop; else NULL. */
 void pop3_login_done(struct pop3 *p, enum pop3_login_result res,
     struct maildrop *md, const struct pop3_user_policy *policy);
 

@@ -1,0 +1,618 @@
+/* test_pop3.c: the POP3 engine against the in-memory maildrop. Every test
+ * runs twice: input fed whole, and fed one octet at a time; the transcript
+ * must be the same. */
+#include "testutil.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/pop3.h"
+#include "store/maildrop.h"
+
+struct tsess {
+	struct pop3_settings set;
+	struct pop3 *p;
+	struct buf out;
+	struct buf transcript;
+	struct mem_store *ms;
+	enum pop3_status st;
+	bool bytewise;
+	bool async_login;         /* answer logins only on tsess_answer() */
+	enum pop3_login_result force; /* answer with this unless OK */
+	struct pop3_user_policy policy;
+	char last_secret[64];
+	enum pop3_login_kind last_kind;
+	unsigned logins;
+};
+
+static void
+host_login(void *ctx, const struct pop3_login *req)
+{
+	struct tsess *t = ctx;
+	struct maildrop *md = NULL;
+
+	t->logins++;
+	t->last_kind = req->kind;
+	snprintf(t->last_secret, sizeof(t->last_secret), "%s", req->secret);
+	if (t->async_login)
+		return;
+	if (t->force != POP3_LOGIN_OK) {
+		pop3_login_done(t->p, t->force, NULL, NULL);
+		return;
+	}
+	bool ok = strcmp(req->user, "alice") == 0 &&
+	    (req->kind == POP3_LOGIN_APOP || strcmp(req->secret, "secret word") == 0);
+	if (!ok) {
+		pop3_login_done(t->p, POP3_LOGIN_BAD, NULL, NULL);
+		return;
+	}
+	if (mem_store_open(t->ms, &md) != MAILDROP_OPEN_OK) {
+		pop3_login_done(t->p, POP3_LOGIN_IN_USE, NULL, NULL);
+		return;
+	}
+	pop3_login_done(t->p, POP3_LOGIN_OK, md, &t->policy);
+}
+
+static const struct pop3_host test_host = { host_login };
+
+static void
+drain(struct tsess *t)
+{
+	buf_append(&t->transcript, buf_head(&t->out), buf_size(&t->out));
+	buf_clear(&t->out);
+}
+
+static void
+tsess_start(struct tsess *t, void **state)
+{
+	memset(t, 0, sizeof(*t));
+	t->bytewise = *(bool *)*state;
+	t->set.implementation = "pobox-test";
+	t->set.cleartext_ok = true;
+	t->set.max_bad_commands = 5;
+	t->set.login_delay = -1;
+	t->set.expire = -1;
+	t->policy.login_delay = -1;
+	t->policy.expire = -1;
+	t->ms = mem_store_new();
+}
+
+static const char *tsess_take(struct tsess *t);
+
+static void
+tsess_connect(struct tsess *t)
+{
+	t->p = pop3_new(&t->set, &test_host, t, &t->out);
+	t->st = POP3_WANT_INPUT;
+	drain(t);
+	assert_true(strncmp(tsess_take(t), "+OK POP3 server ready", 21) == 0);
+}
+
+/* Output since the last call, NUL-terminated (owned by t). */
+static const char *
+tsess_take(struct tsess *t)
+{
+	static char *last;
+
+	free(last);
+	last = xstrndup(buf_head(&t->transcript), buf_size(&t->transcript));
+	buf_clear(&t->transcript);
+	return last;
+}
+
+static void
+pump(struct tsess *t)
+{
+	while (t->st == POP3_WANT_OUTPUT) {
+		drain(t);
+		t->st = pop3_run(t->p);
+	}
+	drain(t);
+}
+
+static const char *
+tsess_send_n(struct tsess *t, const char *in, size_t len)
+{
+	if (t->bytewise) {
+		for (size_t i = 0; i < len && t->st != POP3_CLOSE; i++) {
+			t->st = pop3_input(t->p, in + i, 1);
+			pump(t);
+		}
+	} else {
+		t->st = pop3_input(t->p, in, len);
+		pump(t);
+	}
+	return tsess_take(t);
+}
+
+static const char *
+tsess_send(struct tsess *t, const char *in)
+{
+	return tsess_send_n(t, in, strlen(in));
+}
+
+static void
+tsess_end(struct tsess *t)
+{
+	pop3_free(&t->p);
+	mem_store_free(&t->ms);
+	buf_free(&t->out);
+	buf_free(&t->transcript);
+}
+
+static void
+login(struct tsess *t)
+{
+	tsess_send(t, "USER alice\r\nPASS secret word\r\n");
+	assert_true(pop3_in_transaction(t->p));
+}
+
+#define MSG1 "From: a@example.org\nSubject: one\n\nhello\n.dot line\n..two dots\n"
+#define MSG2 "Subject: two\r\n\r\nalready crlf\r\n.x\r\n"
+#define MSG3 "Subject: three\n\nno final newline"
+
+static void
+add_three(struct tsess *t)
+{
+	mem_store_add(t->ms, "uid-1", MSG1, strlen(MSG1));
+	mem_store_add(t->ms, "uid-2", MSG2, strlen(MSG2));
+	mem_store_add(t->ms, "uid-3", MSG3, strlen(MSG3));
+}
+
+static void
+test_greeting_and_capa(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	tsess_connect(&t);
+	assert_string_equal(tsess_send(&t, "capa\r\n"),
+	    "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\n"
+	    "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE NEVER\r\n"
+	    "IMPLEMENTATION pobox-test\r\n.\r\n");
+	tsess_end(&t);
+
+	tsess_start(&t, state);
+	t.set.cleartext_ok = false;
+	t.set.login_delay = 60;
+	t.set.expire = 30;
+	t.set.per_user_policy = true;
+	t.set.apop_timestamp = "<1.2@host>";
+	t.policy.login_delay = 120;
+	t.policy.expire = 0;
+	tsess_connect(&t);
+	assert_string_equal(tsess_send(&t, "CAPA\r\n"),
+	    "+OK Capability list follows\r\nTOP\r\nUIDL\r\n"
+	    "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE 30 USER\r\n"
+	    "LOGIN-DELAY 60 USER\r\nIMPLEMENTATION pobox-test\r\n.\r\n");
+	assert_string_equal(tsess_send(&t, "USER alice\r\n"),
+	    "-ERR [AUTH] Cleartext login is not allowed on this connection\r\n");
+	tsess_send(&t, "APOP alice 0123456789abcdef0123456789abcdef\r\n");
+	assert_int_equal(t.last_kind, POP3_LOGIN_APOP);
+	assert_string_equal(t.last_secret, "0123456789abcdef0123456789abcdef");
+	assert_string_equal(tsess_send(&t, "CAPA\r\n"),
+	    "+OK Capability list follows\r\nTOP\r\nUIDL\r\n"
+	    "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE 0\r\n"
+	    "LOGIN-DELAY 120\r\nIMPLEMENTATION pobox-test\r\n.\r\n");
+	tsess_end(&t);
+}
+
+static void
+test_greeting_apop(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	t.set.apop_timestamp = "<1896.697170952@dbc.mtview.ca.us>";
+	t.p = pop3_new(&t.set, &test_host, &t, &t.out);
+	drain(&t);
+	assert_string_equal(tsess_take(&t),
+	    "+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>\r\n");
+	assert_string_equal(tsess_send(&t, "APOP alice zz\r\n"),
+	    "-ERR APOP takes a name and a 32-digit hex digest\r\n");
+	assert_int_equal(t.logins, 0);
+	tsess_end(&t);
+}
+
+static void
+test_login_failures(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	tsess_connect(&t);
+	assert_string_equal(tsess_send(&t, "PASS x\r\n"), "-ERR Send USER first\r\n");
+	assert_string_equal(tsess_send(&t, "USER alice\r\nPASS wrong\r\n"),
+	    "+OK Send PASS\r\n-ERR [AUTH] Authentication failed\r\n");
+	/* After a failure USER must come again (RFC 1939 §7). */
+	assert_string_equal(tsess_send(&t, "PASS secret word\r\n"), "-ERR Send USER first\r\n");
+	assert_string_equal(tsess_send(&t, "STAT\r\n"), "-ERR Not logged in\r\n");
+	assert_string_equal(tsess_send(&t, "USER a b\r\n"), "-ERR USER takes one argument\r\n");
+	tsess_end(&t);
+
+	static const struct { enum pop3_login_result res; const char *reply; } codes[] = {
+		{ POP3_LOGIN_TEMPFAIL, "-ERR [SYS/TEMP] Temporary failure, try again later\r\n" },
+		{ POP3_LOGIN_PERMFAIL, "-ERR [SYS/PERM] Maildrop cannot be opened\r\n" },
+		{ POP3_LOGIN_IN_USE, "-ERR [IN-USE] Maildrop is locked by another session\r\n" },
+		{ POP3_LOGIN_DELAYED, "-ERR [LOGIN-DELAY] Logged in too recently, try later\r\n" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(codes); i++) {
+		tsess_start(&t, state);
+		t.force = codes[i].res;
+		tsess_connect(&t);
+		tsess_send(&t, "USER alice\r\n");
+		assert_string_equal(tsess_send(&t, "PASS secret word\r\n"), codes[i].reply);
+		assert_false(pop3_in_transaction(t.p));
+		tsess_end(&t);
+	}
+}
+
+static void
+test_transaction(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	add_three(&t);
+	tsess_connect(&t);
+	assert_string_equal(tsess_send(&t, "user alice\r\npass secret word\r\n"),
+	    "+OK Send PASS\r\n+OK Logged in, 3 messages (135 octets)\r\n");
+	assert_string_equal(pop3_user(t.p), "alice");
+	assert_string_equal(tsess_send(&t, "STAT\r\n"), "+OK 3 135\r\n");
+	assert_string_equal(tsess_send(&t, "LIST\r\n"),
+	    "+OK 3 messages (135 octets)\r\n1 67\r\n2 34\r\n3 34\r\n.\r\n");
+	assert_string_equal(tsess_send(&t, "LIST 2\r\n"), "+OK 2 34\r\n");
+	assert_string_equal(tsess_send(&t, "UIDL\r\n"),
+	    "+OK Unique-ID listing follows\r\n1 uid-1\r\n2 uid-2\r\n3 uid-3\r\n.\r\n");
+	assert_string_equal(tsess_send(&t, "UIDL 3\r\n"), "+OK 3 uid-3\r\n");
+	assert_string_equal(tsess_send(&t, "RETR 1\r\n"),
+	    "+OK 67 octets\r\nFrom: a@example.org\r\nSubject: one\r\n\r\nhello\r\n"
+	    "..dot line\r\n...two dots\r\n.\r\n");
+	assert_string_equal(tsess_send(&t, "RETR 2\r\n"),
+	    "+OK 34 octets\r\nSubject: two\r\n\r\nalready crlf\r\n..x\r\n.\r\n");
+	assert_string_equal(tsess_send(&t, "RETR 3\r\n"),
+	    "+OK 34 octets\r\nSubject: three\r\n\r\nno final newline\r\n.\r\n");
+	assert_string_equal(tsess_send(&t, "DELE 1\r\n"), "+OK Message 1 deleted\r\n");
+	assert_string_equal(tsess_send(&t, "DELE 1\r\n"), "-ERR Message 1 is deleted\r\n");
+	assert_string_equal(tsess_send(&t, "RETR 1\r\n"), "-ERR Message 1 is deleted\r\n");
+	assert_string_equal(tsess_send(&t, "STAT\r\n"), "+OK 2 68\r\n");
+	assert_string_equal(tsess_send(&t, "LIST\r\n"),
+	    "+OK 2 messages (68 octets)\r\n2 34\r\n3 34\r\n.\r\n");
+	assert_string_equal(tsess_send(&t, "RSET\r\n"), "+OK 3 messages (135 octets)\r\n");
+	assert_string_equal(tsess_send(&t, "NOOP\r\n"), "+OK\r\n");
+	assert_string_equal(tsess_send(&t, "DELE 2\r\nDELE 3\r\n"),
+	    "+OK Message 2 deleted\r\n+OK Message 3 deleted\r\n");
+	assert_string_equal(tsess_send(&t, "QUIT\r\n"), "+OK Logging out (1 messages left)\r\n");
+	assert_int_equal(t.st, POP3_CLOSE);
+	assert_int_equal(mem_store_count(t.ms), 1);
+	assert_true(pop3_stats(t.p)->updated);
+	assert_int_equal(pop3_stats(t.p)->deleted, 2);
+	assert_int_equal(pop3_stats(t.p)->retrieved, 3);
+	assert_int_equal(pop3_stats(t.p)->retrieved_bytes, 135);
+	assert_int_equal(strlen(pop3_stats(t.p)->uidl_digest), 16);
+	tsess_end(&t);
+}
+
+static void
+test_top(void **state)
+{
+	struct tsess t;
+	static const char msg[] = "A: 1\nB: 2\n\nl1\n.l2\nl3\n";
+
+	tsess_start(&t, state);
+	mem_store_add(t.ms, "u", msg, strlen(msg));
+	tsess_connect(&t);
+	login(&t);
+	assert_string_equal(tsess_send(&t, "TOP 1 0\r\n"),
+	    "+OK 27 octets\r\nA: 1\r\nB: 2\r\n\r\n.\r\n");
+	assert_string_equal(tsess_send(&t, "TOP 1 2\r\n"),
+	    "+OK 27 octets\r\nA: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\n.\r\n");
+	assert_string_equal(tsess_send(&t, "TOP 1 99\r\n"),
+	    "+OK 27 octets\r\nA: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\nl3\r\n.\r\n");
+	assert_string_equal(tsess_send(&t, "TOP 1\r\n"),
+	    "-ERR TOP takes a message number and a line count\r\n");
+	assert_string_equal(tsess_send(&t, "TOP 1 -1\r\n"),
+	    "-ERR TOP takes a message number and a line count\r\n");
+	assert_string_equal(tsess_send(&t, "TOP 2 1\r\n"), "-ERR No such message\r\n");
+	/* TOP does not count as retrieval for EXPIRE 0 purposes either way:
+	 * it does mark the message retrieved, as the client has seen it. */
+	tsess_end(&t);
+}
+
+static void
+test_strict_numbers(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	t.set.max_bad_commands = 100;
+	add_three(&t);
+	tsess_connect(&t);
+	login(&t);
+	assert_string_equal(tsess_send(&t, "LIST 4294967297\r\n"), "-ERR Invalid message number\r\n");
+	assert_string_equal(tsess_send(&t, "LIST 4294967295\r\n"), "-ERR No such message\r\n");
+	assert_string_equal(tsess_send(&t, "DELE -1\r\n"), "-ERR Invalid message number\r\n");
+	assert_string_equal(tsess_send(&t, "RETR 1x\r\n"), "-ERR Invalid message number\r\n");
+	assert_string_equal(tsess_send(&t, "RETR +1\r\n"), "-ERR Invalid message number\r\n");
+	assert_string_equal(tsess_send(&t, "RETR 0\r\n"), "-ERR No such message\r\n");
+	assert_string_equal(tsess_send(&t, "RETR 4\r\n"), "-ERR No such message\r\n");
+	assert_string_equal(tsess_send(&t, "RETR\r\n"), "-ERR Invalid message number\r\n");
+	assert_string_equal(tsess_send(&t, "RETR 1 2\r\n"), "-ERR Too many arguments\r\n");
+	assert_string_equal(tsess_send(&t, "STAT 1\r\n"), "-ERR STAT takes no arguments\r\n");
+	assert_string_equal(tsess_send(&t, "USER bob\r\n"), "-ERR Already logged in\r\n");
+	assert_string_equal(tsess_send(&t, "XTND\r\n"), "-ERR Unknown command\r\n");
+	assert_string_equal(tsess_send(&t, "STATS\r\n"), "-ERR Unknown command\r\n");
+	assert_string_equal(tsess_send(&t, "LIST 1\r\n"), "+OK 1 67\r\n");
+	assert_int_equal(mem_store_count(t.ms), 3);
+	tsess_end(&t);
+}
+
+static void
+test_long_line_stays_in_sync(void **state)
+{
+	struct tsess t;
+	char line[600];
+
+	tsess_start(&t, state);
+	tsess_connect(&t);
+	/* 253 octets + CRLF = 255: the longest line accepted (RFC 2449 §4). */
+	memset(line, 'a', 253);
+	memcpy(line, "NOOP ", 5);
+	strcpy(line + 253, "\r\n");
+	assert_string_equal(tsess_send(&t, line), "-ERR Not logged in\r\n");
+	memset(line, 'a', 254);
+	strcpy(line + 254, "\r\n");
+	memcpy(line, "NOOP ", 5);
+	assert_string_equal(tsess_send(&t, line), "-ERR Line too long\r\n");
+	memset(line, 'b', 590);
+	strcpy(line + 590, "\r\nQUIT\r\n");
+	assert_string_equal(tsess_send(&t, line), "-ERR Line too long\r\n+OK Bye\r\n");
+	assert_int_equal(t.st, POP3_CLOSE);
+	tsess_end(&t);
+}
+
+static void
+test_bad_commands_close(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	add_three(&t);
+	tsess_connect(&t);
+	login(&t);
+	tsess_send(&t, "DELE 1\r\n");
+	assert_string_equal(tsess_send(&t, "A\r\nB\r\nC\r\nD\r\n"),
+	    "-ERR Unknown command\r\n-ERR Unknown command\r\n"
+	    "-ERR Unknown command\r\n-ERR Unknown command\r\n");
+	assert_int_equal(t.st, POP3_WANT_INPUT);
+	assert_string_equal(tsess_send(&t, "E\r\nNOOP\r\n"),
+	    "-ERR Unknown command; too many bad commands, closing\r\n");
+	assert_int_equal(t.st, POP3_CLOSE);
+	/* No QUIT: nothing deleted. */
+	pop3_free(&t.p);
+	assert_int_equal(mem_store_count(t.ms), 3);
+	tsess_end(&t);
+}
+
+static void
+test_no_quit_deletes_nothing(void **state)
+{
+	struct tsess t;
+	struct maildrop *md;
+
+	tsess_start(&t, state);
+	add_three(&t);
+	tsess_connect(&t);
+	login(&t);
+	tsess_send(&t, "DELE 1\r\nDELE 2\r\n");
+	/* The maildrop stays locked for the session. */
+	assert_int_equal(mem_store_open(t.ms, &md), MAILDROP_OPEN_IN_USE);
+	pop3_free(&t.p);
+	assert_int_equal(mem_store_count(t.ms), 3);
+	assert_int_equal(mem_store_open(t.ms, &md), MAILDROP_OPEN_OK);
+	maildrop_close(&md);
+	tsess_end(&t);
+}
+
+static void
+test_pipelining_in_order(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	add_three(&t);
+	tsess_connect(&t);
+	assert_string_equal(tsess_send(&t,
+	    "USER alice\r\nPASS secret word\r\nSTAT\r\nRETR 3\r\nUIDL 1\r\nQUIT\r\n"),
+	    "+OK Send PASS\r\n+OK Logged in, 3 messages (135 octets)\r\n+OK 3 135\r\n"
+	    "+OK 34 octets\r\nSubject: three\r\n\r\nno final newline\r\n.\r\n"
+	    "+OK 1 uid-1\r\n+OK Logging out (3 messages left)\r\n");
+	tsess_end(&t);
+}
+
+static void
+test_async_login_holds_input(void **state)
+{
+	struct tsess t;
+	struct maildrop *md;
+
+	tsess_start(&t, state);
+	add_three(&t);
+	t.async_login = true;
+	tsess_connect(&t);
+	assert_string_equal(tsess_send(&t, "USER alice\r\nPASS secret word\r\nSTAT\r\n"),
+	    "+OK Send PASS\r\n");
+	assert_int_equal(t.st, POP3_WAIT_LOGIN);
+	assert_string_equal(t.last_secret, "secret word");
+	assert_true(pop3_pending_input(t.p) > 0);
+	assert_int_equal(mem_store_open(t.ms, &md), MAILDROP_OPEN_OK);
+	pop3_login_done(t.p, POP3_LOGIN_OK, md, &t.policy);
+	t.st = pop3_run(t.p);
+	pump(&t);
+	assert_string_equal(tsess_take(&t),
+	    "+OK Logged in, 3 messages (135 octets)\r\n+OK 3 135\r\n");
+	tsess_end(&t);
+}
+
+static void
+test_backpressure_big_message(void **state)
+{
+	struct tsess t;
+	size_t n = 3 * 1024 * 1000, i; /* whole lines of 100 */
+	char *msg = xmalloc(n), *expect;
+	struct buf want = BUF_INIT;
+
+	/* Lines of 99 octets + LF; some start with a dot. */
+	for (i = 0; i < n; i++)
+		msg[i] = (i % 100 == 99) ? '\n' : (i % 700 == 0 ? '.' : 'x');
+	buf_printf(&want, "+OK %zu octets\r\n", n + n / 100);
+	for (i = 0; i < n; i += 100) {
+		if (msg[i] == '.')
+			buf_puts(&want, ".");
+		buf_append(&want, msg + i, 99);
+		buf_puts(&want, "\r\n");
+	}
+	buf_puts(&want, ".\r\n");
+
+	tsess_start(&t, state);
+	mem_store_add(t.ms, "big", msg, n);
+	tsess_connect(&t);
+	login(&t);
+	pop3_set_out_high(t.p, 8192);
+	t.st = pop3_input(t.p, "RETR 1\r\nNOOP\r\n", 14);
+	/* Output stops near the high-water mark until drained. */
+	assert_int_equal(t.st, POP3_WANT_OUTPUT);
+	assert_true(buf_size(&t.out) < 8192 + 2 * 16384 + 64);
+	pump(&t);
+	expect = xstrndup(buf_head(&want), buf_size(&want));
+	const char *got = tsess_take(&t);
+	assert_int_equal(strlen(got), buf_size(&want) + 5);
+	assert_memory_equal(got, expect, buf_size(&want));
+	assert_string_equal(got + buf_size(&want), "+OK\r\n");
+	free(expect);
+	free(msg);
+	buf_free(&want);
+	tsess_end(&t);
+}
+
+static void
+test_expire_zero_deletes_retrieved(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	add_three(&t);
+	t.policy.expire = 0;
+	tsess_connect(&t);
+	login(&t);
+	tsess_send(&t, "RETR 2\r\n");
+	assert_string_equal(tsess_send(&t, "QUIT\r\n"), "+OK Logging out (2 messages left)\r\n");
+	assert_int_equal(mem_store_count(t.ms), 2);
+	tsess_end(&t);
+}
+
+static void
+test_faults(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	add_three(&t);
+	mem_store_set_faults(t.ms, true, true);
+	tsess_connect(&t);
+	login(&t);
+	assert_string_equal(tsess_send(&t, "RETR 1\r\n"),
+	    "-ERR [SYS/TEMP] Message 1 cannot be read now\r\n");
+	assert_string_equal(tsess_send(&t, "DELE 1\r\nQUIT\r\n"),
+	    "+OK Message 1 deleted\r\n"
+	    "-ERR [SYS/TEMP] 1 messages could not be removed, try again later\r\n");
+	assert_true(pop3_stats(t.p)->update_failed);
+	assert_int_equal(mem_store_count(t.ms), 3);
+	tsess_end(&t);
+}
+
+static void
+test_nul_and_empty(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	t.set.max_bad_commands = 50;
+	tsess_connect(&t);
+	assert_string_equal(tsess_send_n(&t, "NO\0OP\r\n", 7), "-ERR NUL octet in command\r\n");
+	assert_string_equal(tsess_send(&t, "\r\n"), "-ERR Unknown command\r\n");
+	assert_string_equal(tsess_send(&t, "quit\n"), "+OK Bye\r\n");
+	tsess_end(&t);
+}
+
+/* RFC 1939 §10, with this server's greeting and texts: the sequence, the
+ * counts and octet sizes are the RFC's. */
+static void
+test_rfc1939_example(void **state)
+{
+	struct tsess t;
+	char m1[120], m2[200];
+
+	tsess_start(&t, state);
+	t.set.apop_timestamp = "<1896.697170952@dbc.mtview.ca.us>";
+	/* Two messages of 120 and 200 octets, as in the example. */
+	memset(m1, 'a', sizeof(m1));
+	m1[sizeof(m1) - 2] = '\r';
+	m1[sizeof(m1) - 1] = '\n';
+	memset(m2, 'b', sizeof(m2));
+	m2[sizeof(m2) - 2] = '\r';
+	m2[sizeof(m2) - 1] = '\n';
+	mem_store_add(t.ms, "m1", m1, sizeof(m1));
+	mem_store_add(t.ms, "m2", m2, sizeof(m2));
+	t.p = pop3_new(&t.set, &test_host, &t, &t.out);
+	drain(&t);
+	assert_string_equal(tsess_take(&t),
+	    "+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>\r\n");
+	assert_string_equal(tsess_send(&t, "APOP alice c4c9334bac560ecc979e58001b3e22fb\r\n"),
+	    "+OK Logged in, 2 messages (320 octets)\r\n");
+	assert_string_equal(t.last_secret, "c4c9334bac560ecc979e58001b3e22fb");
+	assert_string_equal(tsess_send(&t, "STAT\r\n"), "+OK 2 320\r\n");
+	assert_string_equal(tsess_send(&t, "LIST\r\n"),
+	    "+OK 2 messages (320 octets)\r\n1 120\r\n2 200\r\n.\r\n");
+	const char *r = tsess_send(&t, "RETR 1\r\n");
+	assert_true(strncmp(r, "+OK 120 octets\r\n", 16) == 0);
+	assert_int_equal(strlen(r), 16 + 120 + 3);
+	assert_string_equal(tsess_send(&t, "DELE 1\r\n"), "+OK Message 1 deleted\r\n");
+	r = tsess_send(&t, "RETR 2\r\n");
+	assert_true(strncmp(r, "+OK 200 octets\r\n", 16) == 0);
+	assert_string_equal(tsess_send(&t, "DELE 2\r\n"), "+OK Message 2 deleted\r\n");
+	assert_string_equal(tsess_send(&t, "QUIT\r\n"), "+OK Logging out, maildrop empty\r\n");
+	assert_int_equal(mem_store_count(t.ms), 0);
+	tsess_end(&t);
+}
+
+static bool whole = false, bytewise = true;
+
+#define BOTH(fn) \
+	cmocka_unit_test_prestate(fn, &whole), cmocka_unit_test_prestate(fn, &bytewise)
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		BOTH(test_greeting_and_capa),
+		BOTH(test_greeting_apop),
+		BOTH(test_login_failures),
+		BOTH(test_transaction),
+		BOTH(test_top),
+		BOTH(test_strict_numbers),
+		BOTH(test_long_line_stays_in_sync),
+		BOTH(test_bad_commands_close),
+		BOTH(test_no_quit_deletes_nothing),
+		BOTH(test_pipelining_in_order),
+		BOTH(test_async_login_holds_input),
+		BOTH(test_backpressure_big_message),
+		BOTH(test_expire_zero_deletes_retrieved),
+		BOTH(test_faults),
+		BOTH(test_nul_and_empty),
+		BOTH(test_rfc1939_example),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
