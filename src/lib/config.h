@@ -15,7 +15,9 @@ enum config_type {
 	CONFIG_UINT,   /* unsigned, within [min, max] */
 	CONFIG_BOOL,   /* bool: yes/no, true/false, on/off, 1/0 */
 	CONFIG_ENUM,   /* unsigned index into choices (NULL-terminated) */
-	CONFIG_LIST,   /* struct config_list: repeated lines append */
+	CONFIG_LIST,   /* struct config_list: repeated lines append; the first
+	                * line in a file replaces the default; an empty value
+	                * empties the list. Default: "a, b" (comma-separated) */
 	CONFIG_DURATION, /* unsigned seconds: "600", "10m", "1h", "2d" */
 };
 
@@ -29,15 +31,17 @@ struct config_setting {
 	enum config_type type;
 	size_t offset;            /* into the settings struct */
 	const char *def;          /* default as text, parsed like a file value */
-	unsigned min, max;        /* CONFIG_UINT / CONFIG_DURATION bounds */
+	unsigned min, max;        /* CONFIG_UINT / CONFIG_DURATION bounds;
+	                           * max 0 = no upper bound */
 	const char *const *choices; /* CONFIG_ENUM */
 	const char *help;         /* one line, printed by config_print */
 };
 
-/* Sets every setting to its default. */
+/* Sets every setting to its default (overwrites without freeing). */
 void config_defaults(const struct config_setting *table, size_t n, void *settings);
 /* Parses path into settings (defaults applied first). 0 / -1; on error
- * *error_r is a malloc'ed "path:line: message". */
+ * *error_r is a malloc'ed "path:line: message" and settings are already
+ * freed (config_free again is harmless). */
 int config_load(const struct config_setting *table, size_t n, void *settings,
     const char *path, char **error_r);
 /* Parses one "name = value" pair (used by the file parser and -o). */

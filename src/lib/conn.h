@@ -20,15 +20,18 @@ struct conn;
 struct conn_callbacks {
 	/* New input. The callback consumes what it can. */
 	void (*input)(void *ctx, const char *data, size_t len);
-	/* Output fell below CONN_OUT_LOW after having been above it, or fully
-	 * drained after conn_want_drain(). */
+	/* Output fell below CONN_OUT_LOW after conn_flush saw it at or above
+	 * CONN_OUT_HIGH, or fully drained after conn_want_drain(). */
 	void (*drained)(void *ctx);
 	/* EOF or error; reason is static text. The owner frees the conn
 	 * (it may do so inside this callback). */
 	void (*closed)(void *ctx, const char *reason);
 };
 
-/* Takes ownership of fd (non-blocking is set here). */
+/* Takes ownership of fd (non-blocking is set here); *cb is copied.
+ * Callbacks run only from the loop, never from inside conn_flush,
+ * conn_pause_input or conn_want_drain: a write error found by conn_flush
+ * reaches closed() on the next loop pass. */
 struct conn *conn_new(struct ioloop *loop, int fd, const struct conn_callbacks *cb, void *ctx);
 /* Closes fd and frees. Safe inside any callback of this conn. */
 void conn_free(struct conn **c);

@@ -28,15 +28,17 @@ void ioloop_stop(struct ioloop *loop);
 /* Monotonic ms, cached at each wakeup. */
 uint64_t ioloop_now(const struct ioloop *loop);
 
-/* Watches fd for events (IO_READ|IO_WRITE, level-triggered). On error or
- * hangup the callback gets IO_READ so the read sees it. */
+/* Watches fd for events (IO_READ|IO_WRITE, level-triggered; 0 = none).
+ * On error or hangup the callback gets the watched events (IO_READ and/or
+ * IO_WRITE) so the read or write that follows sees it. */
 struct io *io_add(struct ioloop *loop, int fd, unsigned events, io_callback *cb, void *ctx);
 void io_set_events(struct io *io, unsigned events);
 /* Safe inside any callback, including the io's own. Sets *io to NULL. */
 void io_remove(struct io **io);
 
 /* One-shot timer after msecs. The timer is freed after it fires: do not
- * remove it then (clear your pointer in the callback). */
+ * remove it then (clear your pointer in the callback). Inside its own
+ * callback, timer_reset re-arms it (then it is not freed). */
 struct timer *timer_add(struct ioloop *loop, unsigned msecs, timer_callback *cb, void *ctx);
 /* Re-arms a pending timer msecs from now. */
 void timer_reset(struct timer *t, unsigned msecs);
