@@ -49,7 +49,7 @@ $(LIBPOBOX): $(LIB_OBJS)
 	ar rcs $@ $^
 
 .SECONDEXPANSION:
-$(O)/bin/%: $$(patsubst %.c,$(O)/%.o,$$(wildcard src/$$*/*.c)) $(LIBPOBOX)
+$(O)/bin/%: $$(addprefix $(O)/,$$(subst .c,.o,$$(wildcard src/$$*/*.c))) $(LIBPOBOX)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 

@@ -290,7 +290,7 @@ cmd_quit(struct pop3 *p, char *args)
 	} else if (left == 0) {
 		reply_ok(p, "Logging out, maildrop empty");
 	} else {
-		reply_ok(p, "Logging out (%u messages left)", left);
+		reply_ok(p, "Logging out (%u message%s left)", left, left == 1 ? "" : "s");
 	}
 	free(del);
 	maildrop_close(&p->md);

@@ -284,7 +284,7 @@ test_transaction(void **state)
 	assert_string_equal(tsess_send(&t, "NOOP\r\n"), "+OK\r\n");
 	assert_string_equal(tsess_send(&t, "DELE 2\r\nDELE 3\r\n"),
 	    "+OK Message 2 deleted\r\n+OK Message 3 deleted\r\n");
-	assert_string_equal(tsess_send(&t, "QUIT\r\n"), "+OK Logging out (1 messages left)\r\n");
+	assert_string_equal(tsess_send(&t, "QUIT\r\n"), "+OK Logging out (1 message left)\r\n");
 	assert_int_equal(t.st, POP3_CLOSE);
 	assert_int_equal(mem_store_count(t.ms), 1);
 	assert_true(pop3_stats(t.p)->updated);

@@ -1,0 +1,154 @@
+/* iptable.c: per client address: open sessions and recent login failures,
+ * for max_sessions_per_ip and the growing failure delay. A small chained
+ * hash table; an entry goes when it has no session and no recent failure. */
+#include "poboxd/poboxd.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define IPTABLE_BUCKETS 4096
+#define IPTABLE_FAILURE_WINDOW_MS (15 * 60 * 1000)
+
+struct ip_entry {
+	struct ip_entry *next;
+	unsigned sessions;
+	unsigned failures;
+	uint64_t last_failure_ms;
+	char ip[];
+};
+
+struct iptable {
+	struct ip_entry *buckets[IPTABLE_BUCKETS];
+};
+
+static unsigned
+ip_hash(const char *ip)
+{
+	unsigned h = 2166136261u; /* FNV-1a */
+
+	for (; *ip != '\0'; ip++)
+		h = (h ^ (unsigned char)*ip) * 16777619u;
+	return h % IPTABLE_BUCKETS;
+}
+
+static struct ip_entry **
+ip_find(struct iptable *t, const char *ip)
+{
+	struct ip_entry **e = &t->buckets[ip_hash(ip)];
+
+	while (*e != NULL && strcmp((*e)->ip, ip) != 0)
+		e = &(*e)->next;
+	return e;
+}
+
+static struct ip_entry *
+ip_get(struct iptable *t, const char *ip)
+{
+	struct ip_entry **e = ip_find(t, ip);
+
+	if (*e == NULL) {
+		size_t n = strlen(ip) + 1;
+		*e = xcalloc(1, sizeof(**e) + n);
+		memcpy((*e)->ip, ip, n);
+	}
+	return *e;
+}
+
+static void
+ip_expire(struct ip_entry *e, uint64_t now_ms)
+{
+	if (e->failures > 0 && now_ms - e->last_failure_ms > IPTABLE_FAILURE_WINDOW_MS)
+		e->failures = 0;
+}
+
+static void
+ip_maybe_drop(struct iptable *t, const char *ip)
+{
+	struct ip_entry **e = ip_find(t, ip), *dead = *e;
+
+	if (dead != NULL && dead->sessions == 0 && dead->failures == 0) {
+		*e = dead->next;
+		free(dead);
+	}
+}
+
+struct iptable *
+iptable_new(void)
+{
+	return xcalloc(1, sizeof(struct iptable));
+}
+
+void
+iptable_free(struct iptable **tp)
+{
+	struct iptable *t = *tp;
+
+	if (t == NULL)
+		return;
+	for (unsigned i = 0; i < IPTABLE_BUCKETS; i++) {
+		while (t->buckets[i] != NULL) {
+			struct ip_entry *e = t->buckets[i];
+			t->buckets[i] = e->next;
+			free(e);
+		}
+	}
+	free(t);
+	*tp = NULL;
+}
+
+unsigned
+iptable_session_add(struct iptable *t, const char *ip)
+{
+	return ++ip_get(t, ip)->sessions;
+}
+
+void
+iptable_session_remove(struct iptable *t, const char *ip)
+{
+	struct ip_entry *e = *ip_find(t, ip);
+
+	if (e == NULL || e->sessions == 0)
+		return;
+	e->sessions--;
+	ip_maybe_drop(t, ip);
+}
+
+unsigned
+iptable_failure(struct iptable *t, const char *ip, uint64_t now_ms)
+{
+	struct ip_entry *e = ip_get(t, ip);
+
+	ip_expire(e, now_ms);
+	e->failures++;
+	e->last_failure_ms = now_ms;
+	return e->failures;
+}
+
+unsigned
+iptable_failures(struct iptable *t, const char *ip, uint64_t now_ms)
+{
+	struct ip_entry *e = *ip_find(t, ip);
+
+	if (e == NULL)
+		return 0;
+	ip_expire(e, now_ms);
+	return e->failures;
+}
+
+void
+iptable_sweep(struct iptable *t, uint64_t now_ms)
+{
+	for (unsigned i = 0; i < IPTABLE_BUCKETS; i++) {
+		struct ip_entry **e = &t->buckets[i];
+		while (*e != NULL) {
+			ip_expire(*e, now_ms);
+			if ((*e)->sessions == 0 && (*e)->failures == 0) {
+				struct ip_entry *dead = *e;
+				*e = dead->next;
+				free(dead);
+			} else {
+				e = &(*e)->next;
+			}
+		}
+	}
+}

@@ -1,0 +1,216 @@
+/* login.c: answers the engine's login requests. The user lookup is a hash
+ * table read in the loop; the slow crypt(3) verification runs in the work
+ * queue; failures are answered after a delay that grows with recent
+ * failures from the same address. Unknown users take the same path and
+ * time as wrong passwords. Runs in poboxd, unprivileged. */
+#include "poboxd/poboxd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "auth/auth.h"
+#include "auth/authcache.h"
+#include "lib/ioloop.h"
+#include "lib/log.h"
+#include "lib/workq.h"
+#include "store/maildrop.h"
+
+#define LOGIN_DELAY_MAX_MS 30000
+#define LOGIN_STAMP_FILE ".pobox.lock" /* its mtime is the last login */
+
+struct login_job {
+	struct session *session; /* NULL once the session went away */
+	struct auth_user *user;  /* NULL for an unknown user */
+	char *name;
+	char *password;
+	enum auth_result result;
+};
+
+static void
+log_failure(struct session *s, const char *name, const char *reason)
+{
+	char v[80];
+
+	log_info("session=%s event=login_failed user=%s ip=%s reason=%s",
+	    session_id(s), log_value(v, sizeof(v), name), session_ip(s), reason);
+}
+
+static void
+delay_expired(void *ctx)
+{
+	struct session *s = ctx;
+
+	session_login_state(s)->delay = NULL;
+	session_login_done(s, POP3_LOGIN_BAD, NULL, NULL, NULL);
+}
+
+/* RFC 1939 §13 suggests delaying failed logins against guessing. */
+static void
+login_fail(struct session *s, const char *name, const char *reason)
+{
+	struct server *srv = session_server(s);
+	unsigned base = session_config(s)->set.auth_failure_delay * 1000;
+	unsigned n = iptable_failure(srv->ips, session_ip(s), ioloop_now(srv->loop));
+	unsigned ms = base;
+
+	log_failure(s, name, reason);
+	for (unsigned i = 1; i < n && ms < LOGIN_DELAY_MAX_MS; i++)
+		ms *= 2;
+	if (ms > LOGIN_DELAY_MAX_MS)
+		ms = LOGIN_DELAY_MAX_MS;
+	if (ms == 0) {
+		session_login_done(s, POP3_LOGIN_BAD, NULL, NULL, NULL);
+		return;
+	}
+	session_login_state(s)->delay = timer_add(srv->loop, ms, delay_expired, s);
+}
+
+static int
+policy_value(int user_value, int global)
+{
+	return user_value == -1 ? global : user_value == -2 ? -1 : user_value;
+}
+
+/* Credentials are good: enforce LOGIN-DELAY, then lock the maildrop. */
+static void
+login_open(struct session *s, const struct auth_user *u, const char *method)
+{
+	const struct server_config *cfg = session_config(s);
+	struct pop3_user_policy policy;
+	struct maildrop *md;
+	const char *error = NULL;
+	char *stamp;
+	struct stat st;
+
+	policy.login_delay = policy_value(u->login_delay,
+	    cfg->set.login_delay > 0 ? (int)cfg->set.login_delay : -1);
+	policy.expire = policy_value(u->expire, cfg->expire_days);
+
+	stamp = xasprintf("%s/%s", u->maildir, LOGIN_STAMP_FILE);
+	if (policy.login_delay > 0 && stat(stamp, &st) == 0 &&
+	    time(NULL) - st.st_mtime < policy.login_delay) {
+		log_failure(s, u->name, "login_delay");
+		free(stamp);
+		session_login_done(s, POP3_LOGIN_DELAYED, NULL, NULL, NULL);
+		return;
+	}
+	switch (maildir_open(u->maildir, true, &md, &error)) {
+	case MAILDROP_OPEN_OK:
+		break;
+	case MAILDROP_OPEN_IN_USE:
+		log_failure(s, u->name, "in_use");
+		free(stamp);
+		session_login_done(s, POP3_LOGIN_IN_USE, NULL, NULL, NULL);
+		return;
+	case MAILDROP_OPEN_ERROR:
+		log_error("session=%s event=maildrop_error user=%s path=%s error=\"%s\"",
+		    session_id(s), u->name, u->maildir, error != NULL ? error : "unknown");
+		free(stamp);
+		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
+		return;
+	}
+	if (policy.login_delay > 0)
+		(void)utimensat(AT_FDCWD, stamp, NULL, 0);
+	free(stamp);
+	log_info("session=%s event=login user=%s method=%s ip=%s messages=%u",
+	    session_id(s), u->name, method, session_ip(s), md->count);
+	session_login_done(s, POP3_LOGIN_OK, md, &policy, u->name);
+}
+
+static void
+job_free(struct login_job *job)
+{
+	auth_user_free(&job->user);
+	secret_free(&job->password);
+	free(job->name);
+	free(job);
+}
+
+static void
+job_work(void *arg)
+{
+	struct login_job *job = arg;
+
+	job->result = auth_verify_password(job->user != NULL ? job->user->hash : NULL,
+	    job->password);
+}
+
+static void
+job_done(void *arg)
+{
+	struct login_job *job = arg;
+	struct session *s = job->session;
+
+	if (s != NULL) {
+		session_login_state(s)->job = NULL;
+		if (job->result == AUTH_OK && job->user != NULL) {
+			auth_cache_put(session_server(s)->auth_cache, job->user->name,
+			    job->user->hash, job->password, ioloop_now(session_server(s)->loop));
+			login_open(s, job->user, "pass");
+		}
+		else if (job->result == AUTH_TEMPFAIL)
+			session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
+		else
+			login_fail(s, job->name, job->user != NULL ?
+			    "bad_password" : "unknown_user");
+	}
+	job_free(job);
+}
+
+void
+login_start(struct session *s, const struct pop3_login *req)
+{
+	struct server *srv = session_server(s);
+	struct auth_user *u = NULL;
+	int found = 0;
+
+	if (auth_user_name_valid(req->user)) {
+		passwd_db_refresh(srv->db);
+		found = passwd_db_lookup(srv->db, req->user, &u);
+	}
+	if (found < 0) {
+		log_error("session=%s event=login_tempfail reason=userdb", session_id(s));
+		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
+		return;
+	}
+	if (req->kind == POP3_LOGIN_APOP) {
+		/* MD5 is fast: no need to leave the loop. */
+		enum auth_result r = AUTH_FAIL;
+		if (u != NULL && u->apop_secret != NULL)
+			r = auth_verify_apop(u->apop_secret, req->timestamp, req->secret);
+		if (r == AUTH_OK)
+			login_open(s, u, "apop");
+		else
+			login_fail(s, req->user, u == NULL ? "unknown_user" : "bad_password");
+		auth_user_free(&u);
+		return;
+	}
+	if (u != NULL && auth_cache_hit(srv->auth_cache, u->name, u->hash, req->secret,
+	    ioloop_now(srv->loop))) {
+		login_open(s, u, "pass");
+		auth_user_free(&u);
+		return;
+	}
+	struct login_job *job = xcalloc(1, sizeof(*job));
+	job->session = s;
+	job->user = u;
+	job->name = xstrdup(req->user);
+	job->password = xstrdup(req->secret);
+	session_login_state(s)->job = job;
+	workq_submit(srv->workq, job_work, job_done, job);
+}
+
+void
+login_abort(struct session *s)
+{
+	struct session_login *l = session_login_state(s);
+
+	if (l->job != NULL)
+		l->job->session = NULL; /* job_done frees it */
+	l->job = NULL;
+	timer_remove(&l->delay);
+}

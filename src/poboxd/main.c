@@ -1,0 +1,375 @@
+/* main.c: poboxd, the POP3 server. Reads the configuration, binds the
+ * listeners (as root if it must), drops to the unprivileged user, then
+ * serves every session from one event loop; password hashes are verified
+ * in a thread pool. SIGTERM/SIGINT: close sessions (no UPDATE) and exit;
+ * SIGHUP: reload the configuration, sessions stay. */
+#include "poboxd/poboxd.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "auth/auth.h"
+#include "auth/authcache.h"
+#include "lib/ioloop.h"
+#include "lib/log.h"
+#include "lib/workq.h"
+
+#define POBOXD_VERSION "0.1.0"
+#define LISTEN_MAX 16
+#define LISTEN_BACKLOG 1024
+#define ACCEPT_BATCH 64 /* per wakeup, so one listener cannot starve sessions */
+#define SWEEP_INTERVAL_MS 60000
+#define AUTH_CACHE_ENTRIES 65536
+
+struct listener {
+	struct server *srv;
+	int fd;
+	struct io *io;
+	char name[300];
+};
+
+static struct listener listeners[LISTEN_MAX];
+static unsigned listener_count;
+
+struct server_config *
+server_config_ref(struct server_config *c)
+{
+	c->refs++;
+	return c;
+}
+
+void
+server_config_unref(struct server_config **cp)
+{
+	struct server_config *c = *cp;
+
+	*cp = NULL;
+	if (c == NULL || --c->refs > 0)
+		return;
+	settings_free(&c->set);
+	free(c);
+}
+
+static struct server_config *
+config_read(const char *path, char **error_r)
+{
+	struct server_config *c = xcalloc(1, sizeof(*c));
+
+	if (settings_load(&c->set, path, error_r) < 0) {
+		settings_free(&c->set);
+		free(c);
+		return NULL;
+	}
+	c->refs = 1;
+	c->expire_days = settings_expire_days(&c->set);
+	return c;
+}
+
+/* "127.0.0.1:110", "[::1]:110", "*:110" (all IPv4 and IPv6 addresses). */
+static int
+listen_parse(const char *spec, char *host, size_t hostlen, char *port, size_t portlen)
+{
+	const char *colon;
+
+	if (spec[0] == '[') {
+		const char *end = strchr(spec, ']');
+		if (end == NULL || end[1] != ':')
+			return -1;
+		snprintf(host, hostlen, "%.*s", (int)(end - spec - 1), spec + 1);
+		snprintf(port, portlen, "%s", end + 2);
+	} else {
+		colon = strrchr(spec, ':');
+		if (colon == NULL)
+			return -1;
+		snprintf(host, hostlen, "%.*s", (int)(colon - spec), spec);
+		snprintf(port, portlen, "%s", colon + 1);
+	}
+	return host[0] != '\0' && port[0] != '\0' ? 0 : -1;
+}
+
+static int
+listener_bind(struct server *srv, const char *spec)
+{
+	char host[256], port[16];
+	struct addrinfo hints = { 0 }, *res, *ai;
+	int err;
+
+	if (listen_parse(spec, host, sizeof(host), port, sizeof(port)) < 0) {
+		log_error("event=listen_error addr=%s error=\"expected HOST:PORT or [V6]:PORT\"", spec);
+		return -1;
+	}
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if (strcmp(host, "*") != 0)
+		hints.ai_flags |= AI_NUMERICHOST;
+	if ((err = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, port, &hints, &res)) != 0) {
+		log_error("event=listen_error addr=%s error=\"%s\"", spec, gai_strerror(err));
+		return -1;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		struct listener *l;
+		int fd, one = 1;
+
+		if (listener_count == LISTEN_MAX) {
+			log_error("event=listen_error error=\"more than %d listeners\"", LISTEN_MAX);
+			freeaddrinfo(res);
+			return -1;
+		}
+		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+			log_error("event=listen_error addr=%s error=\"%s\"", spec, strerror(errno));
+			close(fd);
+			freeaddrinfo(res);
+			return -1;
+		}
+		l = &listeners[listener_count++];
+		l->srv = srv;
+		l->fd = fd;
+		if (ai->ai_family == AF_INET6)
+			snprintf(l->name, sizeof(l->name), "[%s]:%s",
+			    strcmp(host, "*") == 0 ? "::" : host, port);
+		else
+			snprintf(l->name, sizeof(l->name), "%s:%s",
+			    strcmp(host, "*") == 0 ? "0.0.0.0" : host, port);
+	}
+	freeaddrinfo(res);
+	return 0;
+}
+
+static void
+listener_accept(void *ctx, unsigned events)
+{
+	struct listener *l = ctx;
+
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof(peer);
+		int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				log_warn("event=accept_error error=\"%s\"", strerror(errno));
+			return;
+		}
+		session_create(l->srv, fd, &peer);
+	}
+}
+
+/* Never serve as root: switch to the configured user for good. */
+static int
+drop_privileges(const char *user)
+{
+	struct passwd *pw;
+
+	if (geteuid() != 0)
+		return 0;
+	if (user[0] == '\0' || (pw = getpwnam(user)) == NULL) {
+		log_error("event=privileges error=\"user '%s' does not exist; create it "
+		    "(useradd --system %s) or set user in the configuration\"", user, user);
+		return -1;
+	}
+	if (pw->pw_uid == 0) {
+		log_error("event=privileges error=\"user '%s' is root; poboxd never serves as root\"", user);
+		return -1;
+	}
+	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		log_error("event=privileges error=\"%s\"", strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		log_error("event=privileges error=\"could regain root\"");
+		return -1;
+	}
+	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	return 0;
+}
+
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static void
+on_terminate(void *ctx, int signo)
+{
+	struct server *srv = ctx;
+
+	log_info("event=shutdown signal=%s sessions=%u", strsignal(signo), srv->session_count);
+	srv->shutting_down = true;
+	ioloop_stop(srv->loop);
+}
+
+static void
+on_reload(void *ctx, int signo)
+{
+	struct server *srv = ctx;
+	struct server_config *c;
+	struct passwd_db *db;
+	char *error = NULL;
+
+	if ((c = config_read(srv->config_path, &error)) == NULL) {
+		log_error("event=reload_failed error=\"%s\"", error);
+		free(error);
+		return;
+	}
+	if (passwd_db_open(c->set.passwd_file, c->set.mail_root, &db, &error) < 0) {
+		log_error("event=reload_failed error=\"%s\"", error);
+		free(error);
+		server_config_unref(&c);
+		return;
+	}
+	passwd_db_free(&srv->db);
+	srv->db = db;
+	/* A reload is how an admin says "forget what you knew". */
+	auth_cache_free(&srv->auth_cache);
+	srv->auth_cache = auth_cache_new((uint64_t)c->set.auth_cache_ttl * 1000,
+	    AUTH_CACHE_ENTRIES);
+	if (c->set.listen.count != srv->config->set.listen.count)
+		log_warn("event=reload note=\"listen changes need a restart\"");
+	log_set_level((enum log_level)c->set.log_level);
+	server_config_unref(&srv->config);
+	srv->config = c;
+	log_info("event=reloaded sessions=%u", srv->session_count);
+}
+
+static void
+on_sweep(void *ctx);
+
+static struct timer *sweep_timer;
+
+static void
+on_sweep(void *ctx)
+{
+	struct server *srv = ctx;
+
+	iptable_sweep(srv->ips, ioloop_now(srv->loop));
+	sweep_timer = timer_add(srv->loop, SWEEP_INTERVAL_MS, on_sweep, srv);
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: poboxd [-c FILE] [-f] [-n | -t] [-V]\n"
+	    "  -c FILE  configuration file (default " POBOX_DEFAULT_CONFIG ")\n"
+	    "  -f       stay in the foreground and log to stderr\n"
+	    "  -n       print the effective configuration and exit\n"
+	    "  -t       check the configuration and exit\n"
+	    "  -V       print the version and exit\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	struct server srv = { 0 };
+	bool foreground = false, print = false, test = false;
+	char *error = NULL;
+	int opt;
+
+	srv.config_path = POBOX_DEFAULT_CONFIG;
+	while ((opt = getopt(argc, argv, "c:fntVh")) != -1) {
+		switch (opt) {
+		case 'c': srv.config_path = optarg; break;
+		case 'f': foreground = true; break;
+		case 'n': print = true; break;
+		case 't': test = true; break;
+		case 'V': printf("poboxd %s\n", POBOXD_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 64;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 64;
+	}
+	if ((srv.config = config_read(srv.config_path, &error)) == NULL) {
+		fprintf(stderr, "poboxd: %s\n", error);
+		return 1;
+	}
+	if (print) {
+		config_print(pobox_settings_table, pobox_settings_count, &srv.config->set, stdout);
+		return 0;
+	}
+	if (test) {
+		if (passwd_db_open(srv.config->set.passwd_file, srv.config->set.mail_root,
+		    &srv.db, &error) < 0) {
+			fprintf(stderr, "poboxd: %s\n", error);
+			return 1;
+		}
+		printf("poboxd: configuration %s is valid\n", srv.config_path);
+		return 0;
+	}
+
+	log_open("poboxd", foreground, (enum log_level)srv.config->set.log_level);
+	if (!foreground && daemon(0, 0) < 0)
+		log_fatal("event=daemon error=\"%s\"", strerror(errno));
+	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
+	srv.loop = ioloop_new();
+	for (unsigned i = 0; i < srv.config->set.listen.count; i++) {
+		if (listener_bind(&srv, srv.config->set.listen.items[i]) < 0)
+			return 1;
+	}
+	if (drop_privileges(srv.config->set.user) < 0)
+		return 1;
+	if (passwd_db_open(srv.config->set.passwd_file, srv.config->set.mail_root,
+	    &srv.db, &error) < 0)
+		log_fatal("event=startup error=\"%s\"", error);
+	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)
+		strcpy(srv.hostname, "localhost");
+	srv.ips = iptable_new();
+	srv.auth_cache = auth_cache_new((uint64_t)srv.config->set.auth_cache_ttl * 1000,
+	    AUTH_CACHE_ENTRIES);
+	/* Signals first: the worker threads inherit the blocked mask. */
+	ioloop_add_signal(srv.loop, SIGTERM, on_terminate, &srv);
+	ioloop_add_signal(srv.loop, SIGINT, on_terminate, &srv);
+	ioloop_add_signal(srv.loop, SIGHUP, on_reload, &srv);
+	srv.workq = workq_new(srv.loop, srv.config->set.auth_workers);
+	for (unsigned i = 0; i < listener_count; i++) {
+		listeners[i].io = io_add(srv.loop, listeners[i].fd, IO_READ, listener_accept, &listeners[i]);
+		log_info("event=listening addr=%s", listeners[i].name);
+	}
+	sweep_timer = timer_add(srv.loop, SWEEP_INTERVAL_MS, on_sweep, &srv);
+	log_info("event=started version=%s uid=%d pid=%d", POBOXD_VERSION, (int)getuid(), (int)getpid());
+
+	ioloop_run(srv.loop);
+
+	for (unsigned i = 0; i < listener_count; i++) {
+		io_remove(&listeners[i].io);
+		close(listeners[i].fd);
+	}
+	session_close_all(&srv, "shutdown");
+	workq_free(&srv.workq);
+	timer_remove(&sweep_timer);
+	iptable_free(&srv.ips);
+	auth_cache_free(&srv.auth_cache);
+	passwd_db_free(&srv.db);
+	server_config_unref(&srv.config);
+	ioloop_free(&srv.loop);
+	log_info("event=stopped");
+	return 0;
+}

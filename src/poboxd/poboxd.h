@@ -1,0 +1,88 @@
+/* poboxd.h: the daemon's internal interfaces: the server context, sessions,
+ * the login glue and the per-address table. One process today (see
+ * docs/ARCHITECTURE.md for the privilege-separated target); never root
+ * while it serves. */
+#ifndef POBOX_POBOXD_H
+#define POBOX_POBOXD_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lib/settings.h"
+#include "proto/pop3.h"
+
+struct ioloop;
+struct workq;
+struct passwd_db;
+struct session;
+struct iptable;
+struct auth_cache;
+
+/* Settings shared by the sessions that started under them; a SIGHUP
+ * reload makes a new one and the old one lives until its last session. */
+struct server_config {
+	unsigned refs;
+	struct pobox_settings set;
+	int expire_days;        /* -1: never */
+};
+
+struct server {
+	struct ioloop *loop;
+	struct workq *workq;
+	struct passwd_db *db;
+	struct auth_cache *auth_cache;
+	struct server_config *config;
+	const char *config_path;
+	struct iptable *ips;
+	struct session *sessions; /* doubly linked, for shutdown */
+	unsigned session_count;
+	char hostname[256];
+	bool shutting_down;
+};
+
+struct server_config *server_config_ref(struct server_config *c);
+void server_config_unref(struct server_config **c);
+
+/* session.c */
+/* Takes over an accepted socket. */
+void session_create(struct server *srv, int fd, const struct sockaddr_storage *peer);
+/* Closes every session without UPDATE (SIGTERM). */
+void session_close_all(struct server *srv, const char *reason);
+
+/* login.c: the pop3_host login callback and its asynchronous answer. */
+struct login_job;
+struct session_login {
+	struct login_job *job;   /* verification in flight */
+	struct timer *delay;     /* failure delay in progress */
+	bool in_request;         /* inside login_start: the engine's loop
+	                            goes on by itself after an answer */
+};
+void login_start(struct session *s, const struct pop3_login *req);
+/* The session is going away: detach from a job still in flight. */
+void login_abort(struct session *s);
+
+/* Session accessors used by login.c. */
+struct server *session_server(struct session *s);
+struct pop3 *session_pop3(struct session *s);
+struct session_login *session_login_state(struct session *s);
+const char *session_id(const struct session *s);
+const char *session_ip(const struct session *s);
+const struct server_config *session_config(const struct session *s);
+/* Answer the engine and resume processing input. */
+void session_login_done(struct session *s, enum pop3_login_result res,
+    struct maildrop *md, const struct pop3_user_policy *policy, const char *user);
+
+/* iptable.c: per-address session counts and recent login failures. */
+struct iptable *iptable_new(void);
+void iptable_free(struct iptable **t);
+/* Counts a session from ip; returns the new count. */
+unsigned iptable_session_add(struct iptable *t, const char *ip);
+void iptable_session_remove(struct iptable *t, const char *ip);
+/* Records a failed login; returns recent failures from ip (decay: 15 min). */
+unsigned iptable_failure(struct iptable *t, const char *ip, uint64_t now_ms);
+unsigned iptable_failures(struct iptable *t, const char *ip, uint64_t now_ms);
+/* Drops entries with no session and no recent failure (call each minute). */
+void iptable_sweep(struct iptable *t, uint64_t now_ms);
+
+#endif

@@ -1,0 +1,304 @@
+/* session.c: one POP3 client connection: glues the socket (conn), the
+ * engine (pop3), timeouts and the login glue; logs connect and logout.
+ * Runs in poboxd's event loop, unprivileged. */
+#include "poboxd/poboxd.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "lib/conn.h"
+#include "lib/ioloop.h"
+#include "lib/log.h"
+#include "store/maildrop.h"
+
+#define SESSION_CLOSE_TIMEOUT_MS 10000 /* to flush the last reply */
+
+struct session {
+	struct session *prev, *next;
+	struct server *srv;
+	struct server_config *config;
+	struct conn *conn;
+	struct pop3 *pop3;
+	struct pop3_settings pop3_set;
+	struct session_login login;
+	struct timer *timer;      /* idle, or closing */
+	uint64_t start_ms;
+	bool closing;
+	char id[17];
+	char ip[INET6_ADDRSTRLEN];
+	unsigned port;
+	char apop_ts[128];
+};
+
+static void session_input(void *ctx, const char *data, size_t len);
+static void session_drained(void *ctx);
+static void session_closed(void *ctx, const char *reason);
+static void session_status(struct session *s, enum pop3_status st);
+
+static const struct conn_callbacks session_conn_callbacks = {
+	session_input, session_drained, session_closed,
+};
+
+static void
+session_host_login(void *ctx, const struct pop3_login *req)
+{
+	struct session *s = ctx;
+
+	s->login.in_request = true;
+	login_start(s, req);
+	s->login.in_request = false;
+}
+
+static const struct pop3_host session_pop3_host = { session_host_login };
+
+struct server *session_server(struct session *s) { return s->srv; }
+struct pop3 *session_pop3(struct session *s) { return s->pop3; }
+struct session_login *session_login_state(struct session *s) { return &s->login; }
+const char *session_id(const struct session *s) { return s->id; }
+const char *session_ip(const struct session *s) { return s->ip; }
+const struct server_config *session_config(const struct session *s) { return s->config; }
+
+static void
+session_free(struct session *s, const char *reason)
+{
+	struct server *srv = s->srv;
+
+	if (s->pop3 != NULL) {
+		const struct pop3_stats *st = pop3_stats(s->pop3);
+		const char *user = pop3_user(s->pop3);
+		char userv[80];
+
+		log_info("session=%s event=logout user=%s reason=%s commands=%u "
+		    "bad_commands=%u retr=%u retr_bytes=%llu dele=%u dele_bytes=%llu "
+		    "update=%s uidl_digest=%s duration_ms=%llu",
+		    s->id, user != NULL ? log_value(userv, sizeof(userv), user) : "-",
+		    reason != NULL ? reason : "quit", st->commands, st->bad_commands,
+		    st->retrieved, (unsigned long long)st->retrieved_bytes,
+		    st->updated ? st->deleted : 0,
+		    (unsigned long long)(st->updated ? st->deleted_bytes : 0),
+		    st->update_failed ? "failed" : st->updated ? "done" : "none",
+		    st->uidl_digest[0] != '\0' ? st->uidl_digest : "-",
+		    (unsigned long long)(ioloop_now(srv->loop) - s->start_ms));
+		login_abort(s);
+	}
+	timer_remove(&s->timer);
+	pop3_free(&s->pop3);
+	conn_free(&s->conn);
+	iptable_session_remove(srv->ips, s->ip);
+	server_config_unref(&s->config);
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		srv->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	srv->session_count--;
+	free(s);
+}
+
+static void
+session_timeout(void *ctx)
+{
+	struct session *s = ctx;
+
+	s->timer = NULL;
+	if (s->closing) {
+		session_free(s, "close_timeout");
+		return;
+	}
+	/* RFC 1939 §3: the autologout timer; no UPDATE. */
+	buf_puts(conn_out(s->conn), "-ERR [SYS/TEMP] Autologout: idle for too long\r\n");
+	conn_flush(s->conn);
+	session_free(s, "timeout");
+}
+
+static void
+session_touch(struct session *s)
+{
+	unsigned secs = pop3_in_transaction(s->pop3) ?
+	    s->config->set.idle_timeout : s->config->set.login_timeout;
+
+	if (s->timer != NULL)
+		timer_reset(s->timer, secs * 1000);
+	else
+		s->timer = timer_add(s->srv->loop, secs * 1000, session_timeout, s);
+}
+
+/* Sends what is left and closes once it drained (or after a timeout). */
+static void
+session_close_after_output(struct session *s)
+{
+	s->closing = true;
+	conn_pause_input(s->conn, true);
+	conn_flush(s->conn);
+	if (s->conn == NULL)
+		return;
+	if (conn_out_pending(s->conn) == 0) {
+		session_free(s, NULL);
+		return;
+	}
+	conn_want_drain(s->conn);
+	timer_remove(&s->timer);
+	s->timer = timer_add(s->srv->loop, SESSION_CLOSE_TIMEOUT_MS, session_timeout, s);
+}
+
+static void
+session_status(struct session *s, enum pop3_status st)
+{
+	switch (st) {
+	case POP3_CLOSE:
+		session_close_after_output(s);
+		return;
+	case POP3_WAIT_LOGIN:
+	case POP3_WANT_OUTPUT:
+	case POP3_WANT_INPUT:
+		/* Bound what a pipelining client can make us hold. */
+		conn_pause_input(s->conn, pop3_pending_input(s->pop3) > POP3_PIPELINE_MAX ||
+		    st == POP3_WAIT_LOGIN);
+		conn_flush(s->conn);
+		return;
+	}
+}
+
+static void
+session_input(void *ctx, const char *data, size_t len)
+{
+	struct session *s = ctx;
+
+	if (s->closing)
+		return;
+	session_touch(s);
+	session_status(s, pop3_input(s->pop3, data, len));
+}
+
+static void
+session_drained(void *ctx)
+{
+	struct session *s = ctx;
+
+	if (s->closing) {
+		session_free(s, NULL);
+		return;
+	}
+	session_touch(s); /* a client reading a long reply is not idle */
+	session_status(s, pop3_run(s->pop3));
+}
+
+static void
+session_closed(void *ctx, const char *reason)
+{
+	struct session *s = ctx;
+
+	session_free(s, s->closing ? NULL : reason);
+}
+
+void
+session_login_done(struct session *s, enum pop3_login_result res,
+    struct maildrop *md, const struct pop3_user_policy *policy, const char *user)
+{
+	pop3_login_done(s->pop3, res, md, policy);
+	if (s->login.in_request)
+		return;
+	session_touch(s);
+	session_status(s, pop3_run(s->pop3));
+}
+
+static void
+session_make_id(struct session *s)
+{
+	static uint64_t counter;
+	static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
+	uint64_t v;
+
+	if (counter == 0 && getrandom(&counter, sizeof(counter), 0) < 0)
+		counter = (uint64_t)getpid() << 32;
+	v = ++counter;
+	for (int i = 0; i < 12; i++, v >>= 5)
+		s->id[i] = b32[v & 31];
+	s->id[12] = '\0';
+}
+
+static bool
+peer_describe(struct session *s, const struct sockaddr_storage *peer)
+{
+	if (peer->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+		inet_ntop(AF_INET, &in->sin_addr, s->ip, sizeof(s->ip));
+		s->port = ntohs(in->sin_port);
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (peer->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+		s->port = ntohs(in6->sin6_port);
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+			inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], s->ip, sizeof(s->ip));
+			return in6->sin6_addr.s6_addr[12] == 127;
+		}
+		inet_ntop(AF_INET6, &in6->sin6_addr, s->ip, sizeof(s->ip));
+		return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+	}
+	strcpy(s->ip, "local");
+	return true;
+}
+
+void
+session_create(struct server *srv, int fd, const struct sockaddr_storage *peer)
+{
+	struct session *s = xcalloc(1, sizeof(*s));
+	const struct pobox_settings *set;
+	bool loopback;
+	unsigned per_ip;
+
+	s->srv = srv;
+	s->config = server_config_ref(srv->config);
+	set = &s->config->set;
+	s->start_ms = ioloop_now(srv->loop);
+	session_make_id(s);
+	loopback = peer_describe(s, peer);
+	s->next = srv->sessions;
+	if (s->next != NULL)
+		s->next->prev = s;
+	srv->sessions = s;
+	srv->session_count++;
+	per_ip = iptable_session_add(srv->ips, s->ip);
+	s->conn = conn_new(srv->loop, fd, &session_conn_callbacks, s);
+
+	s->pop3_set.implementation = set->implementation;
+	s->pop3_set.cleartext_ok = set->cleartext_auth == CLEARTEXT_ALWAYS ||
+	    (set->cleartext_auth == CLEARTEXT_LOOPBACK && loopback);
+	s->pop3_set.max_bad_commands = set->max_bad_commands;
+	s->pop3_set.login_delay = set->login_delay > 0 ? (int)set->login_delay : -1;
+	s->pop3_set.expire = s->config->expire_days;
+	s->pop3_set.per_user_policy = true;
+	if (set->apop) {
+		uint32_t r = 0;
+		(void)!getrandom(&r, sizeof(r), 0);
+		/* RFC 1939 §7: unique per greeting. */
+		snprintf(s->apop_ts, sizeof(s->apop_ts), "<%d.%s.%08x@%.64s>",
+		    (int)getpid(), s->id, r, srv->hostname);
+		s->pop3_set.apop_timestamp = s->apop_ts;
+	}
+	log_info("session=%s event=connect ip=%s port=%u", s->id, s->ip, s->port);
+	if (srv->session_count > set->max_sessions || per_ip > set->max_sessions_per_ip) {
+		/* RFC 2449 §8.1.2 gives [SYS/TEMP] for a busy server. */
+		log_warn("session=%s event=refused ip=%s reason=%s", s->id, s->ip,
+		    srv->session_count > set->max_sessions ? "max_sessions" : "max_sessions_per_ip");
+		buf_puts(conn_out(s->conn), "-ERR [SYS/TEMP] Too many connections, try later\r\n");
+		session_close_after_output(s);
+		return;
+	}
+	s->pop3 = pop3_new(&s->pop3_set, &session_pop3_host, s, conn_out(s->conn));
+	session_touch(s);
+	conn_flush(s->conn);
+}
+
+void
+session_close_all(struct server *srv, const char *reason)
+{
+	while (srv->sessions != NULL)
+		session_free(srv->sessions, reason);
+}
