@@ -29,12 +29,13 @@ struct auth_user {
 struct passwd_db;
 
 /* True when name is a valid user name: 1..AUTH_USER_MAX octets of
- * 0x21-0x7E except '/', ':' and '\\', not starting with '.'. */
+ * 0x21-0x7E except '/', ':' and '\\', not starting with '.' or '#'
+ * (a passwd file line starting with '#' is a comment). */
 bool auth_user_name_valid(const char *name);
 
 /* Loads the passwd file (format: docs/passwd.md). mail_root is used for
- * entries without a maildir (mail_root/NAME). 0 / -1 with *error_r
- * ("file:line: what"); *error_r is static or owned by db. */
+ * entries without a maildir (mail_root/NAME). 0 / -1 with a malloc'ed
+ * *error_r ("file:line: what" or "file: what"). */
 int passwd_db_open(const char *path, const char *mail_root,
     struct passwd_db **db_r, char **error_r);
 /* Re-reads the file if it changed on disk since the last check (stat at

@@ -155,6 +155,9 @@ setting_set(const struct config_setting *s, void *settings, const char *value,
 			return -1;
 		}
 	}
+	if (s->check != NULL && (s->type != CONFIG_LIST || *value != '\0') &&
+	    s->check(value, error_r) < 0)
+		return -1;
 	switch (s->type) {
 	case CONFIG_STRING:
 		free(*(char **)p);

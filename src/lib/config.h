@@ -35,6 +35,10 @@ struct config_setting {
 	                           * max 0 = no upper bound */
 	const char *const *choices; /* CONFIG_ENUM */
 	const char *help;         /* one line, printed by config_print */
+	/* Optional rule beyond the type (a path must be absolute, a list
+	 * item well formed): 0 / -1 with a malloc'ed message. Not called
+	 * for the empty value that empties a list. */
+	int (*check)(const char *value, char **error_r);
 };
 
 /* Sets every setting to its default (overwrites without freeing). */

@@ -312,6 +312,7 @@ main(int argc, char **argv)
 	}
 	if (print) {
 		config_print(pobox_settings_table, pobox_settings_count, &srv.config->set, stdout);
+		server_config_unref(&srv.config);
 		return 0;
 	}
 	if (test) {
@@ -321,6 +322,8 @@ main(int argc, char **argv)
 			return 1;
 		}
 		printf("poboxd: configuration %s is valid\n", srv.config_path);
+		passwd_db_free(&srv.db);
+		server_config_unref(&srv.config);
 		return 0;
 	}
 
@@ -329,7 +332,6 @@ main(int argc, char **argv)
 		log_fatal("event=daemon error=\"%s\"", strerror(errno));
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
-	srv.loop = ioloop_new();
 	for (unsigned i = 0; i < srv.config->set.listen.count; i++) {
 		if (listener_bind(&srv, srv.config->set.listen.items[i]) < 0)
 			return 1;
@@ -341,6 +343,7 @@ main(int argc, char **argv)
 		log_fatal("event=startup error=\"%s\"", error);
 	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)
 		strcpy(srv.hostname, "localhost");
+	srv.loop = ioloop_new();
 	srv.ips = iptable_new();
 	srv.auth_cache = auth_cache_new((uint64_t)srv.config->set.auth_cache_ttl * 1000,
 	    AUTH_CACHE_ENTRIES);

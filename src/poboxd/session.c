@@ -76,7 +76,8 @@ session_free(struct session *s, const char *reason)
 		    "bad_commands=%u retr=%u retr_bytes=%llu dele=%u dele_bytes=%llu "
 		    "update=%s uidl_digest=%s duration_ms=%llu",
 		    s->id, user != NULL ? log_value(userv, sizeof(userv), user) : "-",
-		    reason != NULL ? reason : "quit", st->commands, st->bad_commands,
+		    reason != NULL ? reason : st->end_reason != NULL ? st->end_reason : "closed",
+		    st->commands, st->bad_commands,
 		    st->retrieved, (unsigned long long)st->retrieved_bytes,
 		    st->updated ? st->deleted : 0,
 		    (unsigned long long)(st->updated ? st->deleted_bytes : 0),

@@ -111,6 +111,7 @@ reply_bad(struct pop3 *p, const char *text)
 	p->stats.bad_commands++;
 	if (p->stats.bad_commands >= p->set->max_bad_commands) {
 		reply_err(p, NULL, "%s; too many bad commands, closing", text);
+		p->stats.end_reason = "bad_commands";
 		p->state = STATE_DONE;
 		return;
 	}
@@ -260,6 +261,7 @@ cmd_apop(struct pop3 *p, char *args)
 static void
 cmd_quit(struct pop3 *p, char *args)
 {
+	p->stats.end_reason = "quit";
 	if (p->state == STATE_AUTHORIZATION) {
 		reply_ok(p, "Bye");
 		p->state = STATE_DONE;
@@ -544,6 +546,7 @@ send_continue(struct pop3 *p)
 			/* Mid-reply there is no way to say -ERR: drop the link
 			 * so the client cannot take a truncated message. */
 			p->stats.read_failed = true;
+			p->stats.end_reason = "read_error";
 			p->md->v->msg_close(p->send.stream);
 			p->send.stream = NULL;
 			p->state = STATE_DONE;

@@ -72,6 +72,8 @@ struct pop3_stats {
 	bool updated;     /* UPDATE ran (QUIT in TRANSACTION) */
 	bool update_failed;
 	bool read_failed; /* a message could not be read mid-reply */
+	const char *end_reason; /* why the engine ended: "quit",
+	                           "bad_commands", "read_error"; else NULL */
 	char uidl_digest[17]; /* of the maildrop at login, for the log */
 };
 

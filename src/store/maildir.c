@@ -371,7 +371,8 @@ md_uidls(struct maildir *m)
 		mfile_uidl(&m->files[i]);
 		v[i] = &m->files[i];
 	}
-	qsort(v, m->nfiles, sizeof(*v), cmp_uidl);
+	if (m->nfiles > 1)
+		qsort(v, m->nfiles, sizeof(*v), cmp_uidl);
 	for (i = 0; i < m->nfiles; i = j) {
 		distinct = 1;
 		for (j = i + 1; j < m->nfiles &&
@@ -569,7 +570,8 @@ maildir_open(const char *path, bool create, struct maildrop **md_r,
 			m->files[n++] = m->files[i];
 	}
 	m->nfiles = n;
-	qsort(m->files, n, sizeof(*m->files), cmp_order);
+	if (n > 1)
+		qsort(m->files, n, sizeof(*m->files), cmp_order);
 	m->md.count = n;
 	m->md.msgs = xcalloc(n, sizeof(*m->md.msgs));
 	for (i = 0; i < n; i++)

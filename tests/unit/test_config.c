@@ -27,18 +27,28 @@ struct tset {
 
 static const char *const modes[] = { "fast", "safe", "slow", NULL };
 
+/* The optional per-row rule: items of "extra" must not start with '-'. */
+static int
+check_item(const char *value, char **error_r)
+{
+	if (value[0] != '-')
+		return 0;
+	*error_r = strdup("'extra' items must not start with '-'");
+	return -1;
+}
+
 #define OFF(f) offsetof(struct tset, f)
 static const struct config_setting table[] = {
-	{ "greeting", CONFIG_STRING, OFF(greeting), "hello there", 0, 0, NULL, "Greeting text" },
-	{ "empty", CONFIG_STRING, OFF(empty), NULL, 0, 0, NULL, "Starts empty" },
-	{ "port", CONFIG_UINT, OFF(port), "110", 1, 65535, NULL, "TCP port" },
-	{ "big", CONFIG_UINT, OFF(big), "7", 0, 0, NULL, "No upper bound" },
-	{ "flag", CONFIG_BOOL, OFF(flag), "yes", 0, 0, NULL, "A switch" },
-	{ "mode", CONFIG_ENUM, OFF(mode), "safe", 0, 0, modes, "How to go" },
-	{ "listen", CONFIG_LIST, OFF(listen), "127.0.0.1:110, [::1]:110", 0, 0, NULL, "Addresses" },
-	{ "extra", CONFIG_LIST, OFF(extra), NULL, 0, 0, NULL, "Starts empty" },
-	{ "timeout", CONFIG_DURATION, OFF(timeout), "10m", 600, 86400, NULL, "Idle timeout" },
-	{ "idle", CONFIG_DURATION, OFF(idle), "30", 0, 0, NULL, NULL },
+	{ "greeting", CONFIG_STRING, OFF(greeting), "hello there", 0, 0, NULL, "Greeting text", NULL },
+	{ "empty", CONFIG_STRING, OFF(empty), NULL, 0, 0, NULL, "Starts empty", NULL },
+	{ "port", CONFIG_UINT, OFF(port), "110", 1, 65535, NULL, "TCP port", NULL },
+	{ "big", CONFIG_UINT, OFF(big), "7", 0, 0, NULL, "No upper bound", NULL },
+	{ "flag", CONFIG_BOOL, OFF(flag), "yes", 0, 0, NULL, "A switch", NULL },
+	{ "mode", CONFIG_ENUM, OFF(mode), "safe", 0, 0, modes, "How to go", NULL },
+	{ "listen", CONFIG_LIST, OFF(listen), "127.0.0.1:110, [::1]:110", 0, 0, NULL, "Addresses", NULL },
+	{ "extra", CONFIG_LIST, OFF(extra), NULL, 0, 0, NULL, "Starts empty", check_item },
+	{ "timeout", CONFIG_DURATION, OFF(timeout), "10m", 600, 86400, NULL, "Idle timeout", NULL },
+	{ "idle", CONFIG_DURATION, OFF(idle), "30", 0, 0, NULL, NULL, NULL },
 };
 #define NT ARRAY_SIZE(table)
 
@@ -281,6 +291,11 @@ test_errors_with_line_numbers(void **state)
 	load_fails(fx, "greeting = \"a\\nb\"\n", "1: invalid escape in quoted value");
 	load_fails(fx, "greeting = \"abc\" def\n",
 	    "1: unexpected text after quoted value");
+	load_fails(fx, "extra = a\nextra = -b\n",
+	    "2: 'extra' items must not start with '-'");
+	/* The empty value that empties a list is not an item. */
+	assert_int_equal(load(fx, "extra = a\nextra =\n"), 0);
+	assert_int_equal(fx->set.extra.count, 0);
 }
 
 static void

@@ -1,0 +1,168 @@
+/* settings.c: the pobox configuration table: one row per setting gives its
+ * type, default, bounds and help; config.c does the rest. Read by poboxd
+ * (as root at startup and on SIGHUP) and by the pobox admin command. */
+#include "lib/settings.h"
+
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/util.h"
+
+#define EXPIRE_MAX_DAYS 36500
+/* A CAPA response line is at most 512 octets with CRLF (RFC 2449 §4). */
+#define IMPLEMENTATION_MAX 200
+
+static const char *const cleartext_choices[] = {
+	"loopback", "always", "never", NULL,
+};
+static const char *const log_level_choices[] = {
+	"debug", "info", "warn", "error", NULL,
+};
+
+/* "never" -> -1, days otherwise; -2 when malformed. */
+static int
+expire_parse(const char *s)
+{
+	uint32_t v;
+
+	if (strcmp(s, "never") == 0)
+		return -1;
+	if (str_to_u32(s, &v) < 0 || v > EXPIRE_MAX_DAYS)
+		return -2;
+	return (int)v;
+}
+
+static int
+check_expire(const char *value, char **error_r)
+{
+	if (expire_parse(value) != -2)
+		return 0;
+	*error_r = xstrdup("'expire' must be 'never' or 0..36500 days");
+	return -1;
+}
+
+static int
+check_path(const char *value, char **error_r)
+{
+	if (value[0] == '/')
+		return 0;
+	*error_r = xasprintf("'%s' is not an absolute path", value);
+	return -1;
+}
+
+static int
+check_implementation(const char *value, char **error_r)
+{
+	if (strlen(value) <= IMPLEMENTATION_MAX)
+		return 0;
+	*error_r = xstrdup("'implementation' is longer than 200 octets");
+	return -1;
+}
+
+/* "A.B.C.D:PORT", "[V6]:PORT" or "*:PORT", numeric, as poboxd binds. */
+static int
+check_listen(const char *value, char **error_r)
+{
+	const char *colon = strrchr(value, ':');
+	char host[64];
+	unsigned char addr[16];
+	uint32_t port;
+	size_t n;
+	bool ok = false;
+
+	if (colon != NULL && str_to_u32(colon + 1, &port) == 0 && port >= 1 &&
+	    port <= 65535 && (n = (size_t)(colon - value)) < sizeof(host)) {
+		memcpy(host, value, n);
+		host[n] = '\0';
+		if (n > 2 && host[0] == '[' && host[n - 1] == ']') {
+			host[n - 1] = '\0';
+			ok = inet_pton(AF_INET6, host + 1, addr) == 1;
+		} else {
+			ok = strcmp(host, "*") == 0 ||
+			    inet_pton(AF_INET, host, addr) == 1;
+		}
+	}
+	if (ok)
+		return 0;
+	*error_r = xasprintf("'listen' must be IPV4:PORT, [IPV6]:PORT or "
+	    "*:PORT, not '%s'", value);
+	return -1;
+}
+
+#define S(f) offsetof(struct pobox_settings, f)
+const struct config_setting pobox_settings_table[] = {
+	{ "listen", CONFIG_LIST, S(listen), "127.0.0.1:110, [::1]:110", 0, 0,
+	  NULL, "Addresses to listen on: IPV4:PORT, [IPV6]:PORT or *:PORT; "
+	  "repeat for more", check_listen },
+	{ "user", CONFIG_STRING, S(user), "pobox", 0, 0, NULL,
+	  "Started as root, poboxd serves as this user (it owns the maildirs)",
+	  NULL },
+	{ "passwd_file", CONFIG_STRING, S(passwd_file), "/etc/pobox/passwd",
+	  0, 0, NULL, "Users, hashes and maildirs (docs/passwd.md)",
+	  check_path },
+	{ "mail_root", CONFIG_STRING, S(mail_root), "/var/lib/pobox/mail",
+	  0, 0, NULL, "Maildir of a user without one in the passwd file: "
+	  "mail_root/NAME", check_path },
+	{ "cleartext_auth", CONFIG_ENUM, S(cleartext_auth), "loopback", 0, 0,
+	  cleartext_choices, "USER/PASS without TLS: loopback, always or never",
+	  NULL },
+	{ "apop", CONFIG_BOOL, S(apop), "no", 0, 0, NULL,
+	  "Offer APOP (RFC 1939 §7) to users with an apop= secret", NULL },
+	{ "implementation", CONFIG_STRING, S(implementation), "pobox", 0, 0,
+	  NULL, "CAPA IMPLEMENTATION text (RFC 2449 §6.9); empty: not sent",
+	  check_implementation },
+	{ "login_delay", CONFIG_DURATION, S(login_delay), "0", 0, 86400, NULL,
+	  "Least time between logins of a user (RFC 2449 LOGIN-DELAY); 0: none",
+	  NULL },
+	{ "expire", CONFIG_STRING, S(expire), "never", 0, 0, NULL,
+	  "Days retrieved mail is kept (RFC 2449 EXPIRE): 0..36500 or never",
+	  check_expire },
+	{ "idle_timeout", CONFIG_DURATION, S(idle_timeout), "600", 600, 86400,
+	  NULL, "Idle time before a logged-in session is closed; at least 10m "
+	  "(RFC 1939 §3)", NULL },
+	{ "login_timeout", CONFIG_DURATION, S(login_timeout), "60", 10, 600,
+	  NULL, "Idle time before a session that has not logged in is closed",
+	  NULL },
+	{ "max_bad_commands", CONFIG_UINT, S(max_bad_commands), "10", 1, 1000,
+	  NULL, "Bad commands before a session is closed", NULL },
+	{ "max_sessions", CONFIG_UINT, S(max_sessions), "10000", 1, 1000000,
+	  NULL, "Sessions at once; more get -ERR [SYS/TEMP]", NULL },
+	{ "max_sessions_per_ip", CONFIG_UINT, S(max_sessions_per_ip), "100",
+	  1, 1000000, NULL, "Sessions at once from one address", NULL },
+	{ "auth_failure_delay", CONFIG_DURATION, S(auth_failure_delay), "2",
+	  0, 60, NULL, "Delay of a failed login's reply, doubled per recent "
+	  "failure from the address (RFC 1939 §13)", NULL },
+	{ "auth_workers", CONFIG_UINT, S(auth_workers), "0", 0, 64, NULL,
+	  "Password hashing threads; 0: one per CPU", NULL },
+	{ "auth_cache_ttl", CONFIG_DURATION, S(auth_cache_ttl), "0", 0, 86400,
+	  NULL, "How long a verified password is remembered, so a repeated "
+	  "login costs no hash; 0: off", NULL },
+	{ "log_level", CONFIG_ENUM, S(log_level), "info", 0, 0,
+	  log_level_choices, "Least important events logged: debug, info, "
+	  "warn or error", NULL },
+};
+const size_t pobox_settings_count = ARRAY_SIZE(pobox_settings_table);
+
+/* Every rule is a row's check, so errors carry their line. */
+int
+settings_load(struct pobox_settings *set, const char *path, char **error_r)
+{
+	return config_load(pobox_settings_table, pobox_settings_count, set, path,
+	    error_r);
+}
+
+void
+settings_free(struct pobox_settings *set)
+{
+	config_free(pobox_settings_table, pobox_settings_count, set);
+}
+
+int
+settings_expire_days(const struct pobox_settings *set)
+{
+	int days = expire_parse(set->expire);
+
+	return days < 0 ? -1 : days;
+}
