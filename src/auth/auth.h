@@ -47,6 +47,15 @@ int passwd_db_lookup(struct passwd_db *db, const char *name, struct auth_user **
 
 void auth_user_free(struct auth_user **u);
 
+/* What the per-user policy fields of the loaded file span, so CAPA before
+ * login can tell the truth (RFC 2449 §6.5, §6.7: value plus USER). */
+struct passwd_policy_range {
+	bool any;            /* some entry has expire= or login_delay= */
+	int min_expire;      /* smallest expire= in days; -1: none */
+	int max_login_delay; /* largest login_delay= in seconds; -1: none */
+};
+const struct passwd_policy_range *passwd_db_policy_range(const struct passwd_db *db);
+
 /* Thread-safe: checks password against a crypt(3) hash in constant time.
  * A NULL hash verifies against a dummy of the default scheme so unknown
  * users cost the same time as known ones, and fails. */

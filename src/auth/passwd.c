@@ -37,6 +37,7 @@ struct passwd_table {
 	unsigned count, cap;
 	unsigned *buckets;               /* index + 1; 0 = empty */
 	unsigned mask;
+	struct passwd_policy_range policy; /* over the per-user overrides */
 };
 
 struct file_id {
@@ -306,6 +307,24 @@ table_index(struct passwd_table *t, const char *path, char **error_r)
 	return 0;
 }
 
+static void
+table_policy_range(struct passwd_table *t)
+{
+	struct passwd_policy_range *r = &t->policy;
+
+	r->min_expire = -1;
+	r->max_login_delay = -1;
+	for (unsigned i = 0; i < t->count; i++) {
+		const struct auth_user *u = &t->entries[i].u;
+		if (u->expire >= 0 && (r->min_expire < 0 || u->expire < r->min_expire))
+			r->min_expire = u->expire;
+		if (u->login_delay > r->max_login_delay)
+			r->max_login_delay = u->login_delay;
+		if (u->expire != -1 || u->login_delay != -1)
+			r->any = true;
+	}
+}
+
 static int
 table_parse(char *data, size_t len, const char *path, const char *mail_root,
     struct passwd_table **tab_r, char **error_r)
@@ -347,6 +366,7 @@ table_parse(char *data, size_t len, const char *path, const char *mail_root,
 		*error_r = xasprintf("%s:%u: %s", path, lineno, msg);
 		free(msg);
 	} else if (table_index(t, path, error_r) == 0) {
+		table_policy_range(t);
 		*tab_r = t;
 		return 0;
 	}
@@ -622,4 +642,10 @@ auth_hash_password(const char *password, const char *prefix)
 		res = xstrdup(out);
 	secret_wipe(&cd, sizeof(cd));
 	return res;
+}
+
+const struct passwd_policy_range *
+passwd_db_policy_range(const struct passwd_db *db)
+{
+	return &db->tab->policy;
 }

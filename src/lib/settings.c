@@ -136,7 +136,7 @@ const struct config_setting pobox_settings_table[] = {
 	  "failure from the address (RFC 1939 §13)", NULL },
 	{ "auth_workers", CONFIG_UINT, S(auth_workers), "0", 0, 64, NULL,
 	  "Password hashing threads; 0: one per CPU", NULL },
-	{ "auth_cache_ttl", CONFIG_DURATION, S(auth_cache_ttl), "0", 0, 86400,
+	{ "auth_cache_ttl", CONFIG_DURATION, S(auth_cache_ttl), "1h", 0, 86400,
 	  NULL, "How long a verified password is remembered, so a repeated "
 	  "login costs no hash; 0: off", NULL },
 	{ "log_level", CONFIG_ENUM, S(log_level), "info", 0, 0,

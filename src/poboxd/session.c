@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "auth/auth.h"
 #include "lib/conn.h"
 #include "lib/ioloop.h"
 #include "lib/log.h"
@@ -28,6 +29,7 @@ struct session {
 	struct timer *timer;      /* idle, or closing */
 	uint64_t start_ms;
 	bool closing;
+	bool logged_in;           /* the timer is the idle timer */
 	char id[17];
 	char ip[INET6_ADDRSTRLEN];
 	unsigned port;
@@ -120,9 +122,17 @@ session_timeout(void *ctx)
 static void
 session_touch(struct session *s)
 {
-	unsigned secs = pop3_in_transaction(s->pop3) ?
-	    s->config->set.idle_timeout : s->config->set.login_timeout;
+	bool logged_in = pop3_in_transaction(s->pop3);
+	unsigned secs = logged_in ? s->config->set.idle_timeout : s->config->set.login_timeout;
 
+	/* Before login the timeout is a deadline from connect: a client that
+	 * chats without logging in must not hold a slot forever. */
+	if (!logged_in && s->timer != NULL)
+		return;
+	if (logged_in && !s->logged_in) {
+		s->logged_in = true;
+		timer_remove(&s->timer);
+	}
 	if (s->timer != NULL)
 		timer_reset(s->timer, secs * 1000);
 	else
@@ -246,6 +256,26 @@ peer_describe(struct session *s, const struct sockaddr_storage *peer)
 	return true;
 }
 
+/* CAPA before login (RFC 2449 §6.5, §6.7): when entries override the
+ * global values, the most restrictive value tagged USER. */
+static void
+session_capa_policy(struct session *s, const struct passwd_policy_range *r)
+{
+	const struct pobox_settings *set = &s->config->set;
+	int expire = s->config->expire_days;
+	int delay = set->login_delay > 0 ? (int)set->login_delay : -1;
+
+	if (r->any) {
+		if (r->min_expire >= 0 && (expire < 0 || r->min_expire < expire))
+			expire = r->min_expire;
+		if (r->max_login_delay > delay)
+			delay = r->max_login_delay;
+	}
+	s->pop3_set.expire = expire;
+	s->pop3_set.login_delay = delay > 0 ? delay : -1;
+	s->pop3_set.per_user_policy = r->any;
+}
+
 void
 session_create(struct server *srv, int fd, const struct sockaddr_storage *peer)
 {
@@ -272,9 +302,7 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer)
 	s->pop3_set.cleartext_ok = set->cleartext_auth == CLEARTEXT_ALWAYS ||
 	    (set->cleartext_auth == CLEARTEXT_LOOPBACK && loopback);
 	s->pop3_set.max_bad_commands = set->max_bad_commands;
-	s->pop3_set.login_delay = set->login_delay > 0 ? (int)set->login_delay : -1;
-	s->pop3_set.expire = s->config->expire_days;
-	s->pop3_set.per_user_policy = true;
+	session_capa_policy(s, passwd_db_policy_range(srv->db));
 	if (set->apop) {
 		uint32_t r = 0;
 		(void)!getrandom(&r, sizeof(r), 0);
