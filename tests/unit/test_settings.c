@@ -76,7 +76,7 @@ test_defaults(void **state)
 	assert_int_equal(s->max_sessions_per_ip, 100);
 	assert_int_equal(s->auth_failure_delay, 2);
 	assert_int_equal(s->auth_workers, 0);
-	assert_int_equal(s->auth_cache_ttl, 0);
+	assert_int_equal(s->auth_cache_ttl, 3600);
 	assert_int_equal(s->log_level, LOGLVL_INFO);
 }
 
