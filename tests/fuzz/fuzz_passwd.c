@@ -1,0 +1,57 @@
+/* fuzz_passwd.c: the passwd file parser. Any file either loads or gives a
+ * "path:line: what" error; every user it loads has a valid name and an
+ * absolute maildir, and can be looked up. */
+#include <assert.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "auth/auth.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct passwd_db *db = NULL;
+	struct auth_user *u = NULL;
+	char path[64], *error = NULL;
+	int fd = memfd_create("passwd", 0);
+
+	if (fd < 0 || size > 65536)
+		return 0;
+	if (write(fd, data, size) != (ssize_t)size) {
+		close(fd);
+		return 0;
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	if (passwd_db_open(path, "/var/mail", &db, &error) < 0) {
+		assert(error != NULL && strncmp(error, path, strlen(path)) == 0);
+		free(error);
+		close(fd);
+		return 0;
+	}
+	/* Every name on a line of its own that parses must be found. */
+	const char *p = (const char *)data, *end = p + size;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *colon = memchr(p, ':', (size_t)((nl ? nl : end) - p));
+		if (colon != NULL && colon > p && colon - p <= AUTH_USER_MAX) {
+			char name[AUTH_USER_MAX + 1];
+			memcpy(name, p, (size_t)(colon - p));
+			name[colon - p] = '\0';
+			if (auth_user_name_valid(name) && passwd_db_lookup(db, name, &u) == 1) {
+				assert(strcmp(u->name, name) == 0);
+				assert(u->maildir[0] == '/');
+				auth_user_free(&u);
+			}
+		}
+		p = nl ? nl + 1 : end;
+	}
+	passwd_db_free(&db);
+	close(fd);
+	return 0;
+}
