@@ -202,15 +202,26 @@ drop_privileges(const char *user)
 	return 0;
 }
 
+/* Each session holds two fds (its socket and its maildrop lock). Root may
+ * raise the hard limit; anyone may raise the soft one to the hard one. */
 static void
-raise_fd_limit(void)
+raise_fd_limit(unsigned max_sessions)
 {
+	rlim_t want = (rlim_t)max_sessions * 2 + 256;
 	struct rlimit rl;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_max < want && geteuid() == 0) {
+		struct rlimit more = { want, want };
+		if (setrlimit(RLIMIT_NOFILE, &more) == 0)
+			return;
 	}
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur < want)
+		log_warn("event=fd_limit limit=%llu wanted=%llu note=\"max_sessions may not be reached\"",
+		    (unsigned long long)rl.rlim_cur, (unsigned long long)want);
 }
 
 static void
@@ -331,7 +342,7 @@ main(int argc, char **argv)
 	if (!foreground && daemon(0, 0) < 0)
 		log_fatal("event=daemon error=\"%s\"", strerror(errno));
 	signal(SIGPIPE, SIG_IGN);
-	raise_fd_limit();
+	raise_fd_limit(srv.config->set.max_sessions);
 	for (unsigned i = 0; i < srv.config->set.listen.count; i++) {
 		if (listener_bind(&srv, srv.config->set.listen.items[i]) < 0)
 			return 1;

@@ -39,7 +39,8 @@ struct mfile {
 struct maildir {
 	struct maildrop md;       /* first: the engine sees only this */
 	int lockfd;
-	int dirfd[2];
+	int dirfd[2];             /* cur/, new/: open only while in use, so a
+	                             session holds one fd (the lock) */
 	char *path;
 	struct mfile *files;      /* same order as md.msgs */
 	unsigned nfiles;
@@ -157,6 +158,29 @@ cmp_order(const void *a, const void *b)
 	return cmp_base(x, y);
 }
 
+/* The directory fd of cur/ or new/, opened on demand (-1 on error). */
+static int
+md_dir(struct maildir *m, int d)
+{
+	if (m->dirfd[d] < 0) {
+		char *p = xasprintf("%s/%s", m->path, dir_names[d]);
+		m->dirfd[d] = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		free(p);
+	}
+	return m->dirfd[d];
+}
+
+/* Idle sessions must not hold directory fds: 10,000 of them would. */
+static void
+md_dirs_release(struct maildir *m)
+{
+	for (int d = DIR_CUR; d <= DIR_NEW; d++) {
+		if (m->dirfd[d] >= 0)
+			close(m->dirfd[d]);
+		m->dirfd[d] = -1;
+	}
+}
+
 static bool
 md_name_ok(const struct dirent *e)
 {
@@ -173,8 +197,8 @@ static int
 md_readdir(struct maildir *m, int d, struct mfile *want)
 {
 	/* A fresh open file description: a dup would share the offset. */
-	int ret = 0, err, fd = openat(m->dirfd[d], ".",
-	    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int ret = 0, err, fd = md_dir(m, d) < 0 ? -1 :
+	    openat(m->dirfd[d], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	struct dirent *e;
 	struct mfile *f;
 	DIR *dir;
@@ -236,7 +260,7 @@ md_open_file(struct maildir *m, struct mfile *f, struct stat *st)
 
 	for (tries = 0; tries < MAILDIR_TRIES; tries++) {
 		/* O_NONBLOCK: a FIFO in the maildir must not hang us. */
-		fd = openat(m->dirfd[f->dir], f->name,
+		fd = openat(md_dir(m, f->dir), f->name,
 		    O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 		if (fd >= 0 && fstat(fd, st) == 0 && S_ISREG(st->st_mode))
 			return fd;
@@ -300,7 +324,7 @@ md_count_size(int fd, uint64_t *size_r)
 static void
 md_add_w(struct maildir *m, struct mfile *f)
 {
-	int dfd = m->dirfd[f->dir];
+	int dfd = md_dir(m, f->dir);
 	char *nn;
 
 	nn = xasprintf("%.*s,W=%llu%s", (int)f->baselen, f->name,
@@ -334,7 +358,7 @@ md_stat_files(struct maildir *m)
 		if (f->drop || (f->has_w && f->has_ts))
 			continue;
 		if (f->has_w) {
-			if (fstatat(m->dirfd[f->dir], f->name, &st,
+			if (fstatat(md_dir(m, f->dir), f->name, &st,
 			    AT_SYMLINK_NOFOLLOW) == 0)
 				f->msg.received = st.st_mtime;
 			continue;
@@ -402,13 +426,10 @@ maildir_close(struct maildrop *md)
 {
 	struct maildir *m = (struct maildir *)md;
 	unsigned i;
-	int d;
 
 	if (m->lockfd >= 0)
 		close(m->lockfd);
-	for (d = DIR_CUR; d <= DIR_NEW; d++)
-		if (m->dirfd[d] >= 0)
-			close(m->dirfd[d]);
+	md_dirs_release(m);
 	for (i = 0; i < m->nfiles; i++)
 		free(m->files[i].name);
 	free(m->files);
@@ -426,7 +447,9 @@ maildir_msg_open(struct maildrop *md, unsigned idx, struct msg_stream **s_r)
 
 	if (idx >= md->count)
 		return -1;
-	if ((fd = md_open_file(m, &m->files[idx], &st)) < 0) {
+	fd = md_open_file(m, &m->files[idx], &st);
+	md_dirs_release(m);
+	if (fd < 0) {
 		md_warn(m, m->files[idx].dir, m->files[idx].name,
 		    "maildir_open_msg_failed");
 		return -1;
@@ -451,7 +474,7 @@ md_unlink(struct maildir *m, struct mfile *f)
 	int r, tries;
 
 	for (tries = 0; tries < MAILDIR_TRIES; tries++) {
-		if (unlinkat(m->dirfd[f->dir], f->name, 0) == 0)
+		if (unlinkat(md_dir(m, f->dir), f->name, 0) == 0)
 			return 1;
 		if (errno != ENOENT)
 			return -1;
@@ -486,11 +509,12 @@ maildir_commit(struct maildrop *md, const bool *del, unsigned *failed_r)
 			done[f->dir]++;
 	}
 	for (d = DIR_CUR; d <= DIR_NEW; d++) {
-		if (done[d] > 0 && fsync(m->dirfd[d]) < 0) {
+		if (done[d] > 0 && fsync(md_dir(m, d)) < 0) {
 			md_warn(m, d, ".", "maildir_fsync_failed");
 			failed += done[d];
 		}
 	}
+	md_dirs_release(m);
 	*failed_r = failed;
 	return failed > 0 ? -1 : 0;
 }
@@ -576,6 +600,7 @@ maildir_open(const char *path, bool create, struct maildrop **md_r,
 	m->md.msgs = xcalloc(n, sizeof(*m->md.msgs));
 	for (i = 0; i < n; i++)
 		m->md.msgs[i] = m->files[i].msg;
+	md_dirs_release(m);
 	*md_r = &m->md;
 	return MAILDROP_OPEN_OK;
 fail:
