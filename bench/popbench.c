@@ -7,7 +7,6 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -87,8 +86,8 @@ struct conn {
 	size_t linelen;
 	char out[OUT_MAX];
 	size_t outlen;
-	/* retr */
-	unsigned nmsgs, sent, recvd, pass;
+	/* retr: RETRs sent and answered, over all passes */
+	unsigned nmsgs, sent, recvd;
 	uint64_t reply_bytes;
 };
 
@@ -178,7 +177,8 @@ usage(void)
 	    "usage: popbench MODE [options]\n"
 	    "  login   -c CONC -n TOTAL -u PREFIX -P PASS [-U NUSERS] [-j THREADS]\n"
 	    "  retr    -c CONC -u PREFIX -P PASS [-w WINDOW] [-r PASSES] [-j THREADS]\n"
-	    "  idle    -c N -u PREFIX -P PASS [-t SECONDS]  (holds until -t or SIGTERM)\n"
+	    "  idle    -c N -u PREFIX -P PASS [-b INFLIGHT] [-t SECONDS]\n"
+	    "          prints READY when logged in, holds -t seconds or until SIGTERM\n"
 	    "  maxsess -c N -u PREFIX -P PASS [-b INFLIGHT] [-H HOLD] [-t SECONDS]\n"
 	    "  stat    -u USER -P PASS\n"
 	    "common: -h HOST (127.0.0.1) -p PORT (110) -t TIMEOUT seconds (60)\n"
@@ -294,7 +294,7 @@ conn_open(struct worker *w, struct conn *c)
 	c->t_start = c->t_active = now();
 	c->expect_multi = c->in_body = false;
 	c->linelen = c->outlen = 0;
-	c->nmsgs = c->sent = c->recvd = c->pass = 0;
+	c->nmsgs = c->sent = c->recvd = 0;
 	ev.events = EPOLLOUT;
 	ev.data.ptr = c;
 	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {

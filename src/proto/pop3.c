@@ -483,32 +483,41 @@ handle_line(struct pop3 *p, char *line, size_t len)
 
 /* Appends stored octets [data, data+n) transformed for the wire: LF not
  * after CR becomes CRLF, a line starting with '.' gets another (RFC 1939
- * §3). Returns false when TOP has sent all it should. */
+ * §3). Returns false when TOP has sent all it should. Writes straight into
+ * the output buffer: at most 2n+1 octets come out of n. */
 static bool
 send_transform(struct pop3 *p, const char *data, size_t n)
 {
 	struct pop3_send *s = &p->send;
+	char *dst = buf_space(p->out, 2 * n + 1), *start = dst;
 	size_t i = 0;
+	bool more = true;
 
 	while (i < n) {
 		if (s->at_line_start) {
-			if (s->top && s->in_body && s->body_left == 0)
-				return false;
+			if (s->top && s->in_body && s->body_left == 0) {
+				more = false;
+				break;
+			}
 			if (data[i] == '.')
-				buf_append(p->out, ".", 1);
+				*dst++ = '.';
 			s->at_line_start = false;
 		}
 		const char *lf = memchr(data + i, '\n', n - i);
 		if (lf == NULL) {
-			buf_append(p->out, data + i, n - i);
+			memcpy(dst, data + i, n - i);
+			dst += n - i;
 			s->line_octets += n - i;
 			s->prev_cr = data[n - 1] == '\r';
-			return true;
+			break;
 		}
 		size_t j = (size_t)(lf - data);
 		bool cr = j > i ? data[j - 1] == '\r' : s->prev_cr;
-		buf_append(p->out, data + i, j - i);
-		buf_append(p->out, cr ? "\n" : "\r\n", cr ? 1 : 2);
+		memcpy(dst, data + i, j - i);
+		dst += j - i;
+		if (!cr)
+			*dst++ = '\r';
+		*dst++ = '\n';
 		s->line_octets += j - i;
 		if (s->top) {
 			if (s->in_body)
@@ -521,7 +530,8 @@ send_transform(struct pop3 *p, const char *data, size_t n)
 		s->at_line_start = true;
 		i = j + 1;
 	}
-	return !(s->top && s->in_body && s->body_left == 0 && s->at_line_start);
+	buf_commit(p->out, (size_t)(dst - start));
+	return more && !(s->top && s->in_body && s->body_left == 0 && s->at_line_start);
 }
 
 static void
