@@ -134,6 +134,8 @@ const struct config_setting pobox_settings_table[] = {
 	{ "auth_failure_delay", CONFIG_DURATION, S(auth_failure_delay), "2",
 	  0, 60, NULL, "Delay of a failed login's reply, doubled per recent "
 	  "failure from the address (RFC 1939 §13)", NULL },
+	{ "workers", CONFIG_UINT, S(workers), "0", 0, 64, NULL,
+	  "Serving processes, each an event loop for many sessions; 0: one per CPU", NULL },
 	{ "auth_workers", CONFIG_UINT, S(auth_workers), "0", 0, 64, NULL,
 	  "Password hashing threads; 0: one per CPU", NULL },
 	{ "auth_cache_ttl", CONFIG_DURATION, S(auth_cache_ttl), "1h", 0, 86400,

@@ -29,6 +29,7 @@ struct pobox_settings {
 	unsigned max_sessions;
 	unsigned max_sessions_per_ip;
 	unsigned auth_failure_delay; /* seconds, doubled per recent failure */
+	unsigned workers;          /* serving processes; 0 = one per CPU */
 	unsigned auth_workers;     /* 0 = one per CPU */
 	unsigned auth_cache_ttl;   /* seconds a verified password is cached; 0 off */
 	unsigned log_level;        /* enum log_level_setting */

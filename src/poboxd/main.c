@@ -1,7 +1,9 @@
 /* main.c: poboxd, the POP3 server. Reads the configuration, binds the
  * listeners (as root if it must), drops to the unprivileged user, then
- * serves every session from one event loop; password hashes are verified
- * in a thread pool. SIGTERM/SIGINT: close sessions (no UPDATE) and exit;
+ * forks `workers` serving processes (one per CPU), each an event loop for
+ * many sessions with its own SO_REUSEPORT listeners and a thread pool for
+ * password hashes; the parent only supervises. With workers = 1 the one
+ * process serves. SIGTERM/SIGINT: close sessions (no UPDATE) and exit;
  * SIGHUP: reload the configuration, sessions stay. */
 #include "poboxd/poboxd.h"
 
@@ -19,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "auth/auth.h"
@@ -28,7 +31,9 @@
 #include "lib/workq.h"
 
 #define POBOXD_VERSION "0.1.0"
-#define LISTEN_MAX 16
+#define LISTEN_MAX 256 /* addresses x workers */
+#define WORKERS_MAX 64
+#define RESPAWN_DELAY_MS 1000
 #define LISTEN_BACKLOG 1024
 #define ACCEPT_BATCH 64 /* per wakeup, so one listener cannot starve sessions */
 #define SWEEP_INTERVAL_MS 60000
@@ -36,6 +41,7 @@
 
 struct listener {
 	struct server *srv;
+	unsigned worker;
 	int fd;
 	struct io *io;
 	char name[300];
@@ -101,7 +107,7 @@ listen_parse(const char *spec, char *host, size_t hostlen, char *port, size_t po
 }
 
 static int
-listener_bind(struct server *srv, const char *spec)
+listener_bind(struct server *srv, const char *spec, unsigned worker)
 {
 	char host[256], port[16];
 	struct addrinfo hints = { 0 }, *res, *ai;
@@ -132,6 +138,8 @@ listener_bind(struct server *srv, const char *spec)
 		if (fd < 0)
 			continue;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		/* One socket per worker: the kernel spreads connections. */
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 		if (ai->ai_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
@@ -142,6 +150,7 @@ listener_bind(struct server *srv, const char *spec)
 		}
 		l = &listeners[listener_count++];
 		l->srv = srv;
+		l->worker = worker;
 		l->fd = fd;
 		if (ai->ai_family == AF_INET6)
 			snprintf(l->name, sizeof(l->name), "[%s]:%s",
@@ -293,6 +302,161 @@ usage(FILE *f)
 	    "  -V       print the version and exit\n");
 }
 
+/* One serving process: the event loop over this worker's listeners. */
+static int
+serve(struct server *srv, unsigned worker)
+{
+	for (unsigned i = 0; i < listener_count; i++) {
+		if (listeners[i].worker != worker) {
+			close(listeners[i].fd);
+			listeners[i].fd = -1;
+		}
+	}
+	srv->loop = ioloop_new();
+	srv->ips = iptable_new();
+	srv->auth_cache = auth_cache_new((uint64_t)srv->config->set.auth_cache_ttl * 1000,
+	    AUTH_CACHE_ENTRIES);
+	/* Signals first: the hashing threads inherit the blocked mask. */
+	ioloop_add_signal(srv->loop, SIGTERM, on_terminate, srv);
+	ioloop_add_signal(srv->loop, SIGINT, on_terminate, srv);
+	ioloop_add_signal(srv->loop, SIGHUP, on_reload, srv);
+	srv->workq = workq_new(srv->loop, srv->config->set.auth_workers);
+	for (unsigned i = 0; i < listener_count; i++) {
+		if (listeners[i].fd < 0)
+			continue;
+		listeners[i].io = io_add(srv->loop, listeners[i].fd, IO_READ,
+		    listener_accept, &listeners[i]);
+		if (worker == 0)
+			log_info("event=listening addr=%s", listeners[i].name);
+	}
+	sweep_timer = timer_add(srv->loop, SWEEP_INTERVAL_MS, on_sweep, srv);
+	log_info("event=started version=%s worker=%u uid=%d pid=%d", POBOXD_VERSION,
+	    worker, (int)getuid(), (int)getpid());
+
+	ioloop_run(srv->loop);
+
+	for (unsigned i = 0; i < listener_count; i++) {
+		if (listeners[i].fd < 0)
+			continue;
+		io_remove(&listeners[i].io);
+		close(listeners[i].fd);
+	}
+	session_close_all(srv, "shutdown");
+	workq_free(&srv->workq);
+	timer_remove(&sweep_timer);
+	iptable_free(&srv->ips);
+	auth_cache_free(&srv->auth_cache);
+	passwd_db_free(&srv->db);
+	server_config_unref(&srv->config);
+	ioloop_free(&srv->loop);
+	log_info("event=stopped worker=%u", worker);
+	return 0;
+}
+
+/* The supervising parent: forwards signals, restarts a worker that died. */
+struct master {
+	struct server *srv;
+	struct ioloop *loop;
+	struct timer *respawn;
+	pid_t pids[WORKERS_MAX];
+	unsigned live;
+	bool stopping;
+};
+
+static void
+master_spawn(struct master *m, unsigned w)
+{
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_error("event=fork_failed worker=%u error=\"%s\"", w, strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		/* A worker must not outlive its supervisor, holding the ports. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+		if (getppid() == 1)
+			_exit(0);
+		/* The child leaves the parent's loop alone and builds its own. */
+		_exit(serve(m->srv, w));
+	}
+	m->pids[w] = pid;
+	m->live++;
+}
+
+static void
+master_respawn(void *ctx)
+{
+	struct master *m = ctx;
+
+	m->respawn = NULL;
+	for (unsigned w = 0; w < m->srv->workers && !m->stopping; w++)
+		if (m->pids[w] == 0)
+			master_spawn(m, w);
+}
+
+static void
+master_signal(void *ctx, int signo)
+{
+	struct master *m = ctx;
+	int status;
+	pid_t pid;
+
+	if (signo == SIGCHLD) {
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			for (unsigned w = 0; w < m->srv->workers; w++) {
+				if (m->pids[w] != pid)
+					continue;
+				m->pids[w] = 0;
+				m->live--;
+				if (!m->stopping) {
+					log_error("event=worker_died worker=%u pid=%d status=%d",
+					    w, (int)pid, status);
+					if (m->respawn == NULL)
+						m->respawn = timer_add(m->loop, RESPAWN_DELAY_MS,
+						    master_respawn, m);
+				}
+			}
+		}
+		if (m->stopping && m->live == 0)
+			ioloop_stop(m->loop);
+		return;
+	}
+	if (signo != SIGHUP) {
+		log_info("event=shutdown signal=%s workers=%u", strsignal(signo), m->live);
+		m->stopping = true;
+		timer_remove(&m->respawn);
+		if (m->live == 0)
+			ioloop_stop(m->loop);
+	}
+	for (unsigned w = 0; w < m->srv->workers; w++)
+		if (m->pids[w] > 0)
+			kill(m->pids[w], signo == SIGINT ? SIGTERM : signo);
+}
+
+static int
+master_run(struct server *srv)
+{
+	struct master m = { .srv = srv };
+	static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
+
+	m.loop = ioloop_new();
+	for (size_t i = 0; i < ARRAY_SIZE(signals); i++)
+		ioloop_add_signal(m.loop, signals[i], master_signal, &m);
+	for (unsigned w = 0; w < srv->workers; w++)
+		master_spawn(&m, w);
+	log_info("event=master_started workers=%u pid=%d", srv->workers, (int)getpid());
+	ioloop_run(m.loop);
+	timer_remove(&m.respawn);
+	ioloop_free(&m.loop);
+	for (unsigned i = 0; i < listener_count; i++)
+		close(listeners[i].fd);
+	passwd_db_free(&srv->db);
+	server_config_unref(&srv->config);
+	log_info("event=stopped");
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -338,14 +502,21 @@ main(int argc, char **argv)
 		return 0;
 	}
 
+	srv.workers = srv.config->set.workers;
+	if (srv.workers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		srv.workers = n < 1 ? 1 : n > WORKERS_MAX ? WORKERS_MAX : (unsigned)n;
+	}
 	log_open("poboxd", foreground, (enum log_level)srv.config->set.log_level);
 	if (!foreground && daemon(0, 0) < 0)
 		log_fatal("event=daemon error=\"%s\"", strerror(errno));
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit(srv.config->set.max_sessions);
-	for (unsigned i = 0; i < srv.config->set.listen.count; i++) {
-		if (listener_bind(&srv, srv.config->set.listen.items[i]) < 0)
-			return 1;
+	for (unsigned w = 0; w < srv.workers; w++) {
+		for (unsigned i = 0; i < srv.config->set.listen.count; i++) {
+			if (listener_bind(&srv, srv.config->set.listen.items[i], w) < 0)
+				return 1;
+		}
 	}
 	if (drop_privileges(srv.config->set.user) < 0)
 		return 1;
@@ -354,36 +525,7 @@ main(int argc, char **argv)
 		log_fatal("event=startup error=\"%s\"", error);
 	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)
 		strcpy(srv.hostname, "localhost");
-	srv.loop = ioloop_new();
-	srv.ips = iptable_new();
-	srv.auth_cache = auth_cache_new((uint64_t)srv.config->set.auth_cache_ttl * 1000,
-	    AUTH_CACHE_ENTRIES);
-	/* Signals first: the worker threads inherit the blocked mask. */
-	ioloop_add_signal(srv.loop, SIGTERM, on_terminate, &srv);
-	ioloop_add_signal(srv.loop, SIGINT, on_terminate, &srv);
-	ioloop_add_signal(srv.loop, SIGHUP, on_reload, &srv);
-	srv.workq = workq_new(srv.loop, srv.config->set.auth_workers);
-	for (unsigned i = 0; i < listener_count; i++) {
-		listeners[i].io = io_add(srv.loop, listeners[i].fd, IO_READ, listener_accept, &listeners[i]);
-		log_info("event=listening addr=%s", listeners[i].name);
-	}
-	sweep_timer = timer_add(srv.loop, SWEEP_INTERVAL_MS, on_sweep, &srv);
-	log_info("event=started version=%s uid=%d pid=%d", POBOXD_VERSION, (int)getuid(), (int)getpid());
-
-	ioloop_run(srv.loop);
-
-	for (unsigned i = 0; i < listener_count; i++) {
-		io_remove(&listeners[i].io);
-		close(listeners[i].fd);
-	}
-	session_close_all(&srv, "shutdown");
-	workq_free(&srv.workq);
-	timer_remove(&sweep_timer);
-	iptable_free(&srv.ips);
-	auth_cache_free(&srv.auth_cache);
-	passwd_db_free(&srv.db);
-	server_config_unref(&srv.config);
-	ioloop_free(&srv.loop);
-	log_info("event=stopped");
-	return 0;
+	if (srv.workers == 1)
+		return serve(&srv, 0);
+	return master_run(&srv);
 }

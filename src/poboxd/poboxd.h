@@ -37,6 +37,7 @@ struct server {
 	struct iptable *ips;
 	struct session *sessions; /* doubly linked, for shutdown */
 	unsigned session_count;
+	unsigned workers;          /* serving processes; limits are shared out */
 	char hostname[256];
 	bool shutting_down;
 };

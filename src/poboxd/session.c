@@ -312,10 +312,13 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer)
 		s->pop3_set.apop_timestamp = s->apop_ts;
 	}
 	log_info("session=%s event=connect ip=%s port=%u", s->id, s->ip, s->port);
-	if (srv->session_count > set->max_sessions || per_ip > set->max_sessions_per_ip) {
+	/* Each worker enforces its share of the limits. */
+	unsigned max = (set->max_sessions + srv->workers - 1) / srv->workers;
+	unsigned max_ip = (set->max_sessions_per_ip + srv->workers - 1) / srv->workers;
+	if (srv->session_count > max || per_ip > max_ip) {
 		/* RFC 2449 §8.1.2 gives [SYS/TEMP] for a busy server. */
 		log_warn("session=%s event=refused ip=%s reason=%s", s->id, s->ip,
-		    srv->session_count > set->max_sessions ? "max_sessions" : "max_sessions_per_ip");
+		    srv->session_count > max ? "max_sessions" : "max_sessions_per_ip");
 		buf_puts(conn_out(s->conn), "-ERR [SYS/TEMP] Too many connections, try later\r\n");
 		session_close_after_output(s);
 		return;

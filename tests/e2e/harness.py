@@ -342,6 +342,9 @@ DEFAULT_SETTINGS = {
     "max_sessions_per_ip": "30",
     "auth_failure_delay": "0",
     "auth_workers": "2",
+    # One serving process, so per-process counts and limits are exact;
+    # test_workers.py runs several.
+    "workers": "1",
     "log_level": "info",
 }
 

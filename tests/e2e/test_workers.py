@@ -1,0 +1,135 @@
+"""test_workers.py: poboxd with several serving processes (workers = 2): a
+supervising parent and SO_REUSEPORT children, maildrop locks across
+processes, signals forwarded, a dead worker replaced."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from harness import IS_ROOT, PoboxTestCase, simple_message
+
+PW = "workers-pw"
+
+
+def children(pid):
+    """PIDs whose parent is pid."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, split after ')'.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            out.append(int(p.name))
+    return sorted(out)
+
+
+def uid_of(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return [int(x) for x in line.split()[1:]]
+    raise AssertionError("no Uid line")
+
+
+def wait_for(cond, what, timeout=10):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class WorkersTest(PoboxTestCase):
+
+    def start_two(self, users=("alice",), **overrides):
+        for u in users:
+            self.env.add_user(u, PW)
+        d = self.env.start(workers="2", **overrides)
+        kids = wait_for(lambda: len(children(d.pid)) == 2 and children(d.pid),
+                        "two workers")
+        self.env.wait_event("started", count=2)
+        return d, kids
+
+    def test_processes_and_privileges(self):
+        d, kids = self.start_two()
+        self.assertEqual(len(self.env.events("started")), 2)
+        self.assertEqual(len(self.env.events("master_started", workers=2)), 1)
+        for pid in [d.pid] + kids:
+            uids = uid_of(pid)
+            if IS_ROOT:
+                self.assertNotIn(0, uids, f"pid {pid} serves as root")
+
+    def test_sessions_and_lock_across_processes(self):
+        users = [f"u{i}" for i in range(6)]
+        d, kids = self.start_two(users=users)
+        for u in users:
+            self.env.deliver(u, simple_message(f"for {u}"))
+        holders = []
+        for u in users:
+            c = self.env.connect()
+            c.login(u, PW)
+            self.assertEqual(c.ok("STAT"), "+OK 1 " + c.ok("LIST 1").split()[2])
+            holders.append(c)
+        # Every further login to a held maildrop is refused, whichever
+        # worker takes the connection (flock works across processes).
+        for _ in range(8):
+            with self.env.connect() as c:
+                c.ok("USER u0")
+                r = c.cmd(f"PASS {PW}")
+                self.assertTrue(r.startswith("-ERR [IN-USE]"), r)
+        pids = {e["pid"] for e in self.env.events("started")}
+        self.assertEqual(len(pids), 2)
+        for c in holders:
+            c.ok("QUIT")
+            c.close()
+        self.assertEqual(len(self.env.events("logout", reason="quit")), len(users))
+
+    def test_sighup_reaches_workers(self):
+        d, kids = self.start_two()
+        self.env.write_config(workers="2", implementation="reloaded-impl")
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("reloaded", count=2)
+        for _ in range(6):
+            with self.env.connect() as c:
+                r = c.cmd("CAPA")
+                self.assertTrue(r.startswith("+OK"), r)
+                lines = c.multi_raw()
+                self.assertIn(b"IMPLEMENTATION reloaded-impl", lines)
+                c.ok("QUIT")
+        self.assertEqual(children(d.pid), kids)
+
+    def test_sigterm_stops_all_and_deletes_nothing(self):
+        d, kids = self.start_two()
+        self.env.deliver("alice", simple_message("keep me"))
+        c = self.env.connect()
+        c.login("alice", PW)
+        c.ok("DELE 1")
+        self.assertEqual(d.stop(), 0)
+        for pid in kids:
+            self.assertFalse(Path(f"/proc/{pid}").exists() and
+                             "zombie" not in Path(f"/proc/{pid}/status").read_text(),
+                             f"worker {pid} still running")
+        self.assertEqual(len(self.env.messages("alice")), 1)
+        self.assertEqual(len(self.env.events("logout", reason="shutdown")), 1)
+        c.close()
+
+    def test_dead_worker_is_replaced(self):
+        d, kids = self.start_two()
+        os.kill(kids[0], signal.SIGKILL)
+        self.env.wait_event("worker_died")
+        new = wait_for(lambda: (len(children(d.pid)) == 2 and
+                                children(d.pid) != kids and children(d.pid)),
+                       "a replacement worker")
+        self.assertIn(kids[1], new)
+        self.env.wait_event("started", count=3)
+        for _ in range(4):
+            with self.env.connect() as c:
+                c.login("alice", PW)
+                c.ok("QUIT")
