@@ -55,6 +55,9 @@ struct passwd_policy_range {
 	int max_login_delay; /* largest login_delay= in seconds; -1: none */
 };
 const struct passwd_policy_range *passwd_db_policy_range(const struct passwd_db *db);
+/* One stored hash per scheme in the file ($y$, $6$, $2b$, ...), at most
+ * max, for timing calibration; the pointers live until the next refresh. */
+unsigned passwd_db_scheme_samples(const struct passwd_db *db, const char **out, unsigned max);
 
 /* Thread-safe: checks password against a crypt(3) hash in constant time.
  * A NULL hash verifies against a dummy of the default scheme so unknown

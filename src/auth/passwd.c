@@ -649,3 +649,26 @@ passwd_db_policy_range(const struct passwd_db *db)
 {
 	return &db->tab->policy;
 }
+
+unsigned
+passwd_db_scheme_samples(const struct passwd_db *db, const char **out, unsigned max)
+{
+	const struct passwd_table *t = db->tab;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < t->count && n < max; i++) {
+		const char *h = t->entries[i].u.hash, *end;
+		size_t idlen;
+		unsigned j;
+
+		if (h == NULL || h[0] != '$' || (end = strchr(h + 1, '$')) == NULL)
+			continue;
+		idlen = (size_t)(end - h);
+		for (j = 0; j < n; j++)
+			if (strncmp(out[j], h, idlen + 1) == 0)
+				break;
+		if (j == n)
+			out[n++] = h;
+	}
+	return n;
+}

@@ -25,7 +25,7 @@ struct conn {
 	const char *error;  /* write failed; reported from the loop */
 	int fd;
 	uint8_t busy;       /* callbacks on the stack */
-	bool paused, high, want_drain, closed, freed;
+	bool paused, high, want_drain, closed, freed, read_eof;
 };
 
 static bool
@@ -45,7 +45,7 @@ conn_update(struct conn *c)
 
 	if (c->io == NULL)
 		return;
-	if (!c->paused)
+	if (!c->paused && !c->read_eof)
 		ev |= IO_READ;
 	if (buf_size(&c->out) > 0 || c->error != NULL || conn_drain_due(c))
 		ev |= IO_WRITE;
@@ -76,7 +76,9 @@ conn_write(struct conn *c)
 		else
 			c->error = conn_errno_reason(errno, "write error");
 	}
-	if (buf_size(&c->out) == 0)
+	/* Give an idle session's memory back, but not in the middle of a
+	 * long reply (high set): that would free and regrow it per chunk. */
+	if (buf_size(&c->out) == 0 && !c->high)
 		buf_shrink(&c->out);
 }
 
@@ -113,7 +115,10 @@ conn_read(struct conn *c)
 	n = read(c->fd, data, sizeof(data));
 	if (n > 0)
 		c->cb.input(c->ctx, data, (size_t)n);
-	else if (n == 0)
+	else if (n == 0 && c->cb.eof != NULL) {
+		c->read_eof = true;
+		c->cb.eof(c->ctx);
+	} else if (n == 0)
 		conn_close(c, "eof");
 	else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 		conn_close(c, conn_errno_reason(errno, "read error"));
@@ -138,7 +143,7 @@ conn_io(void *ctx, unsigned events)
 				goto out;
 		}
 	}
-	if ((events & IO_READ) && !c->paused) {
+	if ((events & IO_READ) && !c->paused && !c->read_eof) {
 		conn_read(c);
 		if (conn_gone(c))
 			goto out;

@@ -26,6 +26,10 @@ struct conn_callbacks {
 	/* EOF or error; reason is static text. The owner frees the conn
 	 * (it may do so inside this callback). */
 	void (*closed)(void *ctx, const char *reason);
+	/* Optional: the peer shut down its sending side. Reading stops; the
+	 * connection stays open for output (a client that pipelines and
+	 * half-closes still gets every reply). NULL: treated as closed(). */
+	void (*eof)(void *ctx);
 };
 
 /* Takes ownership of fd (non-blocking is set here); *cb is copied.

@@ -45,10 +45,12 @@ linebuf_next(struct linebuf *lb, char **line_r, size_t *len_r)
 
 		if (lb->discarding) {
 			if (lf == NULL) {
+				secret_wipe(lb->in.data + lb->in.off, avail);
 				buf_clear(&lb->in);
 				lb->scanned = 0;
 				return LINEBUF_MORE;
 			}
+			secret_wipe(lb->in.data + lb->in.off, (size_t)(lf - head) + 1);
 			buf_consume(&lb->in, (size_t)(lf - head) + 1);
 			lb->scanned = 0;
 			lb->discarding = false;
@@ -68,6 +70,7 @@ linebuf_next(struct linebuf *lb, char **line_r, size_t *len_r)
 		size_t total = (size_t)(lf - head) + 1;
 		lb->scanned = 0;
 		if (total > lb->max) {
+			secret_wipe(lb->in.data + lb->in.off, total);
 			buf_consume(&lb->in, total);
 			return LINEBUF_TOO_LONG;
 		}

@@ -20,10 +20,13 @@
 #include "store/maildrop.h"
 
 #define LOGIN_DELAY_MAX_MS 30000
+#define AUTH_FLOOR_MAX_MS 2000 /* bounds what one odd slow hash can cost */
 #define LOGIN_STAMP_FILE ".pobox.lock" /* its mtime is the last login */
 
 struct login_job {
 	struct session *session; /* NULL once the session went away */
+	uint64_t start_ms;       /* when the request came in */
+	unsigned verify_ms;      /* what the hash cost (worker's clock) */
 	struct auth_user *user;  /* NULL for an unknown user */
 	char *name;
 	char *password;
@@ -48,13 +51,17 @@ delay_expired(void *ctx)
 	session_login_done(s, POP3_LOGIN_BAD, NULL, NULL, NULL);
 }
 
-/* RFC 1939 §13 suggests delaying failed logins against guessing. */
+/* RFC 1939 §13 suggests delaying failed logins against guessing. The
+ * reply goes out at a time fixed from the request's start: the slowest
+ * hash seen so far plus the delay, so neither an unknown user (dummy
+ * hash) nor the scheme of a known one shows in the timing. */
 static void
-login_fail(struct session *s, const char *name, const char *reason)
+login_fail(struct session *s, uint64_t start_ms, const char *name, const char *reason)
 {
 	struct server *srv = session_server(s);
 	unsigned base = session_config(s)->set.auth_failure_delay * 1000;
-	unsigned n = iptable_failure(srv->ips, session_ip(s), ioloop_now(srv->loop));
+	uint64_t now = ioloop_now(srv->loop), due;
+	unsigned n = iptable_failure(srv->ips, session_ip(s), now);
 	unsigned ms = base;
 
 	log_failure(s, name, reason);
@@ -62,11 +69,13 @@ login_fail(struct session *s, const char *name, const char *reason)
 		ms *= 2;
 	if (ms > LOGIN_DELAY_MAX_MS)
 		ms = LOGIN_DELAY_MAX_MS;
-	if (ms == 0) {
+	due = start_ms + srv->auth_floor_ms + ms;
+	if (due <= now) {
 		session_login_done(s, POP3_LOGIN_BAD, NULL, NULL, NULL);
 		return;
 	}
-	session_login_state(s)->delay = timer_add(srv->loop, ms, delay_expired, s);
+	session_login_state(s)->delay = timer_add(srv->loop, (unsigned)(due - now),
+	    delay_expired, s);
 }
 
 static int
@@ -135,8 +144,11 @@ job_work(void *arg)
 {
 	struct login_job *job = arg;
 
+	uint64_t t0 = clock_ms();
+
 	job->result = auth_verify_password(job->user != NULL ? job->user->hash : NULL,
 	    job->password);
+	job->verify_ms = (unsigned)(clock_ms() - t0);
 }
 
 static void
@@ -146,6 +158,12 @@ job_done(void *arg)
 	struct session *s = job->session;
 
 	if (s != NULL) {
+		struct server *srv = session_server(s);
+		/* The floor only rises (to a bound): a slow scheme in the file
+		 * sets the pace of every failure. */
+		if (job->verify_ms > srv->auth_floor_ms)
+			srv->auth_floor_ms = job->verify_ms < AUTH_FLOOR_MAX_MS ?
+			    job->verify_ms : AUTH_FLOOR_MAX_MS;
 		session_login_state(s)->job = NULL;
 		if (job->result == AUTH_OK && job->user != NULL) {
 			auth_cache_put(session_server(s)->auth_cache, job->user->name,
@@ -155,7 +173,7 @@ job_done(void *arg)
 		else if (job->result == AUTH_TEMPFAIL)
 			session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
 		else
-			login_fail(s, job->name, job->user != NULL ?
+			login_fail(s, job->start_ms, job->name, job->user != NULL ?
 			    "bad_password" : "unknown_user");
 	}
 	job_free(job);
@@ -185,7 +203,8 @@ login_start(struct session *s, const struct pop3_login *req)
 		if (r == AUTH_OK)
 			login_open(s, u, "apop");
 		else
-			login_fail(s, req->user, u == NULL ? "unknown_user" : "bad_password");
+			login_fail(s, ioloop_now(srv->loop), req->user,
+			    u == NULL ? "unknown_user" : "bad_password");
 		auth_user_free(&u);
 		return;
 	}
@@ -197,11 +216,31 @@ login_start(struct session *s, const struct pop3_login *req)
 	}
 	struct login_job *job = xcalloc(1, sizeof(*job));
 	job->session = s;
+	job->start_ms = ioloop_now(srv->loop);
 	job->user = u;
 	job->name = xstrdup(req->user);
 	job->password = xstrdup(req->secret);
 	session_login_state(s)->job = job;
 	workq_submit(srv->workq, job_work, job_done, job);
+}
+
+void
+login_calibrate(struct server *srv)
+{
+	const char *samples[8];
+	unsigned n = passwd_db_scheme_samples(srv->db, samples, ARRAY_SIZE(samples));
+	unsigned floor = 0;
+
+	/* The dummy hash of unknown users, then each scheme in the file. */
+	for (unsigned i = 0; i <= n; i++) {
+		uint64_t t0 = clock_ms();
+		(void)auth_verify_password(i < n ? samples[i] : NULL, "calibration");
+		unsigned ms = (unsigned)(clock_ms() - t0);
+		if (ms > floor)
+			floor = ms;
+	}
+	srv->auth_floor_ms = floor < AUTH_FLOOR_MAX_MS ? floor : AUTH_FLOOR_MAX_MS;
+	log_info("event=auth_calibrated schemes=%u failure_floor_ms=%u", n, srv->auth_floor_ms);
 }
 
 void

@@ -35,6 +35,7 @@
 #define WORKERS_MAX 64
 #define RESPAWN_DELAY_MS 1000
 #define LISTEN_BACKLOG 1024
+#define ACCEPT_PAUSE_MS 500
 #define ACCEPT_BATCH 64 /* per wakeup, so one listener cannot starve sessions */
 #define SWEEP_INTERVAL_MS 60000
 #define AUTH_CACHE_ENTRIES 65536
@@ -44,6 +45,7 @@ struct listener {
 	unsigned worker;
 	int fd;
 	struct io *io;
+	struct timer *pause;     /* out of fds: accept again later */
 	char name[300];
 };
 
@@ -164,6 +166,15 @@ listener_bind(struct server *srv, const char *spec, unsigned worker)
 }
 
 static void
+listener_resume(void *ctx)
+{
+	struct listener *l = ctx;
+
+	l->pause = NULL;
+	io_set_events(l->io, IO_READ);
+}
+
+static void
 listener_accept(void *ctx, unsigned events)
 {
 	struct listener *l = ctx;
@@ -174,8 +185,16 @@ listener_accept(void *ctx, unsigned events)
 		int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_warn("event=accept_error error=\"%s\"", strerror(errno));
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				/* The listener stays readable: without a pause the
+				 * loop would spin on it. */
+				log_warn("event=accept_paused error=\"%s\" sessions=%u",
+				    strerror(errno), l->srv->session_count);
+				io_set_events(l->io, 0);
+				l->pause = timer_add(l->srv->loop, ACCEPT_PAUSE_MS,
+				    listener_resume, l);
+			}
 			return;
 		}
 		session_create(l->srv, fd, &peer);
@@ -264,6 +283,7 @@ on_reload(void *ctx, int signo)
 	}
 	passwd_db_free(&srv->db);
 	srv->db = db;
+	login_calibrate(srv);
 	/* A reload is how an admin says "forget what you knew". */
 	auth_cache_free(&srv->auth_cache);
 	srv->auth_cache = auth_cache_new((uint64_t)c->set.auth_cache_ttl * 1000,
@@ -321,6 +341,7 @@ serve(struct server *srv, unsigned worker)
 	ioloop_add_signal(srv->loop, SIGINT, on_terminate, srv);
 	ioloop_add_signal(srv->loop, SIGHUP, on_reload, srv);
 	srv->workq = workq_new(srv->loop, srv->config->set.auth_workers);
+	login_calibrate(srv);
 	for (unsigned i = 0; i < listener_count; i++) {
 		if (listeners[i].fd < 0)
 			continue;
@@ -338,6 +359,7 @@ serve(struct server *srv, unsigned worker)
 	for (unsigned i = 0; i < listener_count; i++) {
 		if (listeners[i].fd < 0)
 			continue;
+		timer_remove(&listeners[i].pause);
 		io_remove(&listeners[i].io);
 		close(listeners[i].fd);
 	}
@@ -422,7 +444,18 @@ master_signal(void *ctx, int signo)
 			ioloop_stop(m->loop);
 		return;
 	}
-	if (signo != SIGHUP) {
+	if (signo == SIGHUP) {
+		/* A worker started later must run the new configuration too. */
+		struct server_config *c;
+		char *error = NULL;
+		if ((c = config_read(m->srv->config_path, &error)) == NULL) {
+			log_error("event=reload_failed error=\"%s\"", error);
+			free(error);
+		} else {
+			server_config_unref(&m->srv->config);
+			m->srv->config = c;
+		}
+	} else {
 		log_info("event=shutdown signal=%s workers=%u", strsignal(signo), m->live);
 		m->stopping = true;
 		timer_remove(&m->respawn);

@@ -38,6 +38,7 @@ struct server {
 	struct session *sessions; /* doubly linked, for shutdown */
 	unsigned session_count;
 	unsigned workers;          /* serving processes; limits are shared out */
+	unsigned auth_floor_ms;    /* slowest hash seen: failures wait this long */
 	char hostname[256];
 	bool shutting_down;
 };
@@ -60,6 +61,9 @@ struct session_login {
 	                            goes on by itself after an answer */
 };
 void login_start(struct session *s, const struct pop3_login *req);
+/* Times one verification per hash scheme in the passwd file: failed
+ * logins are answered no sooner than the slowest (no timing oracle). */
+void login_calibrate(struct server *srv);
 /* The session is going away: detach from a job still in flight. */
 void login_abort(struct session *s);
 

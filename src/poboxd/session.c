@@ -30,6 +30,7 @@ struct session {
 	uint64_t start_ms;
 	bool closing;
 	bool logged_in;           /* the timer is the idle timer */
+	bool peer_eof;            /* the client half-closed: finish, then close */
 	char id[17];
 	char ip[INET6_ADDRSTRLEN];
 	unsigned port;
@@ -41,8 +42,10 @@ static void session_drained(void *ctx);
 static void session_closed(void *ctx, const char *reason);
 static void session_status(struct session *s, enum pop3_status st);
 
+static void session_eof(void *ctx);
+
 static const struct conn_callbacks session_conn_callbacks = {
-	session_input, session_drained, session_closed,
+	session_input, session_drained, session_closed, session_eof,
 };
 
 static void
@@ -78,7 +81,8 @@ session_free(struct session *s, const char *reason)
 		    "bad_commands=%u retr=%u retr_bytes=%llu dele=%u dele_bytes=%llu "
 		    "update=%s uidl_digest=%s duration_ms=%llu",
 		    s->id, user != NULL ? log_value(userv, sizeof(userv), user) : "-",
-		    reason != NULL ? reason : st->end_reason != NULL ? st->end_reason : "closed",
+		    reason != NULL ? reason : st->end_reason != NULL ? st->end_reason :
+		    s->peer_eof ? "eof" : "closed",
 		    st->commands, st->bad_commands,
 		    st->retrieved, (unsigned long long)st->retrieved_bytes,
 		    st->updated ? st->deleted : 0,
@@ -164,9 +168,15 @@ session_status(struct session *s, enum pop3_status st)
 	case POP3_CLOSE:
 		session_close_after_output(s);
 		return;
+	case POP3_WANT_INPUT:
+		if (s->peer_eof) {
+			/* Every command the client sent is answered. */
+			session_close_after_output(s);
+			return;
+		}
+		/* FALLTHROUGH */
 	case POP3_WAIT_LOGIN:
 	case POP3_WANT_OUTPUT:
-	case POP3_WANT_INPUT:
 		/* Bound what a pipelining client can make us hold. */
 		conn_pause_input(s->conn, pop3_pending_input(s->pop3) > POP3_PIPELINE_MAX ||
 		    st == POP3_WAIT_LOGIN);
@@ -200,6 +210,16 @@ session_drained(void *ctx)
 }
 
 static void
+session_eof(void *ctx)
+{
+	struct session *s = ctx;
+
+	s->peer_eof = true;
+	if (!s->closing)
+		session_status(s, pop3_run(s->pop3));
+}
+
+static void
 session_closed(void *ctx, const char *reason)
 {
 	struct session *s = ctx;
@@ -212,9 +232,10 @@ session_login_done(struct session *s, enum pop3_login_result res,
     struct maildrop *md, const struct pop3_user_policy *policy, const char *user)
 {
 	pop3_login_done(s->pop3, res, md, policy);
+	/* Switch to the idle timer now, even when answered synchronously. */
+	session_touch(s);
 	if (s->login.in_request)
 		return;
-	session_touch(s);
 	session_status(s, pop3_run(s->pop3));
 }
 

@@ -402,10 +402,15 @@ send_start(struct pop3 *p, unsigned idx, bool top, uint32_t lines)
 	p->send.top = top;
 	p->send.body_left = lines;
 	p->send.at_line_start = true;
-	p->flags[idx] |= MSG_RETRIEVED;
-	p->stats.retrieved++;
-	p->stats.retrieved_bytes += p->md->msgs[idx].size;
-	reply_ok(p, "%llu octets", (unsigned long long)p->md->msgs[idx].size);
+	if (!top) {
+		/* TOP is a preview: it must not make EXPIRE 0 delete. */
+		p->flags[idx] |= MSG_RETRIEVED;
+		p->stats.retrieved++;
+		p->stats.retrieved_bytes += p->md->msgs[idx].size;
+		reply_ok(p, "%llu octets", (unsigned long long)p->md->msgs[idx].size);
+	} else {
+		reply_ok(p, "Top of message %u follows", idx + 1);
+	}
 }
 
 static void

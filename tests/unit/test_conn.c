@@ -78,7 +78,7 @@ tc_closed(void *ctx, const char *reason)
 	ioloop_stop(t->loop);
 }
 
-static const struct conn_callbacks tc_cb = { tc_input, tc_drained, tc_closed };
+static const struct conn_callbacks tc_cb = { tc_input, tc_drained, tc_closed, NULL };
 
 static int
 setup(void **state)

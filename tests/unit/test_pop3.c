@@ -306,18 +306,16 @@ test_top(void **state)
 	tsess_connect(&t);
 	login(&t);
 	assert_string_equal(tsess_send(&t, "TOP 1 0\r\n"),
-	    "+OK 27 octets\r\nA: 1\r\nB: 2\r\n\r\n.\r\n");
+	    "+OK Top of message 1 follows\r\nA: 1\r\nB: 2\r\n\r\n.\r\n");
 	assert_string_equal(tsess_send(&t, "TOP 1 2\r\n"),
-	    "+OK 27 octets\r\nA: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\n.\r\n");
+	    "+OK Top of message 1 follows\r\nA: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\n.\r\n");
 	assert_string_equal(tsess_send(&t, "TOP 1 99\r\n"),
-	    "+OK 27 octets\r\nA: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\nl3\r\n.\r\n");
+	    "+OK Top of message 1 follows\r\nA: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\nl3\r\n.\r\n");
 	assert_string_equal(tsess_send(&t, "TOP 1\r\n"),
 	    "-ERR TOP takes a message number and a line count\r\n");
 	assert_string_equal(tsess_send(&t, "TOP 1 -1\r\n"),
 	    "-ERR TOP takes a message number and a line count\r\n");
 	assert_string_equal(tsess_send(&t, "TOP 2 1\r\n"), "-ERR No such message\r\n");
-	/* TOP does not count as retrieval for EXPIRE 0 purposes either way:
-	 * it does mark the message retrieved, as the client has seen it. */
 	tsess_end(&t);
 }
 
@@ -508,8 +506,11 @@ test_expire_zero_deletes_retrieved(void **state)
 	tsess_connect(&t);
 	login(&t);
 	tsess_send(&t, "RETR 2\r\n");
+	/* TOP is a preview, not a retrieval. */
+	tsess_send(&t, "TOP 3 0\r\n");
 	assert_string_equal(tsess_send(&t, "QUIT\r\n"), "+OK Logging out (2 messages left)\r\n");
 	assert_int_equal(mem_store_count(t.ms), 2);
+	assert_int_equal(pop3_stats(t.p)->retrieved, 1);
 	tsess_end(&t);
 }
 
