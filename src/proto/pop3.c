@@ -39,6 +39,14 @@ struct pop3_send {
 	uint64_t line_octets;
 };
 
+/* LIST or UIDL without argument in progress: a maildrop may hold a
+ * million messages, so the listing is a continuation too. */
+struct pop3_listing {
+	bool active;
+	bool uidl;
+	unsigned next;      /* index of the next message to list */
+};
+
 struct pop3 {
 	const struct pop3_settings *set;
 	const struct pop3_host *host;
@@ -59,6 +67,7 @@ struct pop3 {
 	struct pop3_user_policy policy;
 
 	struct pop3_send send;
+	struct pop3_listing listing;
 	struct pop3_stats stats;
 };
 
@@ -322,12 +331,7 @@ cmd_list(struct pop3 *p, char *args)
 	}
 	reply_ok(p, "%u messages (%llu octets)", p->live_count,
 	    (unsigned long long)p->live_size);
-	for (unsigned i = 0; i < p->md->count; i++) {
-		if (!(p->flags[i] & MSG_DELETED))
-			buf_printf(p->out, "%u %llu\r\n", i + 1,
-			    (unsigned long long)p->md->msgs[i].size);
-	}
-	buf_puts(p->out, ".\r\n");
+	p->listing = (struct pop3_listing){ .active = true, .uidl = false };
 }
 
 static void
@@ -341,11 +345,29 @@ cmd_uidl(struct pop3 *p, char *args)
 		return;
 	}
 	reply_ok(p, "Unique-ID listing follows");
-	for (unsigned i = 0; i < p->md->count; i++) {
-		if (!(p->flags[i] & MSG_DELETED))
-			buf_printf(p->out, "%u %s\r\n", i + 1, p->md->msgs[i].uidl);
+	p->listing = (struct pop3_listing){ .active = true, .uidl = true };
+}
+
+/* Produces LIST/UIDL lines until the high-water mark or the end. */
+static void
+listing_continue(struct pop3 *p)
+{
+	struct pop3_listing *l = &p->listing;
+
+	for (; l->next < p->md->count && buf_size(p->out) < p->out_high; l->next++) {
+		const struct maildrop_msg *m = &p->md->msgs[l->next];
+		if (p->flags[l->next] & MSG_DELETED)
+			continue;
+		if (l->uidl)
+			buf_printf(p->out, "%u %s\r\n", l->next + 1, m->uidl);
+		else
+			buf_printf(p->out, "%u %llu\r\n", l->next + 1,
+			    (unsigned long long)m->size);
 	}
-	buf_puts(p->out, ".\r\n");
+	if (l->next == p->md->count) {
+		buf_puts(p->out, ".\r\n");
+		l->active = false;
+	}
 }
 
 static void
@@ -579,6 +601,11 @@ pop3_run(struct pop3 *p)
 	size_t len;
 
 	for (;;) {
+		if (p->listing.active) {
+			listing_continue(p);
+			if (p->listing.active)
+				return POP3_WANT_OUTPUT;
+		}
 		if (p->send.stream != NULL) {
 			send_continue(p);
 			if (p->send.stream != NULL)

@@ -496,6 +496,48 @@ test_backpressure_big_message(void **state)
 }
 
 static void
+test_listing_is_a_continuation(void **state)
+{
+	struct tsess t;
+	struct buf want_list = BUF_INIT, want_uidl = BUF_INIT;
+	char uidl[32];
+
+	tsess_start(&t, state);
+	for (unsigned i = 1; i <= 3000; i++) {
+		snprintf(uidl, sizeof(uidl), "u%u", i);
+		mem_store_add(t.ms, uidl, "x\n", 2);
+	}
+	tsess_connect(&t);
+	login(&t);
+	tsess_send(&t, "DELE 2\r\n");
+	buf_puts(&want_list, "+OK 2999 messages (8997 octets)\r\n");
+	buf_puts(&want_uidl, "+OK Unique-ID listing follows\r\n");
+	for (unsigned i = 1; i <= 3000; i++) {
+		if (i == 2)
+			continue;
+		buf_printf(&want_list, "%u 3\r\n", i);
+		buf_printf(&want_uidl, "%u u%u\r\n", i, i);
+	}
+	buf_puts(&want_list, ".\r\n");
+	buf_puts(&want_uidl, ".\r\n+OK\r\n");
+	pop3_set_out_high(t.p, 1024);
+	/* Output stops at the mark until drained, and goes on afterwards. */
+	t.st = pop3_input(t.p, "LIST\r\n", 6);
+	assert_int_equal(t.st, POP3_WANT_OUTPUT);
+	assert_true(buf_size(&t.out) < 1024 + 64);
+	pump(&t);
+	assert_int_equal(strlen(tsess_take(&t)), buf_size(&want_list));
+	t.st = pop3_input(t.p, "LIST\r\n", 6);
+	pump(&t);
+	assert_memory_equal(tsess_take(&t), buf_head(&want_list), buf_size(&want_list));
+	assert_memory_equal(tsess_send(&t, "UIDL\r\nNOOP\r\n"), buf_head(&want_uidl),
+	    buf_size(&want_uidl));
+	buf_free(&want_list);
+	buf_free(&want_uidl);
+	tsess_end(&t);
+}
+
+static void
 test_expire_zero_deletes_retrieved(void **state)
 {
 	struct tsess t;
@@ -610,6 +652,7 @@ main(void)
 		BOTH(test_pipelining_in_order),
 		BOTH(test_async_login_holds_input),
 		BOTH(test_backpressure_big_message),
+		BOTH(test_listing_is_a_continuation),
 		BOTH(test_expire_zero_deletes_retrieved),
 		BOTH(test_faults),
 		BOTH(test_nul_and_empty),
