@@ -4,7 +4,6 @@
  * beside it, fsync, rename, fsync the directory): poboxd never sees half. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <pwd.h>
 #include <signal.h>
@@ -403,21 +402,10 @@ out:
 
 /* ---- maildirs */
 
-static uid_t chown_uid;
-static gid_t chown_gid;
-
-static int
-chown_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	if (lchown(path, chown_uid, chown_gid) < 0) {
-		warnx_("chown %s: %s", path, strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* dir/{cur,new,tmp} 0700 with missing parents (0755, subject to umask);
- * the tree belongs to owner when one is given. */
+/* dir/{cur,new,tmp} 0700 with missing parents (0755, subject to umask).
+ * Only the directories made here are given to owner: an existing tree
+ * keeps its owners (a typo like --maildir /srv must not chown a tree,
+ * and the daemon's user must not be handed a path it could swap). */
 static int
 maildir_create(const char *dir, const struct passwd *owner)
 {
@@ -436,16 +424,16 @@ maildir_create(const char *dir, const struct passwd *owner)
 	free(p);
 	for (size_t i = 0; i <= ARRAY_SIZE(subs) && ret == 0; i++) {
 		p = i == 0 ? xstrdup(dir) : xasprintf("%s/%s", dir, subs[i - 1]);
-		if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+		if (mkdir(p, 0700) == 0) {
+			if (owner != NULL && lchown(p, owner->pw_uid, owner->pw_gid) < 0) {
+				warnx_("chown %s: %s", p, strerror(errno));
+				ret = -1;
+			}
+		} else if (errno != EEXIST) {
 			warnx_("mkdir %s: %s", p, strerror(errno));
 			ret = -1;
 		}
 		free(p);
-	}
-	if (ret == 0 && owner != NULL) {
-		chown_uid = owner->pw_uid;
-		chown_gid = owner->pw_gid;
-		ret = nftw(dir, chown_one, 16, FTW_PHYS) == 0 ? 0 : -1;
 	}
 	return ret;
 }
