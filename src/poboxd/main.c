@@ -310,6 +310,47 @@ on_sweep(void *ctx)
 	sweep_timer = timer_add(srv->loop, SWEEP_INTERVAL_MS, on_sweep, srv);
 }
 
+/* poboxd -t as root: what the serving user must reach, checked as that
+ * user in a child, so a permission problem shows before the start. */
+static int
+check_as_user(const struct pobox_settings *set)
+{
+	struct passwd *pw;
+	int status;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		return 0;
+	if (set->user[0] == '\0' || (pw = getpwnam(set->user)) == NULL || pw->pw_uid == 0) {
+		fprintf(stderr, "poboxd: user '%s' does not exist or is root; poboxd "
+		    "never serves as root\n", set->user);
+		return -1;
+	}
+	if ((pid = fork()) < 0)
+		return 0;
+	if (pid == 0) {
+		int bad = 0;
+		if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
+			_exit(2);
+		if (access(set->passwd_file, R_OK) < 0) {
+			fprintf(stderr, "poboxd: user %s cannot read passwd_file %s: %s\n",
+			    set->user, set->passwd_file, strerror(errno));
+			bad = 1;
+		}
+		if (access(set->mail_root, R_OK | W_OK | X_OK) < 0) {
+			/* Missing is fine when every entry names its maildir. */
+			fprintf(stderr, "poboxd: %suser %s cannot use mail_root %s: %s\n",
+			    errno == ENOENT ? "warning: " : "", set->user,
+			    set->mail_root, strerror(errno));
+			bad = errno != ENOENT;
+		}
+		_exit(bad);
+	}
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
 static void
 usage(FILE *f)
 {
@@ -527,6 +568,11 @@ main(int argc, char **argv)
 		if (passwd_db_open(srv.config->set.passwd_file, srv.config->set.mail_root,
 		    &srv.db, &error) < 0) {
 			fprintf(stderr, "poboxd: %s\n", error);
+			return 1;
+		}
+		if (check_as_user(&srv.config->set) < 0) {
+			passwd_db_free(&srv.db);
+			server_config_unref(&srv.config);
 			return 1;
 		}
 		printf("poboxd: configuration %s is valid\n", srv.config_path);

@@ -30,6 +30,21 @@ class ConfigTest(PoboxTestCase):
         r = poboxd("-c", str(self.env.conf), "-t")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
+    def test_check_as_serving_user(self):
+        # As root, -t checks what the serving user must reach.
+        if not IS_ROOT:
+            self.skipTest("needs root to switch users")
+        self.env.add_user("alice", PW)
+        self.env.write_config()
+        os.chown(self.env.passwd, 0, 0)
+        os.chmod(self.env.passwd, 0o600)
+        r = poboxd("-c", str(self.env.conf), "-t")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"cannot read passwd_file {self.env.passwd}", r.stderr)
+        self.env.fix_owner()
+        r = poboxd("-c", str(self.env.conf), "-t")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
     def test_check_bad_reports_file_and_line(self):
         self.env.add_user("alice", PW)
         cases = [
