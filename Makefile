@@ -26,6 +26,14 @@ endif
 ifdef WERROR
 ALL_CFLAGS += -Werror
 endif
+# make V=1 shows whole commands.
+ifeq ($(V),1)
+Q :=
+say :=
+else
+Q := @
+say = printf '  %-6s %s\n' $(1) $(2);
+endif
 
 LIB_SRCS  := $(sort $(wildcard src/lib/*.c src/proto/*.c src/store/*.c src/auth/*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(O)/%.o)
@@ -42,24 +50,24 @@ all: $(BINS)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	$(Q)$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(LIBPOBOX): $(LIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)$(call say,AR,$@)ar rcs $@ $^
 
 .SECONDEXPANSION:
 $(O)/bin/%: $$(addprefix $(O)/,$$(subst .c,.o,$$(wildcard src/$$*/*.c))) $(LIBPOBOX)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(Q)$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(O)/tests/test_%: $(O)/tests/unit/test_%.o $(O)/tests/unit/testutil.o $(LIBPOBOX)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) $(shell pkg-config --libs cmocka)
+	$(Q)$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) $(shell pkg-config --libs cmocka)
 
 $(O)/tests/replay_%: $(O)/tests/fuzz/%.o $(O)/tests/fuzz/replay.o $(LIBPOBOX)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(Q)$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 tests: $(UNIT_BINS) $(REPLAY_BINS)
 
