@@ -41,6 +41,9 @@ linebuf_next(struct linebuf *lb, char **line_r, size_t *len_r)
 	for (;;) {
 		const char *head = buf_head(&lb->in);
 		size_t avail = buf_size(&lb->in);
+
+		if (avail == 0)
+			return LINEBUF_MORE; /* and head may be NULL */
 		const char *lf = memchr(head + lb->scanned, '\n', avail - lb->scanned);
 
 		if (lb->discarding) {
