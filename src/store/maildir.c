@@ -1,7 +1,9 @@
 /* maildir.c: the Maildir backend. A flock'ed snapshot of cur/ and new/
- * taken at open; UIDLs come from the Maildir unique part, POP3 sizes are
- * cached in the file name as ",W=<n>" (as Dovecot writes them). Runs in
- * the mail session process with the mailbox owner's rights. */
+ * taken at open, by readdir or from the listing cache (maildir_index.c)
+ * when neither changed since; UIDLs come from the Maildir unique part,
+ * POP3 sizes are cached in the file name as ",W=<n>" (as Dovecot writes
+ * them). Runs in the mail session process with the mailbox owner's
+ * rights. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,23 +19,40 @@
 
 #include "lib/log.h"
 #include "lib/util.h"
+#include "store/maildir_index.h"
 #include "store/maildrop.h"
 
-#define MAILDIR_MAX_MSGS 1000000
-#define MAILDIR_NAME_MAX 255
 #define MAILDIR_LOCK ".pobox.lock"
 #define MAILDIR_TRIES 3 /* re-lookups when another agent renames */
+#define MAILDIR_NAMES_BLOCK 65536
 
 enum { DIR_CUR, DIR_NEW };
 static const char *const dir_names[] = { "cur", "new" };
 
 struct mfile {
-	char *name;               /* current name inside dir */
+	const char *name;         /* current name inside dir */
 	unsigned short baselen;   /* up to the ':' info part */
-	unsigned short uniqlen;   /* up to the first ',' of the base */
 	unsigned char dir;        /* DIR_CUR or DIR_NEW */
-	bool has_ts, has_w, collided, drop;
-	struct maildrop_msg msg;  /* size, received, uidl */
+	bool drop;                /* left out, or removed by commit */
+};
+
+/* What a scan learns of one name before the snapshot is built. */
+struct mscan {
+	struct mfile f;
+	const char *uidl;         /* uidllen octets: a prefix of a name or a
+	                             hash, both in the names blocks */
+	uint64_t size;
+	time_t received;
+	unsigned short uniqlen;   /* up to the first ',' of the base */
+	unsigned char uidllen;
+	bool has_ts, has_w, dup, collided;
+};
+
+/* File names live in blocks freed at close: a rename only adds one. */
+struct names_block {
+	struct names_block *next;
+	size_t used;
+	char data[MAILDIR_NAMES_BLOCK];
 };
 
 struct maildir {
@@ -43,8 +62,11 @@ struct maildir {
 	                             session holds one fd (the lock) */
 	char *path;
 	struct mfile *files;      /* same order as md.msgs */
-	unsigned nfiles;
-	size_t cap;
+	struct names_block *names;
+	char *ixbuf;              /* the index the snapshot was loaded from */
+	struct mscan *scan;       /* during a scan */
+	unsigned nscan;
+	size_t scancap;
 };
 
 struct msg_stream {
@@ -61,29 +83,57 @@ md_err(const char *what)
 	return md_errbuf;
 }
 
+/* len + 1 octets that live until close. */
+static char *
+md_name_alloc(struct maildir *m, size_t len)
+{
+	struct names_block *b = m->names;
+	char *p;
+
+	if (b == NULL || sizeof(b->data) - b->used < len + 1) {
+		b = xmalloc(sizeof(*b));
+		b->next = m->names;
+		b->used = 0;
+		m->names = b;
+	}
+	p = b->data + b->used;
+	b->used += len + 1;
+	return p;
+}
+
+static char *
+md_name_dup(struct maildir *m, const char *s, size_t len)
+{
+	char *p = md_name_alloc(m, len);
+
+	memcpy(p, s, len);
+	p[len] = '\0';
+	return p;
+}
+
 /* Splits name into base/unique part and reads the leading delivery
  * timestamp and the ",W=<n>" field (maildir++ / Dovecot). */
 static void
-mfile_parse(struct mfile *f)
+mscan_parse(struct mscan *s)
 {
-	const char *n = f->name, *p;
+	const char *n = s->f.name, *p;
 	unsigned long long v;
 	char *end;
 
-	f->baselen = (unsigned short)strcspn(n, ":");
-	f->uniqlen = (unsigned short)strcspn(n, ",:");
+	s->f.baselen = (unsigned short)strcspn(n, ":");
+	s->uniqlen = (unsigned short)strcspn(n, ",:");
 	if (n[0] >= '0' && n[0] <= '9' &&
 	    (v = strtoull(n, NULL, 10)) <= INT64_MAX) {
-		f->has_ts = true;
-		f->msg.received = (time_t)v;
+		s->has_ts = true;
+		s->received = (time_t)v;
 	}
-	for (p = n + f->uniqlen; *p == ','; p += strcspn(p, ",:")) {
+	for (p = n + s->uniqlen; *p == ','; p += strcspn(p, ",:")) {
 		p++;
 		if (p[0] == 'W' && p[1] == '=' && p[2] >= '0' && p[2] <= '9' &&
 		    (v = strtoull(p + 2, &end, 10)) != ULLONG_MAX &&
 		    strchr(",:", *end) != NULL) {
-			f->has_w = true;
-			f->msg.size = v;
+			s->has_w = true;
+			s->size = v;
 		}
 	}
 }
@@ -107,21 +157,25 @@ uidl_hash(char *out, const char *s, size_t len)
 	out[33] = '\0';
 }
 
-/* RFC 1939 §7: a UIDL is 1 to 70 octets in 0x21-0x7E. */
 static void
-mfile_uidl(struct mfile *f)
+mscan_hash_uidl(struct maildir *m, struct mscan *s, size_t len)
 {
-	bool ok = f->uniqlen >= 1 && f->uniqlen <= MAILDROP_UIDL_MAX;
-	unsigned i;
+	char *h = md_name_alloc(m, 33);
 
-	for (i = 0; ok && i < f->uniqlen; i++)
-		ok = (unsigned char)f->name[i] >= 0x21 &&
-		    (unsigned char)f->name[i] <= 0x7e;
-	if (ok) {
-		memcpy(f->msg.uidl, f->name, f->uniqlen);
-		f->msg.uidl[f->uniqlen] = '\0';
+	uidl_hash(h, s->f.name, len);
+	s->uidl = h;
+	s->uidllen = 33;
+}
+
+/* RFC 1939 §7: the unique part when it is a valid UIDL, else its hash. */
+static void
+mscan_uidl(struct maildir *m, struct mscan *s)
+{
+	if (maildir_index_uidl_ok(s->f.name, s->uniqlen)) {
+		s->uidl = s->f.name;
+		s->uidllen = (unsigned char)s->uniqlen;
 	} else {
-		uidl_hash(f->msg.uidl, f->name, f->uniqlen);
+		mscan_hash_uidl(m, s, s->uniqlen);
 	}
 }
 
@@ -137,25 +191,79 @@ cmp_base(const struct mfile *x, const struct mfile *y)
 static int
 cmp_uidl(const void *a, const void *b)
 {
-	const struct mfile *x = *(const struct mfile *const *)a;
-	const struct mfile *y = *(const struct mfile *const *)b;
-	int r = strcmp(x->msg.uidl, y->msg.uidl);
+	const struct mscan *x = *(const struct mscan *const *)a;
+	const struct mscan *y = *(const struct mscan *const *)b;
+	int r = memcmp(x->uidl, y->uidl,
+	    x->uidllen < y->uidllen ? x->uidllen : y->uidllen);
 
 	if (r == 0)
-		r = cmp_base(x, y);
-	return r != 0 ? r : (int)x->dir - (int)y->dir;
+		r = (int)x->uidllen - (int)y->uidllen;
+	if (r == 0)
+		r = cmp_base(&x->f, &y->f);
+	return r != 0 ? r : (int)x->f.dir - (int)y->f.dir;
 }
+
+/* Sort keys: small, so the sort moves 16 octets, not a whole entry. */
+struct order_key {
+	int64_t received;
+	uint32_t idx;             /* into m->scan */
+};
 
 /* Delivery order; the base name breaks ties so that the order does not
  * depend on readdir or on flag changes. */
 static int
-cmp_order(const void *a, const void *b)
+cmp_order(const void *a, const void *b, void *arg)
 {
-	const struct mfile *x = a, *y = b;
+	const struct order_key *x = a, *y = b;
+	const struct mscan *scan = arg;
 
-	if (x->msg.received != y->msg.received)
-		return x->msg.received < y->msg.received ? -1 : 1;
-	return cmp_base(x, y);
+	if (x->received != y->received)
+		return x->received < y->received ? -1 : 1;
+	return cmp_base(&scan[x->idx].f, &scan[y->idx].f);
+}
+
+/* cmp_order without a call per comparison: a stable radix sort on the
+ * time, a byte at a time, skipping bytes all keys share; then runs of
+ * equal times (few, short) by base name. */
+static void
+md_sort(struct order_key *keys, unsigned n, struct mscan *scan)
+{
+	struct order_key *tmp = xcalloc(n, sizeof(*tmp)), *src = keys,
+	    *dst = tmp, *t;
+	size_t cnt[256], sum, c;
+	unsigned i, j, shift;
+
+#define RADIX(k, s) ((unsigned)((((uint64_t)(k).received) ^ \
+	(UINT64_C(1) << 63)) >> (s)) & 255)
+	for (shift = 0; shift < 64; shift += 8) {
+		memset(cnt, 0, sizeof(cnt));
+		for (i = 0; i < n; i++)
+			cnt[RADIX(src[i], shift)]++;
+		if (cnt[RADIX(src[0], shift)] == n)
+			continue;
+		for (i = 0, sum = 0; i < 256; i++) {
+			c = cnt[i];
+			cnt[i] = sum;
+			sum += c;
+		}
+		for (i = 0; i < n; i++)
+			dst[cnt[RADIX(src[i], shift)]++] = src[i];
+		t = src;
+		src = dst;
+		dst = t;
+	}
+#undef RADIX
+	if (src != keys)
+		memcpy(keys, src, n * sizeof(*keys));
+	free(tmp);
+	for (i = 0; i < n; i = j) {
+		for (j = i + 1; j < n && keys[j].received == keys[i].received;
+		    j++)
+			;
+		if (j - i > 1)
+			qsort_r(keys + i, j - i, sizeof(*keys), cmp_order,
+			    scan);
+	}
 }
 
 /* The directory fd of cur/ or new/, opened on demand (-1 on error). */
@@ -189,7 +297,7 @@ md_name_ok(const struct dirent *e)
 	    (e->d_type == DT_REG || e->d_type == DT_UNKNOWN);
 }
 
-/* Adds every message name in dir d to m->files or, with want set, finds
+/* Adds every message name in dir d to m->scan or, with want set, finds
  * want's base name there after another agent moved the file new/ ->
  * cur/ or changed its ":2," flags (1 found, 0 not). -1 on error, -2 when
  * there are too many messages. */
@@ -200,7 +308,7 @@ md_readdir(struct maildir *m, int d, struct mfile *want)
 	int ret = 0, err, fd = md_dir(m, d) < 0 ? -1 :
 	    openat(m->dirfd[d], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	struct dirent *e;
-	struct mfile *f;
+	struct mscan *s;
 	DIR *dir;
 
 	if (fd < 0 || (dir = fdopendir(fd)) == NULL) {
@@ -214,27 +322,27 @@ md_readdir(struct maildir *m, int d, struct mfile *want)
 		if (want != NULL) {
 			if (strcspn(e->d_name, ":") == want->baselen &&
 			    memcmp(e->d_name, want->name, want->baselen) == 0) {
-				free(want->name);
-				want->name = xstrdup(e->d_name);
+				want->name = md_name_dup(m, e->d_name,
+				    strlen(e->d_name));
 				want->dir = (unsigned char)d;
 				ret = 1;
 			}
 			continue;
 		}
-		if (m->nfiles == MAILDIR_MAX_MSGS) {
+		if (m->nscan == MAILDIR_MAX_MSGS) {
 			ret = -2;
 			break;
 		}
-		if (m->nfiles == m->cap) {
-			m->cap = m->cap ? m->cap * 2 : 64;
-			m->files = xrealloc(m->files,
-			    m->cap * sizeof(*m->files));
+		if (m->nscan == m->scancap) {
+			m->scancap = m->scancap ? m->scancap * 2 : 256;
+			m->scan = xrealloc(m->scan,
+			    m->scancap * sizeof(*m->scan));
 		}
-		f = &m->files[m->nfiles++];
-		memset(f, 0, sizeof(*f));
-		f->name = xstrdup(e->d_name);
-		f->dir = (unsigned char)d;
-		mfile_parse(f);
+		s = &m->scan[m->nscan++];
+		memset(s, 0, sizeof(*s));
+		s->f.name = md_name_dup(m, e->d_name, strlen(e->d_name));
+		s->f.dir = (unsigned char)d;
+		mscan_parse(s);
 	}
 	if (ret == 0 && errno != 0)
 		ret = -1;
@@ -322,24 +430,21 @@ md_count_size(int fd, uint64_t *size_r)
 /* Caches the size in the name so the next open reads no file. Same
  * directory, atomic, never replacing an existing name. */
 static void
-md_add_w(struct maildir *m, struct mfile *f)
+md_add_w(struct maildir *m, struct mscan *s)
 {
-	int dfd = md_dir(m, f->dir);
-	char *nn;
+	struct mfile *f = &s->f;
+	int dfd = md_dir(m, f->dir), n;
+	char nn[MAILDIR_NAME_MAX + 1];
 
-	nn = xasprintf("%.*s,W=%llu%s", (int)f->baselen, f->name,
-	    (unsigned long long)f->msg.size, f->name + f->baselen);
-	if (strlen(nn) > MAILDIR_NAME_MAX) {
-		free(nn);
+	n = snprintf(nn, sizeof(nn), "%.*s,W=%llu%s", (int)f->baselen,
+	    f->name, (unsigned long long)s->size, f->name + f->baselen);
+	if (n < 0 || (size_t)n >= sizeof(nn))
 		return;
-	}
 	if (renameat2(dfd, f->name, dfd, nn, RENAME_NOREPLACE) < 0) {
 		md_warn(m, f->dir, f->name, "maildir_rename_failed");
-		free(nn);
 		return;
 	}
-	free(f->name);
-	f->name = nn;
+	f->name = md_name_dup(m, nn, (size_t)n);
 	f->baselen = (unsigned short)strcspn(nn, ":");
 }
 
@@ -348,37 +453,69 @@ md_add_w(struct maildir *m, struct mfile *f)
 static void
 md_stat_files(struct maildir *m)
 {
-	struct mfile *f;
+	struct mscan *s;
 	struct stat st;
 	unsigned i;
 	int fd;
 
-	for (i = 0; i < m->nfiles; i++) {
-		f = &m->files[i];
-		if (f->drop || (f->has_w && f->has_ts))
+	for (i = 0; i < m->nscan; i++) {
+		s = &m->scan[i];
+		if (s->f.drop || (s->has_w && s->has_ts))
 			continue;
-		if (f->has_w) {
-			if (fstatat(md_dir(m, f->dir), f->name, &st,
+		if (s->has_w) {
+			if (fstatat(md_dir(m, s->f.dir), s->f.name, &st,
 			    AT_SYMLINK_NOFOLLOW) == 0)
-				f->msg.received = st.st_mtime;
+				s->received = st.st_mtime;
 			continue;
 		}
-		if ((fd = md_open_file(m, f, &st)) < 0 ||
-		    md_count_size(fd, &f->msg.size) < 0) {
+		if ((fd = md_open_file(m, &s->f, &st)) < 0 ||
+		    md_count_size(fd, &s->size) < 0) {
 			if (errno != ENOENT)
-				md_warn(m, f->dir, f->name, "maildir_skip");
+				md_warn(m, s->f.dir, s->f.name, "maildir_skip");
 			if (fd >= 0)
 				close(fd);
-			f->drop = true;
+			s->f.drop = true;
 			continue;
 		}
 		close(fd);
-		if (!f->has_ts)
-			f->msg.received = st.st_mtime;
+		if (!s->has_ts)
+			s->received = st.st_mtime;
 		/* A colliding message keeps its name: its UIDL hashes it. */
-		if (!f->collided)
-			md_add_w(m, f);
+		if (!s->collided)
+			md_add_w(m, s);
 	}
+}
+
+/* Marks the names whose UIDL another name has too; a hash set, as such
+ * names are rare. Returns how many. */
+static unsigned
+md_mark_dups(struct maildir *m)
+{
+	size_t cap, h;
+	uint32_t *tab;
+	struct mscan *s, *o;
+	unsigned i, ndup = 0;
+
+	for (cap = 16; cap < 2 * (size_t)m->nscan; cap *= 2)
+		;
+	tab = xcalloc(cap, sizeof(*tab));
+	for (i = 0; i < m->nscan; i++) {
+		s = &m->scan[i];
+		h = maildir_index_hash(s->uidl, s->uidllen) & (cap - 1);
+		for (; tab[h] != 0; h = (h + 1) & (cap - 1)) {
+			o = &m->scan[tab[h] - 1];
+			if (o->uidllen == s->uidllen &&
+			    memcmp(o->uidl, s->uidl, s->uidllen) == 0) {
+				ndup += o->dup ? 1 : 2;
+				o->dup = s->dup = true;
+				break;
+			}
+		}
+		if (tab[h] == 0)
+			tab[h] = i + 1;
+	}
+	free(tab);
+	return ndup;
 }
 
 /* Drops names seen twice (readdir racing a rename) and gives every
@@ -387,51 +524,115 @@ md_stat_files(struct maildir *m)
 static void
 md_uidls(struct maildir *m)
 {
-	struct mfile **v = xcalloc(m->nfiles, sizeof(*v));
-	unsigned i, j, k, distinct;
-	char p[128];
+	struct mscan **v;
+	unsigned i, j, k, n, distinct;
+	char p[128], u[MAILDROP_UIDL_MAX + 1];
 
-	for (i = 0; i < m->nfiles; i++) {
-		mfile_uidl(&m->files[i]);
-		v[i] = &m->files[i];
-	}
-	if (m->nfiles > 1)
-		qsort(v, m->nfiles, sizeof(*v), cmp_uidl);
-	for (i = 0; i < m->nfiles; i = j) {
+	for (i = 0; i < m->nscan; i++)
+		mscan_uidl(m, &m->scan[i]);
+	if ((n = md_mark_dups(m)) == 0)
+		return;
+	v = xcalloc(n, sizeof(*v));
+	for (i = k = 0; i < m->nscan; i++)
+		if (m->scan[i].dup)
+			v[k++] = &m->scan[i];
+	qsort(v, n, sizeof(*v), cmp_uidl);
+	for (i = 0; i < n; i = j) {
 		distinct = 1;
-		for (j = i + 1; j < m->nfiles &&
-		    strcmp(v[j]->msg.uidl, v[i]->msg.uidl) == 0; j++) {
-			if (cmp_base(v[j], v[j - 1]) == 0)
-				v[j]->drop = true;
+		for (j = i + 1; j < n && v[j]->uidllen == v[i]->uidllen &&
+		    memcmp(v[j]->uidl, v[i]->uidl, v[i]->uidllen) == 0; j++) {
+			if (cmp_base(&v[j]->f, &v[j - 1]->f) == 0)
+				v[j]->f.drop = true;
 			else
 				distinct++;
 		}
 		if (distinct == 1)
 			continue;
+		memcpy(u, v[i]->uidl, v[i]->uidllen);
+		u[v[i]->uidllen] = '\0';
 		log_warn("event=maildir_uidl_collision maildir=%s uidl=%s "
-		    "count=%u", log_value(p, sizeof(p), m->path),
-		    v[i]->msg.uidl, distinct);
+		    "count=%u", log_value(p, sizeof(p), m->path), u, distinct);
 		for (k = i; k < j; k++) {
-			if (v[k]->drop)
+			if (v[k]->f.drop)
 				continue;
-			uidl_hash(v[k]->msg.uidl, v[k]->name, v[k]->baselen);
+			mscan_hash_uidl(m, v[k], v[k]->f.baselen);
 			v[k]->collided = true;
 		}
 	}
 	free(v);
 }
 
+/* A full scan into m->files and m->md. *clean_r tells whether the
+ * snapshot is a function of the names alone (no file read, renamed or
+ * left out), as an index must be. 0, or -1 with *error_r. */
+static int
+md_scan(struct maildir *m, bool *clean_r, const char **error_r)
+{
+	struct order_key *keys;
+	struct maildrop_msg *msg;
+	struct mscan *s;
+	unsigned i, n;
+	bool clean = true;
+	int d, r;
+
+	/* cur/ first: files move new/ -> cur/, so one moved between the
+	 * two readdirs is missed (invisible) rather than seen twice. */
+	for (d = DIR_CUR; d <= DIR_NEW; d++) {
+		if ((r = md_readdir(m, d, NULL)) < 0) {
+			*error_r = r == -2 ? "too many messages" :
+			    md_err(dir_names[d]);
+			return -1;
+		}
+	}
+	md_uidls(m);
+	md_stat_files(m);
+	keys = xcalloc(m->nscan, sizeof(*keys));
+	for (i = n = 0; i < m->nscan; i++) {
+		s = &m->scan[i];
+		if (s->f.drop || !s->has_ts || !s->has_w)
+			clean = false;
+		if (s->f.drop)
+			continue;
+		keys[n].received = s->received;
+		keys[n++].idx = i;
+	}
+	if (n > 1)
+		md_sort(keys, n, m->scan);
+	m->files = xcalloc(n, sizeof(*m->files));
+	m->md.msgs = xcalloc(n, sizeof(*m->md.msgs));
+	m->md.count = n;
+	for (i = 0; i < n; i++) {
+		s = &m->scan[keys[i].idx];
+		m->files[i] = s->f;
+		msg = &m->md.msgs[i];
+		msg->size = s->size;
+		msg->received = s->received;
+		memcpy(msg->uidl, s->uidl, s->uidllen);
+		msg->uidl[s->uidllen] = '\0';
+	}
+	free(keys);
+	free(m->scan);
+	m->scan = NULL;
+	m->nscan = 0;
+	*clean_r = clean;
+	return 0;
+}
+
 static void
 maildir_close(struct maildrop *md)
 {
 	struct maildir *m = (struct maildir *)md;
-	unsigned i;
+	struct names_block *b;
 
 	if (m->lockfd >= 0)
 		close(m->lockfd);
 	md_dirs_release(m);
-	for (i = 0; i < m->nfiles; i++)
-		free(m->files[i].name);
+	while ((b = m->names) != NULL) {
+		m->names = b->next;
+		free(b);
+	}
+	free(m->ixbuf);
+	free(m->scan);
 	free(m->files);
 	free(m->md.msgs);
 	free(m->path);
@@ -524,6 +725,108 @@ static const struct maildrop_vfuncs maildir_vfuncs = {
 	maildir_commit, maildir_close,
 };
 
+/* The snapshot from .pobox.index when it still describes cur/ and new/:
+ * no readdir, no sort. */
+static enum maildir_index_state
+md_index_load(struct maildir *m, int pfd,
+    const struct maildir_index_dir dirs[2], const struct timespec *now)
+{
+	enum maildir_index_state r;
+	struct maildir_index ix;
+	const char *why = NULL;
+	char p[128];
+	unsigned i;
+
+	r = maildir_index_load(pfd, dirs, now, &ix, &why);
+	if (r == MAILDIR_INDEX_BAD)
+		log_warn("event=maildir_index_ignored maildir=%s error=\"%s\"",
+		    log_value(p, sizeof(p), m->path), why);
+	if (r != MAILDIR_INDEX_LOADED)
+		return r;
+	m->files = xcalloc(ix.count, sizeof(*m->files));
+	for (i = 0; i < ix.count; i++) {
+		m->files[i].name = ix.ents[i].name;
+		m->files[i].baselen =
+		    (unsigned short)strcspn(ix.ents[i].name, ":");
+		m->files[i].dir = ix.ents[i].dir;
+	}
+	m->md.count = ix.count;
+	m->md.msgs = ix.msgs;
+	m->ixbuf = ix.buf;
+	free(ix.ents);
+	return r;
+}
+
+static void
+md_index_store(struct maildir *m, int pfd,
+    const struct maildir_index_dir dirs[2], const struct timespec *scan)
+{
+	struct maildir_index ix;
+	char p[128];
+	unsigned i;
+
+	memset(&ix, 0, sizeof(ix));
+	memcpy(ix.dirs, dirs, sizeof(ix.dirs));
+	ix.scan = *scan;
+	ix.count = m->md.count;
+	ix.msgs = m->md.msgs;
+	ix.ents = xcalloc(ix.count, sizeof(*ix.ents));
+	for (i = 0; i < ix.count; i++) {
+		ix.ents[i].name = m->files[i].name;
+		ix.ents[i].dir = m->files[i].dir;
+	}
+	if (maildir_index_store(pfd, &ix) < 0)
+		log_debug("event=maildir_index_write_failed maildir=%s "
+		    "error=\"%s\"", log_value(p, sizeof(p), m->path),
+		    strerror(errno));
+	free(ix.ents);
+}
+
+/* The snapshot: from the index when it holds, else by a full scan that
+ * leaves an index the next open can trust, or none. */
+static int
+md_snapshot(struct maildir *m, int pfd, const char **error_r)
+{
+	enum maildir_index_state ixs = MAILDIR_INDEX_MISSING;
+	struct maildir_index_dir dirs[2];
+	struct timespec now;
+	struct stat st;
+	bool use_ix, clean;
+	int d;
+
+	/* The clock, then the stamps, then (md_scan) the entries: a change
+	 * the scan misses comes after the stamps, so it moves them. */
+	if (clock_gettime(CLOCK_REALTIME, &now) < 0) {
+		*error_r = md_err("clock");
+		return -1;
+	}
+	for (d = DIR_CUR; d <= DIR_NEW; d++) {
+		if (fstat(m->dirfd[d], &st) < 0) {
+			*error_r = md_err(dir_names[d]);
+			return -1;
+		}
+		dirs[d].ino = st.st_ino;
+		dirs[d].mtim = st.st_mtim;
+		dirs[d].ctim = st.st_ctim;
+	}
+	use_ix = maildir_index_fs_ok(pfd) &&
+	    maildir_index_fs_ok(m->dirfd[DIR_CUR]) &&
+	    maildir_index_fs_ok(m->dirfd[DIR_NEW]);
+	if (use_ix &&
+	    (ixs = md_index_load(m, pfd, dirs, &now)) == MAILDIR_INDEX_LOADED)
+		return 0;
+	if (md_scan(m, &clean, error_r) < 0)
+		return -1;
+	/* Only a listing that follows from the names alone, of a maildrop
+	 * large enough to gain, whose scan saw its mtimes' whole tick. */
+	if (use_ix && clean && m->md.count >= MAILDIR_INDEX_MIN &&
+	    maildir_index_settled(dirs, &now))
+		md_index_store(m, pfd, dirs, &now);
+	else if (ixs != MAILDIR_INDEX_MISSING)
+		(void)unlinkat(pfd, MAILDIR_INDEX, 0);
+	return 0;
+}
+
 enum maildrop_open_result
 maildir_open(const char *path, bool create, struct maildrop **md_r,
     const char **error_r)
@@ -531,8 +834,8 @@ maildir_open(const char *path, bool create, struct maildrop **md_r,
 	static const char *const subs[] = { "cur", "new", "tmp" };
 	struct maildir *m = xcalloc(1, sizeof(*m));
 	enum maildrop_open_result ret = MAILDROP_OPEN_ERROR;
-	unsigned i, n;
-	int d, r, pfd = -1;
+	unsigned i;
+	int d, pfd = -1;
 
 	m->lockfd = m->dirfd[DIR_CUR] = m->dirfd[DIR_NEW] = -1;
 	m->path = xstrdup(path);
@@ -574,32 +877,10 @@ maildir_open(const char *path, bool create, struct maildrop **md_r,
 			goto fail;
 		}
 	}
+	if (md_snapshot(m, pfd, error_r) < 0)
+		goto fail;
 	close(pfd);
 	pfd = -1;
-	/* cur/ first: files move new/ -> cur/, so one moved between the
-	 * two readdirs is missed (invisible) rather than seen twice. */
-	for (d = DIR_CUR; d <= DIR_NEW; d++) {
-		if ((r = md_readdir(m, d, NULL)) < 0) {
-			*error_r = r == -2 ? "too many messages" :
-			    md_err(dir_names[d]);
-			goto fail;
-		}
-	}
-	md_uidls(m);
-	md_stat_files(m);
-	for (i = n = 0; i < m->nfiles; i++) {
-		if (m->files[i].drop)
-			free(m->files[i].name);
-		else
-			m->files[n++] = m->files[i];
-	}
-	m->nfiles = n;
-	if (n > 1)
-		qsort(m->files, n, sizeof(*m->files), cmp_order);
-	m->md.count = n;
-	m->md.msgs = xcalloc(n, sizeof(*m->md.msgs));
-	for (i = 0; i < n; i++)
-		m->md.msgs[i] = m->files[i].msg;
 	md_dirs_release(m);
 	*md_r = &m->md;
 	return MAILDROP_OPEN_OK;

@@ -1,7 +1,9 @@
 /* test_maildir.c: the Maildir backend (store/maildir.c) on real
- * temporary directories: snapshot, order, UIDLs, sizes, lock, commit. */
+ * temporary directories: snapshot, order, UIDLs, sizes, lock, commit, and
+ * the listing cache (store/maildir_index.c): when it is used, when not. */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,7 +15,9 @@
 
 #include <openssl/evp.h>
 
+#include "lib/buf.h"
 #include "lib/util.h"
+#include "store/maildir_index.h"
 #include "store/maildrop.h"
 
 struct md_test {
@@ -544,6 +548,564 @@ test_many_sizes_unread(void **state)
 	maildrop_close(&md);
 }
 
+/* The listing cache. */
+
+#define SENTINEL_SIZE 999999u
+
+static const char *
+ixpath(struct md_test *t)
+{
+	static char p[600];
+
+	snprintf(p, sizeof(p), "%s/" MAILDIR_INDEX, t->path);
+	return p;
+}
+
+/* n filler messages in cur/, named as a delivery agent that knows the
+ * size writes them, so a scan reads and renames nothing. */
+static void
+fill(struct md_test *t, unsigned n)
+{
+	char name[96];
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		snprintf(name, sizeof(name),
+		    "%u.M%uP7.fill,S=2,W=3:2,S", 1600000000 + i / 3, i);
+		put(t, "cur", name, "x\n");
+	}
+}
+
+/* As if the last change to cur/ and new/ were a minute ago. */
+static void
+age_dirs(struct md_test *t)
+{
+	struct timespec ts[2];
+
+	clock_gettime(CLOCK_REALTIME, &ts[0]);
+	ts[0].tv_sec -= 60;
+	ts[1] = ts[0];
+	assert_int_equal(utimensat(AT_FDCWD, fpath(t, "cur", ""), ts, 0), 0);
+	assert_int_equal(utimensat(AT_FDCWD, fpath(t, "new", ""), ts, 0), 0);
+}
+
+static void
+dir_stamps(struct md_test *t, struct maildir_index_dir dirs[2])
+{
+	struct stat st;
+	int d;
+
+	for (d = 0; d < 2; d++) {
+		assert_int_equal(stat(fpath(t, d ? "new" : "cur", ""), &st), 0);
+		dirs[d].ino = st.st_ino;
+		dirs[d].mtim = st.st_mtim;
+		dirs[d].ctim = st.st_ctim;
+	}
+}
+
+static bool
+ix_exists(struct md_test *t)
+{
+	return access(ixpath(t), F_OK) == 0;
+}
+
+static void
+ix_read(struct md_test *t, struct maildir_index *ix)
+{
+	const char *why = NULL;
+	size_t len;
+	char *data = tu_read_file(ixpath(t), &len);
+
+	assert_non_null(data);
+	assert_int_equal(maildir_index_parse(data, len, ix, &why), 0);
+	ix->buf = data;
+}
+
+static void
+ix_write(struct md_test *t, const struct maildir_index *ix)
+{
+	int fd = open(t->path, O_RDONLY | O_DIRECTORY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(maildir_index_store(fd, ix), 0);
+	close(fd);
+}
+
+/* Rewrites the index with a size no scan would give message idx: an
+ * open that shows it read the index, one that does not scanned. */
+static void
+ix_doctor(struct md_test *t, unsigned idx)
+{
+	struct maildir_index ix;
+
+	ix_read(t, &ix);
+	assert_true(idx < ix.count);
+	ix.msgs[idx].size = SENTINEL_SIZE;
+	ix_write(t, &ix);
+	maildir_index_free(&ix);
+}
+
+struct listing {
+	unsigned count;
+	struct maildrop_msg *msgs;
+};
+
+static struct listing
+listing_of(struct maildrop *md)
+{
+	struct listing l;
+
+	l.count = md->count;
+	l.msgs = calloc(md->count + 1, sizeof(*l.msgs));
+	memcpy(l.msgs, md->msgs, md->count * sizeof(*l.msgs));
+	return l;
+}
+
+static void
+assert_listing(struct maildrop *md, const struct listing *l)
+{
+	unsigned i;
+
+	assert_int_equal(md->count, l->count);
+	for (i = 0; i < l->count; i++) {
+		assert_string_equal(md->msgs[i].uidl, l->msgs[i].uidl);
+		assert_int_equal(md->msgs[i].size, l->msgs[i].size);
+		assert_int_equal(md->msgs[i].received, l->msgs[i].received);
+	}
+}
+
+static bool
+has_sentinel(struct maildrop *md)
+{
+	for (unsigned i = 0; i < md->count; i++)
+		if (md->msgs[i].size == SENTINEL_SIZE)
+			return true;
+	return false;
+}
+
+static bool
+has_uidl(struct maildrop *md, const char *uidl)
+{
+	for (unsigned i = 0; i < md->count; i++)
+		if (strcmp(md->msgs[i].uidl, uidl) == 0)
+			return true;
+	return false;
+}
+
+/* The cache is only used on local filesystems: elsewhere, nothing to
+ * test. */
+static void
+need_index_fs(struct md_test *t)
+{
+	int fd = open(t->path, O_RDONLY | O_DIRECTORY);
+	bool ok = fd >= 0 && maildir_index_fs_ok(fd);
+
+	if (fd >= 0)
+		close(fd);
+	if (!ok)
+		skip();
+}
+
+/* Filler plus the names whose UIDLs are not their unique part. */
+static void
+fill_mixed(struct md_test *t)
+{
+	char longname[120];
+
+	memset(longname, 'q', 90);
+	longname[0] = '9';
+	strcpy(longname + 90, ",W=2");
+	fill(t, MAILDIR_INDEX_MIN);
+	put(t, "cur", "100.x,S=1,W=1:2,S", "a");
+	put(t, "new", "100.x,S=2,W=2", "bb");
+	put(t, "new", "5.sp ace,W=1", "c");
+	put(t, "new", longname, "d\n");
+	put(t, "new", "1700000000.M1P1.new,W=1", "e");
+}
+
+static void
+test_index_written_and_used(void **state)
+{
+	struct md_test *t = *state;
+	struct maildir_index_dir dirs[2];
+	struct maildir_index ix;
+	struct maildrop *md;
+	struct listing a;
+	struct stat st;
+	char h[40];
+	unsigned i;
+
+	need_index_fs(t);
+
+	fill_mixed(t);
+	age_dirs(t);
+	md = md_open_ok(t);
+	a = listing_of(md);
+	assert_int_equal(a.count, MAILDIR_INDEX_MIN + 5);
+	hash_uidl(h, "5.sp ace");
+	assert_true(has_uidl(md, h));
+	hash_uidl(h, "100.x,S=2,W=2");
+	assert_true(has_uidl(md, h));
+	maildrop_close(&md);
+
+	/* Written atomically, private, describing the maildir as it is. */
+	assert_int_equal(lstat(ixpath(t), &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0600);
+	/* cur new .pobox.lock .pobox.index: no temporary file left */
+	assert_int_equal(tu_count_dir(t->path), 4);
+	ix_read(t, &ix);
+	dir_stamps(t, dirs);
+	assert_memory_equal(ix.dirs, dirs, sizeof(dirs));
+	assert_true(maildir_index_settled(ix.dirs, &ix.scan));
+	assert_int_equal(ix.count, a.count);
+	for (i = 0; i < ix.count; i++) {
+		assert_string_equal(ix.msgs[i].uidl, a.msgs[i].uidl);
+		assert_int_equal(ix.msgs[i].size, a.msgs[i].size);
+		assert_int_equal(ix.msgs[i].received, a.msgs[i].received);
+		assert_true(exists(t, ix.ents[i].dir ? "new" : "cur",
+		    ix.ents[i].name));
+	}
+	maildir_index_free(&ix);
+
+	/* The next open reads it: a size only the index holds shows. */
+	ix_doctor(t, 3);
+	md = md_open_ok(t);
+	assert_int_equal(md->msgs[3].size, SENTINEL_SIZE);
+	assert_int_equal(md->count, a.count);
+	for (i = 0; i < a.count; i++)
+		assert_string_equal(md->msgs[i].uidl, a.msgs[i].uidl);
+	maildrop_close(&md);
+
+	/* A scan less than 2 s after the newest mtime may have missed a
+	 * change made in the same tick: not trusted. */
+	ix_read(t, &ix);
+	ix.scan = ix.dirs[1].mtim;
+	ix.scan.tv_sec += MAILDIR_INDEX_SETTLE_SECS - 1;
+	ix_write(t, &ix);
+	maildir_index_free(&ix);
+	md = md_open_ok(t);
+	assert_listing(md, &a);
+	maildrop_close(&md);
+	/* ... and the rescan wrote a sound one. */
+	ix_read(t, &ix);
+	assert_true(maildir_index_settled(ix.dirs, &ix.scan));
+	assert_int_equal(ix.msgs[3].size, a.msgs[3].size);
+	/* A scan time in the future: the clock went back since. */
+	ix.msgs[3].size = SENTINEL_SIZE;
+	clock_gettime(CLOCK_REALTIME, &ix.scan);
+	ix.scan.tv_sec += 3600;
+	ix_write(t, &ix);
+	maildir_index_free(&ix);
+	md = md_open_ok(t);
+	assert_listing(md, &a);
+	maildrop_close(&md);
+
+	/* Without an index: the same listing, UIDLs included. */
+	assert_int_equal(unlink(ixpath(t)), 0);
+	md = md_open_ok(t);
+	assert_listing(md, &a);
+	maildrop_close(&md);
+	assert_true(ix_exists(t));
+	md = md_open_ok(t);
+	assert_listing(md, &a);
+	maildrop_close(&md);
+	free(a.msgs);
+}
+
+/* Each change to cur/ or new/ after the index was written makes the next
+ * open scan (no sentinel) and show the change. */
+static void
+test_index_invalidated(void **state)
+{
+	struct md_test *t = *state;
+	struct maildir_index_dir dirs[2];
+	struct timespec ts[2];
+	struct maildrop *md;
+	char p[600], q[600];
+	int step;
+
+	need_index_fs(t);
+
+	fill(t, MAILDIR_INDEX_MIN);
+	put(t, "new", "1700000000.M1P1.new,W=1", "e");
+	for (step = 0; step < 7; step++) {
+		age_dirs(t);
+		md = md_open_ok(t);
+		maildrop_close(&md);
+		ix_doctor(t, 0);
+		md = md_open_ok(t);
+		assert_true(has_sentinel(md));
+		maildrop_close(&md);
+		dir_stamps(t, dirs);
+		switch (step) {
+		case 0: /* delivery */
+			put(t, "new", "1700000001.M2P1.new,W=1", "f");
+			break;
+		case 1: /* delivery straight to cur/ */
+			put(t, "cur", "1700000002.M3P1.cur,W=1:2,", "g");
+			break;
+		case 2: /* another client deletes */
+			assert_int_equal(unlink(fpath(t, "cur",
+			    "1600000000.M0P7.fill,S=2,W=3:2,S")), 0);
+			break;
+		case 3: /* flag change */
+			assert_int_equal(rename(fpath(t, "cur",
+			    "1600000000.M1P7.fill,S=2,W=3:2,S"), fpath(t, "cur",
+			    "1600000000.M1P7.fill,S=2,W=3:2,ST")), 0);
+			break;
+		case 4: /* new/ -> cur/ */
+			assert_int_equal(rename(fpath(t, "new",
+			    "1700000000.M1P1.new,W=1"), fpath(t, "cur",
+			    "1700000000.M1P1.new,W=1:2,S")), 0);
+			break;
+		case 5: /* a change hidden by putting the mtime back, as
+			 * rsync -a or tar do: the ctime still moves */
+			put(t, "cur", "1700000003.M4P1.cur,W=1:2,", "h");
+			ts[0] = ts[1] = dirs[0].mtim;
+			assert_int_equal(utimensat(AT_FDCWD,
+			    fpath(t, "cur", ""), ts, 0), 0);
+			break;
+		case 6: /* cur/ replaced by another directory */
+			snprintf(p, sizeof(p), "%s/cur", t->path);
+			snprintf(q, sizeof(q), "%s/cur.old", t->path);
+			assert_int_equal(rename(p, q), 0);
+			assert_int_equal(mkdir(p, 0700), 0);
+			put(t, "cur", "1700000004.M5P1.cur,W=1:2,", "i");
+			ts[0] = ts[1] = dirs[0].mtim;
+			assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+			break;
+		}
+		md = md_open_ok(t);
+		assert_false(has_sentinel(md));
+		switch (step) {
+		case 0:
+			assert_int_equal(md->count, MAILDIR_INDEX_MIN + 2);
+			assert_true(has_uidl(md, "1700000001.M2P1.new"));
+			break;
+		case 1:
+			assert_int_equal(md->count, MAILDIR_INDEX_MIN + 3);
+			assert_true(has_uidl(md, "1700000002.M3P1.cur"));
+			break;
+		case 2:
+		case 3:
+			assert_int_equal(md->count, MAILDIR_INDEX_MIN + 2);
+			assert_false(has_uidl(md, "1600000000.M0P7.fill"));
+			assert_true(has_uidl(md, "1600000000.M1P7.fill"));
+			break;
+		case 4:
+			assert_int_equal(md->count, MAILDIR_INDEX_MIN + 2);
+			assert_true(has_uidl(md, "1700000000.M1P1.new"));
+			break;
+		case 5:
+			assert_int_equal(md->count, MAILDIR_INDEX_MIN + 3);
+			assert_true(has_uidl(md, "1700000003.M4P1.cur"));
+			break;
+		case 6:
+			assert_int_equal(md->count, 2);
+			assert_true(has_uidl(md, "1700000004.M5P1.cur"));
+			assert_true(has_uidl(md, "1700000001.M2P1.new"));
+			break;
+		}
+		maildrop_close(&md);
+	}
+}
+
+/* A torn, truncated or foreign index is ignored: the listing is the
+ * one a scan gives (no sentinel), and the scan replaces the index. */
+static void
+test_index_corrupt(void **state)
+{
+	struct md_test *t = *state;
+	struct maildir_index ix;
+	struct maildrop *md;
+	struct listing a;
+	size_t len, pos, i;
+	char *good, *bad, junk[4096];
+	struct stat st;
+	unsigned step;
+
+	need_index_fs(t);
+
+	fill_mixed(t);
+	age_dirs(t);
+	md = md_open_ok(t);
+	a = listing_of(md);
+	maildrop_close(&md);
+	ix_doctor(t, 1);
+	good = tu_read_file(ixpath(t), &len);
+	md = md_open_ok(t);
+	assert_true(has_sentinel(md));
+	maildrop_close(&md);
+	bad = malloc(len + 1);
+	for (i = 0; i < sizeof(junk); i++)
+		junk[i] = (char)(i * 131 + 7);
+	for (step = 0;; step++) {
+		memcpy(bad, good, len);
+		if (step < 40) {
+			/* truncated: the header, an entry, the trailer */
+			pos = step < 20 ? step * 7 : len - 1 - (step - 20) * 13;
+			tu_write_file(ixpath(t), bad, pos);
+		} else if (step < 40 + 300) {
+			/* one octet changed: header densely, then entries */
+			pos = step - 40 < 150 ? step - 40 :
+			    (step - 40 - 150) * (len / 150);
+			if (pos >= len)
+				pos = len - 1;
+			bad[pos] ^= (char)(1 << (step % 8));
+			tu_write_file(ixpath(t), bad, len);
+		} else if (step == 340) {
+			bad[len] = '\n';
+			tu_write_file(ixpath(t), bad, len + 1);
+		} else if (step == 341) {
+			tu_write_file(ixpath(t), junk, sizeof(junk));
+		} else if (step == 342) {
+			/* a valid header over junk entries */
+			memcpy(junk, good, 104);
+			tu_write_file(ixpath(t), junk, sizeof(junk));
+		} else if (step == 343) {
+			unlink(ixpath(t));
+			assert_int_equal(mkdir(ixpath(t), 0700), 0);
+		} else if (step == 344) {
+			rmdir(ixpath(t));
+			tu_write_file(fpath(t, "new", "../good"), good, len);
+			assert_int_equal(symlink("good", ixpath(t)), 0);
+		} else {
+			break;
+		}
+		md = md_open_ok(t);
+		assert_listing(md, &a);
+		maildrop_close(&md);
+	}
+	/* The link was replaced, not followed. */
+	assert_int_equal(lstat(ixpath(t), &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	free(bad);
+	bad = tu_read_file(fpath(t, "new", "../good"), &i);
+	assert_int_equal(i, len);
+	assert_memory_equal(bad, good, len);
+	/* After a corrupt one, the scan wrote a sound index. */
+	tu_write_file(ixpath(t), junk, sizeof(junk));
+	md = md_open_ok(t);
+	maildrop_close(&md);
+	ix_read(t, &ix);
+	assert_int_equal(ix.count, a.count);
+	assert_int_equal(ix.msgs[1].size, a.msgs[1].size);
+	maildir_index_free(&ix);
+	free(good);
+	free(bad);
+	free(a.msgs);
+}
+
+static void
+test_index_not_written(void **state)
+{
+	struct md_test *t = *state;
+	struct maildrop *md;
+
+	need_index_fs(t);
+
+	/* Small maildrops: readdir is as cheap. */
+	fill(t, MAILDIR_INDEX_MIN - 1);
+	age_dirs(t);
+	md = md_open_ok(t);
+	assert_int_equal(md->count, MAILDIR_INDEX_MIN - 1);
+	maildrop_close(&md);
+	assert_false(ix_exists(t));
+	/* A name without ,W=: the scan read and renamed a file, which
+	 * moved the mtime of new/, so the stamps taken before are stale. */
+	put(t, "new", "1700000000.M1P1.now", "abc\n");
+	age_dirs(t);
+	md = md_open_ok(t);
+	assert_int_equal(md->count, MAILDIR_INDEX_MIN);
+	maildrop_close(&md);
+	assert_true(exists(t, "new", "1700000000.M1P1.now,W=5"));
+	assert_false(ix_exists(t));
+	/* new/ changed less than 2 s ago: a later change in the same
+	 * mtime tick would go unseen, so no index yet. */
+	md = md_open_ok(t);
+	maildrop_close(&md);
+	assert_false(ix_exists(t));
+	age_dirs(t);
+	md = md_open_ok(t);
+	maildrop_close(&md);
+	assert_true(ix_exists(t));
+	/* Dot files in cur/ are no messages, nor is the index. */
+	put(t, "cur", MAILDIR_INDEX, "x");
+	put(t, "cur", ".pobox.index.tmp.1", "x");
+	age_dirs(t);
+	md = md_open_ok(t);
+	assert_int_equal(md->count, MAILDIR_INDEX_MIN);
+	maildrop_close(&md);
+	md = md_open_ok(t);
+	assert_int_equal(md->count, MAILDIR_INDEX_MIN);
+	for (unsigned i = 0; i < md->count; i++)
+		assert_null(strstr(md->msgs[i].uidl, "pobox"));
+	maildrop_close(&md);
+	/* A scan that writes no index removes the stale one. */
+	assert_true(ix_exists(t));
+	assert_int_equal(unlink(fpath(t, "new", "1700000000.M1P1.now,W=5")),
+	    0);
+	age_dirs(t);
+	md = md_open_ok(t);
+	assert_int_equal(md->count, MAILDIR_INDEX_MIN - 1);
+	maildrop_close(&md);
+	assert_false(ix_exists(t));
+}
+
+/* A snapshot read from the index still follows files that another
+ * agent renamed after the open, and commits by them. */
+static void
+test_index_snapshot_follows_renames(void **state)
+{
+	struct md_test *t = *state;
+	struct maildrop *md;
+	bool *del;
+	unsigned failed = 9, i;
+	size_t len;
+	char *d;
+
+	need_index_fs(t);
+
+	fill(t, MAILDIR_INDEX_MIN);
+	put(t, "new", "1700000000.M1P1.new,W=4", "new\n");
+	age_dirs(t);
+	md = md_open_ok(t);
+	maildrop_close(&md);
+	ix_doctor(t, 0);
+	md = md_open_ok(t);
+	assert_true(has_sentinel(md));
+	assert_int_equal(md->count, MAILDIR_INDEX_MIN + 1);
+	assert_string_equal(md->msgs[md->count - 1].uidl,
+	    "1700000000.M1P1.new");
+	assert_int_equal(rename(fpath(t, "new", "1700000000.M1P1.new,W=4"),
+	    fpath(t, "cur", "1700000000.M1P1.new,W=4:2,S")), 0);
+	assert_int_equal(rename(fpath(t, "cur",
+	    "1600000000.M0P7.fill,S=2,W=3:2,S"), fpath(t, "cur",
+	    "1600000000.M0P7.fill,S=2,W=3:2,ST")), 0);
+	d = read_msg(md, md->count - 1, &len);
+	assert_string_equal(d, "new\n");
+	free(d);
+	d = read_msg(md, 0, &len);
+	assert_string_equal(d, "x\n");
+	free(d);
+	del = calloc(md->count, sizeof(*del));
+	for (i = 0; i < md->count; i++)
+		del[i] = i % 2 == 0 || i == md->count - 1;
+	assert_int_equal(md->v->commit(md, del, &failed), 0);
+	assert_int_equal(failed, 0);
+	maildrop_close(&md);
+	free(del);
+	assert_int_equal(tu_count_dir(fpath(t, "new", "")), 0);
+	assert_int_equal(tu_count_dir(fpath(t, "cur", "")),
+	    MAILDIR_INDEX_MIN / 2);
+	/* The commit moved the mtimes: the next open scans. */
+	md = md_open_ok(t);
+	assert_false(has_sentinel(md));
+	assert_int_equal(md->count, MAILDIR_INDEX_MIN / 2);
+	maildrop_close(&md);
+}
+
 int
 main(void)
 {
@@ -564,6 +1126,11 @@ main(void)
 		T(test_commit_failure),
 		T(test_uidl_stable),
 		T(test_many_sizes_unread),
+		T(test_index_written_and_used),
+		T(test_index_invalidated),
+		T(test_index_corrupt),
+		T(test_index_not_written),
+		T(test_index_snapshot_follows_renames),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
