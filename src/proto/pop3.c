@@ -14,7 +14,7 @@
 #include "store/maildrop.h"
 
 #define POP3_OUT_HIGH_DEFAULT (64 * 1024)
-#define POP3_READ_CHUNK (16 * 1024)
+#define POP3_READ_CHUNK (32 * 1024)
 #define POP3_APOP_DIGEST_LEN 32 /* RFC 1939 §7: MD5 as hex */
 
 enum pop3_state {

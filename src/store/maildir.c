@@ -22,6 +22,7 @@
 #include "store/maildir_index.h"
 #include "store/maildrop.h"
 
+#define MAILDIR_FADVISE_MIN (256 * 1024) /* smaller: readahead suffices */
 #define MAILDIR_LOCK ".pobox.lock"
 #define MAILDIR_TRIES 3 /* re-lookups when another agent renames */
 #define MAILDIR_NAMES_BLOCK 65536
@@ -360,6 +361,23 @@ md_relookup(struct maildir *m, struct mfile *f)
 	return r != 0 ? r : md_readdir(m, DIR_NEW, f);
 }
 
+/* Opens name in dir d: through the directory fd while one is open (the
+ * scan), else by path, one syscall per RETR instead of three. */
+static int
+md_open_name(struct maildir *m, int d, const char *name, int flags)
+{
+	char path[PATH_MAX];
+
+	if (m->dirfd[d] >= 0)
+		return openat(m->dirfd[d], name, flags);
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s/%s", m->path, dir_names[d],
+	    name) >= sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return open(path, flags);
+}
+
 /* Opens a message of the snapshot, following it if it was renamed. */
 static int
 md_open_file(struct maildir *m, struct mfile *f, struct stat *st)
@@ -368,7 +386,7 @@ md_open_file(struct maildir *m, struct mfile *f, struct stat *st)
 
 	for (tries = 0; tries < MAILDIR_TRIES; tries++) {
 		/* O_NONBLOCK: a FIFO in the maildir must not hang us. */
-		fd = openat(md_dir(m, f->dir), f->name,
+		fd = md_open_name(m, f->dir, f->name,
 		    O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 		if (fd >= 0 && fstat(fd, st) == 0 && S_ISREG(st->st_mode))
 			return fd;
@@ -655,7 +673,8 @@ maildir_msg_open(struct maildrop *md, unsigned idx, struct msg_stream **s_r)
 		    "maildir_open_msg_failed");
 		return -1;
 	}
-	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	if (st.st_size > MAILDIR_FADVISE_MIN)
+		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	*s_r = xmalloc(sizeof(**s_r));
 	(*s_r)->fd = fd;
 	return 0;
