@@ -1,6 +1,6 @@
-/* iptable.c: per client address: open sessions and recent login failures,
- * for max_sessions_per_ip and the growing failure delay. A small chained
- * hash table; an entry goes when it has no session and no recent failure. */
+/* iptable.c: recent login failures per client address, for the growing
+ * failure delay. A small chained hash table per worker; an entry goes when
+ * its failures are older than the window. */
 #include "poboxd/poboxd.h"
 
 #include <stdlib.h>
@@ -11,7 +11,6 @@
 
 struct ip_entry {
 	struct ip_entry *next;
-	unsigned sessions;
 	unsigned failures;
 	uint64_t last_failure_ms;
 	char ip[];
@@ -61,17 +60,6 @@ ip_expire(struct ip_entry *e, uint64_t now_ms)
 		e->failures = 0;
 }
 
-static void
-ip_maybe_drop(struct iptable *t, const char *ip)
-{
-	struct ip_entry **e = ip_find(t, ip), *dead = *e;
-
-	if (dead != NULL && dead->sessions == 0 && dead->failures == 0) {
-		*e = dead->next;
-		free(dead);
-	}
-}
-
 struct iptable *
 iptable_new(void)
 {
@@ -94,23 +82,6 @@ iptable_free(struct iptable **tp)
 	}
 	free(t);
 	*tp = NULL;
-}
-
-unsigned
-iptable_session_add(struct iptable *t, const char *ip)
-{
-	return ++ip_get(t, ip)->sessions;
-}
-
-void
-iptable_session_remove(struct iptable *t, const char *ip)
-{
-	struct ip_entry *e = *ip_find(t, ip);
-
-	if (e == NULL || e->sessions == 0)
-		return;
-	e->sessions--;
-	ip_maybe_drop(t, ip);
 }
 
 unsigned
@@ -142,7 +113,7 @@ iptable_sweep(struct iptable *t, uint64_t now_ms)
 		struct ip_entry **e = &t->buckets[i];
 		while (*e != NULL) {
 			ip_expire(*e, now_ms);
-			if ((*e)->sessions == 0 && (*e)->failures == 0) {
+			if ((*e)->failures == 0) {
 				struct ip_entry *dead = *e;
 				*e = dead->next;
 				free(dead);

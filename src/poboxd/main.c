@@ -367,6 +367,7 @@ usage(FILE *f)
 static int
 serve(struct server *srv, unsigned worker)
 {
+	srv->worker = worker;
 	for (unsigned i = 0; i < listener_count; i++) {
 		if (listeners[i].worker != worker) {
 			close(listeners[i].fd);
@@ -472,6 +473,7 @@ master_signal(void *ctx, int signo)
 					continue;
 				m->pids[w] = 0;
 				m->live--;
+				limits_reset_worker(m->srv->limits, w);
 				if (!m->stopping) {
 					log_error("event=worker_died worker=%u pid=%d status=%d",
 					    w, (int)pid, status);
@@ -604,6 +606,7 @@ main(int argc, char **argv)
 		log_fatal("event=startup error=\"%s\"", error);
 	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)
 		strcpy(srv.hostname, "localhost");
+	srv.limits = limits_new(srv.workers);
 	if (srv.workers == 1)
 		return serve(&srv, 0);
 	return master_run(&srv);

@@ -18,6 +18,7 @@ struct passwd_db;
 struct session;
 struct iptable;
 struct auth_cache;
+struct session_limits;
 
 /* Settings shared by the sessions that started under them; a SIGHUP
  * reload makes a new one and the old one lives until its last session. */
@@ -37,7 +38,9 @@ struct server {
 	struct iptable *ips;
 	struct session *sessions; /* doubly linked, for shutdown */
 	unsigned session_count;
-	unsigned workers;          /* serving processes; limits are shared out */
+	unsigned workers;          /* serving processes */
+	unsigned worker;           /* this process's index */
+	struct session_limits *limits; /* shared by all workers */
 	unsigned auth_floor_ms;    /* slowest hash seen: failures wait this long */
 	char hostname[256];
 	bool shutting_down;
@@ -78,12 +81,20 @@ const struct server_config *session_config(const struct session *s);
 void session_login_done(struct session *s, enum pop3_login_result res,
     struct maildrop *md, const struct pop3_user_policy *policy, const char *user);
 
-/* iptable.c: per-address session counts and recent login failures. */
+/* limits.c: session counts shared by the workers (see the file). */
+struct session_limits *limits_new(unsigned workers);
+/* The parent, when worker w died: its sessions are gone. */
+void limits_reset_worker(struct session_limits *l, unsigned w);
+/* Counts a session of worker w from ip, or returns which limit is
+ * reached ("max_sessions", "max_sessions_per_ip") and counts nothing. */
+const char *limits_acquire(struct session_limits *l, unsigned w, const char *ip,
+    unsigned max, unsigned max_ip);
+void limits_release(struct session_limits *l, unsigned w, const char *ip);
+unsigned limits_total(const struct session_limits *l);
+
+/* iptable.c: recent login failures per address (for the failure delay). */
 struct iptable *iptable_new(void);
 void iptable_free(struct iptable **t);
-/* Counts a session from ip; returns the new count. */
-unsigned iptable_session_add(struct iptable *t, const char *ip);
-void iptable_session_remove(struct iptable *t, const char *ip);
 /* Records a failed login; returns recent failures from ip (decay: 15 min). */
 unsigned iptable_failure(struct iptable *t, const char *ip, uint64_t now_ms);
 unsigned iptable_failures(struct iptable *t, const char *ip, uint64_t now_ms);

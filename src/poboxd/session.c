@@ -31,6 +31,7 @@ struct session {
 	bool closing;
 	bool logged_in;           /* the timer is the idle timer */
 	bool peer_eof;            /* the client half-closed: finish, then close */
+	bool counted;             /* holds a slot in the shared limits */
 	char id[17];
 	char ip[INET6_ADDRSTRLEN];
 	unsigned port;
@@ -95,7 +96,8 @@ session_free(struct session *s, const char *reason)
 	timer_remove(&s->timer);
 	pop3_free(&s->pop3);
 	conn_free(&s->conn);
-	iptable_session_remove(srv->ips, s->ip);
+	if (s->counted)
+		limits_release(srv->limits, srv->worker, s->ip);
 	server_config_unref(&s->config);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
@@ -302,8 +304,8 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
 	const struct pobox_settings *set;
+	const char *limit;
 	bool loopback;
-	unsigned per_ip;
 
 	s->srv = srv;
 	s->config = server_config_ref(srv->config);
@@ -316,7 +318,6 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer)
 		s->next->prev = s;
 	srv->sessions = s;
 	srv->session_count++;
-	per_ip = iptable_session_add(srv->ips, s->ip);
 	s->conn = conn_new(srv->loop, fd, &session_conn_callbacks, s);
 
 	s->pop3_set.implementation = set->implementation;
@@ -333,13 +334,12 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer)
 		s->pop3_set.apop_timestamp = s->apop_ts;
 	}
 	log_info("session=%s event=connect ip=%s port=%u", s->id, s->ip, s->port);
-	/* Each worker enforces its share of the limits. */
-	unsigned max = (set->max_sessions + srv->workers - 1) / srv->workers;
-	unsigned max_ip = (set->max_sessions_per_ip + srv->workers - 1) / srv->workers;
-	if (srv->session_count > max || per_ip > max_ip) {
+	limit = limits_acquire(srv->limits, srv->worker, s->ip, set->max_sessions,
+	    set->max_sessions_per_ip);
+	s->counted = limit == NULL;
+	if (limit != NULL) {
 		/* RFC 2449 §8.1.2 gives [SYS/TEMP] for a busy server. */
-		log_warn("session=%s event=refused ip=%s reason=%s", s->id, s->ip,
-		    srv->session_count > max ? "max_sessions" : "max_sessions_per_ip");
+		log_warn("session=%s event=refused ip=%s reason=%s", s->id, s->ip, limit);
 		buf_puts(conn_out(s->conn), "-ERR [SYS/TEMP] Too many connections, try later\r\n");
 		session_close_after_output(s);
 		return;

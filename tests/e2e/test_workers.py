@@ -133,3 +133,41 @@ class WorkersTest(PoboxTestCase):
             with self.env.connect() as c:
                 c.login("alice", PW)
                 c.ok("QUIT")
+
+    def test_limits_are_shared_by_all_workers(self):
+        # max_sessions counts every worker's sessions: exactly the limit is
+        # admitted whichever worker the kernel picks, then -ERR [SYS/TEMP].
+        d, kids = self.start_two(max_sessions="6", max_sessions_per_ip="6")
+        held = [self.env.connect() for _ in range(6)]
+        for c in held:
+            self.assertTrue(c.greeting.startswith("+OK"), c.greeting)
+        for _ in range(4):
+            extra = self.env.connect()
+            self.assertTrue(extra.greeting.startswith("-ERR [SYS/TEMP]"), extra.greeting)
+            extra.close()
+        held.pop().close()
+        # A slot frees once the server saw the close.
+        c = wait_for(lambda: (lambda x: x if x.greeting.startswith("+OK")
+                                           else x.close())(self.env.connect()),
+                     "a free slot")
+        held.append(c)
+        # A worker that dies takes its sessions' slots with it.
+        os.kill(kids[0], signal.SIGKILL)
+        self.env.wait_event("worker_died")
+        wait_for(lambda: len(children(d.pid)) == 2 and children(d.pid) != kids,
+                 "a replacement worker")
+        self.env.wait_event("started", count=3)
+        alive = []
+        for c in held:
+            try:
+                c.cmd("NOOP")
+                alive.append(c)
+            except Exception:
+                c.close()
+        admitted = []
+        for _ in range(6 - len(alive)):
+            c = self.env.connect()
+            self.assertTrue(c.greeting.startswith("+OK"), c.greeting)
+            admitted.append(c)
+        for c in alive + admitted:
+            c.close()
