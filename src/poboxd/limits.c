@@ -62,6 +62,18 @@ limits_new(unsigned workers)
 }
 
 void
+limits_free(struct session_limits **lp)
+{
+	struct session_limits *l = *lp;
+
+	if (l == NULL)
+		return;
+	munmap(l->rows, l->workers * sizeof(struct limits_row));
+	free(l);
+	*lp = NULL;
+}
+
+void
 limits_reset_worker(struct session_limits *l, unsigned w)
 {
 	memset(&l->rows[w], 0, sizeof(l->rows[w]));

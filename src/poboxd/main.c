@@ -412,6 +412,7 @@ serve(struct server *srv, unsigned worker)
 	auth_cache_free(&srv->auth_cache);
 	passwd_db_free(&srv->db);
 	server_config_unref(&srv->config);
+	limits_free(&srv->limits);
 	ioloop_free(&srv->loop);
 	log_info("event=stopped worker=%u", worker);
 	return 0;
@@ -529,6 +530,7 @@ master_run(struct server *srv)
 		close(listeners[i].fd);
 	passwd_db_free(&srv->db);
 	server_config_unref(&srv->config);
+	limits_free(&srv->limits);
 	log_info("event=stopped");
 	return 0;
 }

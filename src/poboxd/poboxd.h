@@ -83,6 +83,7 @@ void session_login_done(struct session *s, enum pop3_login_result res,
 
 /* limits.c: session counts shared by the workers (see the file). */
 struct session_limits *limits_new(unsigned workers);
+void limits_free(struct session_limits **l);
 /* The parent, when worker w died: its sessions are gone. */
 void limits_reset_worker(struct session_limits *l, unsigned w);
 /* Counts a session of worker w from ip, or returns which limit is
