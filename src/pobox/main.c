@@ -1,5 +1,6 @@
 /* main.c: pobox, the admin command: adds, re-keys, deletes and lists the
- * users of the passwd file. Run by the administrator, usually as root.
+ * users of the passwd file (and dispatches `pobox deliver`, deliver.c).
+ * Run by the administrator, usually as root.
  * Changes are made under a lock and replace the file atomically (write
  * beside it, fsync, rename, fsync the directory): poboxd never sees half. */
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include "auth/auth.h"
 #include "lib/settings.h"
 #include "lib/util.h"
+#include "pobox/pobox.h"
 
 #define POBOX_VERSION "0.1.0"
 #define EXIT_USAGE 64                 /* EX_USAGE, sysexits(3) */
@@ -54,6 +56,7 @@ usage(FILE *out)
 	    "       pobox [-c CONFIG] user passwd NAME [--scheme ...]\n"
 	    "       pobox [-c CONFIG] user del NAME\n"
 	    "       pobox [-c CONFIG] user list\n"
+	    "       pobox [-c CONFIG] deliver -u USER [-f SENDER] < MESSAGE\n"
 	    "       pobox --help | --version\n"
 	    "The password (then, with --apop, the APOP secret) is asked on the\n"
 	    "terminal, or read one per line from standard input.\n"
@@ -679,6 +682,9 @@ main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (argc - optind >= 1 && strcmp(argv[optind], "deliver") == 0)
+		return deliver_command(argc - optind, argv + optind, config,
+		    given);
 	if (argc - optind < 2 || strcmp(argv[optind], "user") != 0) {
 		usage(stderr);
 		return EXIT_USAGE;
