@@ -598,18 +598,26 @@ main(int argc, char **argv)
 	for (unsigned w = 0; w < srv.workers; w++) {
 		for (unsigned i = 0; i < srv.config->set.listen.count; i++) {
 			if (listener_bind(&srv, srv.config->set.listen.items[i], w) < 0)
-				return 1;
+				goto fail;
 		}
 	}
 	if (drop_privileges(srv.config->set.user) < 0)
-		return 1;
+		goto fail;
 	if (passwd_db_open(srv.config->set.passwd_file, srv.config->set.mail_root,
-	    &srv.db, &error) < 0)
-		log_fatal("event=startup error=\"%s\"", error);
+	    &srv.db, &error) < 0) {
+		log_error("event=startup error=\"%s\"", error);
+		free(error);
+		goto fail;
+	}
 	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)
 		strcpy(srv.hostname, "localhost");
 	srv.limits = limits_new(srv.workers);
 	if (srv.workers == 1)
 		return serve(&srv, 0);
 	return master_run(&srv);
+fail:
+	for (unsigned i = 0; i < listener_count; i++)
+		close(listeners[i].fd);
+	server_config_unref(&srv.config);
+	return 1;
 }

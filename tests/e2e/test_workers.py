@@ -89,6 +89,8 @@ class WorkersTest(PoboxTestCase):
         for c in holders:
             c.ok("QUIT")
             c.close()
+        # The logout line is written once the reply has drained: wait for it.
+        self.env.wait_event("logout", count=len(users), reason="quit")
         self.assertEqual(len(self.env.events("logout", reason="quit")), len(users))
 
     def test_sighup_reaches_workers(self):
