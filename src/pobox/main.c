@@ -520,6 +520,21 @@ out:
 	return ret;
 }
 
+/* Opens the passwd file locked and finds name's line: 0, or -1 said why
+ * (f is then still safe to pwfile_close). */
+static int
+pwfile_open_user(struct pwfile *f, const struct pobox_settings *set,
+    const char *name, size_t *off_r, size_t *len_r)
+{
+	if (pwfile_open(f, set->passwd_file, set->mail_root, true) < 0)
+		return -1;
+	if (!pwfile_find(f, name, off_r, len_r)) {
+		warnx_("no user %s", name);
+		return -1;
+	}
+	return 0;
+}
+
 static int
 cmd_passwd(const struct pobox_settings *set, const char *name,
     const struct opts *o)
@@ -531,12 +546,8 @@ cmd_passwd(const struct pobox_settings *set, const char *name,
 
 	if (!name_check(name))
 		return 1;
-	if (pwfile_open(&f, set->passwd_file, set->mail_root, true) < 0)
+	if (pwfile_open_user(&f, set, name, &off, &len) < 0)
 		goto out;
-	if (!pwfile_find(&f, name, &off, &len)) {
-		warnx_("no user %s", name);
-		goto out;
-	}
 	if (secret_read("password", pw, sizeof(pw)) < 0)
 		goto out;
 	if ((hash = auth_hash_password(pw, o->prefix)) == NULL) {
@@ -564,12 +575,8 @@ cmd_del(const struct pobox_settings *set, const char *name)
 
 	if (!name_check(name))
 		return 1;
-	if (pwfile_open(&f, set->passwd_file, set->mail_root, true) < 0)
+	if (pwfile_open_user(&f, set, name, &off, &len) < 0)
 		goto out;
-	if (!pwfile_find(&f, name, &off, &len)) {
-		warnx_("no user %s", name);
-		goto out;
-	}
 	ret = pwfile_replace(&f, NULL, off, off + len, "") == 0 ? 0 : 1;
 out:
 	pwfile_close(&f);

@@ -11,6 +11,21 @@ from harness import PoboxTestCase, apop_digest, simple_message, wire_retr
 PW = "sessions-pw"
 
 
+def send_and_half_close(port, data):
+    """Sends data, shuts down the sending side, returns all that comes back."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    out = b""
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    return out
+
+
 class SessionTest(PoboxTestCase):
 
     def test_half_close_gets_every_reply(self):
@@ -19,16 +34,9 @@ class SessionTest(PoboxTestCase):
         self.env.deliver("alice", big)
         self.env.deliver("alice", simple_message("second"))
         self.env.start()
-        s = socket.create_connection(("127.0.0.1", self.env.port), timeout=20)
-        s.sendall(f"USER alice\r\nPASS {PW}\r\nRETR 1\r\nDELE 2\r\nQUIT\r\n".encode())
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
+        data = send_and_half_close(
+            self.env.port,
+            f"USER alice\r\nPASS {PW}\r\nRETR 1\r\nDELE 2\r\nQUIT\r\n".encode())
         expect_retr = wire_retr(big)
         self.assertIn(expect_retr, data)
         self.assertTrue(data.endswith(b"+OK Message 2 deleted\r\n"
@@ -44,16 +52,8 @@ class SessionTest(PoboxTestCase):
         self.env.add_user("alice", PW)
         self.env.deliver("alice", simple_message("one"))
         self.env.start()
-        s = socket.create_connection(("127.0.0.1", self.env.port), timeout=20)
-        s.sendall(f"USER alice\r\nPASS {PW}\r\nDELE 1\r\n".encode())
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
+        data = send_and_half_close(self.env.port,
+                                   f"USER alice\r\nPASS {PW}\r\nDELE 1\r\n".encode())
         self.assertTrue(data.endswith(b"+OK Message 1 deleted\r\n"), data)
         ev = self.env.wait_event("logout", user="alice")
         self.assertEqual(ev["reason"], "eof")
