@@ -286,7 +286,8 @@ cmd_quit(struct pop3 *p, char *args)
 		uint8_t f = p->flags[i];
 		del[i] = (f & MSG_DELETED) ||
 		    (p->policy.expire == 0 && (f & MSG_RETRIEVED)) ||
-		    (p->policy.expire > 0 && p->md->msgs[i].received < cutoff);
+		    (p->policy.expire > 0 && p->md->msgs[i].received >= MAILDROP_TIME_MIN &&
+		     p->md->msgs[i].received < cutoff);
 		if (del[i]) {
 			p->stats.deleted++;
 			p->stats.deleted_bytes += p->md->msgs[i].size;

@@ -12,10 +12,13 @@
 #include <time.h>
 
 #define MAILDROP_UIDL_MAX 70 /* RFC 1939 §7: 1 to 70 octets 0x21-0x7E */
+/* A received time before this (1973) is no real delivery time, e.g. from
+ * a file named "1.foo": such a message is never expired by age. */
+#define MAILDROP_TIME_MIN ((time_t)100000000)
 
 struct maildrop_msg {
 	uint64_t size;     /* RFC 1939 octets: as sent, CRLF line ends */
-	time_t received;   /* delivery time, for EXPIRE */
+	time_t received;   /* delivery time, for EXPIRE; see MAILDROP_TIME_MIN */
 	char uidl[MAILDROP_UIDL_MAX + 1];
 };
 

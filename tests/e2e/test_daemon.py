@@ -341,15 +341,20 @@ class DaemonTest(PoboxTestCase):
         old = time.time() - 5 * 86400
         u_old = uidl_of(self.env.deliver("alice", simple_message("old"),
                                          ts=int(old), mtime=old).name)
+        # A name whose leading number is no real time ("1.x" = 1970) is
+        # never taken for an old message.
+        u_odd = uidl_of(self.env.deliver("alice", simple_message("odd name"),
+                                         ts=1).name)
         self.env.start(expire=2)
         c = self.env.connect()
         c.login("alice", PW)
-        self.assertTrue(c.cmd("STAT").startswith("+OK 4 "))
+        self.assertTrue(c.cmd("STAT").startswith("+OK 5 "))
         c.cmd("QUIT")
         self.env.wait_event("logout", user="alice")
         left = self.env.messages("alice")
         self.assertNotIn(u_old, left, "message older than expire kept")
-        self.assertEqual(sorted(left), sorted(self.uidls))
+        self.assertIn(u_odd, left, "a name without a real time was expired")
+        self.assertEqual(sorted(left), sorted(self.uidls + [u_odd]))
 
 
 class AdminToolTest(PoboxTestCase):
