@@ -7,7 +7,7 @@
 O        ?= build
 PREFIX   ?= /usr/local
 CC       ?= cc
-PKGS     := libcrypt libcrypto
+PKGS     := libcrypt libssl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 

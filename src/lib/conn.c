@@ -1,14 +1,21 @@
 /* conn.c: a non-blocking stream connection with output backpressure, one
- * per client session in the login and mail processes. Callbacks run only
- * from the loop (never from conn_flush), so the owner is never re-entered;
- * a conn freed inside its own callback is freed when the callback returns. */
+ * per client session in the login and mail processes, in the clear or TLS
+ * (SSL_read_ex/SSL_write_ex on the non-blocking socket; a TLS read that
+ * needs the socket writable, or a write that needs it readable, turns the
+ * io events around). Callbacks run only from the loop (never from
+ * conn_flush), so the owner is never re-entered; a conn freed inside its
+ * own callback is freed when the callback returns. */
 #include "lib/conn.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,7 +33,41 @@ struct conn {
 	int fd;
 	uint8_t busy;       /* callbacks on the stack */
 	bool paused, high, want_drain, closed, freed, read_eof;
+
+	SSL *ssl;           /* TLS started */
+	size_t plain_left;  /* output octets still to send in the clear */
+	bool handshaking;
+	bool hs_want_write; /* the handshake waits for writability */
+	bool read_wants_write, write_wants_read;
+	char *tls_error;
 };
+
+enum { RECV_AGAIN = 0, RECV_EOF = -2, RECV_ERROR = -1 };
+
+/* TLS input OpenSSL already took off the socket: epoll will not report it. */
+static bool
+conn_tls_buffered(const struct conn *c)
+{
+	return c->ssl != NULL && !c->handshaking && !c->paused && !c->read_eof &&
+	    SSL_has_pending(c->ssl);
+}
+
+static const char *
+conn_tls_fail(struct conn *c, const char *what)
+{
+	char reason[200];
+	unsigned long e = ERR_peek_last_error();
+
+	if (e != 0)
+		ERR_error_string_n(e, reason, sizeof(reason));
+	else
+		snprintf(reason, sizeof(reason), "%s",
+		    errno != 0 ? strerror(errno) : "connection closed");
+	ERR_clear_error();
+	if (c->tls_error == NULL)
+		c->tls_error = xstrdup(reason);
+	return what;
+}
 
 static bool
 conn_drain_due(const struct conn *c)
@@ -45,9 +86,19 @@ conn_update(struct conn *c)
 
 	if (c->io == NULL)
 		return;
-	if (!c->paused && !c->read_eof)
+	if (c->handshaking) {
+		/* The clear reply first; no input until TLS is up. */
+		if (c->plain_left > 0 || c->error != NULL)
+			ev = IO_WRITE;
+		else
+			ev = c->hs_want_write ? IO_WRITE : IO_READ;
+		io_set_events(c->io, ev);
+		return;
+	}
+	if ((!c->paused && !c->read_eof) || c->write_wants_read)
 		ev |= IO_READ;
-	if (buf_size(&c->out) > 0 || c->error != NULL || conn_drain_due(c))
+	if ((buf_size(&c->out) > 0 && !c->write_wants_read) || c->error != NULL ||
+	    conn_drain_due(c) || c->read_wants_write || conn_tls_buffered(c))
 		ev |= IO_WRITE;
 	io_set_events(c->io, ev);
 }
@@ -58,6 +109,56 @@ conn_errno_reason(int err, const char *other)
 	return err == ECONNRESET || err == EPIPE ? "connection reset" : other;
 }
 
+/* Octets sent (> 0), 0 when the socket is full, -1 with c->error set. */
+static ssize_t
+conn_send(struct conn *c, const void *data, size_t len)
+{
+	ssize_t n;
+	size_t done;
+	int r;
+
+	if (c->ssl == NULL || c->plain_left > 0) {
+		if (c->plain_left > 0 && len > c->plain_left)
+			len = c->plain_left;
+		do {
+			n = send(c->fd, data, len, MSG_NOSIGNAL);
+		} while (n < 0 && errno == EINTR);
+		if (n > 0) {
+			if (c->plain_left > 0)
+				c->plain_left -= (size_t)n;
+			return n;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		c->error = conn_errno_reason(errno, "write error");
+		return -1;
+	}
+	if (c->handshaking)
+		return 0;
+	c->write_wants_read = false;
+	ERR_clear_error();
+	errno = 0;
+	r = SSL_write_ex(c->ssl, data, len, &done);
+	if (r > 0)
+		return (ssize_t)done;
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_WRITE:
+		return 0;
+	case SSL_ERROR_WANT_READ:
+		c->write_wants_read = true;
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		if (errno != 0) {
+			c->error = conn_errno_reason(errno, "write error");
+			return -1;
+		}
+		/* FALLTHROUGH */
+	default:
+		c->error = conn_tls_fail(c, "tls_write_error");
+		return -1;
+	}
+}
+
 static void
 conn_write(struct conn *c)
 {
@@ -66,15 +167,10 @@ conn_write(struct conn *c)
 	if (buf_size(&c->out) >= CONN_OUT_HIGH)
 		c->high = true;
 	while (c->error == NULL && buf_size(&c->out) > 0) {
-		n = send(c->fd, buf_head(&c->out), buf_size(&c->out), MSG_NOSIGNAL);
-		if (n > 0)
-			buf_consume(&c->out, (size_t)n);
-		else if (n < 0 && errno == EINTR)
-			continue;
-		else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		n = conn_send(c, buf_head(&c->out), buf_size(&c->out));
+		if (n <= 0)
 			break;
-		else
-			c->error = conn_errno_reason(errno, "write error");
+		buf_consume(&c->out, (size_t)n);
 	}
 	/* Give an idle session's memory back, but not in the middle of a
 	 * long reply (high set): that would free and regrow it per chunk. */
@@ -86,6 +182,7 @@ static void
 conn_destroy(struct conn *c)
 {
 	buf_free(&c->out);
+	free(c->tls_error);
 	free(c);
 }
 
@@ -104,24 +201,99 @@ conn_close(struct conn *c, const char *reason)
 	c->cb.closed(c->ctx, reason);
 }
 
+/* Octets read (> 0), RECV_AGAIN, RECV_EOF, or RECV_ERROR with *reason_r. */
+static ssize_t
+conn_recv(struct conn *c, char *data, size_t len, const char **reason_r)
+{
+	ssize_t n;
+	size_t done;
+	int r;
+
+	if (c->ssl == NULL) {
+		n = read(c->fd, data, len);
+		if (n > 0)
+			return n;
+		if (n == 0)
+			return RECV_EOF;
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return RECV_AGAIN;
+		*reason_r = conn_errno_reason(errno, "read error");
+		return RECV_ERROR;
+	}
+	c->read_wants_write = false;
+	ERR_clear_error();
+	errno = 0;
+	r = SSL_read_ex(c->ssl, data, len, &done);
+	if (r > 0)
+		return (ssize_t)done;
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		return RECV_AGAIN;
+	case SSL_ERROR_WANT_WRITE:
+		c->read_wants_write = true;
+		return RECV_AGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		/* close_notify, or a plain EOF (SSL_OP_IGNORE_UNEXPECTED_EOF):
+		 * a POP3 command cut short is only an incomplete line. */
+		return RECV_EOF;
+	case SSL_ERROR_SYSCALL:
+		if (errno != 0) {
+			*reason_r = conn_errno_reason(errno, "read error");
+			return RECV_ERROR;
+		}
+		/* FALLTHROUGH */
+	default:
+		*reason_r = conn_tls_fail(c, "tls_read_error");
+		return RECV_ERROR;
+	}
+}
+
 static void
 conn_read(struct conn *c)
 {
 	char data[CONN_READ_SIZE];
+	const char *reason = NULL;
 	ssize_t n;
 
 	/* One read per wakeup keeps 10k sessions fair; level-triggered
-	 * epoll returns for the rest. */
-	n = read(c->fd, data, sizeof(data));
+	 * epoll returns for the rest (and conn_update for what OpenSSL
+	 * holds). A TLS record is at most 16 KiB, one read's worth. */
+	n = conn_recv(c, data, sizeof(data), &reason);
 	if (n > 0)
 		c->cb.input(c->ctx, data, (size_t)n);
-	else if (n == 0 && c->cb.eof != NULL) {
+	else if (n == RECV_EOF && c->cb.eof != NULL) {
 		c->read_eof = true;
 		c->cb.eof(c->ctx);
-	} else if (n == 0)
+	} else if (n == RECV_EOF)
 		conn_close(c, "eof");
-	else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-		conn_close(c, conn_errno_reason(errno, "read error"));
+	else if (n == RECV_ERROR)
+		conn_close(c, reason);
+}
+
+/* One handshake step: 0 (done or waiting, see c->handshaking) / -1. */
+static int
+conn_handshake(struct conn *c)
+{
+	int r;
+
+	ERR_clear_error();
+	errno = 0;
+	r = SSL_do_handshake(c->ssl);
+	if (r == 1) {
+		c->handshaking = false;
+		return 0;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		c->hs_want_write = false;
+		return 0;
+	case SSL_ERROR_WANT_WRITE:
+		c->hs_want_write = true;
+		return 0;
+	default:
+		conn_tls_fail(c, NULL);
+		return -1;
+	}
 }
 
 static void
@@ -130,7 +302,30 @@ conn_io(void *ctx, unsigned events)
 	struct conn *c = ctx;
 
 	c->busy++;
-	if (events & IO_WRITE) {
+	if (c->handshaking) {
+		if (c->plain_left > 0)
+			conn_write(c);
+		if (c->error != NULL) {
+			conn_close(c, c->error);
+			goto out;
+		}
+		if (c->plain_left > 0)
+			goto update;
+		if (conn_handshake(c) < 0) {
+			conn_close(c, "tls_handshake_failed");
+			goto out;
+		}
+		if (c->handshaking)
+			goto update;
+		if (c->cb.tls_ready != NULL) {
+			c->cb.tls_ready(c->ctx);
+			if (conn_gone(c))
+				goto out;
+		}
+		/* Output waiting for TLS (the POP3S greeting) goes now. */
+		events = IO_WRITE;
+	}
+	if ((events & IO_WRITE) || (c->write_wants_read && (events & IO_READ))) {
 		conn_write(c);
 		if (c->error != NULL) {
 			conn_close(c, c->error);
@@ -143,11 +338,13 @@ conn_io(void *ctx, unsigned events)
 				goto out;
 		}
 	}
-	if ((events & IO_READ) && !c->paused && !c->read_eof) {
+	if (((events & IO_READ) || (c->read_wants_write && (events & IO_WRITE)) ||
+	    conn_tls_buffered(c)) && !c->paused && !c->read_eof) {
 		conn_read(c);
 		if (conn_gone(c))
 			goto out;
 	}
+update:
 	conn_update(c);
 out:
 	if (--c->busy == 0 && c->freed)
@@ -180,6 +377,14 @@ conn_free(struct conn **cp)
 		return;
 	*cp = NULL;
 	io_remove(&c->io);
+	if (c->ssl != NULL) {
+		/* A best-effort close_notify; nothing waits for the answer. */
+		if (!c->handshaking && c->error == NULL && !c->closed)
+			(void)SSL_shutdown(c->ssl);
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+		ERR_clear_error();
+	}
 	close(c->fd);
 	c->fd = -1;
 	if (c->busy > 0)
@@ -229,4 +434,39 @@ int
 conn_fd(const struct conn *c)
 {
 	return c->fd;
+}
+
+int
+conn_start_tls(struct conn *c, struct ssl_ctx_st *ctx)
+{
+	if (c->ssl != NULL || c->closed)
+		return -1;
+	ERR_clear_error();
+	if ((c->ssl = SSL_new(ctx)) == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+		conn_tls_fail(c, NULL);
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+		return -1;
+	}
+	SSL_set_accept_state(c->ssl);
+	/* A write is retried with the buffer grown and maybe moved. */
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	c->plain_left = buf_size(&c->out);
+	c->handshaking = true;
+	c->hs_want_write = false;
+	conn_update(c);
+	return 0;
+}
+
+struct ssl_st *
+conn_tls(const struct conn *c)
+{
+	return c->ssl;
+}
+
+const char *
+conn_tls_error(const struct conn *c)
+{
+	return c->tls_error;
 }

@@ -1,5 +1,5 @@
-/* conn.h: a buffered, non-blocking stream connection over a socket (TLS
- * will live inside it too). Output is appended to conn_out() and sent by
+/* conn.h: a buffered, non-blocking stream connection over a socket, in
+ * the clear or TLS (OpenSSL) behind the same calls. Output is appended to conn_out() and sent by
  * conn_flush(); the owner is told when output drained below the low-water
  * mark so long replies are produced with backpressure. TCP_NODELAY is set:
  * replies are batched by the caller, so Nagle only adds delay. */
@@ -16,6 +16,8 @@
 
 struct ioloop;
 struct conn;
+struct ssl_st;
+struct ssl_ctx_st;
 
 struct conn_callbacks {
 	/* New input. The callback consumes what it can. */
@@ -30,6 +32,8 @@ struct conn_callbacks {
 	 * connection stays open for output (a client that pipelines and
 	 * half-closes still gets every reply). NULL: treated as closed(). */
 	void (*eof)(void *ctx);
+	/* Optional: the TLS handshake of conn_start_tls() completed. */
+	void (*tls_ready)(void *ctx);
 };
 
 /* Takes ownership of fd (non-blocking is set here); *cb is copied.
@@ -48,5 +52,16 @@ void conn_pause_input(struct conn *c, bool pause);
 void conn_want_drain(struct conn *c);
 size_t conn_out_pending(const struct conn *c);
 int conn_fd(const struct conn *c);
+
+/* Server-side TLS from now on: output already in conn_out() is sent in the
+ * clear first (the STLS reply, RFC 2595 §4), then the handshake runs; input
+ * and further output go through TLS, and tls_ready() is called once it is
+ * up. Called before any output: TLS from the first byte (RFC 8314). The
+ * conn takes its own reference on ctx. 0 / -1 (out of memory). */
+int conn_start_tls(struct conn *c, struct ssl_ctx_st *ctx);
+/* The TLS connection once started (for version, cipher), else NULL. */
+struct ssl_st *conn_tls(const struct conn *c);
+/* Why the TLS layer failed (OpenSSL's reason), or NULL. */
+const char *conn_tls_error(const struct conn *c);
 
 #endif

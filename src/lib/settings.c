@@ -4,9 +4,11 @@
 #include "lib/settings.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "lib/util.h"
 
@@ -19,6 +21,10 @@ static const char *const cleartext_choices[] = {
 };
 static const char *const log_level_choices[] = {
 	"debug", "info", "warn", "error", NULL,
+};
+/* RFC 8996: nothing older than TLS 1.2. Order as enum tls_min. */
+static const char *const tls_version_choices[] = {
+	"TLSv1.2", "TLSv1.3", NULL,
 };
 
 /* "never" -> -1, days otherwise; -2 when malformed. */
@@ -50,6 +56,32 @@ check_path(const char *value, char **error_r)
 		return 0;
 	*error_r = xasprintf("'%s' is not an absolute path", value);
 	return -1;
+}
+
+/* A key or certificate: empty, or an absolute path to a file that exists
+ * (whether it parses is poboxd's check, tls.c, as the serving user). */
+static int
+check_tls_file(const char *value, char **error_r)
+{
+	struct stat st;
+
+	if (value[0] == '\0')
+		return 0;
+	if (check_path(value, error_r) < 0)
+		return -1;
+	/* Only a sure mistake: the admin tool and the MDA read this file
+	 * too, and may not be allowed to look into a key directory. */
+	if (stat(value, &st) < 0) {
+		if (errno != ENOENT && errno != ENOTDIR)
+			return 0;
+		*error_r = xasprintf("%s: %s", value, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		*error_r = xasprintf("%s: not a regular file", value);
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -87,6 +119,17 @@ check_listen(const char *value, char **error_r)
 	if (ok)
 		return 0;
 	*error_r = xasprintf("'listen' must be IPV4:PORT, [IPV6]:PORT or "
+	    "*:PORT, not '%s'", value);
+	return -1;
+}
+
+static int
+check_tls_listen(const char *value, char **error_r)
+{
+	if (check_listen(value, error_r) == 0)
+		return 0;
+	free(*error_r);
+	*error_r = xasprintf("'tls_listen' must be IPV4:PORT, [IPV6]:PORT or "
 	    "*:PORT, not '%s'", value);
 	return -1;
 }
@@ -144,6 +187,21 @@ const struct config_setting pobox_settings_table[] = {
 	{ "log_level", CONFIG_ENUM, S(log_level), "info", 0, 0,
 	  log_level_choices, "Least important events logged: debug, info, "
 	  "warn or error", NULL },
+	{ "tls_cert", CONFIG_STRING, S(tls_cert), "", 0, 0, NULL,
+	  "TLS certificate (PEM, the chain after it); empty: no STLS, no POP3S",
+	  check_tls_file },
+	{ "tls_key", CONFIG_STRING, S(tls_key), "", 0, 0, NULL,
+	  "TLS private key (PEM); empty: in tls_cert. Re-read on SIGHUP",
+	  check_tls_file },
+	{ "tls_min_version", CONFIG_ENUM, S(tls_min_version), "TLSv1.2", 0, 0,
+	  tls_version_choices, "Oldest TLS accepted: TLSv1.2 or TLSv1.3", NULL },
+	{ "tls_ciphers", CONFIG_STRING, S(tls_ciphers),
+	  "ECDHE+AESGCM:ECDHE+CHACHA20", 0, 0, NULL,
+	  "TLS 1.2 cipher list (OpenSSL syntax); TLS 1.3 uses its own suites",
+	  NULL },
+	{ "tls_listen", CONFIG_LIST, S(tls_listen), "", 0, 0, NULL,
+	  "Implicit TLS (POP3S, RFC 8314) addresses, e.g. *:995; repeat for "
+	  "more; needs tls_cert", check_tls_listen },
 };
 const size_t pobox_settings_count = ARRAY_SIZE(pobox_settings_table);
 
@@ -151,8 +209,20 @@ const size_t pobox_settings_count = ARRAY_SIZE(pobox_settings_table);
 int
 settings_load(struct pobox_settings *set, const char *path, char **error_r)
 {
-	return config_load(pobox_settings_table, pobox_settings_count, set, path,
-	    error_r);
+	if (config_load(pobox_settings_table, pobox_settings_count, set, path,
+	    error_r) < 0)
+		return -1;
+	if (set->tls_listen.count > 0 && set->tls_cert[0] == '\0') {
+		*error_r = xasprintf("%s: tls_listen needs tls_cert (and tls_key)", path);
+		settings_free(set);
+		return -1;
+	}
+	if (set->tls_key[0] != '\0' && set->tls_cert[0] == '\0') {
+		*error_r = xasprintf("%s: tls_key without tls_cert", path);
+		settings_free(set);
+		return -1;
+	}
+	return 0;
 }
 
 void

@@ -33,6 +33,11 @@ struct pobox_settings {
 	unsigned auth_workers;     /* 0 = one per CPU */
 	unsigned auth_cache_ttl;   /* seconds a verified password is cached; 0 off */
 	unsigned log_level;        /* enum log_level_setting */
+	char *tls_cert;            /* PEM chain; "" = no TLS */
+	char *tls_key;             /* PEM; "" = in tls_cert */
+	unsigned tls_min_version;  /* enum tls_min (lib/tls.h) */
+	char *tls_ciphers;         /* TLS 1.2 list (1.3 suites are all good) */
+	struct config_list tls_listen; /* implicit TLS (POP3S) addresses */
 };
 
 extern const struct config_setting pobox_settings_table[];

@@ -28,6 +28,7 @@
 #include "auth/authcache.h"
 #include "lib/ioloop.h"
 #include "lib/log.h"
+#include "lib/tls.h"
 #include "lib/workq.h"
 
 #define POBOXD_VERSION "0.1.0"
@@ -43,6 +44,7 @@
 struct listener {
 	struct server *srv;
 	unsigned worker;
+	bool tls;                /* implicit TLS (POP3S) */
 	int fd;
 	struct io *io;
 	struct timer *pause;     /* out of fds: accept again later */
@@ -67,6 +69,7 @@ server_config_unref(struct server_config **cp)
 	*cp = NULL;
 	if (c == NULL || --c->refs > 0)
 		return;
+	tls_ctx_free(&c->tls_ctx);
 	settings_free(&c->set);
 	free(c);
 }
@@ -75,6 +78,7 @@ static struct server_config *
 config_read(const char *path, char **error_r)
 {
 	struct server_config *c = xcalloc(1, sizeof(*c));
+	char *tls_error = NULL;
 
 	if (settings_load(&c->set, path, error_r) < 0) {
 		settings_free(&c->set);
@@ -83,6 +87,15 @@ config_read(const char *path, char **error_r)
 	}
 	c->refs = 1;
 	c->expire_days = settings_expire_days(&c->set);
+	/* Certificates are read here, so a SIGHUP picks up renewed ones. */
+	if (c->set.tls_cert[0] != '\0' &&
+	    (c->tls_ctx = tls_ctx_new(c->set.tls_cert, c->set.tls_key,
+	    (enum tls_min)c->set.tls_min_version, c->set.tls_ciphers, &tls_error)) == NULL) {
+		*error_r = xasprintf("%s: %s", path, tls_error);
+		free(tls_error);
+		server_config_unref(&c);
+		return NULL;
+	}
 	return c;
 }
 
@@ -109,7 +122,7 @@ listen_parse(const char *spec, char *host, size_t hostlen, char *port, size_t po
 }
 
 static int
-listener_bind(struct server *srv, const char *spec, unsigned worker)
+listener_bind(struct server *srv, const char *spec, unsigned worker, bool tls)
 {
 	char host[256], port[16];
 	struct addrinfo hints = { 0 }, *res, *ai;
@@ -153,6 +166,7 @@ listener_bind(struct server *srv, const char *spec, unsigned worker)
 		l = &listeners[listener_count++];
 		l->srv = srv;
 		l->worker = worker;
+		l->tls = tls;
 		l->fd = fd;
 		if (ai->ai_family == AF_INET6)
 			snprintf(l->name, sizeof(l->name), "[%s]:%s",
@@ -197,7 +211,7 @@ listener_accept(void *ctx, unsigned events)
 			}
 			return;
 		}
-		session_create(l->srv, fd, &peer);
+		session_create(l->srv, fd, &peer, l->tls);
 	}
 }
 
@@ -288,7 +302,8 @@ on_reload(void *ctx, int signo)
 	auth_cache_free(&srv->auth_cache);
 	srv->auth_cache = auth_cache_new((uint64_t)c->set.auth_cache_ttl * 1000,
 	    AUTH_CACHE_ENTRIES);
-	if (c->set.listen.count != srv->config->set.listen.count)
+	if (c->set.listen.count != srv->config->set.listen.count ||
+	    c->set.tls_listen.count != srv->config->set.tls_listen.count)
 		log_warn("event=reload note=\"listen changes need a restart\"");
 	log_set_level((enum log_level)c->set.log_level);
 	server_config_unref(&srv->config);
@@ -390,7 +405,8 @@ serve(struct server *srv, unsigned worker)
 		listeners[i].io = io_add(srv->loop, listeners[i].fd, IO_READ,
 		    listener_accept, &listeners[i]);
 		if (worker == 0)
-			log_info("event=listening addr=%s", listeners[i].name);
+			log_info("event=listening addr=%s%s", listeners[i].name,
+			    listeners[i].tls ? " tls=yes" : "");
 	}
 	sweep_timer = timer_add(srv->loop, SWEEP_INTERVAL_MS, on_sweep, srv);
 	log_info("event=started version=%s worker=%u uid=%d pid=%d", POBOXD_VERSION,
@@ -597,7 +613,11 @@ main(int argc, char **argv)
 	raise_fd_limit(srv.config->set.max_sessions);
 	for (unsigned w = 0; w < srv.workers; w++) {
 		for (unsigned i = 0; i < srv.config->set.listen.count; i++) {
-			if (listener_bind(&srv, srv.config->set.listen.items[i], w) < 0)
+			if (listener_bind(&srv, srv.config->set.listen.items[i], w, false) < 0)
+				goto fail;
+		}
+		for (unsigned i = 0; i < srv.config->set.tls_listen.count; i++) {
+			if (listener_bind(&srv, srv.config->set.tls_listen.items[i], w, true) < 0)
 				goto fail;
 		}
 	}

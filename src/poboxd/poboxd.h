@@ -19,6 +19,7 @@ struct session;
 struct iptable;
 struct auth_cache;
 struct session_limits;
+struct ssl_ctx_st;
 
 /* Settings shared by the sessions that started under them; a SIGHUP
  * reload makes a new one and the old one lives until its last session. */
@@ -26,6 +27,7 @@ struct server_config {
 	unsigned refs;
 	struct pobox_settings set;
 	int expire_days;        /* -1: never */
+	struct ssl_ctx_st *tls_ctx; /* NULL: no TLS configured */
 };
 
 struct server {
@@ -50,8 +52,9 @@ struct server_config *server_config_ref(struct server_config *c);
 void server_config_unref(struct server_config **c);
 
 /* session.c */
-/* Takes over an accepted socket. */
-void session_create(struct server *srv, int fd, const struct sockaddr_storage *peer);
+/* Takes over an accepted socket; tls: a POP3S listener (TLS at once). */
+void session_create(struct server *srv, int fd, const struct sockaddr_storage *peer,
+    bool tls);
 /* Closes every session without UPDATE (SIGTERM). */
 void session_close_all(struct server *srv, const char *reason);
 

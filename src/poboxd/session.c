@@ -4,6 +4,7 @@
 #include "poboxd/poboxd.h"
 
 #include <arpa/inet.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ struct session {
 	bool logged_in;           /* the timer is the idle timer */
 	bool peer_eof;            /* the client half-closed: finish, then close */
 	bool counted;             /* holds a slot in the shared limits */
+	bool tls_failed;          /* conn_start_tls failed inside STLS */
 	char id[17];
 	char ip[INET6_ADDRSTRLEN];
 	unsigned port;
@@ -44,9 +46,11 @@ static void session_closed(void *ctx, const char *reason);
 static void session_status(struct session *s, enum pop3_status st);
 
 static void session_eof(void *ctx);
+static void session_tls_ready(void *ctx);
 
 static const struct conn_callbacks session_conn_callbacks = {
 	session_input, session_drained, session_closed, session_eof,
+	session_tls_ready,
 };
 
 static void
@@ -59,7 +63,22 @@ session_host_login(void *ctx, const struct pop3_login *req)
 	s->login.in_request = false;
 }
 
-static const struct pop3_host session_pop3_host = { session_host_login };
+/* STLS answered: the conn sends the +OK in the clear, then shakes hands. */
+static void
+session_host_starttls(void *ctx)
+{
+	struct session *s = ctx;
+
+	if (conn_start_tls(s->conn, s->config->tls_ctx) < 0) {
+		log_error("session=%s event=tls_failed error=\"%s\"", s->id,
+		    conn_tls_error(s->conn) != NULL ? conn_tls_error(s->conn) : "-");
+		s->tls_failed = true;
+	}
+}
+
+static const struct pop3_host session_pop3_host = {
+	session_host_login, session_host_starttls,
+};
 
 struct server *session_server(struct session *s) { return s->srv; }
 struct pop3 *session_pop3(struct session *s) { return s->pop3; }
@@ -170,6 +189,14 @@ session_status(struct session *s, enum pop3_status st)
 	case POP3_CLOSE:
 		session_close_after_output(s);
 		return;
+	case POP3_WAIT_TLS:
+		if (s->tls_failed) {
+			session_close_after_output(s);
+			return;
+		}
+		/* conn sends the STLS reply, then runs the handshake. */
+		conn_flush(s->conn);
+		return;
 	case POP3_WANT_INPUT:
 		if (s->peer_eof) {
 			/* Every command the client sent is answered. */
@@ -222,9 +249,29 @@ session_eof(void *ctx)
 }
 
 static void
+session_tls_ready(void *ctx)
+{
+	struct session *s = ctx;
+	SSL *ssl = conn_tls(s->conn);
+
+	log_info("session=%s event=tls version=%s cipher=%s", s->id,
+	    SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+	if (s->closing)
+		return;
+	if (!pop3_tls(s->pop3)) {
+		pop3_tls_done(s->pop3);
+		session_status(s, pop3_run(s->pop3));
+	}
+}
+
+static void
 session_closed(void *ctx, const char *reason)
 {
 	struct session *s = ctx;
+	const char *tls_error = s->conn != NULL ? conn_tls_error(s->conn) : NULL;
+
+	if (tls_error != NULL)
+		log_info("session=%s event=tls_failed error=\"%s\"", s->id, tls_error);
 
 	session_free(s, s->closing ? NULL : reason);
 }
@@ -300,7 +347,8 @@ session_capa_policy(struct session *s, const struct passwd_policy_range *r)
 }
 
 void
-session_create(struct server *srv, int fd, const struct sockaddr_storage *peer)
+session_create(struct server *srv, int fd, const struct sockaddr_storage *peer,
+    bool tls)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
 	const struct pobox_settings *set;
@@ -319,6 +367,8 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer)
 	srv->sessions = s;
 	srv->session_count++;
 	s->conn = conn_new(srv->loop, fd, &session_conn_callbacks, s);
+	s->pop3_set.stls = s->config->tls_ctx != NULL && !tls;
+	s->pop3_set.tls = tls;
 
 	s->pop3_set.implementation = set->implementation;
 	s->pop3_set.cleartext_ok = set->cleartext_auth == CLEARTEXT_ALWAYS ||
@@ -333,7 +383,16 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer)
 		    (int)getpid(), s->id, r, srv->hostname);
 		s->pop3_set.apop_timestamp = s->apop_ts;
 	}
-	log_info("session=%s event=connect ip=%s port=%u", s->id, s->ip, s->port);
+	log_info("session=%s event=connect ip=%s port=%u%s", s->id, s->ip, s->port,
+	    tls ? " tls=yes" : "");
+	if (tls && (s->config->tls_ctx == NULL || conn_start_tls(s->conn, s->config->tls_ctx) < 0)) {
+		/* A reload dropped tls_cert while the POP3S port stays bound. */
+		log_error("session=%s event=tls_failed error=\"%s\"", s->id,
+		    s->config->tls_ctx == NULL ? "no tls_cert configured" :
+		    conn_tls_error(s->conn) != NULL ? conn_tls_error(s->conn) : "-");
+		session_free(s, "tls_failed");
+		return;
+	}
 	limit = limits_acquire(srv->limits, srv->worker, s->ip, set->max_sessions,
 	    set->max_sessions_per_ip);
 	s->counted = limit == NULL;

@@ -57,6 +57,8 @@ struct pop3 {
 
 	enum pop3_state state;
 	bool waiting_login;
+	bool waiting_tls;          /* STLS answered, handshake running */
+	bool tls;                  /* the connection is under TLS */
 	char *user;                /* from USER, until PASS */
 	char *login_user;          /* after login */
 
@@ -181,6 +183,13 @@ parse_one_msgno(struct pop3 *p, char *args, unsigned *idx_r)
 	return parse_msgno(p, arg, idx_r);
 }
 
+/* RFC 2595 §4: a server may refuse USER/PASS without TLS. */
+static bool
+cleartext_ok(const struct pop3 *p)
+{
+	return p->tls || p->set->cleartext_ok;
+}
+
 static void
 cmd_capa(struct pop3 *p, char *args)
 {
@@ -191,8 +200,10 @@ cmd_capa(struct pop3 *p, char *args)
 
 	reply_ok(p, "Capability list follows");
 	buf_puts(p->out, "TOP\r\nUIDL\r\n");
-	if (auth && p->set->cleartext_ok)
+	if (auth && cleartext_ok(p))
 		buf_puts(p->out, "USER\r\n");
+	if (auth && p->set->stls && !p->tls)
+		buf_puts(p->out, "STLS\r\n");
 	buf_puts(p->out, "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
 	if (expire < 0)
 		buf_puts(p->out, "EXPIRE NEVER\r\n");
@@ -208,7 +219,7 @@ cmd_capa(struct pop3 *p, char *args)
 static void
 cmd_user(struct pop3 *p, char *args)
 {
-	if (!p->set->cleartext_ok) {
+	if (!cleartext_ok(p)) {
 		/* RFC 2595 §4 lets a server refuse USER on an unprotected link. */
 		reply_err(p, "AUTH", "Cleartext login is not allowed on this connection");
 		return;
@@ -265,6 +276,32 @@ cmd_apop(struct pop3 *p, char *args)
 	free(p->user);
 	p->user = xstrdup(name);
 	login_request(p, POP3_LOGIN_APOP, p->user, digest);
+}
+
+static void
+cmd_stls(struct pop3 *p, char *args)
+{
+	if (*args != '\0') {
+		reply_bad(p, "STLS takes no arguments");
+		return;
+	}
+	if (p->tls) {
+		reply_err(p, NULL, "Already under TLS");
+		return;
+	}
+	if (!p->set->stls || p->host->starttls == NULL) {
+		reply_err(p, NULL, "STLS is not available");
+		return;
+	}
+	reply_ok(p, "Begin TLS negotiation");
+	/* Anything pipelined behind STLS came in the clear and could have
+	 * been injected by a man in the middle (RFC 2595 §4, CVE-2011-0411
+	 * class): drop it. */
+	linebuf_clear(&p->in);
+	free(p->user);
+	p->user = NULL;
+	p->waiting_tls = true;
+	p->host->starttls(p->host_ctx);
 }
 
 static void
@@ -465,6 +502,7 @@ static const struct pop3_cmd pop3_cmds[] = {
 	{ "USER", STATE_AUTHORIZATION, cmd_user },
 	{ "PASS", STATE_AUTHORIZATION, cmd_pass },
 	{ "APOP", STATE_AUTHORIZATION, cmd_apop },
+	{ "STLS", STATE_AUTHORIZATION, cmd_stls },
 	{ "QUIT", STATE_AUTHORIZATION | STATE_TRANSACTION, cmd_quit },
 	{ "STAT", STATE_TRANSACTION, cmd_stat },
 	{ "LIST", STATE_TRANSACTION, cmd_list },
@@ -616,6 +654,8 @@ pop3_run(struct pop3 *p)
 			return POP3_CLOSE;
 		if (p->waiting_login)
 			return POP3_WAIT_LOGIN;
+		if (p->waiting_tls)
+			return POP3_WAIT_TLS;
 		if (buf_size(p->out) >= p->out_high)
 			return POP3_WANT_OUTPUT;
 		switch (linebuf_next(&p->in, &line, &len)) {
@@ -636,7 +676,9 @@ pop3_run(struct pop3 *p)
 enum pop3_status
 pop3_input(struct pop3 *p, const void *data, size_t len)
 {
-	linebuf_feed(&p->in, data, len);
+	/* Until TLS is up, input is cleartext that came after STLS. */
+	if (!p->waiting_tls)
+		linebuf_feed(&p->in, data, len);
 	return pop3_run(p);
 }
 
@@ -692,6 +734,7 @@ pop3_new(const struct pop3_settings *set, const struct pop3_host *host,
 	p->out = out;
 	p->out_high = POP3_OUT_HIGH_DEFAULT;
 	p->state = STATE_AUTHORIZATION;
+	p->tls = set->tls;
 	linebuf_init(&p->in, POP3_LINE_MAX);
 	if (set->apop_timestamp != NULL)
 		reply_ok(p, "POP3 server ready %s", set->apop_timestamp);
@@ -722,6 +765,19 @@ size_t
 pop3_pending_input(const struct pop3 *p)
 {
 	return linebuf_pending(&p->in);
+}
+
+void
+pop3_tls_done(struct pop3 *p)
+{
+	p->waiting_tls = false;
+	p->tls = true;
+}
+
+bool
+pop3_tls(const struct pop3 *p)
+{
+	return p->tls;
 }
 
 void

@@ -38,7 +38,9 @@ enum pop3_login_result {
 struct pop3_settings {
 	const char *implementation; /* CAPA IMPLEMENTATION; NULL: not sent */
 	const char *apop_timestamp; /* "<...>" in the greeting; NULL: no APOP */
-	bool cleartext_ok;          /* USER/PASS allowed on this connection */
+	bool cleartext_ok;          /* USER/PASS allowed without TLS */
+	bool stls;                  /* offer STLS (RFC 2595 §4) */
+	bool tls;                   /* TLS from the first byte (RFC 8314) */
 	unsigned max_bad_commands;  /* then the session is closed */
 	int login_delay;            /* seconds, CAPA before login; <0: none */
 	int expire;                 /* days, CAPA before login; <0: NEVER */
@@ -49,6 +51,10 @@ struct pop3_host {
 	/* Check credentials; answer later with pop3_login_done(). The engine
 	 * reads no input until then. */
 	void (*login)(void *ctx, const struct pop3_login *req);
+	/* STLS was answered +OK: send the output so far in the clear, then
+	 * start the TLS handshake and call pop3_tls_done() once it is up.
+	 * The engine reads no input until then. */
+	void (*starttls)(void *ctx);
 };
 
 /* Per-user policy after login (CAPA in TRANSACTION, RFC 2449 §6.5/6.7). */
@@ -62,6 +68,7 @@ enum pop3_status {
 	POP3_WANT_OUTPUT, /* output over the high-water mark: call
 	                     pop3_run() once it drained */
 	POP3_WAIT_LOGIN,  /* waiting for pop3_login_done() */
+	POP3_WAIT_TLS,    /* waiting for pop3_tls_done() */
 	POP3_CLOSE,       /* flush the output, then close */
 };
 
@@ -96,6 +103,12 @@ size_t pop3_pending_input(const struct pop3 *p);
  * the engine from now on) is the user's locked maildrop; else NULL. */
 void pop3_login_done(struct pop3 *p, enum pop3_login_result res,
     struct maildrop *md, const struct pop3_user_policy *policy);
+
+/* TLS is up after STLS: USER/PASS are allowed now, CAPA changes. Call
+ * pop3_run() to go on. */
+void pop3_tls_done(struct pop3 *p);
+/* The connection is under TLS (STLS done or POP3S). */
+bool pop3_tls(const struct pop3 *p);
 
 /* The output high-water mark (default CONN_OUT_HIGH-sized). */
 void pop3_set_out_high(struct pop3 *p, size_t high);

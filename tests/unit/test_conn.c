@@ -1,12 +1,17 @@
 /* test_conn.c: the buffered connection over a socketpair (and TCP for a
- * reset): input, output, backpressure, pause, close, and freeing the conn
- * from inside each of its callbacks. */
+ * reset): input, output, backpressure, pause, close, freeing the conn
+ * from inside each of its callbacks, and TLS after a reply in the clear
+ * (STLS) against an OpenSSL client in a thread. */
 #include "testutil.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +31,7 @@ struct tc {
 	struct timer *timer;
 	struct buf in;
 	size_t want_in;
-	unsigned inputs, drained, closed;
+	unsigned inputs, drained, closed, tls_ready;
 	const char *reason;
 	bool free_in_input, free_in_drained, free_in_closed;
 	bool stop_on_drained;
@@ -78,7 +83,17 @@ tc_closed(void *ctx, const char *reason)
 	ioloop_stop(t->loop);
 }
 
-static const struct conn_callbacks tc_cb = { tc_input, tc_drained, tc_closed, NULL };
+static void
+tc_tls_ready(void *ctx)
+{
+	struct tc *t = ctx;
+
+	t->tls_ready++;
+}
+
+static const struct conn_callbacks tc_cb = {
+	tc_input, tc_drained, tc_closed, NULL, tc_tls_ready,
+};
 
 static int
 setup(void **state)
@@ -348,11 +363,157 @@ test_tcp_reset(void **state)
 	assert_null(t->c);
 }
 
+/* A throwaway self-signed P-256 certificate. */
+static SSL_CTX *
+tls_server_ctx(void)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	X509_NAME *name;
+	SSL_CTX *ctx;
+
+	assert_non_null(key);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, key);
+	name = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+	    (const unsigned char *)"pobox-test", -1, -1, 0);
+	X509_set_issuer_name(x, name);
+	assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+	ctx = SSL_CTX_new(TLS_server_method());
+	assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
+	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
+	X509_free(x);
+	EVP_PKEY_free(key);
+	return ctx;
+}
+
+struct tls_client {
+	int fd;
+	char clear[64];     /* the line before the handshake */
+	size_t got;         /* octets of the big reply, checked */
+	bool ok;
+};
+
+static char
+pattern(size_t i)
+{
+	return (char)('a' + i % 26);
+}
+
+/* Blocking client: the clear line, handshake, "hello", BIG octets, "bye". */
+static void *
+tls_client_main(void *arg)
+{
+	struct tls_client *k = arg;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl = SSL_new(ctx);
+	char data[16384], ch;
+	size_t n = 0;
+	int r;
+
+	while (n < sizeof(k->clear) - 1 && read(k->fd, &ch, 1) == 1) {
+		k->clear[n++] = ch;
+		if (ch == '\n')
+			break;
+	}
+	SSL_set_fd(ssl, k->fd);
+	if (SSL_connect(ssl) != 1 || SSL_write(ssl, "hello", 5) != 5)
+		goto out;
+	while (k->got < BIG) {
+		if ((r = SSL_read(ssl, data, sizeof(data))) <= 0)
+			goto out;
+		for (int i = 0; i < r; i++)
+			if (data[i] != pattern(k->got + (size_t)i))
+				goto out;
+		k->got += (size_t)r;
+	}
+	if (SSL_write(ssl, "bye", 3) != 3)
+		goto out;
+	SSL_shutdown(ssl);
+	k->ok = true;
+out:
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+static void
+test_tls_after_clear_reply(void **state)
+{
+	struct tc *t = *state;
+	struct tls_client k = { .fd = t->peer };
+	SSL_CTX *ctx = tls_server_ctx();
+	pthread_t th;
+	char *p;
+
+	assert_null(conn_tls(t->c));
+	buf_puts(conn_out(t->c), "+OK Begin TLS negotiation\r\n");
+	assert_int_equal(conn_start_tls(t->c, ctx), 0);
+	SSL_CTX_free(ctx); /* the conn holds its own reference */
+	assert_int_equal(conn_start_tls(t->c, ctx), -1); /* not twice */
+	conn_flush(t->c);
+	assert_int_equal(pthread_create(&th, NULL, tls_client_main, &k), 0);
+
+	t->want_in = 5;
+	run(t, 5000);
+	assert_int_equal(t->tls_ready, 1);
+	assert_non_null(conn_tls(t->c));
+	assert_int_equal(buf_size(&t->in), 5);
+	assert_memory_equal(buf_head(&t->in), "hello", 5);
+	buf_clear(&t->in);
+
+	/* 2 MiB through TLS with the usual drain callbacks. */
+	p = buf_space(conn_out(t->c), BIG);
+	for (size_t i = 0; i < BIG; i++)
+		p[i] = pattern(i);
+	buf_commit(conn_out(t->c), BIG);
+	conn_flush(t->c);
+	t->stop_on_drained = true;
+	while (conn_out_pending(t->c) > 0) {
+		conn_want_drain(t->c);
+		run(t, 5000);
+	}
+	t->want_in = 3;
+	run(t, 5000);
+	assert_memory_equal(buf_head(&t->in), "bye", 3);
+	t->want_in = 100; /* now the close_notify */
+	run(t, 5000);
+	assert_int_equal(t->closed, 1);
+	assert_string_equal(t->reason, "eof");
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_string_equal(k.clear, "+OK Begin TLS negotiation\r\n");
+	assert_int_equal(k.got, BIG);
+	assert_true(k.ok);
+	assert_null(conn_tls_error(t->c));
+}
+
+/* A client that speaks no TLS: the handshake fails with a reason. */
+static void
+test_tls_handshake_failure(void **state)
+{
+	struct tc *t = *state;
+	SSL_CTX *ctx = tls_server_ctx();
+
+	assert_int_equal(conn_start_tls(t->c, ctx), 0);
+	SSL_CTX_free(ctx);
+	assert_int_equal(write(t->peer, "CAPA\r\n", 6), 6);
+	run(t, 5000);
+	assert_int_equal(t->closed, 1);
+	assert_string_equal(t->reason, "tls_handshake_failed");
+	assert_non_null(conn_tls_error(t->c));
+	assert_int_equal(t->inputs, 0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_input, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_after_clear_reply, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_handshake_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_output, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_want_drain_and_free, setup, teardown),

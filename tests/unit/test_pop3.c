@@ -25,6 +25,7 @@ struct tsess {
 	char last_secret[64];
 	enum pop3_login_kind last_kind;
 	unsigned logins;
+	unsigned starttls;
 };
 
 static void
@@ -55,7 +56,15 @@ host_login(void *ctx, const struct pop3_login *req)
 	pop3_login_done(t->p, POP3_LOGIN_OK, md, &t->policy);
 }
 
-static const struct pop3_host test_host = { host_login };
+static void
+host_starttls(void *ctx)
+{
+	struct tsess *t = ctx;
+
+	t->starttls++;
+}
+
+static const struct pop3_host test_host = { host_login, host_starttls };
 
 static void
 drain(struct tsess *t)
@@ -196,6 +205,75 @@ test_greeting_and_capa(void **state)
 	    "+OK Capability list follows\r\nTOP\r\nUIDL\r\n"
 	    "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE 0\r\n"
 	    "LOGIN-DELAY 120\r\nIMPLEMENTATION pobox-test\r\n.\r\n");
+	tsess_end(&t);
+}
+
+#define CAPA_HEAD "+OK Capability list follows\r\nTOP\r\nUIDL\r\n"
+#define CAPA_TAIL "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE NEVER\r\n" \
+	"IMPLEMENTATION pobox-test\r\n.\r\n"
+
+/* RFC 2595 §4: STLS, then CAPA tells the truth; what was pipelined
+ * behind STLS in the clear is never executed (STARTTLS injection). */
+static void
+test_stls(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	t.set.stls = true;
+	t.set.cleartext_ok = false;
+	tsess_connect(&t);
+	assert_string_equal(tsess_send(&t, "CAPA\r\n"), CAPA_HEAD "STLS\r\n" CAPA_TAIL);
+	assert_string_equal(tsess_send(&t, "USER alice\r\n"),
+	    "-ERR [AUTH] Cleartext login is not allowed on this connection\r\n");
+	assert_string_equal(tsess_send(&t, "STLS x\r\n"), "-ERR STLS takes no arguments\r\n");
+	assert_string_equal(tsess_send(&t, "STLS\r\nCAPA\r\nUSER alice\r\nPASS secret word\r\n"),
+	    "+OK Begin TLS negotiation\r\n");
+	assert_int_equal(t.st, POP3_WAIT_TLS);
+	assert_int_equal(t.starttls, 1);
+	assert_int_equal(pop3_pending_input(t.p), 0);
+	/* Still before the handshake: input is dropped, nothing runs. */
+	assert_string_equal(tsess_send(&t, "CAPA\r\n"), "");
+	assert_int_equal(t.st, POP3_WAIT_TLS);
+	assert_int_equal(t.logins, 0);
+	pop3_tls_done(t.p);
+	assert_true(pop3_tls(t.p));
+	t.st = pop3_run(t.p);
+	pump(&t);
+	assert_int_equal(t.st, POP3_WANT_INPUT);
+	assert_string_equal(tsess_take(&t), "");
+	/* Under TLS: USER allowed, STLS neither listed nor accepted. */
+	assert_string_equal(tsess_send(&t, "CAPA\r\n"), CAPA_HEAD "USER\r\n" CAPA_TAIL);
+	assert_string_equal(tsess_send(&t, "STLS\r\n"), "-ERR Already under TLS\r\n");
+	assert_int_equal(t.starttls, 1);
+	login(&t);
+	assert_string_equal(tsess_send(&t, "STLS\r\n"), "-ERR Already logged in\r\n");
+	assert_int_equal(t.logins, 1);
+	tsess_end(&t);
+}
+
+static void
+test_stls_not_offered(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state);
+	tsess_connect(&t);
+	assert_string_equal(tsess_send(&t, "STLS\r\nCAPA\r\n"),
+	    "-ERR STLS is not available\r\n" CAPA_HEAD "USER\r\n" CAPA_TAIL);
+	assert_int_equal(t.starttls, 0);
+	tsess_end(&t);
+
+	/* POP3S: TLS from the first byte. */
+	tsess_start(&t, state);
+	t.set.tls = true;
+	t.set.stls = false;
+	t.set.cleartext_ok = false;
+	tsess_connect(&t);
+	assert_true(pop3_tls(t.p));
+	assert_string_equal(tsess_send(&t, "CAPA\r\n"), CAPA_HEAD "USER\r\n" CAPA_TAIL);
+	assert_string_equal(tsess_send(&t, "STLS\r\n"), "-ERR Already under TLS\r\n");
+	login(&t);
 	tsess_end(&t);
 }
 
@@ -641,6 +719,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		BOTH(test_greeting_and_capa),
+		BOTH(test_stls),
+		BOTH(test_stls_not_offered),
 		BOTH(test_greeting_apop),
 		BOTH(test_login_failures),
 		BOTH(test_transaction),

@@ -1,0 +1,76 @@
+/* tls.c: the server TLS context for conn.c, built by poboxd as the serving
+ * user at start and on SIGHUP. Only TLS 1.2 and 1.3 (RFC 8996), no
+ * compression, no renegotiation; the server's cipher order wins. */
+#include "lib/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "lib/util.h"
+
+/* The OpenSSL error queue's last entry as text, then cleared. */
+static char *
+tls_error(const char *what, const char *path)
+{
+	char reason[256];
+	unsigned long e = ERR_peek_last_error();
+
+	if (e != 0)
+		ERR_error_string_n(e, reason, sizeof(reason));
+	else
+		snprintf(reason, sizeof(reason), "unknown error");
+	ERR_clear_error();
+	return path != NULL ? xasprintf("%s %s: %s", what, path, reason) :
+	    xasprintf("%s: %s", what, reason);
+}
+
+struct ssl_ctx_st *
+tls_ctx_new(const char *cert, const char *key, enum tls_min min,
+    const char *ciphers, char **error_r)
+{
+	SSL_CTX *ctx;
+
+	if (key == NULL || key[0] == '\0')
+		key = cert;
+	ERR_clear_error();
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		*error_r = tls_error("tls", NULL);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, min == TLS_MIN_1_3 ?
+	    TLS1_3_VERSION : TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* Idle sessions give their record buffers back. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (ciphers != NULL && ciphers[0] != '\0' &&
+	    SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
+		*error_r = tls_error("tls_ciphers", ciphers);
+		goto fail;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		*error_r = tls_error("tls_cert", cert);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		*error_r = tls_error("tls_key", key);
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		*error_r = tls_error("tls_key does not match tls_cert", key);
+		goto fail;
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+void
+tls_ctx_free(struct ssl_ctx_st **ctx)
+{
+	SSL_CTX_free(*ctx);
+	*ctx = NULL;
+}

@@ -1,0 +1,19 @@
+/* tls.h: the server TLS context (OpenSSL 3) built from the settings: cert
+ * chain, key, least protocol version, TLS 1.2 cipher list. Built at start
+ * and on each SIGHUP reload (as the serving user); an SSL_CTX is
+ * refcounted, so sessions keep the one they started with. */
+#ifndef POBOX_TLS_H
+#define POBOX_TLS_H
+
+struct ssl_ctx_st;
+
+enum tls_min { TLS_MIN_1_2, TLS_MIN_1_3 };
+
+/* cert: PEM, the leaf first and then its chain; key: PEM, or NULL/"" to
+ * read it from cert. Returns a new context, or NULL with a malloc'ed
+ * "what: why" in *error_r. */
+struct ssl_ctx_st *tls_ctx_new(const char *cert, const char *key, enum tls_min min,
+    const char *ciphers, char **error_r);
+void tls_ctx_free(struct ssl_ctx_st **ctx);
+
+#endif

@@ -1,0 +1,366 @@
+"""test_tls.py: TLS in poboxd: STLS (RFC 2595) and implicit TLS (RFC 8314)
+with a throwaway CA made by the openssl CLI, driven by Python's poplib and
+ssl, curl and openssl s_client; the STARTTLS injection class; cleartext
+USER before and after STLS on a non-loopback address."""
+
+import poplib
+import signal
+import socket
+import ssl
+import subprocess
+import unittest
+
+from harness import (POBOXD, Client, PoboxTestCase, crlf, free_port, need_tool,
+                     non_loopback_ipv4, simple_message, sized_message,
+                     uidl_of, wire_retr)
+
+PW = "tls pass word"
+
+
+def openssl(*args, cwd):
+    r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True,
+                       text=True, timeout=60)
+    if r.returncode != 0:
+        raise AssertionError(f"openssl {' '.join(args)}: {r.stderr}")
+
+
+def make_pki(d, name="srv"):
+    """A CA and a server certificate for 127.0.0.1 and localhost in d.
+    Returns (ca, cert chain, key) paths."""
+    d.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    if not (d / "ca.pem").exists():
+        openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
+                "-days", "2", "-subj", "/CN=pobox test CA",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    (d / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", "/CN=127.0.0.1", cwd=d)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem",
+            "-CAkey", "ca.key", "-CAcreateserial", "-out", f"{name}.crt",
+            "-days", "2", "-extfile", "ext.cnf", cwd=d)
+    # The chain file: the leaf, then the CA.
+    (d / f"{name}.pem").write_bytes((d / f"{name}.crt").read_bytes() +
+                                    (d / "ca.pem").read_bytes())
+    return d / "ca.pem", d / f"{name}.pem", d / f"{name}.key"
+
+
+def starttls(c, ctx, hostname="127.0.0.1"):
+    """Upgrades a harness Client after a +OK to STLS."""
+    c.rf.close()
+    c.sock = ctx.wrap_socket(c.sock, server_hostname=hostname)
+    c.rf = c.sock.makefile("rb")
+    return c
+
+
+def capa(c):
+    c.send("CAPA\r\n")
+    r = c.line()
+    if not r.startswith("+OK"):
+        raise AssertionError(f"CAPA -> {r!r}")
+    return [x.split()[0].upper() for x in c.multi()]
+
+
+class TlsTest(PoboxTestCase):
+
+    def setUp(self):
+        super().setUp()
+        need_tool(self, "openssl")
+        self.ca, self.cert, self.key = make_pki(self.env.srv / "tls")
+        self.ctx = ssl.create_default_context(cafile=str(self.ca))
+        self.tls_port = free_port()
+
+    def start(self, tls_listen=True, **settings):
+        self.env.settings.update(tls_cert=str(self.cert), tls_key=str(self.key))
+        if tls_listen:
+            self.env.extra_lines.append(f"tls_listen = 127.0.0.1:{self.tls_port}")
+        self.daemon = self.env.start(**settings)
+        return self.daemon
+
+    def alice(self, msgs=()):
+        self.env.add_user("alice", PW)
+        return [uidl_of(self.env.deliver("alice", m).name) for m in msgs]
+
+    # ------------------------------------------------------------ clients
+    def test_poplib_stls(self):
+        self.alice([simple_message("one")])
+        self.start()
+        p = poplib.POP3("127.0.0.1", self.env.port, timeout=10)
+        caps = p.capa()
+        self.assertIn("STLS", caps)
+        p.stls(context=self.ctx)
+        caps = p.capa()
+        self.assertNotIn("STLS", caps)
+        self.assertIn("USER", caps)
+        p.user("alice")
+        p.pass_(PW)
+        self.assertEqual(p.stat()[0], 1)
+        p.quit()
+        ev = self.env.wait_event("tls")
+        self.assertIn(ev["version"], ("TLSv1.2", "TLSv1.3"))
+        self.assertTrue(ev["cipher"])
+        self.env.wait_event("logout", user="alice", reason="quit")
+
+    def test_poplib_pop3s(self):
+        m = simple_message("implicit")
+        self.alice([m])
+        self.start()
+        p = poplib.POP3_SSL("127.0.0.1", self.tls_port, context=self.ctx, timeout=10)
+        self.assertTrue(p.getwelcome().startswith(b"+OK"))
+        caps = p.capa()
+        self.assertNotIn("STLS", caps)
+        self.assertIn("USER", caps)
+        p.user("alice")
+        p.pass_(PW)
+        resp, lines, _ = p.retr(1)
+        self.assertEqual(b"\r\n".join(lines) + b"\r\n",
+                         m.replace(b"\n", b"\r\n"))
+        # STLS inside TLS: -ERR (here also after login).
+        with self.assertRaises(poplib.error_proto):
+            p._shortcmd("STLS")
+        p.quit()
+        self.env.wait_event("logout", user="alice", reason="quit")
+        conn = self.env.events("connect", tls="yes")
+        self.assertEqual(len(conn), 1)
+
+    def test_stls_twice_and_in_pop3s(self):
+        self.alice()
+        self.start()
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        self.assertEqual(c.cmd("STLS"), "+OK Begin TLS negotiation")
+        starttls(c, self.ctx)
+        self.assertTrue(c.cmd("STLS").startswith("-ERR"))
+        c.login("alice", PW)
+        self.assertTrue(c.cmd("STLS").startswith("-ERR"))
+        s = self.ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.tls_port), 10),
+                                 server_hostname="localhost")
+        self.addCleanup(s.close)
+        f = s.makefile("rb")
+        self.assertTrue(f.readline().startswith(b"+OK"))
+        s.sendall(b"STLS\r\n")
+        self.assertTrue(f.readline().startswith(b"-ERR"))
+        f.close()
+
+    def test_curl_pop3s_and_stls(self):
+        curl = need_tool(self, "curl")
+        m = simple_message("curl tls")
+        self.alice([m])
+        self.start()
+        for url, extra in ((f"pop3s://127.0.0.1:{self.tls_port}/1", []),
+                           (f"pop3://127.0.0.1:{self.env.port}/1", ["--ssl-reqd"])):
+            with self.subTest(url=url):
+                r = subprocess.run([curl, "-sS", "--max-time", "15", "--cacert",
+                                    str(self.ca), "--user", f"alice:{PW}", *extra, url],
+                                   capture_output=True, timeout=30)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(r.stdout, m.replace(b"\n", b"\r\n"))
+        self.env.wait_event("tls", count=2)
+        self.env.wait_event("logout", user="alice", count=2)
+
+    def test_openssl_s_client(self):
+        self.alice()
+        self.start(tls_listen=False)
+        r = subprocess.run(["openssl", "s_client", "-starttls", "pop3", "-connect",
+                            f"127.0.0.1:{self.env.port}", "-CAfile", str(self.ca),
+                            "-verify_return_error", "-brief"],
+                           input="CAPA\r\nQUIT\r\n", capture_output=True, text=True,
+                           timeout=30)
+        out = r.stdout + r.stderr
+        self.assertEqual(r.returncode, 0, out)
+        self.assertRegex(out, r"Protocol version: TLSv1\.[23]")
+        self.assertIn("Verification: OK", out)
+        self.env.wait_event("tls")
+
+    def test_old_tls_refused(self):
+        self.alice()
+        self.start()
+        for args in (["-starttls", "pop3", "-connect", f"127.0.0.1:{self.env.port}"],
+                     ["-connect", f"127.0.0.1:{self.tls_port}"]):
+            with self.subTest(args=args):
+                # SECLEVEL=0 so the refusal is the server's, not the client's.
+                r = subprocess.run(["openssl", "s_client", "-tls1_1", "-cipher",
+                                    "DEFAULT@SECLEVEL=0", *args],
+                                   input="", capture_output=True, text=True,
+                                   timeout=30)
+                self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        ev = self.env.wait_event("tls_failed", count=2)
+        self.assertIn("unsupported protocol", ev["error"])
+        self.assertEqual(ev.get("session") and
+                         self.env.events("logout", session=ev["session"])[0]["reason"],
+                         "tls_handshake_failed")
+        self.assertEqual(self.env.events("tls"), [])
+
+    def test_tls13_minimum(self):
+        self.alice()
+        self.start(tls_min_version="TLSv1.3")
+        ctx12 = ssl.create_default_context(cafile=str(self.ca))
+        ctx12.maximum_version = ssl.TLSVersion.TLSv1_2
+        with self.assertRaises(ssl.SSLError):
+            poplib.POP3_SSL("127.0.0.1", self.tls_port, context=ctx12, timeout=10)
+        p = poplib.POP3_SSL("127.0.0.1", self.tls_port, context=self.ctx, timeout=10)
+        p.quit()
+        self.assertEqual(self.env.wait_event("tls")["version"], "TLSv1.3")
+
+    # ------------------------------------------------------------ security
+    def test_stls_injection_discarded(self):
+        self.alice()
+        self.start()
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        # One packet: whatever follows STLS was sent in the clear.
+        c.send("STLS\r\nCAPA\r\n")
+        self.assertEqual(c.line(), "+OK Begin TLS negotiation")
+        # Had the CAPA been answered in the clear, the handshake would
+        # read it as a broken record and fail.
+        starttls(c, self.ctx)
+        caps = capa(c)
+        self.assertIn("USER", caps)
+        self.assertNotIn("STLS", caps)
+        # The next reply is QUIT's: no CAPA answered inside TLS either.
+        self.assertEqual(c.cmd("QUIT"), "+OK Bye")
+        ev = self.env.wait_event("logout")
+        self.assertEqual(ev["commands"], "3", "STLS, CAPA, QUIT")
+
+    def test_cleartext_user_non_loopback(self):
+        ip = non_loopback_ipv4()
+        if ip is None:
+            self.skipTest("no non-loopback IPv4 address on this host")
+        self.alice([simple_message("x")])
+        port = free_port()
+        self.env.listen.append(f"{ip}:{port}")
+        self.start(cleartext_auth="loopback")
+        c = Client(port, host=ip)
+        self.addCleanup(c.close)
+        caps = capa(c)
+        self.assertNotIn("USER", caps)
+        self.assertIn("STLS", caps)
+        r = c.cmd("USER alice")
+        self.assertTrue(r.startswith("-ERR [AUTH]"), r)
+        self.assertEqual(c.cmd("STLS"), "+OK Begin TLS negotiation")
+        starttls(c, self.ctx, hostname="localhost")
+        caps = capa(c)
+        self.assertIn("USER", caps)
+        c.login("alice", PW)
+        self.assertTrue(c.cmd("STAT").startswith("+OK 1 "))
+        c.cmd("QUIT")
+        self.env.wait_event("login", user="alice")
+
+    def test_no_cert_no_stls(self):
+        self.alice()
+        self.env.start()
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        self.assertNotIn("STLS", capa(c))
+        r = c.cmd("STLS")
+        self.assertTrue(r.startswith("-ERR"), r)
+        c.login("alice", PW)
+
+    # ------------------------------------------------------------ data
+    def test_retr_5mb_over_tls(self):
+        big = sized_message(5 * 1024 * 1024 + 17, "big")
+        small = simple_message("small")
+        self.alice([big, small])
+        self.start()
+        for how in ("stls", "pop3s"):
+            with self.subTest(how=how):
+                if how == "stls":
+                    c = self.env.connect()
+                    self.assertEqual(c.cmd("STLS"), "+OK Begin TLS negotiation")
+                    starttls(c, self.ctx)
+                else:
+                    c = Client(self.tls_port, greeting=False)
+                    starttls(c, self.ctx)
+                    self.assertTrue(c.line().startswith("+OK"))
+                self.addCleanup(c.close)
+                c.login("alice", PW)
+                c.send("RETR 1\r\nRETR 2\r\nNOOP\r\n")
+                self.assertEqual(c.line(), f"+OK {len(crlf(big))} octets")
+                self.assertEqual(c.multi_raw(), wire_retr(big))
+                self.assertTrue(c.line().startswith("+OK"))
+                self.assertEqual(c.multi_raw(), wire_retr(small))
+                self.assertEqual(c.line(), "+OK")
+                self.assertTrue(c.cmd("QUIT").startswith("+OK"))
+
+    # ------------------------------------------------------------ config
+    def test_check_missing_key_reports_line(self):
+        self.alice()
+        missing = self.env.srv / "tls" / "nope.key"
+        self.env.settings.update(tls_cert=str(self.cert), tls_key=str(missing))
+        self.env.write_config()
+        lineno = self.env.config_text().splitlines().index(
+            f"tls_key = {missing}") + 1
+        r = subprocess.run([str(POBOXD), "-c", str(self.env.conf), "-t"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"{self.env.conf}:{lineno}:", r.stderr)
+        self.assertIn("No such file", r.stderr)
+
+    def test_check_tls_errors(self):
+        self.alice()
+        other_ca, other_cert, other_key = make_pki(self.env.dir / "other", "o")
+        cases = [
+            ({"tls_cert": "", "tls_key": ""}, [f"tls_listen = 127.0.0.1:{self.tls_port}"],
+             "tls_listen needs tls_cert"),
+            ({"tls_cert": str(self.cert), "tls_key": str(other_key)}, [],
+             "key values mismatch"),
+            ({"tls_cert": str(self.key), "tls_key": str(self.key)}, [], "tls_cert"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key),
+              "tls_ciphers": "NO-SUCH-CIPHER"}, [], "tls_ciphers"),
+            ({"tls_cert": str(self.cert), "tls_min_version": "TLSv1.1"}, [],
+             "'tls_min_version' must be one of"),
+        ]
+        for settings, extra, want in cases:
+            with self.subTest(want=want):
+                env = self.new_env()
+                env.add_user("alice", PW)
+                env.settings.update(settings)
+                env.extra_lines = list(extra)
+                env.write_config()
+                r = subprocess.run([str(POBOXD), "-c", str(env.conf), "-t"],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn(want, r.stderr)
+        # Good: cert and key in one file (tls_key empty).
+        env = self.new_env()
+        env.add_user("alice", PW)
+        both = self.env.srv / "tls" / "both.pem"
+        both.write_bytes(self.cert.read_bytes() + self.key.read_bytes())
+        env.settings.update(tls_cert=str(both), tls_key="")
+        env.extra_lines = [f"tls_listen = 127.0.0.1:{self.tls_port}"]
+        env.write_config()
+        r = subprocess.run([str(POBOXD), "-c", str(env.conf), "-t"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_reload_new_cert(self):
+        self.alice()
+        self.start()
+        old = self.ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.tls_port), 10),
+                                   server_hostname="localhost")
+        self.addCleanup(old.close)
+        old_der = old.getpeercert(binary_form=True)
+        # A renewed certificate from the same CA in the same files.
+        _, cert2, key2 = make_pki(self.env.srv / "tls", "srv2")
+        self.cert.write_bytes(cert2.read_bytes())
+        self.key.write_bytes(key2.read_bytes())
+        self.env.fix_owner()
+        self.daemon.signal(signal.SIGHUP)
+        self.env.wait_event("reloaded")
+        p = poplib.POP3_SSL("127.0.0.1", self.tls_port, context=self.ctx, timeout=10)
+        new_der = p.sock.getpeercert(binary_form=True)
+        self.assertNotEqual(old_der, new_der)
+        p.quit()
+        # The old session still works under its old context.
+        f = old.makefile("rb")
+        self.assertTrue(f.readline().startswith(b"+OK"))
+        old.sendall(b"CAPA\r\n")
+        self.assertTrue(f.readline().startswith(b"+OK"))
+        f.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
