@@ -6,6 +6,7 @@
  * conn_flush), so the owner is never re-entered; a conn freed inside its
  * own callback is freed when the callback returns. */
 #include "lib/conn.h"
+#include "lib/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -56,14 +57,9 @@ static const char *
 conn_tls_fail(struct conn *c, const char *what)
 {
 	char reason[200];
-	unsigned long e = ERR_peek_last_error();
 
-	if (e != 0)
-		ERR_error_string_n(e, reason, sizeof(reason));
-	else
-		snprintf(reason, sizeof(reason), "%s",
-		    errno != 0 ? strerror(errno) : "connection closed");
-	ERR_clear_error();
+	tls_error_reason(reason, sizeof(reason),
+	    errno != 0 ? strerror(errno) : "connection closed");
 	if (c->tls_error == NULL)
 		c->tls_error = xstrdup(reason);
 	return what;

@@ -160,7 +160,7 @@ const struct config_setting pobox_settings_table[] = {
 	  "Least time between logins of a user (RFC 2449 LOGIN-DELAY); 0: none",
 	  NULL },
 	{ "expire", CONFIG_STRING, S(expire), "never", 0, 0, NULL,
-	  "Days retrieved mail is kept (RFC 2449 EXPIRE): 0..36500 or never",
+	  "Days mail is kept (RFC 2449 EXPIRE): N (older goes at QUIT), 0 (retrieved goes at QUIT), never",
 	  check_expire },
 	{ "idle_timeout", CONFIG_DURATION, S(idle_timeout), "600", 600, 86400,
 	  NULL, "Idle time before a logged-in session is closed; at least 10m "
@@ -171,9 +171,9 @@ const struct config_setting pobox_settings_table[] = {
 	{ "max_bad_commands", CONFIG_UINT, S(max_bad_commands), "10", 1, 1000,
 	  NULL, "Bad commands before a session is closed", NULL },
 	{ "max_sessions", CONFIG_UINT, S(max_sessions), "10000", 1, 1000000,
-	  NULL, "Sessions at once; more get -ERR [SYS/TEMP]", NULL },
+	  NULL, "Sessions at once over all workers; more get -ERR [SYS/TEMP]", NULL },
 	{ "max_sessions_per_ip", CONFIG_UINT, S(max_sessions_per_ip), "100",
-	  1, 1000000, NULL, "Sessions at once from one address", NULL },
+	  1, 1000000, NULL, "Sessions at once from one address, over all workers", NULL },
 	{ "auth_failure_delay", CONFIG_DURATION, S(auth_failure_delay), "2",
 	  0, 60, NULL, "Delay of a failed login's reply, doubled per recent "
 	  "failure from the address (RFC 1939 §13)", NULL },

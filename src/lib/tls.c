@@ -10,18 +10,26 @@
 
 #include "lib/util.h"
 
-/* The OpenSSL error queue's last entry as text, then cleared. */
+const char *
+tls_error_reason(char *buf, unsigned long n, const char *fallback)
+{
+	unsigned long e = ERR_peek_last_error();
+
+	if (e != 0)
+		ERR_error_string_n(e, buf, n);
+	else
+		snprintf(buf, n, "%s", fallback);
+	ERR_clear_error();
+	return buf;
+}
+
+/* "what path: reason" from the OpenSSL error queue, malloc'ed. */
 static char *
 tls_error(const char *what, const char *path)
 {
 	char reason[256];
-	unsigned long e = ERR_peek_last_error();
 
-	if (e != 0)
-		ERR_error_string_n(e, reason, sizeof(reason));
-	else
-		snprintf(reason, sizeof(reason), "unknown error");
-	ERR_clear_error();
+	tls_error_reason(reason, sizeof(reason), "unknown error");
 	return path != NULL ? xasprintf("%s %s: %s", what, path, reason) :
 	    xasprintf("%s: %s", what, reason);
 }

@@ -15,5 +15,8 @@ enum tls_min { TLS_MIN_1_2, TLS_MIN_1_3 };
 struct ssl_ctx_st *tls_ctx_new(const char *cert, const char *key, enum tls_min min,
     const char *ciphers, char **error_r);
 void tls_ctx_free(struct ssl_ctx_st **ctx);
+/* The reason of OpenSSL's last queued error (or fallback when there is
+ * none) into buf; the queue is cleared. Returns buf. */
+const char *tls_error_reason(char *buf, unsigned long n, const char *fallback);
 
 #endif
