@@ -3,6 +3,7 @@ with a throwaway CA made by the openssl CLI, driven by Python's poplib and
 ssl, curl and openssl s_client; the STARTTLS injection class; cleartext
 USER before and after STLS on a non-loopback address."""
 
+import os
 import poplib
 import signal
 import socket
@@ -360,6 +361,55 @@ class TlsTest(PoboxTestCase):
         old.sendall(b"CAPA\r\n")
         self.assertTrue(f.readline().startswith(b"+OK"))
         f.close()
+
+
+    # mpop (Debian's) over STLS and over implicit TLS, verifying the
+    # server against the test CA.
+    def run_mpop(self, port, starttls):
+        mpop = need_tool(self, "mpop")
+        inbox = self.env.cli / f"inbox-{port}"
+        for sub in ("cur", "new", "tmp"):
+            (inbox / sub).mkdir(parents=True, exist_ok=True)
+        rc = self.env.cli / f"mpoprc-{port}"
+        rc.write_text(
+            "defaults\n"
+            "tls on\n"
+            f"tls_starttls {'on' if starttls else 'off'}\n"
+            f"tls_trust_file {self.ca}\n"
+            "timeout 15\n"
+            "received_header off\n"
+            f"uidls_file {self.env.cli / 'uidls'}-{port}\n"
+            "account e2e\n"
+            "host 127.0.0.1\n"
+            f"port {port}\n"
+            "user alice\n"
+            f"password {PW}\n"
+            "auth user\n"
+            f"delivery maildir {inbox}\n"
+            "keep on\n")
+        os.chmod(rc, 0o600)
+        r = subprocess.run([mpop, "-C", str(rc), "-Q", "e2e"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        got = []
+        for sub in ("new", "cur"):
+            got += [(inbox / sub / n).read_bytes() for n in os.listdir(inbox / sub)]
+        return sorted(got)
+
+    def test_mpop_stls_and_pop3s(self):
+        self.env.add_user("alice", PW)
+        bodies = [simple_message("tls one"), simple_message("tls two", ".dot\n")]
+        for b in bodies:
+            self.env.deliver("alice", b)
+        self.start()
+        for port, starttls in ((self.env.port, True), (self.tls_port, False)):
+            with self.subTest(starttls=starttls):
+                got = self.run_mpop(port, starttls)
+                self.assertEqual(len(got), 2)
+                self.assertEqual(got, sorted(bodies))
+        self.assertGreaterEqual(len(self.env.events("tls")), 2)
+        # keep on: nothing was deleted on the server.
+        self.assertEqual(len(self.env.messages("alice")), 2)
 
 
 if __name__ == "__main__":
