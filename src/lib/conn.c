@@ -45,12 +45,15 @@ struct conn {
 
 enum { RECV_AGAIN = 0, RECV_EOF = -2, RECV_ERROR = -1 };
 
-/* TLS input OpenSSL already took off the socket: epoll will not report it. */
+/* TLS input OpenSSL already decrypted: epoll will not report it. Only
+ * SSL_pending: SSL_has_pending is also true for part of a record, whose
+ * rest is still on the socket (epoll reports that), and waking for it
+ * would spin. */
 static bool
 conn_tls_buffered(const struct conn *c)
 {
 	return c->ssl != NULL && !c->handshaking && !c->paused && !c->read_eof &&
-	    SSL_has_pending(c->ssl);
+	    SSL_pending(c->ssl) > 0;
 }
 
 static const char *
@@ -94,7 +97,8 @@ conn_update(struct conn *c)
 	if ((!c->paused && !c->read_eof) || c->write_wants_read)
 		ev |= IO_READ;
 	if ((buf_size(&c->out) > 0 && !c->write_wants_read) || c->error != NULL ||
-	    conn_drain_due(c) || c->read_wants_write || conn_tls_buffered(c))
+	    conn_drain_due(c) || conn_tls_buffered(c) ||
+	    (c->read_wants_write && !c->paused && !c->read_eof))
 		ev |= IO_WRITE;
 	io_set_events(c->io, ev);
 }

@@ -30,6 +30,9 @@ linebuf_feed(struct linebuf *lb, const void *data, size_t len)
 void
 linebuf_clear(struct linebuf *lb)
 {
+	/* It may hold a PASS line pipelined behind STLS. */
+	if (buf_size(&lb->in) > 0)
+		secret_wipe(lb->in.data + lb->in.off, buf_size(&lb->in));
 	buf_clear(&lb->in);
 	lb->scanned = 0;
 	lb->discarding = false;
