@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fuzzfile.h"
 #include "lib/settings.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -39,17 +40,11 @@ load_print(int fd, const char *path, int *rc_r)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	int fd = memfd_create("conf", 0);
 	char path[64], *first, *second;
-	int rc;
+	int rc, fd = fuzz_file(data, size, path);
 
-	if (fd < 0 || size > 65536)
+	if (fd < 0)
 		return 0;
-	if (write(fd, data, size) != (ssize_t)size) {
-		close(fd);
-		return 0;
-	}
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	first = load_print(fd, path, &rc);
 	if (first != NULL) {
 		/* Round trip: what -n prints loads to the same settings. */

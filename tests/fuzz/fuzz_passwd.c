@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "auth/auth.h"
+#include "fuzzfile.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -19,15 +20,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct passwd_db *db = NULL;
 	struct auth_user *u = NULL;
 	char path[64], *error = NULL;
-	int fd = memfd_create("passwd", 0);
+	int fd = fuzz_file(data, size, path);
 
-	if (fd < 0 || size > 65536)
+	if (fd < 0)
 		return 0;
-	if (write(fd, data, size) != (ssize_t)size) {
-		close(fd);
-		return 0;
-	}
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	if (passwd_db_open(path, "/var/mail", &db, &error) < 0) {
 		assert(error != NULL && strncmp(error, path, strlen(path)) == 0);
 		free(error);

@@ -89,29 +89,6 @@ md_open_ok(struct md_test *t)
 	return md;
 }
 
-static char *
-read_msg(struct maildrop *md, unsigned idx, size_t *len_r)
-{
-	struct msg_stream *s;
-	char *out = malloc(1);
-	size_t len = 0;
-	ssize_t n;
-
-	assert_int_equal(md->v->msg_open(md, idx, &s), 0);
-	for (;;) {
-		out = realloc(out, len + 3 + 1);
-		n = md->v->msg_read(s, out + len, 3);
-		assert_true(n >= 0);
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	md->v->msg_close(s);
-	out[len] = '\0';
-	*len_r = len;
-	return out;
-}
-
 static void
 hash_uidl(char out[34], const char *s)
 {
@@ -357,11 +334,11 @@ test_msg_read(void **state)
 	put(t, "new", "1.a", m1);
 	put(t, "cur", "2.b,W=17:2,S", m2);
 	md = md_open_ok(t);
-	d = read_msg(md, 0, &len);
+	d = tu_read_msg(md, 3, 0, &len);
 	assert_int_equal(len, strlen(m1));
 	assert_memory_equal(d, m1, len);
 	free(d);
-	d = read_msg(md, 1, &len);
+	d = tu_read_msg(md, 3, 1, &len);
 	assert_int_equal(len, strlen(m2));
 	assert_memory_equal(d, m2, len);
 	free(d);
@@ -454,7 +431,7 @@ test_commit_after_other_agent(void **state)
 	assert_int_equal(rename(fpath(t, "cur", "2.b,W=2:2,S"),
 	    fpath(t, "cur", "2.b,W=2:2,ST")), 0);
 	assert_int_equal(unlink(fpath(t, "new", "3.c,W=2")), 0);
-	d = read_msg(md, 0, &len);
+	d = tu_read_msg(md, 3, 0, &len);
 	assert_string_equal(d, "a\n");
 	free(d);
 	assert_int_equal(md->v->commit(md, del, &failed), 0);
@@ -1083,10 +1060,10 @@ test_index_snapshot_follows_renames(void **state)
 	assert_int_equal(rename(fpath(t, "cur",
 	    "1600000000.M0P7.fill,S=2,W=3:2,S"), fpath(t, "cur",
 	    "1600000000.M0P7.fill,S=2,W=3:2,ST")), 0);
-	d = read_msg(md, md->count - 1, &len);
+	d = tu_read_msg(md, 3, md->count - 1, &len);
 	assert_string_equal(d, "new\n");
 	free(d);
-	d = read_msg(md, 0, &len);
+	d = tu_read_msg(md, 3, 0, &len);
 	assert_string_equal(d, "x\n");
 	free(d);
 	del = calloc(md->count, sizeof(*del));

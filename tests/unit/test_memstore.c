@@ -8,30 +8,6 @@
 
 #include "store/maildrop.h"
 
-static char *
-read_all(struct maildrop *md, unsigned idx, size_t chunk, size_t *len_r)
-{
-	struct msg_stream *s;
-	char *out = NULL;
-	size_t len = 0;
-	ssize_t n;
-
-	assert_int_equal(md->v->msg_open(md, idx, &s), 0);
-	out = malloc(1);
-	for (;;) {
-		out = realloc(out, len + chunk + 1);
-		n = md->v->msg_read(s, out + len, chunk);
-		assert_true(n >= 0);
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	md->v->msg_close(s);
-	out[len] = '\0';
-	*len_r = len;
-	return out;
-}
-
 static void
 test_sizes_and_uidls(void **state)
 {
@@ -71,11 +47,11 @@ test_read_raw_bytes(void **state)
 
 	mem_store_add(ms, "u", msg, strlen(msg));
 	assert_int_equal(mem_store_open(ms, &md), MAILDROP_OPEN_OK);
-	data = read_all(md, 0, 1, &len);         /* octet by octet */
+	data = tu_read_msg(md, 1, 0, &len);         /* octet by octet */
 	assert_int_equal(len, strlen(msg));
 	assert_memory_equal(data, msg, len);
 	free(data);
-	data = read_all(md, 0, 4096, &len);
+	data = tu_read_msg(md, 4096, 0, &len);
 	assert_int_equal(len, strlen(msg));
 	assert_memory_equal(data, msg, len);
 	free(data);

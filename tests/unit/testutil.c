@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "store/maildrop.h"
+
 char *
 tu_tmpdir(void)
 {
@@ -77,4 +79,27 @@ tu_count_dir(const char *path)
 			n++;
 	closedir(d);
 	return n;
+}
+
+char *
+tu_read_msg(struct maildrop *md, size_t chunk, unsigned idx, size_t *len_r)
+{
+	struct msg_stream *s;
+	char *out = malloc(1);
+	size_t len = 0;
+	ssize_t n;
+
+	assert_int_equal(md->v->msg_open(md, idx, &s), 0);
+	for (;;) {
+		out = realloc(out, len + chunk + 1);
+		n = md->v->msg_read(s, out + len, chunk);
+		assert_true(n >= 0);
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	md->v->msg_close(s);
+	out[len] = '\0';
+	*len_r = len;
+	return out;
 }

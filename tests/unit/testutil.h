@@ -16,6 +16,10 @@ void tu_rmtree(const char *path);
 void tu_write_file(const char *path, const void *data, size_t len);
 /* Reads a whole file; *len_r gets its size. Returns malloc'ed, NUL-terminated. */
 char *tu_read_file(const char *path, size_t *len_r);
+struct maildrop;
+/* Message idx of md read through the maildrop interface, chunk octets at
+ * a time (asserts every step). Returns malloc'ed, NUL-terminated. */
+char *tu_read_msg(struct maildrop *md, size_t chunk, unsigned idx, size_t *len_r);
 /* Number of entries (excluding . and ..) in a directory, -1 if missing. */
 int tu_count_dir(const char *path);
 
