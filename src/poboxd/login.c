@@ -33,13 +33,16 @@ struct login_job {
 	enum auth_result result;
 };
 
+/* delay_ms: the failure delay chosen (RFC 1939 §13), on top of the
+ * hash-time floor; 0 for failures that are not guesses. */
 static void
-log_failure(struct session *s, const char *name, const char *reason)
+log_failure(struct session *s, const char *name, const char *reason, unsigned delay_ms)
 {
 	char v[80];
 
-	log_info("session=%s event=login_failed user=%s ip=%s reason=%s",
-	    session_id(s), log_value(v, sizeof(v), name), session_ip(s), reason);
+	log_info("session=%s event=login_failed user=%s ip=%s reason=%s delay_ms=%u",
+	    session_id(s), log_value(v, sizeof(v), name), session_ip(s), reason,
+	    delay_ms);
 }
 
 static void
@@ -64,11 +67,11 @@ login_fail(struct session *s, uint64_t start_ms, const char *name, const char *r
 	unsigned n = iptable_failure(srv->ips, session_ip(s), now);
 	unsigned ms = base;
 
-	log_failure(s, name, reason);
 	for (unsigned i = 1; i < n && ms < LOGIN_DELAY_MAX_MS; i++)
 		ms *= 2;
 	if (ms > LOGIN_DELAY_MAX_MS)
 		ms = LOGIN_DELAY_MAX_MS;
+	log_failure(s, name, reason, ms);
 	due = start_ms + srv->auth_floor_ms + ms;
 	if (due <= now) {
 		session_login_done(s, POP3_LOGIN_BAD, NULL, NULL, NULL);
@@ -102,7 +105,7 @@ login_open(struct session *s, const struct auth_user *u, const char *method)
 	stamp = xasprintf("%s/%s", u->maildir, LOGIN_STAMP_FILE);
 	if (policy.login_delay > 0 && stat(stamp, &st) == 0 &&
 	    time(NULL) - st.st_mtime < policy.login_delay) {
-		log_failure(s, u->name, "login_delay");
+		log_failure(s, u->name, "login_delay", 0);
 		free(stamp);
 		session_login_done(s, POP3_LOGIN_DELAYED, NULL, NULL, NULL);
 		return;
@@ -111,7 +114,7 @@ login_open(struct session *s, const struct auth_user *u, const char *method)
 	case MAILDROP_OPEN_OK:
 		break;
 	case MAILDROP_OPEN_IN_USE:
-		log_failure(s, u->name, "in_use");
+		log_failure(s, u->name, "in_use", 0);
 		free(stamp);
 		session_login_done(s, POP3_LOGIN_IN_USE, NULL, NULL, NULL);
 		return;

@@ -201,9 +201,8 @@ class DaemonTest(PoboxTestCase):
         c.cmd("DELE 1")
         c.cmd("DELE 2")
         idle = self.env.connect()
-        t = time.monotonic()
+        # stop() fails the test if poboxd does not exit soon after SIGTERM.
         self.assertEqual(d.stop(), 0, "exit status after SIGTERM")
-        self.assertLess(time.monotonic() - t, 5)
         self.assertTrue(c.is_closed(5))
         self.assertTrue(idle.is_closed(5))
         ev = self.env.wait_event("logout", user="alice")
