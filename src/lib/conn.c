@@ -259,9 +259,12 @@ conn_read(struct conn *c)
 	 * epoll returns for the rest (and conn_update for what OpenSSL
 	 * holds). A TLS record is at most 16 KiB, one read's worth. */
 	n = conn_recv(c, data, sizeof(data), &reason);
-	if (n > 0)
+	if (n > 0) {
 		c->cb.input(c->ctx, data, (size_t)n);
-	else if (n == RECV_EOF && c->cb.eof != NULL) {
+		/* It may hold a PASS line or an AUTH response: the engine wipes
+		 * its copy once consumed, this one goes here. */
+		secret_wipe(data, (size_t)n);
+	} else if (n == RECV_EOF && c->cb.eof != NULL) {
 		c->read_eof = true;
 		c->cb.eof(c->ctx);
 	} else if (n == RECV_EOF)
