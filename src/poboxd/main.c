@@ -276,25 +276,36 @@ on_terminate(void *ctx, int signo)
 	ioloop_stop(srv->loop);
 }
 
+/* SIGHUP, in the master and in each worker: the configuration and the
+ * passwd file it names, both or neither. 0 / -1 (logged). */
+static int
+reload_read(const struct server *srv, struct server_config **c_r, struct passwd_db **db_r)
+{
+	char *error = NULL;
+
+	if ((*c_r = config_read(srv->config_path, &error)) == NULL) {
+		log_error("event=reload_failed error=\"%s\"", error);
+		free(error);
+		return -1;
+	}
+	if (passwd_db_open((*c_r)->set.passwd_file, (*c_r)->set.mail_root, db_r, &error) < 0) {
+		log_error("event=reload_failed error=\"%s\"", error);
+		free(error);
+		server_config_unref(c_r);
+		return -1;
+	}
+	return 0;
+}
+
 static void
 on_reload(void *ctx, int signo)
 {
 	struct server *srv = ctx;
 	struct server_config *c;
 	struct passwd_db *db;
-	char *error = NULL;
 
-	if ((c = config_read(srv->config_path, &error)) == NULL) {
-		log_error("event=reload_failed error=\"%s\"", error);
-		free(error);
+	if (reload_read(srv, &c, &db) < 0)
 		return;
-	}
-	if (passwd_db_open(c->set.passwd_file, c->set.mail_root, &db, &error) < 0) {
-		log_error("event=reload_failed error=\"%s\"", error);
-		free(error);
-		server_config_unref(&c);
-		return;
-	}
 	passwd_db_free(&srv->db);
 	srv->db = db;
 	login_calibrate(srv);
@@ -505,15 +516,15 @@ master_signal(void *ctx, int signo)
 		return;
 	}
 	if (signo == SIGHUP) {
-		/* A worker started later must run the new configuration too. */
+		/* A worker started later must run the new configuration and
+		 * passwd file too. */
 		struct server_config *c;
-		char *error = NULL;
-		if ((c = config_read(m->srv->config_path, &error)) == NULL) {
-			log_error("event=reload_failed error=\"%s\"", error);
-			free(error);
-		} else {
+		struct passwd_db *db;
+		if (reload_read(m->srv, &c, &db) == 0) {
 			server_config_unref(&m->srv->config);
 			m->srv->config = c;
+			passwd_db_free(&m->srv->db);
+			m->srv->db = db;
 		}
 	} else {
 		log_info("event=shutdown signal=%s workers=%u", strsignal(signo), m->live);

@@ -136,6 +136,27 @@ class WorkersTest(PoboxTestCase):
                 c.login("alice", PW)
                 c.ok("QUIT")
 
+    def test_reload_reaches_replacement_workers(self):
+        # A worker started after a SIGHUP runs the new configuration and
+        # the passwd file it names, not the ones the parent started with.
+        d, kids = self.start_two()
+        self.env.passwd = self.env.srv / "passwd.new"
+        self.env.write_config(workers="2")
+        self.env.add_user("bob", PW)
+        os.kill(d.pid, signal.SIGHUP)
+        self.env.wait_event("reloaded", count=2)
+        os.kill(kids[0], signal.SIGKILL)
+        self.env.wait_event("worker_died")
+        wait_for(lambda: len(children(d.pid)) == 2 and children(d.pid) != kids,
+                 "a replacement worker")
+        self.env.wait_event("started", count=3)
+        # SO_REUSEPORT spreads connections by source port: eight reach
+        # the replacement too, all but surely.
+        for _ in range(8):
+            with self.env.connect() as c:
+                c.login("bob", PW)
+                c.ok("QUIT")
+
     def test_limits_are_shared_by_all_workers(self):
         # max_sessions counts every worker's sessions: exactly the limit is
         # admitted whichever worker the kernel picks, then -ERR [SYS/TEMP].
