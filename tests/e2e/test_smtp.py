@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from harness import (IS_ROOT, TIMEOUT, PoboxTestCase, chown_tree, free_port,
-                     simple_message)
+                     non_loopback_ipv4)
 
 CRLF_MSG = (b"From: Sender <sender@example.org>\r\n"
             b"To: alice@example.org\r\n"
@@ -413,6 +413,52 @@ class SmtpTest(SmtpBase):
         self.assertDelivered(self.bob_md, body, "bob@example.org",
                              "s@example.net")
         self.assertEqual(self.files(self.alice_md, "tmp"), [])
+
+    def test_max_rcpts_and_sessions_per_ip(self):
+        self.start(max_rcpts=2, max_sessions_per_ip=2)
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
+            s.ehlo("c.example.net")
+            s.mail("s@example.net")
+            self.assertEqual(s.rcpt("alice@example.org")[0], 250)
+            self.assertEqual(s.rcpt("bob@example.org")[0], 250)
+            code, text = s.rcpt("alice@example.org")
+            self.assertEqual((code, text[:5]), (452, b"4.5.3"))
+            # A second connection is fine, a third from the address is not.
+            c2 = SmtpClient(self.smtp_port)
+            self.assertEqual(c2.greeting[0], 220)
+            c3 = socket.create_connection(("127.0.0.1", self.smtp_port), TIMEOUT)
+            line = c3.makefile("rb").readline()
+            self.assertTrue(line.startswith(b"421 4.7.0 "), line)
+            c3.close()
+            c2.close()
+            self.assertEqual(s.data(CRLF_MSG)[0], 250)
+        self.env.wait_event("refused", reason="max_sessions_per_ip")
+
+    def test_rate_limit_per_address(self):
+        ip = non_loopback_ipv4()
+        if ip is None:
+            self.skipTest("no non-loopback IPv4 address")
+        port = free_port()
+        self.start(smtp_rate_limit=2, extra=[f"smtp_listen = {ip}:{port}"])
+        self.env.wait_event("listening", addr=f"{ip}:{port}", proto="smtp")
+        codes = []
+        with smtplib.SMTP(ip, port, timeout=TIMEOUT) as s:
+            s.ehlo("c.example.net")
+            for i in range(3):
+                s.mail("s@example.net")
+                s.rcpt("alice@example.org")
+                try:
+                    codes.append(s.data(CRLF_MSG)[0])
+                except smtplib.SMTPDataError as e:
+                    codes.append(e.smtp_code)
+                    s.rset()
+        self.assertEqual(codes, [250, 250, 451])
+        self.env.wait_event("rate_limited", ip=ip)
+        # Loopback is exempt.
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
+            for i in range(3):
+                s.sendmail("s@example.net", ["alice@example.org"], CRLF_MSG)
+        self.assertEqual(len(self.files(self.alice_md)), 5)
 
     def test_stale_tmp_removed(self):
         stale = Path(self.alice_md) / "tmp" / "1.stale.host"
