@@ -772,6 +772,8 @@ find_crlf(const char *p, size_t n)
 {
 	const char *q = p, *end = p + n;
 
+	if (n == 0)
+		return 0;   /* p may be NULL: an empty buffer never allocated */
 	while ((q = memchr(q, '\r', (size_t)(end - q))) != NULL) {
 		if (q + 1 < end && q[1] == '\n')
 			return (size_t)(q - p);
