@@ -214,12 +214,35 @@ spool_write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* Unlinked from the start: a crash leaves nothing to clean up. */
+/* The maildir and cur/ new/ tmp/ when missing (its parent must exist). */
+static int
+maildir_make(const char *path)
+{
+	static const char *const subs[] = { "", "/cur", "/new", "/tmp" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
+		char *p = xasprintf("%s%s", path, subs[i]);
+		int r = mkdir(p, 0700);
+
+		free(p);
+		if (r < 0 && errno != EEXIST)
+			return -1;
+	}
+	return 0;
+}
+
+/* Unlinked from the start: a crash leaves nothing to clean up. A new
+ * user's maildir is made here (as delivery would). */
 static int
 spool_open(const char *maildir)
 {
-	char *dir = xasprintf("%s/tmp", maildir);
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	char *dir;
+	int fd;
+
+	if (maildir_make(maildir) < 0)
+		return -1;
+	dir = xasprintf("%s/tmp", maildir);
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 
 	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
 		char *tmpl = xasprintf("%s/spool.XXXXXX", dir);
@@ -486,23 +509,6 @@ dl_job_free(struct dl_job *job)
 	free(job->groups);
 	spool_reset(&job->spool);
 	free(job);
-}
-
-/* The maildir and cur/ new/ tmp/ when missing (its parent must exist). */
-static int
-maildir_make(const char *path)
-{
-	static const char *const subs[] = { "", "/cur", "/new", "/tmp" };
-
-	for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
-		char *p = xasprintf("%s%s", path, subs[i]);
-		int r = mkdir(p, 0700);
-
-		free(p);
-		if (r < 0 && errno != EEXIST)
-			return -1;
-	}
-	return 0;
 }
 
 /* In a workq thread: touches only the job. */

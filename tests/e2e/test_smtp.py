@@ -9,6 +9,7 @@ import os
 import poplib
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import ssl
@@ -16,8 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import (IS_ROOT, TIMEOUT, PoboxTestCase, chown_tree, free_port,
-                     non_loopback_ipv4)
+from harness import (IS_ROOT, POBOXD, TIMEOUT, PoboxTestCase, chown_tree,
+                     free_port, non_loopback_ipv4)
 
 CRLF_MSG = (b"From: Sender <sender@example.org>\r\n"
             b"To: alice@example.org\r\n"
@@ -459,6 +460,39 @@ class SmtpTest(SmtpBase):
             for i in range(3):
                 s.sendmail("s@example.net", ["alice@example.org"], CRLF_MSG)
         self.assertEqual(len(self.files(self.alice_md)), 5)
+
+    def test_new_user_without_maildir_big_message(self):
+        self.env.add_user_line("erin", "erinpw", create=False)
+        self.start()
+        body = b"Subject: big\r\n\r\n" + (b"e" * 998 + b"\r\n") * 400
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
+            s.sendmail("s@example.net", ["erin@example.org"], body)
+        self.assertDelivered(self.env.maildir("erin"), body, "erin@example.org",
+                             "s@example.net")
+
+    def test_aliases_errors_and_reload(self):
+        aliases = self.env.srv / "aliases"
+        aliases.write_text("a@example.org: alice\nbroken line\n")
+        self.env.settings.update(aliases_file=str(aliases))
+        conf = self.env.write_config()
+        r = subprocess.run([str(POBOXD), "-t", "-c", str(conf)],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"{aliases}:2: expected", r.stderr)
+        aliases.write_text("a@example.org: alice\n")
+        d = self.start(aliases_file=str(aliases))
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
+            s.ehlo("c.example.net")
+            s.mail("s@example.net")
+            self.assertEqual(s.rcpt("a@example.org")[0], 250)
+            self.assertEqual(s.rcpt("b@example.org")[0], 550)
+        aliases.write_text("a@example.org: alice\nb@example.org: bob\n")
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("reloaded")
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
+            s.sendmail("s@example.net", ["b@example.org"], CRLF_MSG)
+        self.assertDelivered(self.bob_md, CRLF_MSG, "b@example.org",
+                             "s@example.net")
 
     def test_stale_tmp_removed(self):
         stale = Path(self.alice_md) / "tmp" / "1.stale.host"
