@@ -712,6 +712,15 @@ host_data_end(void *ctx, const struct smtp_txn *txn)
 			grp->users[grp->n++] = xstrdup(ru->name);
 		}
 	}
+	/* SMTP has one reply: a recipient over quota fails the message for
+	 * all, and none is delivered (no copy the retry would duplicate). */
+	for (unsigned g = 0; job->stop_on_failure && g < job->ngroups; g++) {
+		if (!job->groups[g].skip)
+			continue;
+		for (unsigned h = 0; h < job->ngroups; h++)
+			job->groups[h].skip = true;
+		break;
+	}
 	s->job = job;
 	workq_submit(s->srv->workq, dl_job_work, dl_job_done, job);
 }

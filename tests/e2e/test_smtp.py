@@ -309,6 +309,16 @@ class SmtpTest(SmtpBase):
             code, text = s.data(msg)
             self.assertEqual((code, text[:5]), (452, b"4.2.2"))
         self.assertEqual(len(self.files(self.env.maildir("dave"))), 1)
+        # SMTP: one recipient over quota fails the message for all, so the
+        # client's retry duplicates nothing.
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
+            s.ehlo("c.example.net")
+            s.mail("s@example.net")
+            self.assertEqual(s.rcpt("alice@example.org")[0], 250)
+            self.assertEqual(s.rcpt("dave@example.org")[0], 250)
+            code, text = s.data(msg)
+            self.assertEqual((code, text[:5]), (452, b"4.2.2"))
+        self.assertEqual(self.files(self.alice_md), [])
 
     def test_smuggling_variants(self):
         self.start()
