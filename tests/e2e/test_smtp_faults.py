@@ -2,12 +2,14 @@
 random instants while messages arrive and are delivered: each message is
 in new/ whole or not at all, never twice from one transaction, and every
 message the client got 250 for is there. A small tmpfs that fills up:
-temporary failures (4xx) and nothing left behind."""
+temporary failures (4xx) and nothing left behind. Two workers sharing the
+LMTP UNIX socket, one killed while mail streams in."""
 
 import os
 import random
 import re
 import signal
+import smtplib
 import socket
 import subprocess
 import threading
@@ -36,6 +38,21 @@ def split_trace(data):
     i = data.find(b"\r\n\tfor <")
     j = data.find(b"\r\n", i + 2)
     return data[:j + 2], data[j + 2:]
+
+
+def stored_messages(tc, md):
+    """{tag: [bodies]} of the files in new/, each checked whole."""
+    out = {}
+    for p in sorted((Path(md) / "new").iterdir()):
+        data = p.read_bytes()
+        m = re.search(r",S=(\d+),W=(\d+)$", p.name)
+        tc.assertIsNotNone(m, p.name)
+        tc.assertEqual(int(m.group(1)), len(data), f"partial file {p.name}")
+        head, rest = split_trace(data)
+        tc.assertTrue(head.startswith(b"Return-Path: <s@example.net>\r\n"))
+        tag = re.search(rb"Subject: (\S+)\r\n", rest).group(1).decode()
+        out.setdefault(tag, []).append(rest)
+    return out
 
 
 class SmtpFaultTest(PoboxTestCase):
@@ -86,20 +103,6 @@ class SmtpFaultTest(PoboxTestCase):
             s.close()
         return code
 
-    def stored(self, md):
-        """{tag: [bodies]} of the files in new/, each checked whole."""
-        out = {}
-        for p in sorted((Path(md) / "new").iterdir()):
-            data = p.read_bytes()
-            m = re.search(r",S=(\d+),W=(\d+)$", p.name)
-            self.assertIsNotNone(m, p.name)
-            self.assertEqual(int(m.group(1)), len(data), f"partial file {p.name}")
-            head, rest = split_trace(data)
-            self.assertTrue(head.startswith(b"Return-Path: <s@example.net>\r\n"))
-            tag = re.search(rb"Subject: (\S+)\r\n", rest).group(1).decode()
-            out.setdefault(tag, []).append(rest)
-        return out
-
     def test_sigkill_during_data_and_delivery(self):
         md = self.env.add_user("alice", "pw")
         rng = random.Random(os.environ.get("E2E_SEED", "4"))
@@ -121,7 +124,7 @@ class SmtpFaultTest(PoboxTestCase):
             self.assertFalse(t.is_alive())
             if result and result[0] == 250:
                 acked.add(tag)
-        stored = self.stored(md)
+        stored = stored_messages(self, md)
         for tag, bodies in stored.items():
             self.assertEqual(len(bodies), 1, f"{tag} delivered twice")
             self.assertEqual(bodies[0], sent[tag], f"{tag} altered")
@@ -156,6 +159,59 @@ class SmtpFaultTest(PoboxTestCase):
         self.assertTrue(any(c in (451, 452) for c in codes), codes)
         # Nothing behind in tmp/; new/ holds exactly the acknowledged ones.
         self.assertEqual(list((md / "tmp").iterdir()), [])
-        stored = self.stored(md)
+        stored = stored_messages(self, md)
         self.assertEqual(len(stored), codes.count(250))
         self.env.wait_event("delivery_failed")
+
+
+class SmtpWorkersTest(PoboxTestCase):
+    """Two workers share the LMTP UNIX socket; SIGKILL of one while mail
+    streams in loses nothing acknowledged, and its replacement serves."""
+
+    def test_worker_killed_lmtp_socket_shared(self):
+        from test_workers import children, wait_for
+        md = self.env.add_user("alice", "pw")
+        sock = self.env.srv / "lmtp.sock"
+        self.env.settings.update({"local_domains": "example.org",
+                                  "workers": "2"})
+        self.env.extra_lines = [f"lmtp_listen = {sock}"]
+        d = self.env.start()
+        kids = wait_for(lambda: len(children(d.pid)) == 2 and children(d.pid),
+                        "two workers")
+        self.env.wait_event("listening", addr=str(sock), proto="lmtp")
+        acked, stop = [], threading.Event()
+
+        def stream(n0):
+            for i in range(n0, n0 + 400):
+                if stop.is_set():
+                    return
+                tag = f"w{i}"
+                try:
+                    lm = smtplib.LMTP(str(sock), timeout=TIMEOUT)
+                    try:
+                        if lm.sendmail("s@example.net", ["alice@example.org"],
+                                       body_for(tag, 20000)) == {}:
+                            acked.append(tag)
+                    finally:
+                        lm.close()
+                except (smtplib.SMTPException, OSError):
+                    pass
+
+        ts = [threading.Thread(target=stream, args=(k * 1000,)) for k in range(3)]
+        for t in ts:
+            t.start()
+        wait_for(lambda: len(acked) >= 10, "some deliveries")
+        os.kill(kids[0], signal.SIGKILL)
+        wait_for(lambda: len(children(d.pid)) == 2 and children(d.pid) != kids,
+                 "a replacement worker")
+        n = len(acked)
+        wait_for(lambda: len(acked) >= n + 10, "deliveries after the kill")
+        stop.set()
+        for t in ts:
+            t.join(TIMEOUT * 3)
+        stored = stored_messages(self, md)
+        for tag, bodies in stored.items():
+            self.assertEqual(len(bodies), 1, tag)
+            self.assertEqual(bodies[0], body_for(tag, 20000))
+        self.assertTrue(set(acked) <= set(stored))
+        self.env.wait_event("worker_died")
