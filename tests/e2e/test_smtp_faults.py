@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import IS_ROOT, TIMEOUT, PoboxTestCase, chown_tree, free_port
+from harness import IS_ROOT, POBOXD, TIMEOUT, PoboxTestCase, chown_tree, free_port
 
 TRIALS = 30
 
@@ -215,3 +215,70 @@ class SmtpWorkersTest(PoboxTestCase):
             self.assertEqual(bodies[0], body_for(tag, 20000))
         self.assertTrue(set(acked) <= set(stored))
         self.env.wait_event("worker_died")
+
+
+class SmtpIoFaultTest(PoboxTestCase):
+    """EIO from write(2), fsync(2) of the message and fsync(2) of new/,
+    through an LD_PRELOAD shim (tests/e2e/faults/iofault.c): each gives
+    451 and leaves nothing in tmp/ or new/; the retry then succeeds."""
+
+    def test_eio_write_fsync(self):
+        if "address" in os.environ.get("SANITIZE", "") or \
+                b"libasan" in subprocess.run(["ldd", str(POBOXD)],
+                                             capture_output=True).stdout:
+            self.skipTest("LD_PRELOAD shim and ASan do not mix")
+        shim = self.env.dir / "iofault.so"
+        src = Path(__file__).resolve().parent / "faults" / "iofault.c"
+        r = subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim),
+                            str(src), "-ldl"], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest(f"cannot build the shim: {r.stderr}")
+        os.chmod(self.env.dir, 0o755)
+        ctl = self.env.dir / "iofault.ctl"
+        ctl.write_text("")
+        os.chmod(ctl, 0o644)
+        md = self.env.add_user("alice", "pw")
+        port = free_port()
+        self.env.settings.update({"local_domains": "example.org"})
+        self.env.extra_lines = [f"smtp_listen = 127.0.0.1:{port}"]
+        keys = ("LD_PRELOAD", "IOFAULT_CTL", "IOFAULT_MAILDIR")
+        saved = {k: os.environ.get(k) for k in keys}
+        os.environ["LD_PRELOAD"] = str(shim)
+        os.environ["IOFAULT_CTL"] = str(ctl)
+        os.environ["IOFAULT_MAILDIR"] = os.path.realpath(md)
+        try:
+            self.env.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.env.wait_event("listening", proto="smtp")
+        for mode, size in (("write", 2000), ("write", 600000),
+                           ("fsync_file", 2000), ("fsync_file", 600000),
+                           ("fsync_dir", 2000)):
+            with self.subTest(mode=mode, size=size):
+                body = body_for(f"{mode}{size}", size)
+                ctl.write_text(mode)
+                with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as s:
+                    s.ehlo("c.example.net")
+                    s.mail("s@example.net")
+                    s.rcpt("alice@example.org")
+                    try:
+                        code = s.data(body)[0]
+                    except smtplib.SMTPDataError as e:
+                        code = e.smtp_code
+                    self.assertEqual(code, 451)
+                self.assertEqual(list((md / "tmp").iterdir()), [])
+                self.assertEqual(list((md / "new").iterdir()), [])
+                ctl.write_text("")
+                with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as s:
+                    s.sendmail("s@example.net", ["alice@example.org"], body)
+                stored = stored_messages(self, md)
+                self.assertEqual(list(stored.values()), [[body]])
+                for p in (md / "new").iterdir():
+                    p.unlink()
+        ev = self.env.events("delivery_failed")
+        self.assertTrue(any("Input/output error" in e.get("error", "")
+                            for e in ev), ev)
