@@ -702,8 +702,10 @@ host_data_end(void *ctx, const struct smtp_txn *txn)
 			if (q != QUOTA_OK && !grp->skip) {
 				grp->skip = true;
 				grp->result = quota_result(q);
+				char av[160];
 				log_info("session=%s event=delivery_failed rcpt=%s user=%s "
-				    "result=%s", s->id, e->address, ru->name,
+				    "result=%s", s->id, log_value(av, sizeof(av), e->address),
+				    ru->name,
 				    q == QUOTA_NEVER ? "quota_size" : "quota");
 			}
 			grp->maildirs[grp->n] = xstrdup(ru->maildir);
