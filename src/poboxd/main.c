@@ -43,6 +43,7 @@
 #define ACCEPT_BATCH 64 /* per wakeup, so one listener cannot starve sessions */
 #define SWEEP_INTERVAL_MS 60000
 #define AUTH_CACHE_ENTRIES 65536
+#define DELIVER_THREADS 8 /* per worker, for SMTP/LMTP deliveries */
 
 enum listener_kind { LISTEN_POP3, LISTEN_SMTP, LISTEN_LMTP };
 #define WORKER_ALL UINT32_MAX   /* a UNIX socket: one fd shared by workers */
@@ -472,6 +473,11 @@ serve(struct server *srv, unsigned worker)
 	ioloop_add_signal(srv->loop, SIGINT, on_terminate, srv);
 	ioloop_add_signal(srv->loop, SIGHUP, on_reload, srv);
 	srv->workq = workq_new(srv->loop, srv->config->set.auth_workers);
+	/* Deliveries wait on the disk, not the CPU: their own threads, so
+	 * an fsync never delays a login, and enough of them that concurrent
+	 * fsyncs share journal commits. */
+	if (srv->config->set.smtp_listen.count > 0 || srv->config->set.lmtp_listen.count > 0)
+		srv->deliver_wq = workq_new(srv->loop, DELIVER_THREADS);
 	login_calibrate(srv);
 	for (unsigned i = 0; i < listener_count; i++) {
 		if (listeners[i].fd < 0)
@@ -499,6 +505,7 @@ serve(struct server *srv, unsigned worker)
 	}
 	session_close_all(srv, "shutdown");
 	smtp_session_close_all(srv, "shutdown");
+	workq_free(&srv->deliver_wq);
 	workq_free(&srv->workq);
 	timer_remove(&sweep_timer);
 	iptable_free(&srv->ips);

@@ -36,6 +36,8 @@ struct server_config {
 struct server {
 	struct ioloop *loop;
 	struct workq *workq;
+	struct workq *deliver_wq;  /* SMTP/LMTP deliveries (fsync-bound); NULL
+	                              when no receiver is configured */
 	struct passwd_db *db;
 	struct auth_cache *auth_cache;
 	struct server_config *config;

@@ -724,7 +724,8 @@ host_data_end(void *ctx, const struct smtp_txn *txn)
 		break;
 	}
 	s->job = job;
-	workq_submit(s->srv->workq, dl_job_work, dl_job_done, job);
+	workq_submit(s->srv->deliver_wq != NULL ? s->srv->deliver_wq : s->srv->workq,
+	    dl_job_work, dl_job_done, job);
 }
 
 static const struct smtp_host smtp_session_host = {
