@@ -142,7 +142,7 @@ class SmtpBase(PoboxTestCase):
 
 class SmtpTest(SmtpBase):
 
-    def test_smtplib_pipelining_and_pop3_byte_exact(self):
+    def test_smtplib_and_pop3_byte_exact(self):
         self.start()
         with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
             code, ehlo = s.ehlo("client.example.net")
@@ -166,6 +166,29 @@ class SmtpTest(SmtpBase):
         # POP3 from the same daemon: the stored octets, exactly.
         got = self.pop_all("alice", "alicepw")
         self.assertEqual(got, [a])
+
+    def test_pipelining_whole_session_in_one_write(self):
+        """RFC 2920: two transactions, RSET and QUIT in one write; the
+        replies come in order, each message is delivered once."""
+        self.start()
+        c = SmtpClient(self.smtp_port)
+        m1 = b"Subject: one\r\n\r\n.dot\r\n"
+        m2 = b"Subject: two\r\n\r\ntwo\r\n"
+        c.send(b"EHLO c.example.net\r\n"
+               b"MAIL FROM:<a@example.net>\r\nRCPT TO:<alice@example.org>\r\n"
+               b"RCPT TO:<nobody@example.org>\r\nDATA\r\n" +
+               m1.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+               b"RSET\r\n"
+               b"MAIL FROM:<b@example.net>\r\nRCPT TO:<bob@example.org>\r\n"
+               b"DATA\r\n" + m2 + b".\r\nQUIT\r\n")
+        codes = [c.reply()[0] for _ in range(11)]
+        self.assertEqual(codes, [250, 250, 250, 550, 354, 250, 250, 250, 250,
+                                 354, 250])
+        self.assertEqual(c.reply()[0], 221)
+        self.assertTrue(c.closed())
+        c.close()
+        self.assertDelivered(self.alice_md, m1, "alice@example.org", "a@example.net")
+        self.assertDelivered(self.bob_md, m2, "bob@example.org", "b@example.net")
 
     def test_without_pipelining_helo_null_sender(self):
         self.start()
