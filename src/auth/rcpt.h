@@ -1,43 +1,16 @@
-/* rcpt.h: who receives mail sent to an address: the aliases file and the
- * recipient resolution of the SMTP/LMTP receivers (local domains, users
- * of the passwd file, aliases, catch-alls, postmaster). Pure apart from
- * reading the aliases file; runs in the receiving worker, unprivileged. */
+/* rcpt.h: recipient resolution of the SMTP/LMTP receivers: local
+ * domains, users of the passwd file, aliases, catch-alls, postmaster.
+ * Pure (lookups through callbacks); runs in the receiving worker. */
 #ifndef POBOX_RCPT_H
 #define POBOX_RCPT_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "auth/aliases.h"
 #include "auth/auth.h"
 
-#define ALIASES_LINE_MAX 4096          /* octets, without the line end */
-#define ALIASES_FILE_MAX (16u << 20)   /* 16 MiB */
-#define ALIASES_TARGETS_MAX 1000       /* users of one alias */
 #define RCPT_USERS_MAX ALIASES_TARGETS_MAX
-
-struct aliases;
-
-/* Parses an aliases file held in memory (name is used in errors). Lines:
- *   alias@domain: user[, user...]   one address of a local domain
- *   @domain: user[, user...]        catch-all of the domain
- *   local: user[, user...]          the local part in every local domain
- *                                   (e.g. "postmaster: alice")
- * '#' starts a comment line; blank lines are skipped; names and domains
- * compare without case; targets are passwd user names (no nesting).
- * 0 / -1 with a malloc'ed "name:line: what" in *error_r. */
-int aliases_parse(const char *text, size_t len, const char *name,
-    struct aliases **a_r, char **error_r);
-/* Reads and parses path (at most ALIASES_FILE_MAX). 0 / -1 as above. */
-int aliases_load(const char *path, struct aliases **a_r, char **error_r);
-void aliases_free(struct aliases **a);
-unsigned aliases_count(const struct aliases *a);
-/* The users of local@domain (an exact alias first, else the domain-less
- * "local:" entry); catchall selects the "@domain" entry instead. Returns
- * the number of users (pointers valid while a lives), 0 when none. */
-unsigned aliases_lookup(const struct aliases *a, const char *local,
-    const char *domain, const char *const **users_r);
-unsigned aliases_catchall(const struct aliases *a, const char *domain,
-    const char *const **users_r);
 
 enum rcpt_result {
 	RCPT_LOCAL,      /* users_r holds n >= 1 user names */

@@ -28,7 +28,7 @@
 
 #include "auth/auth.h"
 #include "auth/authcache.h"
-#include "auth/rcpt.h"
+#include "auth/aliases.h"
 #include "lib/ioloop.h"
 #include "lib/log.h"
 #include "lib/tls.h"

@@ -1,6 +1,6 @@
-/* test_rcpt.c: the aliases file parser (syntax, limits, errors with line
- * numbers) and recipient resolution (local domains, users, aliases,
- * catch-alls, postmaster, temporary failures). */
+/* test_rcpt.c: the aliases file parser (auth/aliases.c: syntax, limits,
+ * errors with line numbers) and recipient resolution (auth/rcpt.c: local
+ * domains, users, aliases, catch-alls, postmaster, temporary failures). */
 #include "testutil.h"
 
 #include <stdio.h>
