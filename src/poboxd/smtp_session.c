@@ -967,6 +967,16 @@ smtp_session_create(struct server *srv, int fd, const struct sockaddr_storage *p
 void
 smtp_session_close_all(struct server *srv, const char *reason)
 {
-	while (srv->smtp_sessions != NULL)
-		smtp_session_free(srv->smtp_sessions, reason);
+	struct smtp_session *s;
+
+	while ((s = srv->smtp_sessions) != NULL) {
+		/* RFC 5321 §3.8: 421 before closing, as far as the socket
+		 * takes it now; a transaction in progress is not acknowledged. */
+		if (!s->closing && s->conn != NULL) {
+			buf_printf(conn_out(s->conn), "421 4.3.2 %s Service shutting "
+			    "down\r\n", s->hostname);
+			conn_flush(s->conn);
+		}
+		smtp_session_free(s, reason);
+	}
 }

@@ -527,6 +527,18 @@ class SmtpTest(SmtpBase):
         self.assertDelivered(self.bob_md, CRLF_MSG, "b@example.org",
                              "s@example.net")
 
+    def test_sigterm_says_421(self):
+        d = self.start()
+        c = SmtpClient(self.smtp_port)
+        c.cmd("EHLO c.example.net")
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.net>")[0], 250)
+        self.assertEqual(d.stop(), 0)
+        code, lines = c.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.3.2 mx.example.org "))
+        self.assertTrue(c.closed())
+        c.close()
+
     def test_stale_tmp_removed(self):
         stale = Path(self.alice_md) / "tmp" / "1.stale.host"
         fresh = Path(self.alice_md) / "tmp" / "2.fresh.host"
