@@ -621,9 +621,19 @@ class LmtpTest(SmtpBase):
         self.assertEqual(r1[0], 250, r1)
         self.assertEqual(r2[0], 552, r2)
         self.assertIn("5.2.2", r2[1][0])
+        # BDAT LAST in LMTP: one reply per recipient too (RFC 3030 §4.2).
+        body = b"Subject: b\r\n\r\nchunked\r\n"
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.net>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<alice@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<bob@example.org>")[0], 250)
+        c.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        r1, r2 = c.reply(), c.reply()
+        self.assertEqual((r1[0], r2[0]), (250, 250), (r1, r2))
+        self.assertIn("<bob@example.org>", r2[1][0])
         c.cmd("QUIT")
         c.close()
-        self.assertEqual(len(self.files(self.alice_md)), 1)
+        self.assertEqual(len(self.files(self.alice_md)), 2)
+        self.assertDelivered(self.bob_md, body, "bob@example.org", "s@example.net")
         self.assertEqual(self.files(self.env.maildir("carol")), [])
 
 
