@@ -139,6 +139,19 @@ test_errors(void **state)
 		{ "auth_failure_delay = 61\n", ":1: 'auth_failure_delay' must be" },
 		{ "log_level = loud\n", ":1: 'log_level' must be one of" },
 		{ "cleartext_auth = sometimes\n", ":1: 'cleartext_auth' must be one of" },
+		{ "smtp_listen = 25\n", ":1: 'smtp_listen' must be" },
+		{ "lmtp_listen = relative.sock\n", ":1: 'lmtp_listen' must be" },
+		{ "local_domains = a b\n", ":1: 'a b' is not a domain name" },
+		{ "local_domains = .example.org\n", ":1: '.example.org' is not a domain" },
+		{ "hostname = -x\n", ":1: '-x' is not a domain" },
+		{ "aliases_file = aliases\n", ":1: 'aliases' is not an absolute path" },
+		{ "max_message_size = 10\n", ":1: 'max_message_size' must be 1k..1T" },
+		{ "max_message_size = 2T\n", ":1: 'max_message_size' must be" },
+		{ "quota_bytes = 5X\n", ":1: '5X' is not a size" },
+		{ "quota_bytes = -1\n", ":1: '-1' is not a size" },
+		{ "quota_bytes = 99999999999999999999G\n", ":1: " },
+		{ "max_rcpts = 0\n", ":1: 'max_rcpts' must be" },
+		{ "smtp_timeout = 10\n", ":1: 'smtp_timeout' must be" },
 	};
 
 	char *text, impl[202];
@@ -161,6 +174,48 @@ test_errors(void **state)
 	text = xasprintf("implementation = %s\n", impl);
 	assert_int_equal(load_str(fx, text), 0);
 	free(text);
+}
+
+static void
+test_smtp_settings(void **state)
+{
+	struct fx *fx = *state;
+	uint64_t v;
+
+	assert_int_equal(load_str(fx, "# none\n"), 0);
+	assert_int_equal(fx->set.smtp_listen.count, 0);
+	assert_int_equal(fx->set.lmtp_listen.count, 0);
+	assert_int_equal(fx->set.local_domains.count, 0);
+	assert_true(settings_max_message_size(&fx->set) == 50u << 20);
+	assert_true(settings_quota_bytes(&fx->set) == 0);
+	assert_int_equal(fx->set.max_rcpts, 100);
+	assert_int_equal(fx->set.smtp_timeout, 300);
+	settings_free(&fx->set);
+	assert_int_equal(load_str(fx, "smtp_listen = *:25\n"
+	    "lmtp_listen = /run/pobox/lmtp\nlmtp_listen = [::1]:24\n"
+	    "local_domains = example.org\nlocal_domains = xn--bcher-kva.example\n"
+	    "quota_bytes = 2G\nmax_message_size = 10M\nsmtp_timeout = 10m\n"), 0);
+	assert_int_equal(fx->set.lmtp_listen.count, 2);
+	assert_string_equal(fx->set.lmtp_listen.items[0], "/run/pobox/lmtp");
+	assert_int_equal(fx->set.local_domains.count, 2);
+	assert_true(settings_quota_bytes(&fx->set) == (UINT64_C(2) << 30));
+	assert_true(settings_max_message_size(&fx->set) == 10u << 20);
+	assert_int_equal(fx->set.smtp_timeout, 600);
+
+	assert_int_equal(settings_parse_size("0", &v), 0);
+	assert_true(v == 0);
+	assert_int_equal(settings_parse_size("1k", &v), 0);
+	assert_true(v == 1024);
+	assert_int_equal(settings_parse_size("1K", &v), 0);
+	assert_true(v == 1024);
+	assert_int_equal(settings_parse_size("3T", &v), 0);
+	assert_true(v == (UINT64_C(3) << 40));
+	assert_int_equal(settings_parse_size("", &v), -1);
+	assert_int_equal(settings_parse_size("k", &v), -1);
+	assert_int_equal(settings_parse_size("1m", &v), -1);
+	assert_int_equal(settings_parse_size(" 1", &v), -1);
+	assert_int_equal(settings_parse_size("16777216T", &v), -1);
+	assert_int_equal(settings_parse_size("16777215T", &v), 0);
 }
 
 static void
@@ -190,6 +245,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_values, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_smtp_settings, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_print_round_trip, setup, teardown),
 	};
 

@@ -24,6 +24,7 @@ struct tsess {
 	unsigned begins, ends, aborts;
 	unsigned last_rcpts;
 	char last_from[300];
+	bool last_esmtp;          /* txn->esmtp at the last RCPT */
 };
 
 static enum smtp_rcpt_result
@@ -42,7 +43,7 @@ host_rcpt(void *ctx, const char *path, const struct smtp_txn *txn)
 	};
 	const char *at = strchr(path, '@');
 
-	(void)ctx;
+	((struct tsess *)ctx)->last_esmtp = txn->esmtp;
 	(void)txn;
 	for (size_t i = 0; i < ARRAY_SIZE(users); i++)
 		if (strcmp(users[i].path, path) == 0)
@@ -634,6 +635,40 @@ test_free_mid_message_aborts(void **state)
 	tsess_end(&t);
 }
 
+/* The host may run the engine before any input arrived (the peer
+ * half-closed at once): nothing is read from the empty buffer. */
+static void
+test_run_without_input(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state, SMTP_MODE_SMTP);
+	tsess_connect(&t);
+	assert_int_equal(smtp_run(t.s), SMTP_WANT_INPUT);
+	assert_int_equal(smtp_input(t.s, "", 0), SMTP_WANT_INPUT);
+	assert_int_equal(smtp_pending_input(t.s), 0);
+	tsess_end(&t);
+}
+
+/* txn->esmtp tells EHLO from HELO (the Received "with" keyword). */
+static void
+test_esmtp_flag(void **state)
+{
+	struct tsess t;
+
+	tsess_start(&t, state, SMTP_MODE_SMTP);
+	tsess_connect(&t);
+	tsess_send(&t, "HELO old.example.net\r\n");
+	assert_string_equal(tsess_send(&t, "MAIL FROM:<s@example.net>\r\n"), OK_MAIL);
+	assert_string_equal(tsess_send(&t, "RCPT TO:<alice@example.org>\r\n"), OK_RCPT);
+	assert_false(t.last_esmtp);
+	tsess_send(&t, "EHLO new.example.net\r\n");
+	tsess_send(&t, "MAIL FROM:<s@example.net>\r\n");
+	tsess_send(&t, "RCPT TO:<alice@example.org>\r\n");
+	assert_true(t.last_esmtp);
+	tsess_end(&t);
+}
+
 static bool whole = false, bytewise = true;
 
 #define BOTH(fn) \
@@ -658,6 +693,8 @@ main(void)
 		BOTH(test_too_many_errors),
 		BOTH(test_pipelining_and_async),
 		BOTH(test_free_mid_message_aborts),
+		BOTH(test_run_without_input),
+		BOTH(test_esmtp_flag),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
