@@ -15,6 +15,7 @@
 #include "lib/conn.h"
 #include "lib/ioloop.h"
 #include "lib/log.h"
+#include "lib/tls.h"
 #include "store/maildrop.h"
 
 #define SESSION_CLOSE_TIMEOUT_MS 10000 /* to flush the last reply */
@@ -253,9 +254,15 @@ session_tls_ready(void *ctx)
 {
 	struct session *s = ctx;
 	SSL *ssl = conn_tls(s->conn);
+	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	char sniv[80];
 
-	log_info("session=%s event=tls version=%s cipher=%s", s->id,
-	    SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+	const char *cert = tls_sni_chosen(ssl);
+
+	log_info("session=%s event=tls version=%s cipher=%s sni=%s cert=%s", s->id,
+	    SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+	    sni != NULL ? log_value(sniv, sizeof(sniv), sni) : "-",
+	    cert != NULL ? cert : "default");
 	if (s->closing)
 		return;
 	if (!pop3_tls(s->pop3)) {

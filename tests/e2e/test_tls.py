@@ -25,8 +25,8 @@ def openssl(*args, cwd):
         raise AssertionError(f"openssl {' '.join(args)}: {r.stderr}")
 
 
-def make_pki(d, name="srv"):
-    """A CA and a server certificate for 127.0.0.1 and localhost in d.
+def make_pki(d, name="srv", san="IP:127.0.0.1,DNS:localhost"):
+    """A CA and a server certificate for san (127.0.0.1 and localhost) in d.
     Returns (ca, cert chain, key) paths."""
     d.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
@@ -36,10 +36,10 @@ def make_pki(d, name="srv"):
                 "-addext", "basicConstraints=critical,CA:TRUE",
                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
     (d / "ext.cnf").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        f"subjectAltName={san}\n"
         "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
     openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", "/CN=127.0.0.1", cwd=d)
+            "-subj", f"/CN={name}", cwd=d)
     openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem",
             "-CAkey", "ca.key", "-CAcreateserial", "-out", f"{name}.crt",
             "-days", "2", "-extfile", "ext.cnf", cwd=d)
@@ -362,6 +362,153 @@ class TlsTest(PoboxTestCase):
         self.assertTrue(f.readline().startswith(b"+OK"))
         f.close()
 
+
+    # ------------------------------------------------------------ SNI
+    def sni_setup(self):
+        d = self.env.srv / "tls"
+        _, self.mail_cert, self.mail_key = make_pki(d, "mail", "DNS:mail.example.org")
+        _, self.star_cert, star_key = make_pki(d, "star", "DNS:*.example.net")
+        # Key and certificate in one file for this one.
+        self.star_both = d / "star-both.pem"
+        self.star_both.write_bytes(self.star_cert.read_bytes() + star_key.read_bytes())
+        self.env.extra_lines += [
+            f"tls_sni = mail.example.org {self.mail_cert} {self.mail_key}",
+            f"tls_sni = *.example.net {self.star_both}",
+        ]
+
+    def leaf(self, chain):
+        """The DER of the first certificate in a PEM chain file."""
+        pem = chain.read_text()
+        return ssl.PEM_cert_to_DER_cert(pem[:pem.index("-----END CERTIFICATE-----") + 25])
+
+    def presented(self, port, sni, stls=False):
+        """The DER certificate the server shows a client asking for sni
+        (None: no SNI), fetched without verification."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c = Client(port, greeting=stls)
+        self.addCleanup(c.close)
+        if stls:
+            self.assertEqual(c.cmd("STLS"), "+OK Begin TLS negotiation")
+        starttls(c, ctx, hostname=sni)
+        if not stls:
+            self.assertTrue(c.line().startswith("+OK"))
+        self.assertTrue(c.cmd("QUIT").startswith("+OK"))
+        return c.sock.getpeercert(binary_form=True)
+
+    def test_sni_chooses_certificate(self):
+        self.alice([simple_message("sni")])
+        self.sni_setup()
+        self.start()
+        default = self.leaf(self.cert)
+        mail = self.leaf(self.mail_cert)
+        star = self.leaf(self.star_cert)
+        self.assertEqual(len({default, mail, star}), 3)
+        cases = [(None, default), ("mail.example.org", mail), ("MAIL.Example.org", mail),
+                 ("pop.example.net", star), ("example.net", default),
+                 ("a.b.example.net", default), ("other.test", default)]
+        for port, stls in ((self.tls_port, False), (self.env.port, True)):
+            for sni, want in cases:
+                with self.subTest(stls=stls, sni=sni):
+                    self.assertEqual(self.presented(port, sni, stls), want)
+        ev = self.env.wait_event("tls", count=2 * len(cases))
+        by_sni = {e["sni"]: e["cert"] for e in self.env.events("tls")}
+        self.assertEqual(by_sni, {"-": "default", "mail.example.org": "mail.example.org",
+                                  "MAIL.Example.org": "mail.example.org",
+                                  "pop.example.net": "*.example.net",
+                                  "example.net": "default", "a.b.example.net": "default",
+                                  "other.test": "default"})
+        del ev
+        # A verifying client (hostname check against the test CA) logs in
+        # under each name.
+        for name in ("mail.example.org", "pop.example.net"):
+            with self.subTest(verify=name):
+                c = Client(self.tls_port, greeting=False)
+                self.addCleanup(c.close)
+                starttls(c, self.ctx, hostname=name)
+                self.assertTrue(c.line().startswith("+OK"))
+                c.login("alice", PW)
+                self.assertTrue(c.cmd("STAT").startswith("+OK 1 "))
+                self.assertTrue(c.cmd("QUIT").startswith("+OK"))
+
+    def test_sni_openssl_s_client(self):
+        self.alice()
+        self.sni_setup()
+        self.start()
+        for name, args in (("mail.example.org", ["-connect", f"127.0.0.1:{self.tls_port}"]),
+                           ("x.example.net", ["-starttls", "pop3", "-connect",
+                                              f"127.0.0.1:{self.env.port}"])):
+            with self.subTest(name=name):
+                r = subprocess.run(["openssl", "s_client", *args, "-servername", name,
+                                    "-verify_hostname", name, "-CAfile", str(self.ca),
+                                    "-verify_return_error", "-brief"],
+                                   input="QUIT\r\n", capture_output=True, text=True,
+                                   timeout=30)
+                out = r.stdout + r.stderr
+                self.assertEqual(r.returncode, 0, out)
+                self.assertIn("Verification: OK", out)
+                self.assertIn(f"Peer certificate: CN = {'mail' if name[0] == 'm' else 'star'}", out)
+        # A name the default certificate does not carry fails verification.
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{self.tls_port}",
+                            "-servername", "nope.example.com", "-verify_hostname",
+                            "nope.example.com", "-CAfile", str(self.ca),
+                            "-verify_return_error", "-brief"],
+                           input="QUIT\r\n", capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_sni_reload(self):
+        self.alice()
+        self.sni_setup()
+        self.start()
+        before = self.presented(self.tls_port, "mail.example.org")
+        self.assertEqual(before, self.leaf(self.mail_cert))
+        # Renewed in place: new sessions get the new one after SIGHUP.
+        _, cert2, key2 = make_pki(self.env.srv / "tls", "mail2", "DNS:mail.example.org")
+        self.mail_cert.write_bytes(cert2.read_bytes())
+        self.mail_key.write_bytes(key2.read_bytes())
+        self.env.fix_owner()
+        self.daemon.signal(signal.SIGHUP)
+        self.env.wait_event("reloaded")
+        after = self.presented(self.tls_port, "mail.example.org")
+        self.assertEqual(after, self.leaf(cert2))
+        self.assertNotEqual(after, before)
+        # A broken tls_sni line on reload keeps the old configuration.
+        self.env.extra_lines.append(f"tls_sni = bad.example.org {self.env.srv / 'tls' / 'nope.pem'}")
+        self.env.write_config()
+        self.daemon.signal(signal.SIGHUP)
+        ev = self.env.wait_event("reload_failed")
+        self.assertIn("nope.pem", ev["error"])
+        self.assertEqual(self.presented(self.tls_port, "mail.example.org"), after)
+
+    def test_check_sni_errors(self):
+        self.alice()
+        d = self.env.srv / "tls"
+        _, mail_cert, mail_key = make_pki(d, "mail", "DNS:mail.example.org")
+        cases = [
+            ({}, [f"tls_sni = mail.example.org {mail_cert}"], "tls_sni needs tls_cert"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
+             [f"tls_sni = mail.example.org {mail_cert}"], "tls_sni key"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
+             [f"tls_sni = mail.example.org {mail_cert} {self.key}"], "mismatch"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
+             [f"tls_sni = *.org {mail_cert} {mail_key}"], "not a DNS name"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
+             [f"tls_sni = mail.example.org {d / 'nope.pem'}"], "No such file"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
+             ["tls_sni = mail.example.org"], "NAME CERTFILE [KEYFILE]"),
+        ]
+        for settings, extra, want in cases:
+            with self.subTest(want=want):
+                env = self.new_env()
+                env.add_user("alice", PW)
+                env.settings.update(settings)
+                env.extra_lines = list(extra)
+                env.write_config()
+                r = subprocess.run([str(POBOXD), "-c", str(env.conf), "-t"],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn(want, r.stderr)
 
     # mpop (Debian's) over STLS and over implicit TLS, verifying the
     # server against the test CA.
