@@ -260,6 +260,64 @@ class TlsTest(PoboxTestCase):
         self.assertTrue(r.startswith("-ERR"), r)
         c.login("alice", PW)
 
+    # ------------------------------------------------------------ limits
+    def test_pop3s_refused_without_handshake(self):
+        """A POP3S client over a session limit is closed before the
+        handshake: no clear-text -ERR (RFC 8314), no TLS work."""
+        self.alice()
+        for limit in ("max_sessions_per_ip", "max_sessions"):
+            with self.subTest(limit=limit):
+                env = self.new_env()
+                env.add_user("alice", PW)
+                port = free_port()
+                env.settings.update(tls_cert=str(self.cert), tls_key=str(self.key))
+                env.extra_lines.append(f"tls_listen = 127.0.0.1:{port}")
+                env.start(**{limit: "1"})
+                # The one allowed session holds the slot.
+                held = Client(port, greeting=False)
+                self.addCleanup(held.close)
+                starttls(held, self.ctx, hostname="localhost")
+                self.assertTrue(held.line().startswith("+OK"))
+                env.wait_event("tls")
+                # A client that says nothing: the server sends not a byte
+                # and closes.
+                quiet = socket.create_connection(("127.0.0.1", port), 10)
+                self.addCleanup(quiet.close)
+                try:
+                    self.assertEqual(quiet.recv(100), b"")
+                except ConnectionResetError:
+                    pass
+                # A TLS client: the handshake ends in EOF or a reset.
+                with self.assertRaises((ssl.SSLError, ConnectionResetError,
+                                        BrokenPipeError)):
+                    self.ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 10),
+                                         server_hostname="localhost").close()
+                ev = env.wait_event("refused", count=2)
+                self.assertEqual(ev["reason"], limit)
+                self.assertEqual(ev["tls"], "yes")
+                self.assertEqual(ev["action"], "close")
+                refused = {e["session"] for e in env.events("refused")}
+                self.assertEqual(len(refused), 2)
+                # Neither got as far as TLS or a POP3 session.
+                self.assertEqual(len(env.events("tls")), 1)
+                self.assertEqual(env.events("tls_failed"), [])
+                self.assertFalse(refused & {e["session"] for e in env.events("logout")})
+                # The held session still works; the plain port still
+                # answers -ERR [SYS/TEMP] in the clear.
+                self.assertTrue(held.cmd("CAPA").startswith("+OK"))
+                held.multi()
+                plain = Client(env.port)
+                self.addCleanup(plain.close)
+                self.assertTrue(plain.greeting.startswith("-ERR [SYS/TEMP]"), plain.greeting)
+                self.assertTrue(held.cmd("QUIT").startswith("+OK"))
+                env.wait_event("logout", reason="quit")
+                # The slot is free again: a new POP3S client gets in.
+                c = Client(port, greeting=False)
+                self.addCleanup(c.close)
+                starttls(c, self.ctx, hostname="localhost")
+                self.assertTrue(c.line().startswith("+OK"))
+                c.login("alice", PW)
+
     # ------------------------------------------------------------ data
     def test_retr_5mb_over_tls(self):
         big = sized_message(5 * 1024 * 1024 + 17, "big")
