@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import unittest
 
-from harness import (POBOXD, Client, PoboxTestCase, crlf, free_port, need_tool,
+from harness import (POBOXD, TIMEOUT, Client, PoboxTestCase, crlf, free_port, need_tool,
                      non_loopback_ipv4, simple_message, sized_message,
                      uidl_of, wire_retr)
 
@@ -63,6 +63,74 @@ def capa(c):
     if not r.startswith("+OK"):
         raise AssertionError(f"CAPA -> {r!r}")
     return [x.split()[0].upper() for x in c.multi()]
+
+
+class TlsPipe:
+    """A TLS client over ssl.SSLObject and memory BIOs on a raw socket, so
+    a test decides what goes on the wire: application data, a TLS
+    close_notify, a TCP half-close, in any order."""
+
+    def __init__(self, port, ctx, hostname="localhost", sock=None):
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), TIMEOUT)
+        self.sock.settimeout(TIMEOUT)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=hostname)
+        for _ in range(100):
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+        self._flush()
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if data:
+            self.inc.write(data)
+        else:
+            self.inc.write_eof()
+        return data
+
+    def write(self, data):
+        self.obj.write(data)
+        self._flush()
+
+    def close_notify(self):
+        """Sends our close_notify; we may still read (TLS 1.3 half-close)."""
+        try:
+            self.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        self._flush()
+
+    def read_all(self):
+        """Everything until the server ends the TLS stream. Returns (data,
+        how): how is "close_notify" or "eof" (TCP FIN without it)."""
+        got = b""
+        for _ in range(100000):
+            try:
+                chunk = self.obj.read(65536)
+                if not chunk:
+                    return got, "close_notify"
+                got += chunk
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                return got, "close_notify"
+            except ssl.SSLEOFError:
+                return got, "eof"
+            self._fill()
+        raise AssertionError("read_all: no end")
+
+    def close(self):
+        self.sock.close()
 
 
 class TlsTest(PoboxTestCase):
@@ -319,6 +387,70 @@ class TlsTest(PoboxTestCase):
                 c.login("alice", PW)
 
     # ------------------------------------------------------------ data
+    # ------------------------------------------------------------ close
+    def half_close_case(self, commands, notify, tcp_fin):
+        p = TlsPipe(self.tls_port, self.ctx)
+        self.addCleanup(p.close)
+        p.write(f"USER alice\r\nPASS {PW}\r\n".encode() + commands)
+        if notify:
+            p.close_notify()
+        if tcp_fin:
+            p.sock.shutdown(socket.SHUT_WR)
+        return p.read_all()
+
+    def test_half_close_gets_every_reply(self):
+        """A client that pipelines, then ends its side (close_notify, a TCP
+        FIN or both) still gets every reply, QUIT runs UPDATE, and the
+        server ends its side with its own close_notify."""
+        big = sized_message(300 * 1024 + 3, "big")
+        for notify, fin in ((True, False), (True, True), (False, True)):
+            with self.subTest(close_notify=notify, fin=fin):
+                env = self.env = self.new_env()
+                self.tls_port = free_port()
+                env.add_user("alice", PW)
+                env.deliver("alice", big)
+                env.deliver("alice", simple_message("second"))
+                self.start()
+                data, how = self.half_close_case(b"STAT\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n",
+                                                 notify, fin)
+                self.assertEqual(how, "close_notify")
+                lines = data.split(b"\r\n")
+                self.assertTrue(lines[0].startswith(b"+OK"), data[:200])   # greeting
+                self.assertTrue(lines[3].startswith(b"+OK 2 "), lines[3])  # STAT
+                self.assertIn(wire_retr(big), data)
+                self.assertTrue(data.endswith(b"\r\n.\r\n+OK Message 1 deleted\r\n"
+                                              b"+OK Logging out (1 message left)\r\n"),
+                                data[-100:])
+                ev = env.wait_event("logout", user="alice")
+                self.assertEqual(ev["reason"], "quit")
+                self.assertEqual(ev["update"], "done")
+                self.assertEqual(ev["dele"], "1")
+                self.assertEqual(len(env.messages("alice")), 1)
+
+    def test_half_close_without_quit_deletes_nothing(self):
+        m = simple_message("kept")
+        self.alice([m])
+        self.start()
+        data, how = self.half_close_case(b"RETR 1\r\nDELE 1\r\n", True, True)
+        self.assertEqual(how, "close_notify")
+        self.assertIn(wire_retr(m), data)
+        self.assertTrue(data.endswith(b"\r\n.\r\n+OK Message 1 deleted\r\n"), data[-100:])
+        ev = self.env.wait_event("logout", user="alice")
+        self.assertEqual(ev["update"], "none")
+        self.assertEqual(len(self.env.messages("alice")), 1)
+
+    def test_quit_ends_with_close_notify(self):
+        self.alice()
+        self.start()
+        p = TlsPipe(self.tls_port, self.ctx)
+        self.addCleanup(p.close)
+        p.write(b"QUIT\r\n")
+        data, how = p.read_all()
+        self.assertEqual(how, "close_notify")
+        self.assertTrue(data.startswith(b"+OK"), data)
+        self.assertTrue(data.endswith(b"\r\n+OK Bye\r\n"), data)
+        self.assertEqual(self.env.wait_event("logout")["reason"], "quit")
+
     def test_retr_5mb_over_tls(self):
         big = sized_message(5 * 1024 * 1024 + 17, "big")
         small = simple_message("small")
