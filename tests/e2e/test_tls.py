@@ -387,6 +387,33 @@ class TlsTest(PoboxTestCase):
                 c.login("alice", PW)
 
     # ------------------------------------------------------------ data
+    def test_stalled_handshake_times_out(self):
+        """login_timeout runs from connect, through the handshake: a POP3S
+        client that sends nothing, or half a ClientHello, is closed then,
+        and nothing is written in the clear."""
+        self.alice()
+        self.start(login_timeout="10")
+        silent = socket.create_connection(("127.0.0.1", self.tls_port), 10)
+        self.addCleanup(silent.close)
+        # The first octets of a real ClientHello, then nothing.
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = self.ctx.wrap_bio(inc, out, server_hostname="localhost")
+        with self.assertRaises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        hello = out.read()
+        half = socket.create_connection(("127.0.0.1", self.tls_port), 10)
+        self.addCleanup(half.close)
+        half.sendall(hello[:len(hello) // 2])
+        for sock in (silent, half):
+            sock.settimeout(30)
+            try:
+                self.assertEqual(sock.recv(4096), b"")
+            except ConnectionResetError:
+                pass
+        for ev in self.env.wait_event("logout", count=2), *self.env.events("logout"):
+            self.assertEqual(ev["reason"], "timeout")
+        self.assertEqual(self.env.events("tls"), [])
+
     # ------------------------------------------------------------ close
     def half_close_case(self, commands, notify, tcp_fin):
         p = TlsPipe(self.tls_port, self.ctx)
