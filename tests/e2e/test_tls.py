@@ -503,6 +503,31 @@ class TlsTest(PoboxTestCase):
                 self.assertEqual(c.line(), "+OK")
                 self.assertTrue(c.cmd("QUIT").startswith("+OK"))
 
+    def test_commands_sent_during_long_reply(self):
+        """Commands that come in while a long reply is still being sent
+        are read and answered in order once it is out."""
+        big = sized_message(4 * 1024 * 1024 + 5, "big")
+        self.alice([big])
+        self.start()
+        c = Client(self.tls_port, greeting=False)
+        self.addCleanup(c.close)
+        starttls(c, self.ctx)
+        self.assertTrue(c.line().startswith("+OK"))
+        c.login("alice", PW)
+        c.send("RETR 1\r\n")
+        self.assertEqual(c.line(), f"+OK {len(crlf(big))} octets")
+        head = c.rf.read(1024 * 1024)
+        c.send("NOOP\r\nUIDL 1\r\nNOOP\r\n")
+        rest = c.multi_raw()
+        self.assertEqual(head + rest, wire_retr(big))
+        self.assertEqual(c.line(), "+OK")
+        self.assertTrue(c.line().startswith("+OK 1 "))
+        self.assertEqual(c.line(), "+OK")
+        self.assertTrue(c.cmd("QUIT").startswith("+OK"))
+        ev = self.env.wait_event("logout", user="alice")
+        self.assertEqual(ev["reason"], "quit")
+        self.assertEqual(ev["commands"], "7", "USER PASS RETR NOOP UIDL NOOP QUIT")
+
     # ------------------------------------------------------------ config
     def test_check_missing_key_reports_line(self):
         self.alice()
