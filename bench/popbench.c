@@ -3,12 +3,16 @@
  * state machine per connection; commands are sent one at a time except RETR,
  * which is pipelined (RFC 2449 §6.6). Runs as any user, on loopback. It
  * prints one line of key=value figures and asserts nothing about timing.
- * Build: cc -O2 -o bench/build/popbench bench/popbench.c */
+ * -T: TLS from the first byte (POP3S, RFC 8314) with OpenSSL; no certificate
+ * check, and no session resumption unless -R, so every handshake is full.
+ * Build: cc -O2 -o bench/build/popbench bench/popbench.c -lssl -lcrypto */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -32,10 +36,10 @@
 #define NOOP_WAIT	10.0	/* seconds for the final NOOP check */
 #define MAX_THREADS	64
 
-enum mode { M_LOGIN, M_RETR, M_IDLE, M_MAXSESS, M_STAT };
+enum mode { M_LOGIN, M_RETR, M_IDLE, M_MAXSESS, M_STAT, M_HS };
 
 enum state {
-	ST_FREE, ST_CONNECT, ST_GREET, ST_USER, ST_PASS, ST_STAT, ST_LIST,
+	ST_FREE, ST_CONNECT, ST_TLS, ST_GREET, ST_USER, ST_PASS, ST_STAT, ST_LIST,
 	ST_RETR, ST_QUIT, ST_EOF, ST_IDLE, ST_NOOP,
 };
 
@@ -44,10 +48,10 @@ enum state {
 enum body_state { B_BOL, B_MID, B_DOT, B_DOTCR };
 
 enum err_kind {
-	E_CONNECT, E_GREET, E_AUTH, E_PROTO, E_EOF, E_TIMEOUT, E_NKINDS
+	E_CONNECT, E_GREET, E_AUTH, E_PROTO, E_EOF, E_TIMEOUT, E_TLS, E_NKINDS
 };
 static const char *const err_names[E_NKINDS] = {
-	"connect", "greet", "auth", "proto", "eof", "timeout"
+	"connect", "greet", "auth", "proto", "eof", "timeout", "tls"
 };
 
 struct opts {
@@ -66,6 +70,8 @@ struct opts {
 	unsigned inflight;
 	unsigned hold;
 	double timeout;
+	bool tls;		/* -T: implicit TLS */
+	bool resume;		/* -R: resume the client's last TLS session */
 };
 
 struct conn {
@@ -89,6 +95,8 @@ struct conn {
 	/* retr: RETRs sent and answered, over all passes */
 	unsigned nmsgs, sent, recvd;
 	uint64_t reply_bytes;
+	SSL *ssl;		/* -T */
+	SSL_SESSION *sess;	/* -R: the last session, to resume */
 };
 
 struct worker {
@@ -107,6 +115,8 @@ struct worker {
 	unsigned msgs;
 	double t_first_retr, t_last_retr;
 	double t_end;
+	unsigned resumed;	/* -T -R: handshakes that resumed */
+	bool tls_pending;	/* -T: a conn left records in OpenSSL's buffer */
 	char *rbuf;
 };
 
@@ -116,6 +126,7 @@ static struct opts opt = {
 	.window = 8, .passes = 1, .inflight = 64, .hold = 2, .timeout = 60,
 };
 static struct sockaddr_in srv;
+static SSL_CTX *tls_ctx;	/* -T */
 static atomic_int stopping;
 static atomic_int nerrs_printed;
 static double t0;
@@ -181,7 +192,10 @@ usage(void)
 	    "          prints READY when logged in, holds -t seconds or until SIGTERM\n"
 	    "  maxsess -c N -u PREFIX -P PASS [-b INFLIGHT] [-H HOLD] [-t SECONDS]\n"
 	    "  stat    -u USER -P PASS\n"
+	    "  hs      -c CONC -n TOTAL [-j THREADS]: connect, greeting, QUIT\n"
+	    "          (with -T: the TLS handshake per connection)\n"
 	    "common: -h HOST (127.0.0.1) -p PORT (110) -t TIMEOUT seconds (60)\n"
+	    "  -T TLS from the first byte (POP3S); -R resume TLS sessions\n"
 	    "users are PREFIX1..PREFIXn; client i (from 0) logs in as PREFIX(i+1+OFF),\n"
 	    "  -o OFF; login rotates client i over users i, i+CONC, ... < NUSERS\n");
 	exit(2);
@@ -214,6 +228,14 @@ note_error(struct worker *w, struct conn *c, enum err_kind k, const char *what)
 static void
 conn_close(struct worker *w, struct conn *c)
 {
+	if (c->ssl != NULL) {
+		if (opt.resume && SSL_is_init_finished(c->ssl)) {
+			SSL_SESSION_free(c->sess);
+			c->sess = SSL_get1_session(c->ssl);
+		}
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
 	if (c->fd >= 0) {
 		epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
 		close(c->fd);
@@ -230,7 +252,21 @@ conn_flush(struct worker *w, struct conn *c)
 	ssize_t n;
 
 	while (c->outlen > 0) {
-		n = send(c->fd, c->out, c->outlen, MSG_NOSIGNAL);
+		if (c->ssl != NULL) {
+			size_t done;
+			int r = SSL_write_ex(c->ssl, c->out, c->outlen, &done);
+
+			if (r <= 0) {
+				r = SSL_get_error(c->ssl, r);
+				ERR_clear_error();
+				if (r == SSL_ERROR_WANT_WRITE || r == SSL_ERROR_WANT_READ)
+					break;
+				errno = EPROTO;
+				return -1;
+			}
+			n = (ssize_t)done;
+		} else
+			n = send(c->fd, c->out, c->outlen, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
@@ -289,6 +325,13 @@ conn_open(struct worker *w, struct conn *c)
 		return -1;
 	}
 	c->fd = fd;
+	if (opt.tls) {
+		if ((c->ssl = SSL_new(tls_ctx)) == NULL || SSL_set_fd(c->ssl, fd) != 1)
+			die("SSL_new failed");
+		SSL_set_connect_state(c->ssl);
+		if (c->sess != NULL)
+			SSL_set_session(c->ssl, c->sess);
+	}
 	c->gen++;
 	c->state = ST_CONNECT;
 	c->t_start = c->t_active = now();
@@ -298,6 +341,8 @@ conn_open(struct worker *w, struct conn *c)
 	ev.events = EPOLLOUT;
 	ev.data.ptr = c;
 	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
 		close(fd);
 		c->fd = -1;
 		return -1;
@@ -334,6 +379,7 @@ conn_fail(struct worker *w, struct conn *c, enum err_kind k, const char *what)
 	conn_close(w, c);
 	switch (opt.mode) {
 	case M_LOGIN:
+	case M_HS:
 		login_next(w, c);
 		break;
 	case M_IDLE:
@@ -374,6 +420,11 @@ on_reply(struct worker *w, struct conn *c, bool ok, const char *line)
 	case ST_GREET:
 		if (!ok)
 			return conn_fail(w, c, E_GREET, line);
+		if (opt.mode == M_HS) {
+			conn_queue(c, "QUIT\r\n");
+			c->state = ST_QUIT;
+			break;
+		}
 		if (opt.mode == M_STAT)
 			conn_queue(c, "USER %s\r\n", opt.user);
 		else
@@ -394,6 +445,7 @@ on_reply(struct worker *w, struct conn *c, bool ok, const char *line)
 			s_pass_ms = (t - c->t_pass) * 1000;
 		switch (opt.mode) {
 		case M_LOGIN:
+		case M_HS:
 		case M_STAT:
 			conn_queue(c, "STAT\r\n");
 			c->state = ST_STAT;
@@ -454,7 +506,7 @@ on_reply(struct worker *w, struct conn *c, bool ok, const char *line)
 			retr_send_more(c);
 		break;
 	case ST_QUIT:
-		if (opt.mode == M_LOGIN) {
+		if (opt.mode == M_LOGIN || opt.mode == M_HS) {
 			if (w->nlat == w->latcap) {
 				w->latcap = w->latcap ? w->latcap * 2 : 1024;
 				w->lat = realloc(w->lat, w->latcap * sizeof(double));
@@ -587,6 +639,78 @@ conn_input(struct worker *w, struct conn *c, const char *p, size_t n)
 	}
 }
 
+/* recv(), or SSL_read_ex() under -T (one record, at most 16 KiB, per call):
+ * > 0 octets, 0 at EOF (close_notify or a plain close), -1 with errno
+ * (EAGAIN: nothing decrypted yet). */
+static ssize_t
+conn_recv(struct conn *c, char *buf, size_t len)
+{
+	size_t done;
+	int r;
+
+	if (c->ssl == NULL)
+		return recv(c->fd, buf, len, 0);
+	r = SSL_read_ex(c->ssl, buf, len, &done);
+	if (r > 0)
+		return (ssize_t)done;
+	r = SSL_get_error(c->ssl, r);
+	ERR_clear_error();
+	if (r == SSL_ERROR_WANT_READ || r == SSL_ERROR_WANT_WRITE) {
+		errno = EAGAIN;
+		return -1;
+	}
+	if (r == SSL_ERROR_ZERO_RETURN || (r == SSL_ERROR_SYSCALL && errno == 0))
+		return 0;
+	if (r != SSL_ERROR_SYSCALL)
+		errno = EPROTO;
+	return -1;
+}
+
+/* One TLS handshake step; on completion the session goes on to the
+ * greeting. */
+static void
+tls_step(struct worker *w, struct conn *c)
+{
+	struct epoll_event ev;
+	int r = SSL_do_handshake(c->ssl);
+
+	ev.data.ptr = c;
+	if (r == 1) {
+		if (SSL_session_reused(c->ssl))
+			w->resumed++;
+		c->state = ST_GREET;
+		c->t_active = now();
+		ev.events = EPOLLIN;
+		epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+		/* The greeting may have come in with the last flight. */
+		if (SSL_has_pending(c->ssl))
+			w->tls_pending = true;
+		return;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		ev.events = EPOLLIN;
+		break;
+	case SSL_ERROR_WANT_WRITE:
+		ev.events = EPOLLOUT;
+		break;
+	default: {
+		char why[160];
+		unsigned long e = ERR_peek_last_error();
+
+		if (e != 0)
+			ERR_error_string_n(e, why, sizeof(why));
+		else
+			snprintf(why, sizeof(why), "%s", errno != 0 ?
+			    strerror(errno) : "closed by server");
+		ERR_clear_error();
+		return conn_fail(w, c, E_TLS, why);
+	}
+	}
+	c->t_active = now();
+	epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
 static void
 conn_event(struct worker *w, struct conn *c, uint32_t events)
 {
@@ -599,18 +723,27 @@ conn_event(struct worker *w, struct conn *c, uint32_t events)
 		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
 		if (soerr != 0)
 			return conn_fail(w, c, E_CONNECT, strerror(soerr));
+		if (c->ssl != NULL) {
+			c->state = ST_TLS;
+			return tls_step(w, c);
+		}
 		c->state = ST_GREET;
 		if (conn_flush(w, c) < 0)
 			return conn_fail(w, c, E_CONNECT, strerror(errno));
 		return;
 	}
+	if (c->state == ST_TLS)
+		return tls_step(w, c);
 	if ((events & EPOLLOUT) && conn_flush(w, c) < 0)
 		return conn_fail(w, c, E_EOF, strerror(errno));
 	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		return;
-	for (int rounds = 0; rounds < 16 && c->fd >= 0 && c->gen == gen;
-	    rounds++) {
-		n = recv(c->fd, w->rbuf, RBUF_SIZE, 0);
+	/* Under TLS each read is one record: read until OpenSSL wants more
+	 * from the socket, so nothing decrypted waits unseen by epoll. */
+	for (int rounds = 0; rounds < (c->ssl != NULL ? 64 : 16) && c->fd >= 0 &&
+	    c->gen == gen; rounds++) {
+		errno = 0;
+		n = conn_recv(c, w->rbuf, RBUF_SIZE);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
@@ -618,7 +751,7 @@ conn_event(struct worker *w, struct conn *c, uint32_t events)
 		if (n <= 0) {
 			if (c->state == ST_EOF) {
 				conn_close(w, c);
-				if (opt.mode == M_LOGIN)
+				if (opt.mode == M_LOGIN || opt.mode == M_HS)
 					login_next(w, c);
 				return;
 			}
@@ -627,9 +760,12 @@ conn_event(struct worker *w, struct conn *c, uint32_t events)
 		}
 		c->t_active = now();
 		conn_input(w, c, w->rbuf, (size_t)n);
-		if ((size_t)n < RBUF_SIZE)
+		if (c->ssl == NULL && (size_t)n < RBUF_SIZE)
 			return;	/* drained; level-triggered epoll says if not */
 	}
+	/* Read-ahead may hold whole records the socket no longer shows. */
+	if (c->ssl != NULL && c->fd >= 0 && c->gen == gen && SSL_has_pending(c->ssl))
+		w->tls_pending = true;
 }
 
 /* Checks stalled connections; QUIT-ed ones that never close are fine. */
@@ -646,7 +782,7 @@ check_timeouts(struct worker *w)
 		if (c->state == ST_EOF) {
 			if (t - c->t_active > EOF_WAIT) {
 				conn_close(w, c);
-				if (opt.mode == M_LOGIN)
+				if (opt.mode == M_LOGIN || opt.mode == M_HS)
 					login_next(w, c);
 			}
 			continue;
@@ -662,6 +798,17 @@ loop_once(struct worker *w, int ms)
 	struct epoll_event evs[256];
 	int n;
 
+	if (w->tls_pending) {
+		w->tls_pending = false;
+		ms = 0;
+		for (unsigned i = 0; i < w->nconns; i++) {
+			struct conn *c = &w->conns[i];
+
+			if (c->ssl != NULL && c->fd >= 0 && c->state != ST_TLS &&
+			    c->state != ST_CONNECT && SSL_has_pending(c->ssl))
+				conn_event(w, c, EPOLLIN);
+		}
+	}
 	n = epoll_wait(w->ep, evs, 256, ms);
 	for (int i = 0; i < n; i++)
 		conn_event(w, evs[i].data.ptr, evs[i].events);
@@ -693,7 +840,7 @@ worker_run(void *arg)
 	for (unsigned i = 0; i < w->nconns; i++) {
 		struct conn *c = &w->conns[i];
 
-		if (opt.mode == M_LOGIN)
+		if (opt.mode == M_LOGIN || opt.mode == M_HS)
 			login_next(w, c);
 		else {
 			c->uidx = c->gid + 1 + opt.user_offset;
@@ -743,6 +890,7 @@ run_threads(void)
 	double tend = 0, tf = 0, tl = 0, secs, *lat = NULL;
 	uint64_t bytes = 0;
 	size_t nlat = 0;
+	unsigned resumed = 0;
 
 	if (nw > opt.conc)
 		nw = opt.conc;
@@ -764,6 +912,7 @@ run_threads(void)
 		pthread_join(ws[i].th, NULL);
 		ok += ws[i].ok;
 		err += ws[i].err;
+		resumed += ws[i].resumed;
 		msgs += ws[i].msgs;
 		bytes += ws[i].bytes;
 		if (ws[i].t_end > tend)
@@ -779,10 +928,11 @@ run_threads(void)
 		nlat += ws[i].nlat;
 	}
 	secs = (tend > t0 ? tend : now()) - t0;
-	if (opt.mode == M_LOGIN) {
+	if (opt.mode == M_LOGIN || opt.mode == M_HS) {
 		qsort(lat, nlat, sizeof(double), cmp_double);
-		printf("mode=login conc=%u sessions=%u ok=%u err=%u secs=%.3f "
-		    "rate=%.1f p50_ms=%.2f p99_ms=%.2f", opt.conc, ok + err, ok,
+		printf("mode=%s conc=%u sessions=%u ok=%u err=%u secs=%.3f "
+		    "rate=%.1f p50_ms=%.2f p99_ms=%.2f",
+		    opt.mode == M_HS ? "hs" : "login", opt.conc, ok + err, ok,
 		    err, secs, secs > 0 ? ok / secs : 0,
 		    nlat ? lat[nlat / 2] * 1000 : 0,
 		    nlat ? lat[(nlat * 99) / 100 < nlat ? (nlat * 99) / 100 :
@@ -795,6 +945,8 @@ run_threads(void)
 		    (unsigned long long)bytes, xs, xs > 0 ? bytes / 1e6 / xs : 0,
 		    secs);
 	}
+	if (opt.tls)
+		printf(" tls=1 resumed=%u", resumed);
 	print_errs(ws, nw);
 	putchar('\n');
 	free(lat);
@@ -963,10 +1115,12 @@ main(int argc, char **argv)
 		opt.mode = M_MAXSESS;
 	else if (strcmp(m, "stat") == 0)
 		opt.mode = M_STAT;
+	else if (strcmp(m, "hs") == 0)
+		opt.mode = M_HS;
 	else
 		usage();
 	optind = 2;
-	while ((ch = getopt(argc, argv, "b:c:h:H:j:n:o:p:P:r:t:u:U:w:")) != -1) {
+	while ((ch = getopt(argc, argv, "b:c:h:H:j:n:o:p:P:r:Rt:Tu:U:w:")) != -1) {
 		switch (ch) {
 		case 'b': opt.inflight = parse_uint(optarg, "-b"); break;
 		case 'c': opt.conc = parse_uint(optarg, "-c"); break;
@@ -978,6 +1132,8 @@ main(int argc, char **argv)
 		case 'p': opt.port = parse_uint(optarg, "-p"); break;
 		case 'P': opt.pass = optarg; break;
 		case 'r': opt.passes = parse_uint(optarg, "-r"); break;
+		case 'R': opt.resume = true; break;
+		case 'T': opt.tls = true; break;
 		case 't': opt.timeout = parse_uint(optarg, "-t"); break;
 		case 'u': opt.user = optarg; break;
 		case 'U': opt.nusers = parse_uint(optarg, "-U"); break;
@@ -1001,6 +1157,22 @@ main(int argc, char **argv)
 	if (inet_pton(AF_INET, opt.host, &srv.sin_addr) != 1)
 		die("bad IPv4 address: %s", opt.host);
 
+	if (opt.tls) {
+		/* The client side as cheap as it can be and alike for every
+		 * server: OpenSSL's default versions, groups and suites, no
+		 * certificate check, a full handshake per connection unless -R. */
+		if ((tls_ctx = SSL_CTX_new(TLS_client_method())) == NULL)
+			die("SSL_CTX_new failed");
+		SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+		SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+		    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+		/* Without read-ahead every record costs two read()s (header,
+		 * then body) and the client, not the server, sets the pace. */
+		SSL_CTX_set_read_ahead(tls_ctx, 1);
+		SSL_CTX_set_default_read_buffer_len(tls_ctx, 128 * 1024);
+		if (!opt.resume)
+			SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+	}
 	raise_nofile(opt.conc + 64);
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < opt.conc + 16) {
 		fprintf(stderr, "popbench: RLIMIT_NOFILE %llu: target %u capped\n",
@@ -1016,6 +1188,7 @@ main(int argc, char **argv)
 	switch (opt.mode) {
 	case M_LOGIN:
 	case M_RETR:
+	case M_HS:
 		run_threads();
 		break;
 	case M_IDLE:

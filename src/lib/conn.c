@@ -40,6 +40,11 @@ struct conn {
 	bool handshaking;
 	bool hs_want_write; /* the handshake waits for writability */
 	bool read_wants_write, write_wants_read;
+	/* SSL_write wants the socket writable with part of a record still
+	 * to go: no SSL_read until it is out. A TLS 1.3 KeyUpdate request
+	 * read then would make OpenSSL write its answer in the middle of
+	 * that record and fail ("bad length", openssl#8677, #12485). */
+	bool tls_write_pending;
 	char *tls_error;
 };
 
@@ -53,7 +58,14 @@ static bool
 conn_tls_buffered(const struct conn *c)
 {
 	return c->ssl != NULL && !c->handshaking && !c->paused && !c->read_eof &&
-	    SSL_pending(c->ssl) > 0;
+	    !c->tls_write_pending && SSL_pending(c->ssl) > 0;
+}
+
+/* Reading allowed now (not paused, not at EOF, no TLS record half out). */
+static bool
+conn_may_read(const struct conn *c)
+{
+	return !c->paused && !c->read_eof && !c->tls_write_pending;
 }
 
 static const char *
@@ -94,11 +106,11 @@ conn_update(struct conn *c)
 		io_set_events(c->io, ev);
 		return;
 	}
-	if ((!c->paused && !c->read_eof) || c->write_wants_read)
+	if (conn_may_read(c) || c->write_wants_read)
 		ev |= IO_READ;
 	if ((buf_size(&c->out) > 0 && !c->write_wants_read) || c->error != NULL ||
 	    conn_drain_due(c) || conn_tls_buffered(c) ||
-	    (c->read_wants_write && !c->paused && !c->read_eof))
+	    (c->read_wants_write && conn_may_read(c)))
 		ev |= IO_WRITE;
 	io_set_events(c->io, ev);
 }
@@ -139,10 +151,13 @@ conn_send(struct conn *c, const void *data, size_t len)
 	ERR_clear_error();
 	errno = 0;
 	r = SSL_write_ex(c->ssl, data, len, &done);
-	if (r > 0)
+	if (r > 0) {
+		c->tls_write_pending = false;
 		return (ssize_t)done;
+	}
 	switch (SSL_get_error(c->ssl, r)) {
 	case SSL_ERROR_WANT_WRITE:
+		c->tls_write_pending = true;
 		return 0;
 	case SSL_ERROR_WANT_READ:
 		c->write_wants_read = true;
@@ -342,7 +357,7 @@ conn_io(void *ctx, unsigned events)
 		}
 	}
 	if (((events & IO_READ) || (c->read_wants_write && (events & IO_WRITE)) ||
-	    conn_tls_buffered(c)) && !c->paused && !c->read_eof) {
+	    conn_tls_buffered(c)) && conn_may_read(c)) {
 		conn_read(c);
 		if (conn_gone(c))
 			goto out;

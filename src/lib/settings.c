@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "lib/tls.h"
 #include "lib/util.h"
 
 #define EXPIRE_MAX_DAYS 36500
@@ -82,6 +83,24 @@ check_tls_file(const char *value, char **error_r)
 		return -1;
 	}
 	return 0;
+}
+
+/* "NAME CERTFILE [KEYFILE]", the files checked like tls_cert's. */
+static int
+check_tls_sni(const char *value, char **error_r)
+{
+	char *name, *cert, *key;
+	int ret;
+
+	if (tls_sni_spec_parse(value, &name, &cert, &key, error_r) < 0)
+		return -1;
+	ret = check_tls_file(cert, error_r);
+	if (ret == 0 && key != NULL)
+		ret = check_tls_file(key, error_r);
+	free(name);
+	free(cert);
+	free(key);
+	return ret;
 }
 
 static int
@@ -307,6 +326,10 @@ const struct config_setting pobox_settings_table[] = {
 	{ "tls_key", CONFIG_STRING, S(tls_key), "", 0, 0, NULL,
 	  "TLS private key (PEM); empty: in tls_cert. Re-read on SIGHUP",
 	  check_tls_file },
+	{ "tls_sni", CONFIG_LIST, S(tls_sni), "", 0, 0, NULL,
+	  "Another certificate for clients asking for NAME by SNI: NAME CERT "
+	  "[KEY]; NAME may be *.DOMAIN; repeat for more; others get tls_cert",
+	  check_tls_sni },
 	{ "tls_min_version", CONFIG_ENUM, S(tls_min_version), "TLSv1.2", 0, 0,
 	  tls_version_choices, "Oldest TLS accepted: TLSv1.2 or TLSv1.3", NULL },
 	{ "tls_ciphers", CONFIG_STRING, S(tls_ciphers),
@@ -360,6 +383,11 @@ settings_load(struct pobox_settings *set, const char *path, char **error_r)
 		return -1;
 	if (set->tls_listen.count > 0 && set->tls_cert[0] == '\0') {
 		*error_r = xasprintf("%s: tls_listen needs tls_cert (and tls_key)", path);
+		settings_free(set);
+		return -1;
+	}
+	if (set->tls_sni.count > 0 && set->tls_cert[0] == '\0') {
+		*error_r = xasprintf("%s: tls_sni needs tls_cert (the default)", path);
 		settings_free(set);
 		return -1;
 	}

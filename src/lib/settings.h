@@ -36,6 +36,7 @@ struct pobox_settings {
 	unsigned log_level;        /* enum log_level_setting */
 	char *tls_cert;            /* PEM chain; "" = no TLS */
 	char *tls_key;             /* PEM; "" = in tls_cert */
+	struct config_list tls_sni; /* "NAME CERT [KEY]": more certs by SNI */
 	unsigned tls_min_version;  /* enum tls_min (lib/tls.h) */
 	char *tls_ciphers;         /* TLS 1.2 list (1.3 suites are all good) */
 	struct config_list tls_listen; /* implicit TLS (POP3S) addresses */

@@ -1,12 +1,16 @@
 /* tls.c: the server TLS context for conn.c, built by poboxd as the serving
  * user at start and on SIGHUP. Only TLS 1.2 and 1.3 (RFC 8996), no
- * compression, no renegotiation; the server's cipher order wins. */
+ * compression, no renegotiation; the server's cipher order wins. More
+ * certificates hang off the default context, chosen by SNI. */
 #include "lib/tls.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "lib/util.h"
 
@@ -34,11 +38,13 @@ tls_error(const char *what, const char *path)
 	    xasprintf("%s: %s", what, reason);
 }
 
-struct ssl_ctx_st *
-tls_ctx_new(const char *cert, const char *key, enum tls_min min,
-    const char *ciphers, char **error_r)
+/* One context: what = "tls_cert" or "tls_sni" names the setting in errors. */
+static SSL_CTX *
+tls_ctx_build(const char *what, const char *cert, const char *key,
+    enum tls_min min, const char *ciphers, char **error_r)
 {
 	SSL_CTX *ctx;
+	char kwhat[64];
 
 	if (key == NULL || key[0] == '\0')
 		key = cert;
@@ -59,21 +65,216 @@ tls_ctx_new(const char *cert, const char *key, enum tls_min min,
 		goto fail;
 	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		*error_r = tls_error("tls_cert", cert);
+		*error_r = tls_error(what, cert);
 		goto fail;
 	}
+	snprintf(kwhat, sizeof(kwhat), "%s", strcmp(what, "tls_cert") == 0 ?
+	    "tls_key" : "tls_sni key");
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		*error_r = tls_error("tls_key", key);
+		*error_r = tls_error(kwhat, key);
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
-		*error_r = tls_error("tls_key does not match tls_cert", key);
+		snprintf(kwhat, sizeof(kwhat), "%s", strcmp(what, "tls_cert") == 0 ?
+		    "tls_key does not match tls_cert" :
+		    "tls_sni key does not match its certificate");
+		*error_r = tls_error(kwhat, key);
 		goto fail;
 	}
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+struct ssl_ctx_st *
+tls_ctx_new(const char *cert, const char *key, enum tls_min min,
+    const char *ciphers, char **error_r)
+{
+	return tls_ctx_build("tls_cert", cert, key, min, ciphers, error_r);
+}
+
+/* The SNI entries of a default context, in its ex_data (freed with it). */
+struct tls_sni {
+	char *name;
+	SSL_CTX *ctx;
+};
+struct tls_sni_table {
+	struct tls_sni *v;
+	unsigned count;
+};
+
+static int tls_sni_index = -1;  /* default ctx -> its table */
+static int tls_name_index = -1; /* SNI ctx -> its name (the table's) */
+
+static void
+tls_sni_table_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+    long argl, void *argp)
+{
+	struct tls_sni_table *t = ptr;
+
+	if (t == NULL)
+		return;
+	for (unsigned i = 0; i < t->count; i++) {
+		free(t->v[i].name);
+		SSL_CTX_free(t->v[i].ctx);
+	}
+	free(t->v);
+	free(t);
+}
+
+bool
+tls_name_match(const char *pattern, const char *host)
+{
+	const char *dot;
+
+	if (pattern[0] == '*' && pattern[1] == '.') {
+		/* The wildcard is one whole, non-empty label. */
+		dot = strchr(host, '.');
+		return dot != NULL && dot != host &&
+		    strcasecmp(dot + 1, pattern + 2) == 0;
+	}
+	return strcasecmp(pattern, host) == 0;
+}
+
+/* Runs while the ClientHello is processed: switch to the certificate of
+ * the name asked for. An unknown name is no error: the default answers,
+ * as for a client that sends no SNI (the client decides what it trusts). */
+static int
+tls_sni_select(SSL *ssl, int *alert, void *arg)
+{
+	const struct tls_sni_table *t = arg;
+	const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+
+	if (host == NULL)
+		return SSL_TLSEXT_ERR_OK;
+	/* Pass 0: exact names, pass 1: wildcards. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (unsigned i = 0; i < t->count; i++) {
+			const struct tls_sni *e = &t->v[i];
+
+			if ((e->name[0] == '*') != (pass == 1) ||
+			    !tls_name_match(e->name, host))
+				continue;
+			if (SSL_set_SSL_CTX(ssl, e->ctx) == NULL) {
+				*alert = SSL_AD_INTERNAL_ERROR;
+				return SSL_TLSEXT_ERR_ALERT_FATAL;
+			}
+			return SSL_TLSEXT_ERR_OK;
+		}
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/* A DNS name: labels of 1..63 letters, digits and '-', at most 253 octets. */
+static bool
+tls_dns_name_ok(const char *s)
+{
+	size_t label = 0, n = strlen(s);
+
+	if (n == 0 || n > 253)
+		return false;
+	for (; *s != '\0'; s++) {
+		if (*s == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if (isalnum((unsigned char)*s) || *s == '-') {
+			if (++label > 63)
+				return false;
+		} else
+			return false;
+	}
+	return label > 0;
+}
+
+int
+tls_sni_spec_parse(const char *spec, char **name_r, char **cert_r,
+    char **key_r, char **error_r)
+{
+	char *copy = xstrdup(spec), *save = NULL, *w[4];
+	const char *name;
+	unsigned n = 0;
+	char *tok;
+
+	for (tok = strtok_r(copy, " \t", &save); tok != NULL && n < 4;
+	    tok = strtok_r(NULL, " \t", &save))
+		w[n++] = tok;
+	if (n < 2 || n > 3) {
+		*error_r = xasprintf("'tls_sni' must be NAME CERTFILE [KEYFILE], "
+		    "not '%s'", spec);
+		goto fail;
+	}
+	name = w[0];
+	/* RFC 6125 §6.4.3: a wildcard only as the whole leftmost label, and
+	 * not right above a top-level domain. */
+	if (name[0] == '*' && name[1] == '.')
+		name += 2;
+	if (!tls_dns_name_ok(name) || (name != w[0] && strchr(name, '.') == NULL)) {
+		*error_r = xasprintf("'tls_sni' name '%s' is not a DNS name or "
+		    "*.DOMAIN", w[0]);
+		goto fail;
+	}
+	for (unsigned i = 1; i < n; i++) {
+		if (w[i][0] != '/') {
+			*error_r = xasprintf("'%s' is not an absolute path", w[i]);
+			goto fail;
+		}
+	}
+	*name_r = xstrdup(w[0]);
+	*cert_r = xstrdup(w[1]);
+	*key_r = n == 3 ? xstrdup(w[2]) : NULL;
+	free(copy);
+	return 0;
+fail:
+	free(copy);
+	return -1;
+}
+
+int
+tls_ctx_add_sni(struct ssl_ctx_st *ctx, const char *spec, enum tls_min min,
+    const char *ciphers, char **error_r)
+{
+	struct tls_sni_table *t;
+	char *name, *cert, *key;
+	SSL_CTX *sub;
+
+	if (tls_sni_spec_parse(spec, &name, &cert, &key, error_r) < 0)
+		return -1;
+	sub = tls_ctx_build("tls_sni", cert, key, min, ciphers, error_r);
+	free(cert);
+	free(key);
+	if (sub == NULL) {
+		free(name);
+		return -1;
+	}
+	if (tls_sni_index < 0) {
+		tls_sni_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL,
+		    tls_sni_table_free);
+		tls_name_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	}
+	if (SSL_CTX_set_ex_data(sub, tls_name_index, name) != 1)
+		abort();
+	if ((t = SSL_CTX_get_ex_data(ctx, tls_sni_index)) == NULL) {
+		t = xcalloc(1, sizeof(*t));
+		if (SSL_CTX_set_ex_data(ctx, tls_sni_index, t) != 1)
+			abort();
+		SSL_CTX_set_tlsext_servername_callback(ctx, tls_sni_select);
+		SSL_CTX_set_tlsext_servername_arg(ctx, t);
+	}
+	t->v = xrealloc(t->v, (t->count + 1) * sizeof(*t->v));
+	t->v[t->count].name = name;
+	t->v[t->count].ctx = sub;
+	t->count++;
+	return 0;
+}
+
+const char *
+tls_sni_chosen(const struct ssl_st *ssl)
+{
+	if (tls_name_index < 0)
+		return NULL;
+	return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_name_index);
 }
 
 void

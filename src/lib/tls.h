@@ -5,7 +5,10 @@
 #ifndef POBOX_TLS_H
 #define POBOX_TLS_H
 
+#include <stdbool.h>
+
 struct ssl_ctx_st;
+struct ssl_st;
 
 enum tls_min { TLS_MIN_1_2, TLS_MIN_1_3 };
 
@@ -15,6 +18,25 @@ enum tls_min { TLS_MIN_1_2, TLS_MIN_1_3 };
 struct ssl_ctx_st *tls_ctx_new(const char *cert, const char *key, enum tls_min min,
     const char *ciphers, char **error_r);
 void tls_ctx_free(struct ssl_ctx_st **ctx);
+
+/* SNI (RFC 6066 §3): one more certificate for the server name NAME, from a
+ * tls_sni spec "NAME CERT [KEY]" (KEY empty: in CERT), built with the same
+ * version and ciphers. A client that names no server, or one no entry
+ * matches, gets ctx's own certificate. Exact names win over wildcards;
+ * among equals the first added wins. 0 / -1 with a malloc'ed error. */
+int tls_ctx_add_sni(struct ssl_ctx_st *ctx, const char *spec, enum tls_min min,
+    const char *ciphers, char **error_r);
+/* The tls_sni NAME whose certificate ssl presents, or NULL: the default. */
+const char *tls_sni_chosen(const struct ssl_st *ssl);
+/* Splits a tls_sni spec into malloc'ed name, cert and key (NULL when not
+ * given) after checking its form: a DNS name of letters, digits, '-' and
+ * '.', or "*." and such a name. 0 / -1 with a malloc'ed error. */
+int tls_sni_spec_parse(const char *spec, char **name_r, char **cert_r,
+    char **key_r, char **error_r);
+/* RFC 6125 §6.4: host (as sent in SNI) matches pattern, case-insensitively;
+ * a pattern "*.example.org" matches exactly one more label on the left
+ * ("a.example.org", not "example.org" nor "a.b.example.org"). */
+bool tls_name_match(const char *pattern, const char *host);
 /* The reason of OpenSSL's last queued error (or fallback when there is
  * none) into buf; the queue is cleared. Returns buf. */
 const char *tls_error_reason(char *buf, unsigned long n, const char *fallback);

@@ -110,6 +110,16 @@ config_read(const char *path, char **error_r)
 		server_config_unref(&c);
 		return NULL;
 	}
+	for (unsigned i = 0; c->tls_ctx != NULL && i < c->set.tls_sni.count; i++) {
+		if (tls_ctx_add_sni(c->tls_ctx, c->set.tls_sni.items[i],
+		    (enum tls_min)c->set.tls_min_version, c->set.tls_ciphers,
+		    &tls_error) < 0) {
+			*error_r = xasprintf("%s: %s", path, tls_error);
+			free(tls_error);
+			server_config_unref(&c);
+			return NULL;
+		}
+	}
 	return c;
 }
 

@@ -15,6 +15,7 @@
 #include "lib/conn.h"
 #include "lib/ioloop.h"
 #include "lib/log.h"
+#include "lib/tls.h"
 #include "store/maildrop.h"
 
 #define SESSION_CLOSE_TIMEOUT_MS 10000 /* to flush the last reply */
@@ -253,9 +254,15 @@ session_tls_ready(void *ctx)
 {
 	struct session *s = ctx;
 	SSL *ssl = conn_tls(s->conn);
+	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	char sniv[80];
 
-	log_info("session=%s event=tls version=%s cipher=%s", s->id,
-	    SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+	const char *cert = tls_sni_chosen(ssl);
+
+	log_info("session=%s event=tls version=%s cipher=%s sni=%s cert=%s", s->id,
+	    SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+	    sni != NULL ? log_value(sniv, sizeof(sniv), sni) : "-",
+	    cert != NULL ? cert : "default");
 	if (s->closing)
 		return;
 	if (!pop3_tls(s->pop3)) {
@@ -387,6 +394,18 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer,
 	}
 	log_info("session=%s event=connect ip=%s port=%u%s", s->id, s->ip, s->port,
 	    tls ? " tls=yes" : "");
+	limit = limits_acquire(srv->limits, srv->worker, s->ip, set->max_sessions,
+	    set->max_sessions_per_ip);
+	s->counted = limit == NULL;
+	if (limit != NULL && tls) {
+		/* RFC 8314 has no clear-text refusal on a TLS port, and a full
+		 * handshake only to say "busy" is the very cost the limit
+		 * spares: close before reading the ClientHello. */
+		log_warn("session=%s event=refused ip=%s reason=%s tls=yes "
+		    "action=close", s->id, s->ip, limit);
+		session_free(s, NULL);
+		return;
+	}
 	if (tls && (s->config->tls_ctx == NULL || conn_start_tls(s->conn, s->config->tls_ctx) < 0)) {
 		/* A reload dropped tls_cert while the POP3S port stays bound. */
 		log_error("session=%s event=tls_failed error=\"%s\"", s->id,
@@ -395,9 +414,6 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer,
 		session_free(s, "tls_failed");
 		return;
 	}
-	limit = limits_acquire(srv->limits, srv->worker, s->ip, set->max_sessions,
-	    set->max_sessions_per_ip);
-	s->counted = limit == NULL;
 	if (limit != NULL) {
 		/* RFC 2449 §8.1.2 gives [SYS/TEMP] for a busy server. */
 		log_warn("session=%s event=refused ip=%s reason=%s", s->id, s->ip, limit);

@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import unittest
 
-from harness import (POBOXD, Client, PoboxTestCase, crlf, free_port, need_tool,
+from harness import (POBOXD, TIMEOUT, Client, PoboxTestCase, crlf, free_port, need_tool,
                      non_loopback_ipv4, simple_message, sized_message,
                      uidl_of, wire_retr)
 
@@ -25,8 +25,8 @@ def openssl(*args, cwd):
         raise AssertionError(f"openssl {' '.join(args)}: {r.stderr}")
 
 
-def make_pki(d, name="srv"):
-    """A CA and a server certificate for 127.0.0.1 and localhost in d.
+def make_pki(d, name="srv", san="IP:127.0.0.1,DNS:localhost"):
+    """A CA and a server certificate for san (127.0.0.1 and localhost) in d.
     Returns (ca, cert chain, key) paths."""
     d.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
@@ -36,10 +36,10 @@ def make_pki(d, name="srv"):
                 "-addext", "basicConstraints=critical,CA:TRUE",
                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
     (d / "ext.cnf").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        f"subjectAltName={san}\n"
         "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
     openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", "/CN=127.0.0.1", cwd=d)
+            "-subj", f"/CN={name}", cwd=d)
     openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem",
             "-CAkey", "ca.key", "-CAcreateserial", "-out", f"{name}.crt",
             "-days", "2", "-extfile", "ext.cnf", cwd=d)
@@ -63,6 +63,74 @@ def capa(c):
     if not r.startswith("+OK"):
         raise AssertionError(f"CAPA -> {r!r}")
     return [x.split()[0].upper() for x in c.multi()]
+
+
+class TlsPipe:
+    """A TLS client over ssl.SSLObject and memory BIOs on a raw socket, so
+    a test decides what goes on the wire: application data, a TLS
+    close_notify, a TCP half-close, in any order."""
+
+    def __init__(self, port, ctx, hostname="localhost", sock=None):
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), TIMEOUT)
+        self.sock.settimeout(TIMEOUT)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=hostname)
+        for _ in range(100):
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+        self._flush()
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if data:
+            self.inc.write(data)
+        else:
+            self.inc.write_eof()
+        return data
+
+    def write(self, data):
+        self.obj.write(data)
+        self._flush()
+
+    def close_notify(self):
+        """Sends our close_notify; we may still read (TLS 1.3 half-close)."""
+        try:
+            self.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        self._flush()
+
+    def read_all(self):
+        """Everything until the server ends the TLS stream. Returns (data,
+        how): how is "close_notify" or "eof" (TCP FIN without it)."""
+        got = b""
+        for _ in range(100000):
+            try:
+                chunk = self.obj.read(65536)
+                if not chunk:
+                    return got, "close_notify"
+                got += chunk
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                return got, "close_notify"
+            except ssl.SSLEOFError:
+                return got, "eof"
+            self._fill()
+        raise AssertionError("read_all: no end")
+
+    def close(self):
+        self.sock.close()
 
 
 class TlsTest(PoboxTestCase):
@@ -260,7 +328,156 @@ class TlsTest(PoboxTestCase):
         self.assertTrue(r.startswith("-ERR"), r)
         c.login("alice", PW)
 
+    # ------------------------------------------------------------ limits
+    def test_pop3s_refused_without_handshake(self):
+        """A POP3S client over a session limit is closed before the
+        handshake: no clear-text -ERR (RFC 8314), no TLS work."""
+        self.alice()
+        for limit in ("max_sessions_per_ip", "max_sessions"):
+            with self.subTest(limit=limit):
+                env = self.new_env()
+                env.add_user("alice", PW)
+                port = free_port()
+                env.settings.update(tls_cert=str(self.cert), tls_key=str(self.key))
+                env.extra_lines.append(f"tls_listen = 127.0.0.1:{port}")
+                env.start(**{limit: "1"})
+                # The one allowed session holds the slot.
+                held = Client(port, greeting=False)
+                self.addCleanup(held.close)
+                starttls(held, self.ctx, hostname="localhost")
+                self.assertTrue(held.line().startswith("+OK"))
+                env.wait_event("tls")
+                # A client that says nothing: the server sends not a byte
+                # and closes.
+                quiet = socket.create_connection(("127.0.0.1", port), 10)
+                self.addCleanup(quiet.close)
+                try:
+                    self.assertEqual(quiet.recv(100), b"")
+                except ConnectionResetError:
+                    pass
+                # A TLS client: the handshake ends in EOF or a reset.
+                with self.assertRaises((ssl.SSLError, ConnectionResetError,
+                                        BrokenPipeError)):
+                    self.ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 10),
+                                         server_hostname="localhost").close()
+                ev = env.wait_event("refused", count=2)
+                self.assertEqual(ev["reason"], limit)
+                self.assertEqual(ev["tls"], "yes")
+                self.assertEqual(ev["action"], "close")
+                refused = {e["session"] for e in env.events("refused")}
+                self.assertEqual(len(refused), 2)
+                # Neither got as far as TLS or a POP3 session.
+                self.assertEqual(len(env.events("tls")), 1)
+                self.assertEqual(env.events("tls_failed"), [])
+                self.assertFalse(refused & {e["session"] for e in env.events("logout")})
+                # The held session still works; the plain port still
+                # answers -ERR [SYS/TEMP] in the clear.
+                self.assertTrue(held.cmd("CAPA").startswith("+OK"))
+                held.multi()
+                plain = Client(env.port)
+                self.addCleanup(plain.close)
+                self.assertTrue(plain.greeting.startswith("-ERR [SYS/TEMP]"), plain.greeting)
+                self.assertTrue(held.cmd("QUIT").startswith("+OK"))
+                env.wait_event("logout", reason="quit")
+                # The slot is free again: a new POP3S client gets in.
+                c = Client(port, greeting=False)
+                self.addCleanup(c.close)
+                starttls(c, self.ctx, hostname="localhost")
+                self.assertTrue(c.line().startswith("+OK"))
+                c.login("alice", PW)
+
     # ------------------------------------------------------------ data
+    def test_stalled_handshake_times_out(self):
+        """login_timeout runs from connect, through the handshake: a POP3S
+        client that sends nothing, or half a ClientHello, is closed then,
+        and nothing is written in the clear."""
+        self.alice()
+        self.start(login_timeout="10")
+        silent = socket.create_connection(("127.0.0.1", self.tls_port), 10)
+        self.addCleanup(silent.close)
+        # The first octets of a real ClientHello, then nothing.
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = self.ctx.wrap_bio(inc, out, server_hostname="localhost")
+        with self.assertRaises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        hello = out.read()
+        half = socket.create_connection(("127.0.0.1", self.tls_port), 10)
+        self.addCleanup(half.close)
+        half.sendall(hello[:len(hello) // 2])
+        for sock in (silent, half):
+            sock.settimeout(30)
+            try:
+                self.assertEqual(sock.recv(4096), b"")
+            except ConnectionResetError:
+                pass
+        for ev in self.env.wait_event("logout", count=2), *self.env.events("logout"):
+            self.assertEqual(ev["reason"], "timeout")
+        self.assertEqual(self.env.events("tls"), [])
+
+    # ------------------------------------------------------------ close
+    def half_close_case(self, commands, notify, tcp_fin):
+        p = TlsPipe(self.tls_port, self.ctx)
+        self.addCleanup(p.close)
+        p.write(f"USER alice\r\nPASS {PW}\r\n".encode() + commands)
+        if notify:
+            p.close_notify()
+        if tcp_fin:
+            p.sock.shutdown(socket.SHUT_WR)
+        return p.read_all()
+
+    def test_half_close_gets_every_reply(self):
+        """A client that pipelines, then ends its side (close_notify, a TCP
+        FIN or both) still gets every reply, QUIT runs UPDATE, and the
+        server ends its side with its own close_notify."""
+        big = sized_message(300 * 1024 + 3, "big")
+        for notify, fin in ((True, False), (True, True), (False, True)):
+            with self.subTest(close_notify=notify, fin=fin):
+                env = self.env = self.new_env()
+                self.tls_port = free_port()
+                env.add_user("alice", PW)
+                env.deliver("alice", big)
+                env.deliver("alice", simple_message("second"))
+                self.start()
+                data, how = self.half_close_case(b"STAT\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n",
+                                                 notify, fin)
+                self.assertEqual(how, "close_notify")
+                lines = data.split(b"\r\n")
+                self.assertTrue(lines[0].startswith(b"+OK"), data[:200])   # greeting
+                self.assertTrue(lines[3].startswith(b"+OK 2 "), lines[3])  # STAT
+                self.assertIn(wire_retr(big), data)
+                self.assertTrue(data.endswith(b"\r\n.\r\n+OK Message 1 deleted\r\n"
+                                              b"+OK Logging out (1 message left)\r\n"),
+                                data[-100:])
+                ev = env.wait_event("logout", user="alice")
+                self.assertEqual(ev["reason"], "quit")
+                self.assertEqual(ev["update"], "done")
+                self.assertEqual(ev["dele"], "1")
+                self.assertEqual(len(env.messages("alice")), 1)
+
+    def test_half_close_without_quit_deletes_nothing(self):
+        m = simple_message("kept")
+        self.alice([m])
+        self.start()
+        data, how = self.half_close_case(b"RETR 1\r\nDELE 1\r\n", True, True)
+        self.assertEqual(how, "close_notify")
+        self.assertIn(wire_retr(m), data)
+        self.assertTrue(data.endswith(b"\r\n.\r\n+OK Message 1 deleted\r\n"), data[-100:])
+        ev = self.env.wait_event("logout", user="alice")
+        self.assertEqual(ev["update"], "none")
+        self.assertEqual(len(self.env.messages("alice")), 1)
+
+    def test_quit_ends_with_close_notify(self):
+        self.alice()
+        self.start()
+        p = TlsPipe(self.tls_port, self.ctx)
+        self.addCleanup(p.close)
+        p.write(b"QUIT\r\n")
+        data, how = p.read_all()
+        self.assertEqual(how, "close_notify")
+        self.assertTrue(data.startswith(b"+OK"), data)
+        self.assertTrue(data.endswith(b"\r\n+OK Bye\r\n"), data)
+        self.assertEqual(self.env.wait_event("logout")["reason"], "quit")
+
     def test_retr_5mb_over_tls(self):
         big = sized_message(5 * 1024 * 1024 + 17, "big")
         small = simple_message("small")
@@ -285,6 +502,31 @@ class TlsTest(PoboxTestCase):
                 self.assertEqual(c.multi_raw(), wire_retr(small))
                 self.assertEqual(c.line(), "+OK")
                 self.assertTrue(c.cmd("QUIT").startswith("+OK"))
+
+    def test_commands_sent_during_long_reply(self):
+        """Commands that come in while a long reply is still being sent
+        are read and answered in order once it is out."""
+        big = sized_message(4 * 1024 * 1024 + 5, "big")
+        self.alice([big])
+        self.start()
+        c = Client(self.tls_port, greeting=False)
+        self.addCleanup(c.close)
+        starttls(c, self.ctx)
+        self.assertTrue(c.line().startswith("+OK"))
+        c.login("alice", PW)
+        c.send("RETR 1\r\n")
+        self.assertEqual(c.line(), f"+OK {len(crlf(big))} octets")
+        head = c.rf.read(1024 * 1024)
+        c.send("NOOP\r\nUIDL 1\r\nNOOP\r\n")
+        rest = c.multi_raw()
+        self.assertEqual(head + rest, wire_retr(big))
+        self.assertEqual(c.line(), "+OK")
+        self.assertTrue(c.line().startswith("+OK 1 "))
+        self.assertEqual(c.line(), "+OK")
+        self.assertTrue(c.cmd("QUIT").startswith("+OK"))
+        ev = self.env.wait_event("logout", user="alice")
+        self.assertEqual(ev["reason"], "quit")
+        self.assertEqual(ev["commands"], "7", "USER PASS RETR NOOP UIDL NOOP QUIT")
 
     # ------------------------------------------------------------ config
     def test_check_missing_key_reports_line(self):
@@ -362,6 +604,153 @@ class TlsTest(PoboxTestCase):
         self.assertTrue(f.readline().startswith(b"+OK"))
         f.close()
 
+
+    # ------------------------------------------------------------ SNI
+    def sni_setup(self):
+        d = self.env.srv / "tls"
+        _, self.mail_cert, self.mail_key = make_pki(d, "mail", "DNS:mail.example.org")
+        _, self.star_cert, star_key = make_pki(d, "star", "DNS:*.example.net")
+        # Key and certificate in one file for this one.
+        self.star_both = d / "star-both.pem"
+        self.star_both.write_bytes(self.star_cert.read_bytes() + star_key.read_bytes())
+        self.env.extra_lines += [
+            f"tls_sni = mail.example.org {self.mail_cert} {self.mail_key}",
+            f"tls_sni = *.example.net {self.star_both}",
+        ]
+
+    def leaf(self, chain):
+        """The DER of the first certificate in a PEM chain file."""
+        pem = chain.read_text()
+        return ssl.PEM_cert_to_DER_cert(pem[:pem.index("-----END CERTIFICATE-----") + 25])
+
+    def presented(self, port, sni, stls=False):
+        """The DER certificate the server shows a client asking for sni
+        (None: no SNI), fetched without verification."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c = Client(port, greeting=stls)
+        self.addCleanup(c.close)
+        if stls:
+            self.assertEqual(c.cmd("STLS"), "+OK Begin TLS negotiation")
+        starttls(c, ctx, hostname=sni)
+        if not stls:
+            self.assertTrue(c.line().startswith("+OK"))
+        self.assertTrue(c.cmd("QUIT").startswith("+OK"))
+        return c.sock.getpeercert(binary_form=True)
+
+    def test_sni_chooses_certificate(self):
+        self.alice([simple_message("sni")])
+        self.sni_setup()
+        self.start()
+        default = self.leaf(self.cert)
+        mail = self.leaf(self.mail_cert)
+        star = self.leaf(self.star_cert)
+        self.assertEqual(len({default, mail, star}), 3)
+        cases = [(None, default), ("mail.example.org", mail), ("MAIL.Example.org", mail),
+                 ("pop.example.net", star), ("example.net", default),
+                 ("a.b.example.net", default), ("other.test", default)]
+        for port, stls in ((self.tls_port, False), (self.env.port, True)):
+            for sni, want in cases:
+                with self.subTest(stls=stls, sni=sni):
+                    self.assertEqual(self.presented(port, sni, stls), want)
+        ev = self.env.wait_event("tls", count=2 * len(cases))
+        by_sni = {e["sni"]: e["cert"] for e in self.env.events("tls")}
+        self.assertEqual(by_sni, {"-": "default", "mail.example.org": "mail.example.org",
+                                  "MAIL.Example.org": "mail.example.org",
+                                  "pop.example.net": "*.example.net",
+                                  "example.net": "default", "a.b.example.net": "default",
+                                  "other.test": "default"})
+        del ev
+        # A verifying client (hostname check against the test CA) logs in
+        # under each name.
+        for name in ("mail.example.org", "pop.example.net"):
+            with self.subTest(verify=name):
+                c = Client(self.tls_port, greeting=False)
+                self.addCleanup(c.close)
+                starttls(c, self.ctx, hostname=name)
+                self.assertTrue(c.line().startswith("+OK"))
+                c.login("alice", PW)
+                self.assertTrue(c.cmd("STAT").startswith("+OK 1 "))
+                self.assertTrue(c.cmd("QUIT").startswith("+OK"))
+
+    def test_sni_openssl_s_client(self):
+        self.alice()
+        self.sni_setup()
+        self.start()
+        for name, args in (("mail.example.org", ["-connect", f"127.0.0.1:{self.tls_port}"]),
+                           ("x.example.net", ["-starttls", "pop3", "-connect",
+                                              f"127.0.0.1:{self.env.port}"])):
+            with self.subTest(name=name):
+                r = subprocess.run(["openssl", "s_client", *args, "-servername", name,
+                                    "-verify_hostname", name, "-CAfile", str(self.ca),
+                                    "-verify_return_error", "-brief"],
+                                   input="QUIT\r\n", capture_output=True, text=True,
+                                   timeout=30)
+                out = r.stdout + r.stderr
+                self.assertEqual(r.returncode, 0, out)
+                self.assertIn("Verification: OK", out)
+                self.assertIn(f"Peer certificate: CN = {'mail' if name[0] == 'm' else 'star'}", out)
+        # A name the default certificate does not carry fails verification.
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{self.tls_port}",
+                            "-servername", "nope.example.com", "-verify_hostname",
+                            "nope.example.com", "-CAfile", str(self.ca),
+                            "-verify_return_error", "-brief"],
+                           input="QUIT\r\n", capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_sni_reload(self):
+        self.alice()
+        self.sni_setup()
+        self.start()
+        before = self.presented(self.tls_port, "mail.example.org")
+        self.assertEqual(before, self.leaf(self.mail_cert))
+        # Renewed in place: new sessions get the new one after SIGHUP.
+        _, cert2, key2 = make_pki(self.env.srv / "tls", "mail2", "DNS:mail.example.org")
+        self.mail_cert.write_bytes(cert2.read_bytes())
+        self.mail_key.write_bytes(key2.read_bytes())
+        self.env.fix_owner()
+        self.daemon.signal(signal.SIGHUP)
+        self.env.wait_event("reloaded")
+        after = self.presented(self.tls_port, "mail.example.org")
+        self.assertEqual(after, self.leaf(cert2))
+        self.assertNotEqual(after, before)
+        # A broken tls_sni line on reload keeps the old configuration.
+        self.env.extra_lines.append(f"tls_sni = bad.example.org {self.env.srv / 'tls' / 'nope.pem'}")
+        self.env.write_config()
+        self.daemon.signal(signal.SIGHUP)
+        ev = self.env.wait_event("reload_failed")
+        self.assertIn("nope.pem", ev["error"])
+        self.assertEqual(self.presented(self.tls_port, "mail.example.org"), after)
+
+    def test_check_sni_errors(self):
+        self.alice()
+        d = self.env.srv / "tls"
+        _, mail_cert, mail_key = make_pki(d, "mail", "DNS:mail.example.org")
+        cases = [
+            ({}, [f"tls_sni = mail.example.org {mail_cert}"], "tls_sni needs tls_cert"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
+             [f"tls_sni = mail.example.org {mail_cert}"], "tls_sni key"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
+             [f"tls_sni = mail.example.org {mail_cert} {self.key}"], "mismatch"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
+             [f"tls_sni = *.org {mail_cert} {mail_key}"], "not a DNS name"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
+             [f"tls_sni = mail.example.org {d / 'nope.pem'}"], "No such file"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
+             ["tls_sni = mail.example.org"], "NAME CERTFILE [KEYFILE]"),
+        ]
+        for settings, extra, want in cases:
+            with self.subTest(want=want):
+                env = self.new_env()
+                env.add_user("alice", PW)
+                env.settings.update(settings)
+                env.extra_lines = list(extra)
+                env.write_config()
+                r = subprocess.run([str(POBOXD), "-c", str(env.conf), "-t"],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn(want, r.stderr)
 
     # mpop (Debian's) over STLS and over implicit TLS, verifying the
     # server against the test CA.

@@ -490,6 +490,114 @@ test_tls_after_clear_reply(void **state)
 	assert_null(conn_tls_error(t->c));
 }
 
+/* A TLS 1.3 client that asks for key updates (RFC 8446 §4.6.3) in the
+ * middle of a long reply: the server's answer is its own KeyUpdate, and
+ * a request read while part of a record waits to go out must not kill
+ * the connection (OpenSSL's "bad length"). */
+struct ku_client {
+	int fd;
+	size_t got;
+	unsigned key_updates;   /* KeyUpdate messages received */
+	bool ok;
+};
+
+static void
+ku_msg(int write_p, int version, int type, const void *buf, size_t len,
+    SSL *ssl, void *arg)
+{
+	struct ku_client *k = arg;
+
+	if (!write_p && type == SSL3_RT_HANDSHAKE && len > 0 &&
+	    ((const unsigned char *)buf)[0] == SSL3_MT_KEY_UPDATE)
+		k->key_updates++;
+}
+
+static void *
+ku_client_main(void *arg)
+{
+	struct ku_client *k = arg;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl;
+	char data[16384];
+	unsigned sent = 0;
+	int r;
+
+	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+	ssl = SSL_new(ctx);
+	SSL_set_msg_callback(ssl, ku_msg);
+	SSL_set_msg_callback_arg(ssl, k);
+	SSL_set_fd(ssl, k->fd);
+	if (SSL_connect(ssl) != 1)
+		goto out;
+	while (k->got < BIG) {
+		if (k->got >= (sent + 1) * (BIG / 8) && sent < 4) {
+			/* Sent with the next write. */
+			if (SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) != 1 ||
+			    SSL_write(ssl, "k", 1) != 1)
+				goto out;
+			sent++;
+		}
+		if ((r = SSL_read(ssl, data, sizeof(data))) <= 0)
+			goto out;
+		for (int i = 0; i < r; i++)
+			if (data[i] != pattern(k->got + (size_t)i))
+				goto out;
+		k->got += (size_t)r;
+	}
+	/* The server answers the request before its next data (§4.6.3). */
+	if (SSL_write(ssl, "bye", 3) != 3 || SSL_read(ssl, data, 2) != 2 ||
+	    memcmp(data, "ok", 2) != 0)
+		goto out;
+	SSL_shutdown(ssl);
+	k->ok = true;
+out:
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+static void
+test_tls_key_update(void **state)
+{
+	struct tc *t = *state;
+	struct ku_client k = { .fd = t->peer };
+	SSL_CTX *ctx = tls_server_ctx();
+	pthread_t th;
+	char *p;
+
+	assert_int_equal(conn_start_tls(t->c, ctx), 0);
+	SSL_CTX_free(ctx);
+	p = buf_space(conn_out(t->c), BIG);
+	for (size_t i = 0; i < BIG; i++)
+		p[i] = pattern(i);
+	buf_commit(conn_out(t->c), BIG);
+	conn_flush(t->c);
+	assert_int_equal(pthread_create(&th, NULL, ku_client_main, &k), 0);
+	t->want_in = 100;
+	t->stop_on_drained = true;
+	while (conn_out_pending(t->c) > 0 && t->closed == 0) {
+		conn_want_drain(t->c);
+		run(t, 5000);
+	}
+	t->want_in = 7;
+	if (buf_size(&t->in) < 7)
+		run(t, 5000);
+	assert_int_equal(buf_size(&t->in), 7);
+	assert_memory_equal(buf_head(&t->in), "kkkkbye", 7);
+	buf_puts(conn_out(t->c), "ok");
+	conn_flush(t->c);
+	t->want_in = 100; /* until the close_notify */
+	run(t, 5000);
+	assert_int_equal(t->closed, 1);
+	assert_string_equal(t->reason, "eof");
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_true(k.ok);
+	assert_int_equal(k.got, BIG);
+	/* Requests that came before the server wrote again share an answer. */
+	assert_true(k.key_updates >= 1 && k.key_updates <= 4);
+	assert_null(conn_tls_error(t->c));
+}
+
 /* A client that speaks no TLS: the handshake fails with a reason. */
 static void
 test_tls_handshake_failure(void **state)
@@ -514,6 +622,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_after_clear_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_handshake_failure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_key_update, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_output, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_want_drain_and_free, setup, teardown),
