@@ -512,6 +512,17 @@ class SmtpTest(SmtpBase):
                            capture_output=True, text=True)
         self.assertEqual(r.returncode, 1)
         self.assertIn(f"{aliases}:2: expected", r.stderr)
+        if IS_ROOT:
+            # Readable by root only: SIGHUP (as user) could not re-read it.
+            private = self.env.dir / "aliases-root"
+            private.write_text("a@example.org: alice\n")
+            os.chmod(private, 0o600)
+            self.env.settings.update(aliases_file=str(private))
+            conf = self.env.write_config()
+            r = subprocess.run([str(POBOXD), "-t", "-c", str(conf)],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("cannot read aliases_file", r.stderr)
         aliases.write_text("a@example.org: alice\n")
         d = self.start(aliases_file=str(aliases))
         with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
@@ -526,6 +537,18 @@ class SmtpTest(SmtpBase):
             s.sendmail("s@example.net", ["b@example.org"], CRLF_MSG)
         self.assertDelivered(self.bob_md, CRLF_MSG, "b@example.org",
                              "s@example.net")
+
+    def test_ipv6_received(self):
+        from harness import ipv6_loopback_ok
+        if not ipv6_loopback_ok():
+            self.skipTest("no IPv6 loopback")
+        port = free_port(socket.AF_INET6)
+        self.start(extra=[f"smtp_listen = [::1]:{port}"])
+        with smtplib.SMTP("::1", port, timeout=TIMEOUT) as s:
+            s.sendmail("s@example.net", ["alice@example.org"], CRLF_MSG)
+        data = self.assertDelivered(self.alice_md, CRLF_MSG,
+                                    "alice@example.org", "s@example.net")
+        self.assertIn(b"([IPv6:::1])", data)
 
     def test_sigterm_says_421(self):
         d = self.start()
