@@ -550,6 +550,19 @@ class SmtpTest(SmtpBase):
                                     "alice@example.org", "s@example.net")
         self.assertIn(b"([IPv6:::1])", data)
 
+    def test_mail_loop_refused(self):
+        """RFC 5321 §6.3: more than 100 Received fields is a loop."""
+        self.start()
+        hop = b"Received: from a by b; Tue, 14 Nov 2023 22:13:20 +0000\r\n"
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
+            s.sendmail("s@example.net", ["alice@example.org"], hop * 100 + CRLF_MSG)
+            s.mail("s@example.net")
+            s.rcpt("alice@example.org")
+            code, text = s.data(hop * 101 + CRLF_MSG)
+            self.assertEqual((code, text[:5]), (554, b"5.3.0"))
+        self.assertEqual(len(self.files(self.alice_md)), 1)
+        self.env.wait_event("delivery_failed", result="permfail")
+
     def test_sigterm_says_421(self):
         d = self.start()
         c = SmtpClient(self.smtp_port)
