@@ -563,6 +563,17 @@ class SmtpTest(SmtpBase):
         self.assertEqual(len(self.files(self.alice_md)), 1)
         self.env.wait_event("delivery_failed", result="permfail")
 
+    def test_idle_timeout_421(self):
+        self.start(smtp_timeout=10)
+        c = SmtpClient(self.smtp_port, timeout=30)
+        c.cmd("EHLO c.example.net")
+        code, lines = c.reply()     # nothing sent: the server gives up
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.4.2 mx.example.org "))
+        self.assertTrue(c.closed())
+        c.close()
+        self.env.wait_event("smtp_logout", reason="timeout")
+
     def test_sigterm_says_421(self):
         d = self.start()
         c = SmtpClient(self.smtp_port)
