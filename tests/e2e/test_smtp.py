@@ -586,6 +586,42 @@ class SmtpTest(SmtpBase):
         self.assertTrue(c.closed())
         c.close()
 
+    def test_concurrent_senders_two_workers(self):
+        """16 clients at once over SMTP and LMTP, two workers: every
+        message acknowledged is stored once, byte for byte."""
+        import threading
+        self.start(workers=2)
+        sent, errors = {}, []
+
+        def client(k):
+            try:
+                cls = smtplib.LMTP if k % 2 else smtplib.SMTP
+                port = self.lmtp_port if k % 2 else self.smtp_port
+                with cls("127.0.0.1", port, timeout=TIMEOUT * 3) as s:
+                    for i in range(8):
+                        tag = f"c{k}m{i}"
+                        body = f"Subject: {tag}\r\n\r\n".encode() + b"".join(
+                            os.urandom(38).hex().encode() + b"\r\n"
+                            for _ in range(80))
+                        s.sendmail("s@example.net", ["alice@example.org"], body)
+                        sent[tag] = body
+            except Exception as e:     # reported below, in the main thread
+                errors.append(repr(e))
+
+        ts = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        self.assertEqual(errors, [])
+        got = {}
+        for p in self.files(self.alice_md):
+            _, rest = self.header_block(p.read_bytes())
+            tag = re.search(rb"Subject: (\S+)", rest).group(1).decode()
+            self.assertNotIn(tag, got)
+            got[tag] = rest
+        self.assertEqual(got, sent)
+
     def test_stale_tmp_removed(self):
         stale = Path(self.alice_md) / "tmp" / "1.stale.host"
         fresh = Path(self.alice_md) / "tmp" / "2.fresh.host"
