@@ -365,7 +365,7 @@ const struct config_setting pobox_settings_table[] = {
 	{ "quota_messages", CONFIG_UINT, S(quota_messages), "0", 0, 0, NULL,
 	  "Messages a Maildir may hold for delivery; 0: no limit; passwd "
 	  "quota_messages= overrides", NULL },
-	{ "smtp_timeout", CONFIG_DURATION, S(smtp_timeout), "300", 30, 3600,
+	{ "smtp_timeout", CONFIG_DURATION, S(smtp_timeout), "300", 10, 3600,
 	  NULL, "Idle time before an SMTP/LMTP session is closed (RFC 5321 "
 	  "4.5.3.2.7: 5 minutes)", NULL },
 	{ "smtp_rate_limit", CONFIG_UINT, S(smtp_rate_limit), "120", 0, 1000000,

@@ -448,6 +448,12 @@ check_as_user(const struct pobox_settings *set)
 			    set->user, set->passwd_file, strerror(errno));
 			bad = 1;
 		}
+		/* SIGHUP re-reads the aliases as this user. */
+		if (set->aliases_file[0] != '\0' && access(set->aliases_file, R_OK) < 0) {
+			fprintf(stderr, "poboxd: user %s cannot read aliases_file %s: %s\n",
+			    set->user, set->aliases_file, strerror(errno));
+			bad = 1;
+		}
 		if (access(set->mail_root, R_OK | W_OK | X_OK) < 0) {
 			/* Missing is fine when every entry names its maildir. */
 			fprintf(stderr, "poboxd: %suser %s cannot use mail_root %s: %s\n",

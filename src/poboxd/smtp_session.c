@@ -99,6 +99,7 @@ struct smtp_session {
 	struct rcpt_entry *rcpts;
 	unsigned nrcpts;
 	struct spool spool;
+	struct smtp_hops hops;     /* Received fields of the message */
 	uint64_t start_ms;
 	unsigned delivered, failed, rcpts_accepted, rcpts_refused;
 	bool closing, peer_eof, counted, loopback, tls_failed;
@@ -465,6 +466,7 @@ host_data_begin(void *ctx, const struct smtp_txn *txn)
 	struct smtp_session *s = ctx;
 
 	spool_reset(&s->spool);
+	memset(&s->hops, 0, sizeof(s->hops));
 	/* A message per minute per address, SMTP only: an MTA hands mail
 	 * over LMTP, and loopback clients are local tools. */
 	if (s->kind == SMTP_KIND_SMTP && !s->loopback &&
@@ -480,7 +482,10 @@ host_data_begin(void *ctx, const struct smtp_txn *txn)
 static void
 host_data(void *ctx, const void *bytes, size_t len)
 {
-	spool_add(ctx, bytes, len);
+	struct smtp_session *s = ctx;
+
+	smtp_hops_feed(&s->hops, bytes, len);
+	spool_add(s, bytes, len);
 }
 
 static void
@@ -643,14 +648,19 @@ host_data_end(void *ctx, const struct smtp_txn *txn)
 	char id[40];
 	static unsigned msgno;
 
-	if (s->spool.error != 0 || s->nrcpts != txn->rcpt_count) {
+	if (s->spool.error != 0 || s->nrcpts != txn->rcpt_count ||
+	    s->hops.received > SMTP_TRACE_HOPS_MAX) {
 		enum smtp_data_result *r = xcalloc(txn->rcpt_count + 1, sizeof(*r));
+		bool loop = s->hops.received > SMTP_TRACE_HOPS_MAX;
 		char ev[80];
 		for (unsigned i = 0; i < txn->rcpt_count; i++)
-			r[i] = SMTP_DATA_TEMPFAIL;
-		log_warn("session=%s event=delivery_failed result=tempfail error=%s",
-		    s->id, log_value(ev, sizeof(ev), s->spool.error != 0 ?
-		    strerror(s->spool.error) : "recipient mismatch"));
+			r[i] = loop ? SMTP_DATA_PERMFAIL : SMTP_DATA_TEMPFAIL;
+		/* RFC 5321 §6.3: more than 100 hops is a loop; bounce it. */
+		log_warn("session=%s event=delivery_failed result=%s error=%s",
+		    s->id, loop ? "permfail" : "tempfail", log_value(ev, sizeof(ev),
+		    loop ? "mail loop: too many Received fields" :
+		    s->spool.error != 0 ? strerror(s->spool.error) :
+		    "recipient mismatch"));
 		s->failed++;
 		smtp_data_done(s->smtp, r, txn->rcpt_count);
 		free(r);

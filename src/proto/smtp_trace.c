@@ -2,6 +2,7 @@
  * final delivery (see smtp_trace.h). Runs in the receiving worker. */
 #include "proto/smtp_trace.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -89,4 +90,47 @@ smtp_trace_headers(const struct smtp_trace *t, size_t *len_r)
 	out[*len_r] = '\0';
 	buf_free(&b);
 	return out;
+}
+
+void
+smtp_hops_feed(struct smtp_hops *h, const void *data, size_t len)
+{
+	static const char field[] = "received:";
+	const unsigned char *p = data;
+
+	for (size_t i = 0; i < len && !h->body; i++) {
+		unsigned char c = p[i];
+
+		if (c == '\n') {
+			/* An empty line (CRLF or LF alone) ends the header. */
+			if (!h->mid_line)
+				h->body = true;
+			h->mid_line = false;
+			h->match = 0;
+			h->cr = false;
+			continue;
+		}
+		if (c == '\r' && !h->cr) {
+			h->cr = true;
+			continue;
+		}
+		if (h->cr) {
+			h->mid_line = true;   /* a CR inside a line */
+			h->match = UINT32_MAX;
+		}
+		h->cr = false;
+		if (!h->mid_line)
+			h->match = 0;
+		h->mid_line = true;
+		if (c >= 'A' && c <= 'Z')
+			c = (unsigned char)(c - 'A' + 'a');
+		if (h->match < sizeof(field) - 1) {
+			if (c == (unsigned char)field[h->match]) {
+				if (++h->match == sizeof(field) - 1)
+					h->received++;
+			} else {
+				h->match = UINT32_MAX;
+			}
+		}
+	}
 }

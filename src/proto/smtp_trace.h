@@ -32,4 +32,20 @@ const char *smtp_trace_with(const struct smtp_trace *t);
  * delimiters "()\\", replaced by '?', so it cannot forge a header. */
 char *smtp_trace_headers(const struct smtp_trace *t, size_t *len_r);
 
+/* Counting the Received fields of a message's header as it streams in,
+ * for loop detection (RFC 5321 §6.3: a message that has passed more than
+ * SMTP_TRACE_HOPS_MAX relays is in a loop). Zero-initialize, feed every
+ * chunk in order; the header ends at the first empty line. */
+#define SMTP_TRACE_HOPS_MAX 100
+
+struct smtp_hops {
+	unsigned received;   /* "Received:" fields seen */
+	unsigned match;      /* octets of "received:" matched on this line */
+	bool mid_line;       /* not at the start of a line */
+	bool cr;             /* the last octet was CR */
+	bool body;           /* past the header */
+};
+
+void smtp_hops_feed(struct smtp_hops *h, const void *data, size_t len);
+
 #endif

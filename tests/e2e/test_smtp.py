@@ -512,6 +512,17 @@ class SmtpTest(SmtpBase):
                            capture_output=True, text=True)
         self.assertEqual(r.returncode, 1)
         self.assertIn(f"{aliases}:2: expected", r.stderr)
+        if IS_ROOT:
+            # Readable by root only: SIGHUP (as user) could not re-read it.
+            private = self.env.dir / "aliases-root"
+            private.write_text("a@example.org: alice\n")
+            os.chmod(private, 0o600)
+            self.env.settings.update(aliases_file=str(private))
+            conf = self.env.write_config()
+            r = subprocess.run([str(POBOXD), "-t", "-c", str(conf)],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("cannot read aliases_file", r.stderr)
         aliases.write_text("a@example.org: alice\n")
         d = self.start(aliases_file=str(aliases))
         with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
@@ -527,6 +538,42 @@ class SmtpTest(SmtpBase):
         self.assertDelivered(self.bob_md, CRLF_MSG, "b@example.org",
                              "s@example.net")
 
+    def test_ipv6_received(self):
+        from harness import ipv6_loopback_ok
+        if not ipv6_loopback_ok():
+            self.skipTest("no IPv6 loopback")
+        port = free_port(socket.AF_INET6)
+        self.start(extra=[f"smtp_listen = [::1]:{port}"])
+        with smtplib.SMTP("::1", port, timeout=TIMEOUT) as s:
+            s.sendmail("s@example.net", ["alice@example.org"], CRLF_MSG)
+        data = self.assertDelivered(self.alice_md, CRLF_MSG,
+                                    "alice@example.org", "s@example.net")
+        self.assertIn(b"([IPv6:::1])", data)
+
+    def test_mail_loop_refused(self):
+        """RFC 5321 §6.3: more than 100 Received fields is a loop."""
+        self.start()
+        hop = b"Received: from a by b; Tue, 14 Nov 2023 22:13:20 +0000\r\n"
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
+            s.sendmail("s@example.net", ["alice@example.org"], hop * 100 + CRLF_MSG)
+            s.mail("s@example.net")
+            s.rcpt("alice@example.org")
+            code, text = s.data(hop * 101 + CRLF_MSG)
+            self.assertEqual((code, text[:5]), (554, b"5.3.0"))
+        self.assertEqual(len(self.files(self.alice_md)), 1)
+        self.env.wait_event("delivery_failed", result="permfail")
+
+    def test_idle_timeout_421(self):
+        self.start(smtp_timeout=10)
+        c = SmtpClient(self.smtp_port, timeout=30)
+        c.cmd("EHLO c.example.net")
+        code, lines = c.reply()     # nothing sent: the server gives up
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.4.2 mx.example.org "))
+        self.assertTrue(c.closed())
+        c.close()
+        self.env.wait_event("smtp_logout", reason="timeout")
+
     def test_sigterm_says_421(self):
         d = self.start()
         c = SmtpClient(self.smtp_port)
@@ -538,6 +585,42 @@ class SmtpTest(SmtpBase):
         self.assertTrue(lines[0].startswith("421 4.3.2 mx.example.org "))
         self.assertTrue(c.closed())
         c.close()
+
+    def test_concurrent_senders_two_workers(self):
+        """16 clients at once over SMTP and LMTP, two workers: every
+        message acknowledged is stored once, byte for byte."""
+        import threading
+        self.start(workers=2)
+        sent, errors = {}, []
+
+        def client(k):
+            try:
+                cls = smtplib.LMTP if k % 2 else smtplib.SMTP
+                port = self.lmtp_port if k % 2 else self.smtp_port
+                with cls("127.0.0.1", port, timeout=TIMEOUT * 3) as s:
+                    for i in range(8):
+                        tag = f"c{k}m{i}"
+                        body = f"Subject: {tag}\r\n\r\n".encode() + b"".join(
+                            os.urandom(38).hex().encode() + b"\r\n"
+                            for _ in range(80))
+                        s.sendmail("s@example.net", ["alice@example.org"], body)
+                        sent[tag] = body
+            except Exception as e:     # reported below, in the main thread
+                errors.append(repr(e))
+
+        ts = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        self.assertEqual(errors, [])
+        got = {}
+        for p in self.files(self.alice_md):
+            _, rest = self.header_block(p.read_bytes())
+            tag = re.search(rb"Subject: (\S+)", rest).group(1).decode()
+            self.assertNotIn(tag, got)
+            got[tag] = rest
+        self.assertEqual(got, sent)
 
     def test_stale_tmp_removed(self):
         stale = Path(self.alice_md) / "tmp" / "1.stale.host"

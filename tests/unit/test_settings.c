@@ -151,7 +151,7 @@ test_errors(void **state)
 		{ "quota_bytes = -1\n", ":1: '-1' is not a size" },
 		{ "quota_bytes = 99999999999999999999G\n", ":1: " },
 		{ "max_rcpts = 0\n", ":1: 'max_rcpts' must be" },
-		{ "smtp_timeout = 10\n", ":1: 'smtp_timeout' must be" },
+		{ "smtp_timeout = 9\n", ":1: 'smtp_timeout' must be" },
 	};
 
 	char *text, impl[202];

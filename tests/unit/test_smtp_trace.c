@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/util.h"
 #include "proto/smtp_trace.h"
 
 static void
@@ -93,6 +94,37 @@ test_no_injection(void **state)
 	free(h);
 }
 
+static unsigned
+hops(const char *msg, size_t chunk)
+{
+	struct smtp_hops h = { 0 };
+	size_t len = strlen(msg);
+
+	for (size_t i = 0; i < len; i += chunk)
+		smtp_hops_feed(&h, msg + i, len - i < chunk ? len - i : chunk);
+	return h.received;
+}
+
+/* Received fields of the header only, at line starts, any case, any
+ * chunking; a folded line or the body does not count. */
+static void
+test_hops(void **state)
+{
+	static const struct { const char *msg; unsigned n; } cases[] = {
+		{ "", 0 },
+		{ "Received: a\r\nreceived: b\r\nRECEIVED:c\r\n\r\nReceived: body\r\n", 3 },
+		{ "Subject: x\r\n Received: folded\r\nX-Received: no\r\n\r\n", 0 },
+		{ "Received: lf only\nReceived: lf\n\nReceived: body\n", 2 },
+		{ "Receive: short\r\nReceivedX: no\r\nReceived : obs\r\n\r\n", 0 },
+		{ "\r\nReceived: after the empty line\r\n", 0 },
+		{ "Subject: a\rReceived: after a bare CR\r\nReceived: yes\r\n", 1 },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		for (size_t chunk = 1; chunk <= 7; chunk += 3)
+			assert_int_equal(hops(cases[i].msg, chunk), cases[i].n);
+}
+
 int
 main(void)
 {
@@ -100,6 +132,7 @@ main(void)
 		cmocka_unit_test(test_exact),
 		cmocka_unit_test(test_with),
 		cmocka_unit_test(test_no_injection),
+		cmocka_unit_test(test_hops),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
