@@ -6,6 +6,7 @@
 #define POBOX_AUTH_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define AUTH_USER_MAX 64 /* octets; fits a 255-octet command line */
 
@@ -24,6 +25,8 @@ struct auth_user {
 	char *apop_secret;  /* NULL unless the entry has one */
 	int login_delay;    /* seconds, -1 = global default */
 	int expire;         /* days, -1 = global default, -2 = never */
+	int64_t quota_bytes;    /* -1 = global default (quota_bytes); 0 = none */
+	int64_t quota_messages; /* -1 = global default (quota_messages); 0 = none */
 };
 
 struct passwd_db;

@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 
 #include "lib/log.h"
+#include "lib/settings.h"
 #include "lib/util.h"
 
 #define PASSWD_LINE_MAX 4096             /* octets, without the line end */
@@ -166,6 +167,29 @@ field_expire(struct auth_user *u, const char *value)
 	return 0;
 }
 
+/* Bytes with an optional k/M/G/T suffix (powers of 1024); 0: no quota. */
+static int
+field_quota_bytes(struct auth_user *u, const char *value)
+{
+	uint64_t v;
+
+	if (settings_parse_size(value, &v) < 0 || v > INT64_MAX)
+		return -1;
+	u->quota_bytes = (int64_t)v;
+	return 0;
+}
+
+static int
+field_quota_messages(struct auth_user *u, const char *value)
+{
+	uint32_t v;
+
+	if (str_to_u32(value, &v) < 0)
+		return -1;
+	u->quota_messages = (int64_t)v;
+	return 0;
+}
+
 static const struct passwd_field {
 	const char *key;
 	int (*parse)(struct auth_user *u, const char *value);
@@ -174,6 +198,8 @@ static const struct passwd_field {
 	{ "apop", field_apop, "a secret" },
 	{ "login_delay", field_login_delay, "0..86400 seconds" },
 	{ "expire", field_expire, "0..36500 days or 'never'" },
+	{ "quota_bytes", field_quota_bytes, "bytes (k, M, G, T suffixes), 0: none" },
+	{ "quota_messages", field_quota_messages, "0..4294967295 messages, 0: none" },
 };
 
 static int
@@ -270,6 +296,7 @@ parse_line(char *line, const char *mail_root, struct auth_user *u,
 	memset(u, 0, sizeof(*u));
 	u->login_delay = -1;
 	u->expire = -1;
+	u->quota_bytes = u->quota_messages = -1;
 	if (extra != NULL && parse_extra(u, extra, error_r) < 0) {
 		secret_free(&u->apop_secret);
 		return -1;

@@ -134,6 +134,120 @@ check_tls_listen(const char *value, char **error_r)
 	return -1;
 }
 
+int
+settings_parse_size(const char *s, uint64_t *r)
+{
+	static const char suffixes[] = "kMGT";
+	size_t n = strlen(s);
+	const char *p;
+	char digits[32];
+	uint64_t v;
+	unsigned shift = 0;
+
+	if (n == 0 || n >= sizeof(digits))
+		return -1;
+	if ((p = strchr(suffixes, s[n - 1])) != NULL) {
+		shift = 10 * (unsigned)(p - suffixes + 1);
+		n--;
+	} else if (s[n - 1] == 'K') {
+		shift = 10;
+		n--;
+	}
+	memcpy(digits, s, n);
+	digits[n] = '\0';
+	if (str_to_u64(digits, &v) < 0 || (shift > 0 && v > (UINT64_MAX >> shift)))
+		return -1;
+	*r = v << shift;
+	return 0;
+}
+
+static int
+check_size(const char *value, char **error_r)
+{
+	uint64_t v;
+
+	if (settings_parse_size(value, &v) == 0)
+		return 0;
+	*error_r = xasprintf("'%s' is not a size (bytes, or with k, M, G, T)", value);
+	return -1;
+}
+
+/* RFC 1870 SIZE is a decimal of at most 20 digits; anything over 1 TiB
+ * is a typo, and 0 (no limit) is not a secure default. */
+static int
+check_message_size(const char *value, char **error_r)
+{
+	uint64_t v;
+
+	if (check_size(value, error_r) < 0)
+		return -1;
+	(void)settings_parse_size(value, &v);
+	if (v >= 1024 && v <= (UINT64_C(1) << 40))
+		return 0;
+	*error_r = xstrdup("'max_message_size' must be 1k..1T");
+	return -1;
+}
+
+/* An address for lmtp_listen: as listen, or an absolute UNIX socket path. */
+static int
+check_lmtp_listen(const char *value, char **error_r)
+{
+	if (value[0] == '/') {
+		if (strlen(value) < 108)  /* sizeof(sun_path) */
+			return 0;
+		*error_r = xasprintf("UNIX socket path '%s' is too long", value);
+		return -1;
+	}
+	if (check_listen(value, error_r) == 0)
+		return 0;
+	free(*error_r);
+	*error_r = xasprintf("'lmtp_listen' must be IPV4:PORT, [IPV6]:PORT, "
+	    "*:PORT or an absolute socket path, not '%s'", value);
+	return -1;
+}
+
+static int
+check_smtp_listen(const char *value, char **error_r)
+{
+	if (check_listen(value, error_r) == 0)
+		return 0;
+	free(*error_r);
+	*error_r = xasprintf("'smtp_listen' must be IPV4:PORT, [IPV6]:PORT or "
+	    "*:PORT, not '%s'", value);
+	return -1;
+}
+
+/* A domain name (RFC 5321 §4.1.2 Domain), compared without case. */
+static int
+check_domain(const char *value, char **error_r)
+{
+	size_t n = strlen(value);
+	bool ok = n > 0 && n <= 255 && value[0] != '.' && value[0] != '-' &&
+	    value[n - 1] != '.';
+
+	for (size_t i = 0; ok && i < n; i++) {
+		unsigned char c = (unsigned char)value[i];
+		ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '.' || c >= 0x80;
+	}
+	if (ok)
+		return 0;
+	*error_r = xasprintf("'%s' is not a domain name", value);
+	return -1;
+}
+
+static int
+check_hostname(const char *value, char **error_r)
+{
+	return value[0] == '\0' ? 0 : check_domain(value, error_r);
+}
+
+static int
+check_optional_path(const char *value, char **error_r)
+{
+	return value[0] == '\0' ? 0 : check_path(value, error_r);
+}
+
 #define S(f) offsetof(struct pobox_settings, f)
 const struct config_setting pobox_settings_table[] = {
 	{ "listen", CONFIG_LIST, S(listen), "127.0.0.1:110, [::1]:110", 0, 0,
@@ -202,6 +316,38 @@ const struct config_setting pobox_settings_table[] = {
 	{ "tls_listen", CONFIG_LIST, S(tls_listen), "", 0, 0, NULL,
 	  "Implicit TLS (POP3S, RFC 8314) addresses, e.g. *:995; repeat for "
 	  "more; needs tls_cert", check_tls_listen },
+	{ "smtp_listen", CONFIG_LIST, S(smtp_listen), "", 0, 0, NULL,
+	  "SMTP final delivery addresses, e.g. *:25; empty: no SMTP", check_smtp_listen },
+	{ "lmtp_listen", CONFIG_LIST, S(lmtp_listen), "", 0, 0, NULL,
+	  "LMTP addresses or absolute UNIX socket paths (made 0660, owned by "
+	  "user); empty: no LMTP", check_lmtp_listen },
+	{ "hostname", CONFIG_STRING, S(hostname), "", 0, 0, NULL,
+	  "Name in SMTP/LMTP greetings and Received headers; empty: the host name",
+	  check_hostname },
+	{ "local_domains", CONFIG_LIST, S(local_domains), "", 0, 0, NULL,
+	  "Domains whose users receive mail; any other gets 550 5.7.1 (never "
+	  "a relay); empty: every recipient refused", check_domain },
+	{ "aliases_file", CONFIG_STRING, S(aliases_file), "", 0, 0, NULL,
+	  "Aliases: 'alias@domain: user, user', '@domain: user' (catch-all), "
+	  "'postmaster: user'; empty: none", check_optional_path },
+	{ "max_message_size", CONFIG_STRING, S(max_message_size), "50M", 0, 0,
+	  NULL, "Largest message accepted (RFC 1870 SIZE), k/M/G suffixes",
+	  check_message_size },
+	{ "max_rcpts", CONFIG_UINT, S(max_rcpts), "100", 1, 10000, NULL,
+	  "Recipients per SMTP/LMTP transaction (RFC 5321 4.5.3.1.8 asks for "
+	  "at least 100)", NULL },
+	{ "quota_bytes", CONFIG_STRING, S(quota_bytes), "0", 0, 0, NULL,
+	  "Octets a Maildir may hold for delivery, k/M/G/T suffixes; 0: no "
+	  "limit; passwd quota_bytes= overrides", check_size },
+	{ "quota_messages", CONFIG_UINT, S(quota_messages), "0", 0, 0, NULL,
+	  "Messages a Maildir may hold for delivery; 0: no limit; passwd "
+	  "quota_messages= overrides", NULL },
+	{ "smtp_timeout", CONFIG_DURATION, S(smtp_timeout), "300", 30, 3600,
+	  NULL, "Idle time before an SMTP/LMTP session is closed (RFC 5321 "
+	  "4.5.3.2.7: 5 minutes)", NULL },
+	{ "smtp_rate_limit", CONFIG_UINT, S(smtp_rate_limit), "120", 0, 1000000,
+	  NULL, "Messages per minute accepted over SMTP from one address "
+	  "(loopback and LMTP exempt); 0: no limit", NULL },
 };
 const size_t pobox_settings_count = ARRAY_SIZE(pobox_settings_table);
 
@@ -229,6 +375,24 @@ void
 settings_free(struct pobox_settings *set)
 {
 	config_free(pobox_settings_table, pobox_settings_count, set);
+}
+
+uint64_t
+settings_max_message_size(const struct pobox_settings *set)
+{
+	uint64_t v = 0;
+
+	(void)settings_parse_size(set->max_message_size, &v);
+	return v;
+}
+
+uint64_t
+settings_quota_bytes(const struct pobox_settings *set)
+{
+	uint64_t v = 0;
+
+	(void)settings_parse_size(set->quota_bytes, &v);
+	return v;
 }
 
 int

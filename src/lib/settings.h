@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lib/config.h"
 
@@ -38,6 +39,18 @@ struct pobox_settings {
 	unsigned tls_min_version;  /* enum tls_min (lib/tls.h) */
 	char *tls_ciphers;         /* TLS 1.2 list (1.3 suites are all good) */
 	struct config_list tls_listen; /* implicit TLS (POP3S) addresses */
+	/* SMTP/LMTP receiving (src/poboxd/smtp_session.c) */
+	struct config_list smtp_listen; /* SMTP addresses; empty = off */
+	struct config_list lmtp_listen; /* LMTP addresses or UNIX socket paths */
+	char *hostname;            /* greeting and Received; "" = gethostname */
+	struct config_list local_domains; /* empty = every RCPT refused */
+	char *aliases_file;        /* "" = none */
+	char *max_message_size;    /* size (settings_parse_size) */
+	unsigned max_rcpts;
+	char *quota_bytes;         /* size; 0 = none (passwd quota_bytes=) */
+	unsigned quota_messages;   /* 0 = none (passwd quota_messages=) */
+	unsigned smtp_timeout;     /* seconds idle, RFC 5321 §4.5.3.2.7 */
+	unsigned smtp_rate_limit;  /* messages per minute per address; 0 off */
 };
 
 extern const struct config_setting pobox_settings_table[];
@@ -47,6 +60,11 @@ extern const size_t pobox_settings_count;
  * a malloc'ed "file:line: what" or "file: what" in *error_r. */
 int settings_load(struct pobox_settings *set, const char *path, char **error_r);
 void settings_free(struct pobox_settings *set);
+/* "123", "10k", "50M", "2G", "1T" (powers of 1024) into *r: 0 / -1. */
+int settings_parse_size(const char *s, uint64_t *r);
+/* max_message_size and quota_bytes in octets. */
+uint64_t settings_max_message_size(const struct pobox_settings *set);
+uint64_t settings_quota_bytes(const struct pobox_settings *set);
 /* expire as days, or -1 for never. */
 int settings_expire_days(const struct pobox_settings *set);
 

@@ -8,11 +8,14 @@
 
 #define IPTABLE_BUCKETS 4096
 #define IPTABLE_FAILURE_WINDOW_MS (15 * 60 * 1000)
+#define IPTABLE_RATE_WINDOW_MS (60 * 1000)
 
 struct ip_entry {
 	struct ip_entry *next;
 	unsigned failures;
 	uint64_t last_failure_ms;
+	unsigned messages;        /* in the minute from window_ms */
+	uint64_t window_ms;
 	char ip[];
 };
 
@@ -58,6 +61,8 @@ ip_expire(struct ip_entry *e, uint64_t now_ms)
 {
 	if (e->failures > 0 && now_ms - e->last_failure_ms > IPTABLE_FAILURE_WINDOW_MS)
 		e->failures = 0;
+	if (e->messages > 0 && now_ms - e->window_ms >= IPTABLE_RATE_WINDOW_MS)
+		e->messages = 0;
 }
 
 struct iptable *
@@ -106,6 +111,19 @@ iptable_failures(struct iptable *t, const char *ip, uint64_t now_ms)
 	return e->failures;
 }
 
+/* A fixed one-minute window from the first message: simple, and at
+ * worst twice the rate across a window edge. */
+unsigned
+iptable_message(struct iptable *t, const char *ip, uint64_t now_ms)
+{
+	struct ip_entry *e = ip_get(t, ip);
+
+	ip_expire(e, now_ms);
+	if (e->messages == 0)
+		e->window_ms = now_ms;
+	return ++e->messages;
+}
+
 void
 iptable_sweep(struct iptable *t, uint64_t now_ms)
 {
@@ -113,7 +131,7 @@ iptable_sweep(struct iptable *t, uint64_t now_ms)
 		struct ip_entry **e = &t->buckets[i];
 		while (*e != NULL) {
 			ip_expire(*e, now_ms);
-			if ((*e)->failures == 0) {
+			if ((*e)->failures == 0 && (*e)->messages == 0) {
 				struct ip_entry *dead = *e;
 				*e = dead->next;
 				free(dead);

@@ -21,11 +21,14 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "auth/auth.h"
 #include "auth/authcache.h"
+#include "auth/rcpt.h"
 #include "lib/ioloop.h"
 #include "lib/log.h"
 #include "lib/tls.h"
@@ -41,9 +44,13 @@
 #define SWEEP_INTERVAL_MS 60000
 #define AUTH_CACHE_ENTRIES 65536
 
+enum listener_kind { LISTEN_POP3, LISTEN_SMTP, LISTEN_LMTP };
+#define WORKER_ALL UINT32_MAX   /* a UNIX socket: one fd shared by workers */
+
 struct listener {
 	struct server *srv;
 	unsigned worker;
+	enum listener_kind kind;
 	bool tls;                /* implicit TLS (POP3S) */
 	int fd;
 	struct io *io;
@@ -70,6 +77,7 @@ server_config_unref(struct server_config **cp)
 	if (c == NULL || --c->refs > 0)
 		return;
 	tls_ctx_free(&c->tls_ctx);
+	aliases_free(&c->aliases);
 	settings_free(&c->set);
 	free(c);
 }
@@ -87,6 +95,11 @@ config_read(const char *path, char **error_r)
 	}
 	c->refs = 1;
 	c->expire_days = settings_expire_days(&c->set);
+	if (c->set.aliases_file[0] != '\0' &&
+	    aliases_load(c->set.aliases_file, &c->aliases, error_r) < 0) {
+		server_config_unref(&c);
+		return NULL;
+	}
 	/* Certificates are read here, so a SIGHUP picks up renewed ones. */
 	if (c->set.tls_cert[0] != '\0' &&
 	    (c->tls_ctx = tls_ctx_new(c->set.tls_cert, c->set.tls_key,
@@ -121,8 +134,62 @@ listen_parse(const char *spec, char *host, size_t hostlen, char *port, size_t po
 	return host[0] != '\0' && port[0] != '\0' ? 0 : -1;
 }
 
+/* An LMTP UNIX socket, bound once by the (root) master and shared by the
+ * workers: mode 0660, owned by the serving user, so the MTA's group can
+ * be given access. A stale socket from an earlier run is replaced. */
 static int
-listener_bind(struct server *srv, const char *spec, unsigned worker, bool tls)
+listener_bind_unix(struct server *srv, const char *path, const char *user)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct listener *l;
+	struct stat st;
+	mode_t old;
+	int fd;
+
+	if (listener_count == LISTEN_MAX || strlen(path) >= sizeof(sun.sun_path)) {
+		log_error("event=listen_error addr=%s error=\"too many listeners or "
+		    "path too long\"", path);
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		log_error("event=listen_error addr=%s error=\"%s\"", path, strerror(errno));
+		return -1;
+	}
+	old = umask(0117);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    listen(fd, LISTEN_BACKLOG) < 0) {
+		umask(old);
+		log_error("event=listen_error addr=%s error=\"%s\"", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	umask(old);
+	if (geteuid() == 0) {
+		struct passwd *pw = getpwnam(user);
+		if (pw == NULL || chown(path, pw->pw_uid, pw->pw_gid) < 0) {
+			log_error("event=listen_error addr=%s error=\"chown to %s: %s\"",
+			    path, user, pw == NULL ? "no such user" : strerror(errno));
+			close(fd);
+			return -1;
+		}
+	}
+	(void)chmod(path, 0660);
+	l = &listeners[listener_count++];
+	l->srv = srv;
+	l->worker = WORKER_ALL;
+	l->kind = LISTEN_LMTP;
+	l->fd = fd;
+	snprintf(l->name, sizeof(l->name), "%s", path);
+	return 0;
+}
+
+static int
+listener_bind(struct server *srv, const char *spec, unsigned worker, bool tls,
+    enum listener_kind kind)
 {
 	char host[256], port[16];
 	struct addrinfo hints = { 0 }, *res, *ai;
@@ -166,6 +233,7 @@ listener_bind(struct server *srv, const char *spec, unsigned worker, bool tls)
 		l = &listeners[listener_count++];
 		l->srv = srv;
 		l->worker = worker;
+		l->kind = kind;
 		l->tls = tls;
 		l->fd = fd;
 		if (ai->ai_family == AF_INET6)
@@ -211,7 +279,11 @@ listener_accept(void *ctx, unsigned events)
 			}
 			return;
 		}
-		session_create(l->srv, fd, &peer, l->tls);
+		if (l->kind == LISTEN_POP3)
+			session_create(l->srv, fd, &peer, l->tls);
+		else
+			smtp_session_create(l->srv, fd, &peer, l->kind == LISTEN_LMTP ?
+			    SMTP_KIND_LMTP : SMTP_KIND_SMTP);
 	}
 }
 
@@ -303,7 +375,9 @@ on_reload(void *ctx, int signo)
 	srv->auth_cache = auth_cache_new((uint64_t)c->set.auth_cache_ttl * 1000,
 	    AUTH_CACHE_ENTRIES);
 	if (c->set.listen.count != srv->config->set.listen.count ||
-	    c->set.tls_listen.count != srv->config->set.tls_listen.count)
+	    c->set.tls_listen.count != srv->config->set.tls_listen.count ||
+	    c->set.smtp_listen.count != srv->config->set.smtp_listen.count ||
+	    c->set.lmtp_listen.count != srv->config->set.lmtp_listen.count)
 		log_warn("event=reload note=\"listen changes need a restart\"");
 	log_set_level((enum log_level)c->set.log_level);
 	server_config_unref(&srv->config);
@@ -384,7 +458,7 @@ serve(struct server *srv, unsigned worker)
 {
 	srv->worker = worker;
 	for (unsigned i = 0; i < listener_count; i++) {
-		if (listeners[i].worker != worker) {
+		if (listeners[i].worker != worker && listeners[i].worker != WORKER_ALL) {
 			close(listeners[i].fd);
 			listeners[i].fd = -1;
 		}
@@ -405,8 +479,10 @@ serve(struct server *srv, unsigned worker)
 		listeners[i].io = io_add(srv->loop, listeners[i].fd, IO_READ,
 		    listener_accept, &listeners[i]);
 		if (worker == 0)
-			log_info("event=listening addr=%s%s", listeners[i].name,
-			    listeners[i].tls ? " tls=yes" : "");
+			log_info("event=listening addr=%s%s%s", listeners[i].name,
+			    listeners[i].tls ? " tls=yes" : "",
+			    listeners[i].kind == LISTEN_SMTP ? " proto=smtp" :
+			    listeners[i].kind == LISTEN_LMTP ? " proto=lmtp" : "");
 	}
 	sweep_timer = timer_add(srv->loop, SWEEP_INTERVAL_MS, on_sweep, srv);
 	log_info("event=started version=%s worker=%u uid=%d pid=%d", POBOXD_VERSION,
@@ -422,6 +498,7 @@ serve(struct server *srv, unsigned worker)
 		close(listeners[i].fd);
 	}
 	session_close_all(srv, "shutdown");
+	smtp_session_close_all(srv, "shutdown");
 	workq_free(&srv->workq);
 	timer_remove(&sweep_timer);
 	iptable_free(&srv->ips);
@@ -613,13 +690,30 @@ main(int argc, char **argv)
 	raise_fd_limit(srv.config->set.max_sessions);
 	for (unsigned w = 0; w < srv.workers; w++) {
 		for (unsigned i = 0; i < srv.config->set.listen.count; i++) {
-			if (listener_bind(&srv, srv.config->set.listen.items[i], w, false) < 0)
+			if (listener_bind(&srv, srv.config->set.listen.items[i], w, false,
+			    LISTEN_POP3) < 0)
 				goto fail;
 		}
 		for (unsigned i = 0; i < srv.config->set.tls_listen.count; i++) {
-			if (listener_bind(&srv, srv.config->set.tls_listen.items[i], w, true) < 0)
+			if (listener_bind(&srv, srv.config->set.tls_listen.items[i], w, true,
+			    LISTEN_POP3) < 0)
 				goto fail;
 		}
+		for (unsigned i = 0; i < srv.config->set.smtp_listen.count; i++) {
+			if (listener_bind(&srv, srv.config->set.smtp_listen.items[i], w,
+			    false, LISTEN_SMTP) < 0)
+				goto fail;
+		}
+		for (unsigned i = 0; i < srv.config->set.lmtp_listen.count; i++) {
+			const char *a = srv.config->set.lmtp_listen.items[i];
+			if (a[0] != '/' && listener_bind(&srv, a, w, false, LISTEN_LMTP) < 0)
+				goto fail;
+		}
+	}
+	for (unsigned i = 0; i < srv.config->set.lmtp_listen.count; i++) {
+		const char *a = srv.config->set.lmtp_listen.items[i];
+		if (a[0] == '/' && listener_bind_unix(&srv, a, srv.config->set.user) < 0)
+			goto fail;
 	}
 	if (drop_privileges(srv.config->set.user) < 0)
 		goto fail;

@@ -20,6 +20,8 @@ struct iptable;
 struct auth_cache;
 struct session_limits;
 struct ssl_ctx_st;
+struct aliases;
+struct smtp_session;
 
 /* Settings shared by the sessions that started under them; a SIGHUP
  * reload makes a new one and the old one lives until its last session. */
@@ -28,6 +30,7 @@ struct server_config {
 	struct pobox_settings set;
 	int expire_days;        /* -1: never */
 	struct ssl_ctx_st *tls_ctx; /* NULL: no TLS configured */
+	struct aliases *aliases;    /* aliases_file; NULL: none */
 };
 
 struct server {
@@ -39,6 +42,7 @@ struct server {
 	const char *config_path;
 	struct iptable *ips;
 	struct session *sessions; /* doubly linked, for shutdown */
+	struct smtp_session *smtp_sessions; /* the same, SMTP and LMTP */
 	unsigned session_count;
 	unsigned workers;          /* serving processes */
 	unsigned worker;           /* this process's index */
@@ -57,6 +61,18 @@ void session_create(struct server *srv, int fd, const struct sockaddr_storage *p
     bool tls);
 /* Closes every session without UPDATE (SIGTERM). */
 void session_close_all(struct server *srv, const char *reason);
+/* A new session id (12 characters of base32) into id. */
+void session_new_id(char id[17]);
+/* The peer's address into ip (and *port_r); returns true for loopback
+ * (and for a UNIX socket peer, written as "local"). */
+bool session_peer(const struct sockaddr_storage *peer, char *ip, size_t iplen,
+    unsigned *port_r);
+
+/* smtp_session.c: one SMTP or LMTP client connection. */
+enum smtp_kind { SMTP_KIND_SMTP, SMTP_KIND_LMTP };
+void smtp_session_create(struct server *srv, int fd,
+    const struct sockaddr_storage *peer, enum smtp_kind kind);
+void smtp_session_close_all(struct server *srv, const char *reason);
 
 /* login.c: the pop3_host login callback and its asynchronous answer. */
 struct login_job;
@@ -102,6 +118,8 @@ void iptable_free(struct iptable **t);
 /* Records a failed login; returns recent failures from ip (decay: 15 min). */
 unsigned iptable_failure(struct iptable *t, const char *ip, uint64_t now_ms);
 unsigned iptable_failures(struct iptable *t, const char *ip, uint64_t now_ms);
+/* Counts a message from ip; returns messages counted in the last minute. */
+unsigned iptable_message(struct iptable *t, const char *ip, uint64_t now_ms);
 /* Drops entries with no session and no recent failure (call each minute). */
 void iptable_sweep(struct iptable *t, uint64_t now_ms);
 

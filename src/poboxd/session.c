@@ -288,8 +288,8 @@ session_login_done(struct session *s, enum pop3_login_result res,
 	session_status(s, pop3_run(s->pop3));
 }
 
-static void
-session_make_id(struct session *s)
+void
+session_new_id(char id[17])
 {
 	static uint64_t counter;
 	static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
@@ -299,30 +299,32 @@ session_make_id(struct session *s)
 		counter = (uint64_t)getpid() << 32;
 	v = ++counter;
 	for (int i = 0; i < 12; i++, v >>= 5)
-		s->id[i] = b32[v & 31];
-	s->id[12] = '\0';
+		id[i] = b32[v & 31];
+	id[12] = '\0';
 }
 
-static bool
-peer_describe(struct session *s, const struct sockaddr_storage *peer)
+bool
+session_peer(const struct sockaddr_storage *peer, char *ip, size_t iplen,
+    unsigned *port_r)
 {
+	*port_r = 0;
 	if (peer->ss_family == AF_INET) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
-		inet_ntop(AF_INET, &in->sin_addr, s->ip, sizeof(s->ip));
-		s->port = ntohs(in->sin_port);
+		inet_ntop(AF_INET, &in->sin_addr, ip, (socklen_t)iplen);
+		*port_r = ntohs(in->sin_port);
 		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
 	}
 	if (peer->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
-		s->port = ntohs(in6->sin6_port);
+		*port_r = ntohs(in6->sin6_port);
 		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
-			inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], s->ip, sizeof(s->ip));
+			inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], ip, (socklen_t)iplen);
 			return in6->sin6_addr.s6_addr[12] == 127;
 		}
-		inet_ntop(AF_INET6, &in6->sin6_addr, s->ip, sizeof(s->ip));
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, (socklen_t)iplen);
 		return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
 	}
-	strcpy(s->ip, "local");
+	snprintf(ip, iplen, "local");
 	return true;
 }
 
@@ -359,8 +361,8 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer,
 	s->config = server_config_ref(srv->config);
 	set = &s->config->set;
 	s->start_ms = ioloop_now(srv->loop);
-	session_make_id(s);
-	loopback = peer_describe(s, peer);
+	session_new_id(s->id);
+	loopback = session_peer(peer, s->ip, sizeof(s->ip), &s->port);
 	s->next = srv->sessions;
 	if (s->next != NULL)
 		s->next->prev = s;

@@ -51,6 +51,7 @@ struct smtp {
 	bool waiting_host;
 	bool starttls;            /* 220 sent: the host starts TLS */
 	char *helo;
+	bool esmtp;               /* EHLO or LHLO, not HELO */
 
 	/* The transaction (RFC 5321 §3.3). */
 	bool have_mail;
@@ -116,6 +117,7 @@ txn_fill(const struct smtp *s, struct smtp_txn *t)
 {
 	*t = (struct smtp_txn){
 		.helo = s->helo,
+		.esmtp = s->esmtp,
 		.mail_from = s->mail_from,
 		.rcpts = (const char *const *)s->rcpts,
 		.rcpt_count = s->rcpt_count,
@@ -386,15 +388,19 @@ helo_common(struct smtp *s, char *args)
 static void
 cmd_ehlo(struct smtp *s, char *args)
 {
-	if (helo_common(s, args))
+	if (helo_common(s, args)) {
+		s->esmtp = true;
 		ehlo_reply(s);
+	}
 }
 
 static void
 cmd_helo(struct smtp *s, char *args)
 {
-	if (helo_common(s, args))
+	if (helo_common(s, args)) {
+		s->esmtp = false;
 		buf_printf(s->out, "250 %s\r\n", s->set->hostname);
+	}
 }
 
 /* ESMTP parameters of MAIL (RFC 1870, 6152, 6531). */

@@ -54,6 +54,7 @@ struct smtp_settings {
 /* The transaction as the host sees it; valid during a callback. */
 struct smtp_txn {
 	const char *helo;          /* EHLO/HELO/LHLO argument */
+	bool esmtp;                /* EHLO or LHLO (not HELO) */
 	const char *mail_from;     /* reverse-path without <>; "" for <> */
 	const char *const *rcpts;  /* accepted forward-paths, in RCPT order */
 	unsigned rcpt_count;

@@ -4,6 +4,7 @@
  * share one written file through hard links. Runs with the rights of the
  * mailbox owner (or the virtual-mail uid): `pobox deliver` after it has
  * dropped root, later the SMTP/LMTP receivers. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -421,6 +422,34 @@ out:
 	}
 	free(dirs);
 	return ret;
+}
+
+unsigned
+deliver_sweep_tmp(const char *maildir, unsigned max_age)
+{
+	char *path = xasprintf("%s/tmp", maildir);
+	time_t now = time(NULL);
+	struct dirent *de;
+	unsigned removed = 0;
+	struct stat st;
+	DIR *d;
+
+	d = opendir(path);
+	free(path);
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.' ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    S_ISDIR(st.st_mode))
+			continue;
+		/* A writer keeps mtime fresh. */
+		if (st.st_mtime + (time_t)max_age < now &&
+		    unlinkat(dirfd(d), de->d_name, 0) == 0)
+			removed++;
+	}
+	closedir(d);
+	return removed;
 }
 
 ssize_t

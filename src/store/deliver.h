@@ -78,6 +78,11 @@ struct deliver_rcpt {
 enum deliver_result maildir_deliver(const struct deliver_input *in,
     struct deliver_rcpt *rcpts, unsigned n);
 
+/* Removes files in maildir/tmp/ last changed more than max_age seconds
+ * ago (36 hours by the Maildir convention: left by a delivery that
+ * crashed). Returns how many were removed. */
+unsigned deliver_sweep_tmp(const char *maildir, unsigned max_age);
+
 /* A deliver_read_fn for a file descriptor (ctx: int *), EINTR retried. */
 ssize_t deliver_fd_read(void *ctx, void *dst, size_t len);
 
