@@ -748,13 +748,14 @@ report(void)
 		err += errk[k];
 	printf("mode=%s conc=%u msgs=%u size=%u rcpts=%u pipelining=%s "
 	    "deliveries=%llu msgs_ok=%llu msgs_failed=%llu conns_ok=%u "
-	    "err=%llu secs=%.3f rate=%.1f p50_ms=%.2f p99_ms=%.2f "
+	    "err=%llu secs=%.3f rate=%.1f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f "
 	    "mbps=%.1f", opt.lmtp ? "lmtp" : "smtp", opt.conc,
 	    opt.conc * opt.msgs, opt.size, opt.rcpts,
 	    conns[0].pipelining ? "yes" : "no", deliveries, msgs_ok,
 	    msgs_failed, conns_ok, err, secs,
 	    secs > 0 ? deliveries / secs : 0,
 	    nlat ? lat[nlat / 2] * 1000 : 0,
+	    nlat ? lat[(nlat * 9) / 10] * 1000 : 0,
 	    nlat ? lat[(nlat * 99) / 100 < nlat ? (nlat * 99) / 100 :
 	    nlat - 1] * 1000 : 0,
 	    secs > 0 ? octets / 1e6 / secs : 0);
