@@ -81,7 +81,7 @@ struct conn {
 	unsigned started;	/* messages started on this connection */
 	unsigned seq;		/* global message number of the current one */
 	unsigned rcpt_sent, rcpt_ok, dots_left;
-	bool msg_failed;
+	bool msg_failed, mail_failed;
 	double t_msg;
 	double t_active;
 	/* output */
@@ -393,7 +393,7 @@ msg_start(struct conn *c)
 	c->seq = c->gid * opt.msgs + c->started;
 	c->started++;
 	c->rcpt_sent = c->rcpt_ok = c->dots_left = 0;
-	c->msg_failed = false;
+	c->msg_failed = c->mail_failed = false;
 	c->t_msg = now();
 	if (c->size_ext)
 		out_fmt(c, "MAIL FROM:<%s> SIZE=%zu\r\n", opt.sender,
@@ -535,7 +535,7 @@ on_reply(struct conn *c, int code, const char *text)
 	case R_MAIL:
 		if (code != 250) {
 			note_error(c, E_MAIL, what);
-			c->msg_failed = true;
+			c->msg_failed = c->mail_failed = true;
 		}
 		if (c->pipelining)
 			break;		/* RCPT and DATA are on the way */
@@ -548,7 +548,9 @@ on_reply(struct conn *c, int code, const char *text)
 		if (code == 250 || code == 251)
 			c->rcpt_ok++;
 		else {
-			note_error(c, E_RCPT, what);
+			/* After a refused MAIL (pipelined), 503 is expected. */
+			if (!c->mail_failed)
+				note_error(c, E_RCPT, what);
 			c->msg_failed = true;
 		}
 		if (c->pipelining)

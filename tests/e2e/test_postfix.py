@@ -19,9 +19,11 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import (IS_ROOT, POBOXD, UNPRIV_USER, PoboxTestCase, TIMEOUT,
-                     free_port, listening, need_tool)
+from harness import (CI, IS_ROOT, POBOXD, UNPRIV_USER, PoboxTestCase,
+                     TIMEOUT, free_port, listening)
 
+POSTFIX = "/usr/sbin/postfix"
+MASTER = "/usr/lib/postfix/sbin/master"
 DOMAIN = "pobox.test"
 DRAIN_TIMEOUT = 30.0   # seconds for Postfix's queue to empty
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
@@ -101,7 +103,7 @@ smtputf8_enable = no
                              lmtp_unpriv="-" if lmtp_unpriv else "n"))
 
     def start(self):
-        r = subprocess.run(["postfix", "-c", str(self.conf), "start"],
+        r = subprocess.run([POSTFIX, "-c", str(self.conf), "start"],
                            capture_output=True, text=True, timeout=60)
         pidfile = self.queue / "pid" / "master.pid"
         if r.returncode != 0 or not pidfile.exists():
@@ -211,9 +213,11 @@ class PostfixLmtpTest(PoboxTestCase):
         super().setUp()
         if not IS_ROOT:
             self.skipTest("Postfix's master must start as root")
-        need_tool(self, "postfix")
-        if not Path("/usr/lib/postfix/sbin/master").exists():
-            self.skipTest("Postfix is not installed (scripts/deps installs it)")
+        if not (os.access(POSTFIX, os.X_OK) and os.access(MASTER, os.X_OK)):
+            msg = "Postfix is not installed (scripts/deps installs it)"
+            if CI:
+                self.fail(msg)
+            self.skipTest(msg)
         self.lmtp_port = free_port()
         self.sock = self.env.dir / "run" / "lmtp.sock"
         self.sock.parent.mkdir()
