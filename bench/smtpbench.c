@@ -107,6 +107,7 @@ static unsigned active;
 static char *rbuf;
 static char *body;		/* dot-stuffed CRLF body, built once */
 static size_t bodylen;
+static size_t body_octets;	/* bodylen less the stuffed dots */
 static double t0, t_end;
 static unsigned nerrs_printed;
 
@@ -214,13 +215,14 @@ build_body(size_t n)
 
 	body = xrealloc(NULL, cap);
 	while (len < n) {
-		size_t ll = 0;
+		size_t ll = 0, stuffed = 0;
 
 		r = r * 1103515245 + 12345;
-		if ((r >> 16) % 33 == 0)
+		if ((r >> 16) % 33 == 0) {
 			lbuf[ll++] = '.';	/* one more for the stuffing */
-		if (ll)
 			lbuf[ll++] = '.';
+			stuffed = 1;
+		}
 		while (ll < 40 || (ll < 70 && (r >> 20) % 4 != 0)) {
 			const char *w;
 			size_t wl;
@@ -241,6 +243,7 @@ build_body(size_t n)
 			break;
 		memcpy(body + len, lbuf, ll);
 		len += ll;
+		body_octets += ll - stuffed;
 	}
 	bodylen = len;
 }
@@ -380,10 +383,14 @@ send_rcpt(struct conn *c)
 	expect(c, R_RCPT);
 }
 
+static size_t format_header(const struct conn *, char *, size_t);
+
 /* Starts the next message, or QUIT when all are sent or time is up. */
 static void
 msg_start(struct conn *c)
 {
+	char h[2048];
+
 	if (c->started == opt.msgs || stopping || now() - t0 > opt.timeout) {
 		out_fmt(c, "QUIT\r\n");
 		expect(c, R_QUIT);
@@ -395,9 +402,10 @@ msg_start(struct conn *c)
 	c->rcpt_sent = c->rcpt_ok = c->dots_left = 0;
 	c->msg_failed = c->mail_failed = false;
 	c->t_msg = now();
+	/* RFC 1870: the message's size, without the dot-stuffing. */
 	if (c->size_ext)
 		out_fmt(c, "MAIL FROM:<%s> SIZE=%zu\r\n", opt.sender,
-		    (size_t)opt.size);
+		    format_header(c, h, sizeof(h)) + body_octets);
 	else
 		out_fmt(c, "MAIL FROM:<%s>\r\n", opt.sender);
 	expect(c, R_MAIL);
