@@ -11,6 +11,7 @@ receiver in the build the tests skip and say so."""
 
 import os
 import poplib
+import re
 import shutil
 import signal
 import smtplib
@@ -303,6 +304,54 @@ class PostfixLmtpTest(PoboxTestCase):
         # Postfix's lmtp(8) runs as root instead (master.cf unpriv = n)
         # rather than change the system's groups.
         self.check_byte_for_byte(f"lmtp:unix:{self.sock}", lmtp_unpriv=False)
+
+    def test_many_messages_each_once(self):
+        """30 messages in one SMTP session to Postfix, alternating two
+        users: Postfix reuses its LMTP connections; each message arrives
+        once, intact."""
+        self.env.start()
+        pf = self.postfix(f"lmtp:inet:127.0.0.1:{self.lmtp_port}")
+        sent = {}
+        with smtplib.SMTP("127.0.0.1", pf.port, timeout=TIMEOUT) as s:
+            for i in range(30):
+                user = ("alice", "bob")[i % 2]
+                head, body = crlf_message(f"message {i}",
+                                          BODY + f"number {i}\r\n".encode())
+                self.assertEqual(s.sendmail(f"sender@{DOMAIN}",
+                                            [f"{user}@{DOMAIN}"], head + body,
+                                            mail_options=["BODY=8BITMIME"]),
+                                 {})
+                sent[f"message {i}"] = (user, head, body)
+        pf.wait_drained(sent=30)
+        got = {}
+        for user in ("alice", "bob"):
+            for m in self.retr_all(user):
+                subj = re.search(rb"(?m)^Subject: (.*)\r$", m).group(1)
+                self.assertNotIn(subj.decode(), got, "delivered twice")
+                got[subj.decode()] = (user, m)
+        self.assertEqual(sorted(got), sorted(sent))
+        for subj, (user, head, body) in sent.items():
+            self.assertEqual(got[subj][0], user)
+            self.assert_delivered(got[subj][1], head, body, user)
+
+    def test_large_message(self):
+        """1.5 MB through Postfix and LMTP (past poboxd's in-memory
+        spool), 8-bit lines among base64 ones, byte for byte."""
+        self.env.start()
+        pf = self.postfix(f"lmtp:unix:{self.sock}", lmtp_unpriv=False)
+        line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAx\r\n"
+        chunks = []
+        for i in range(21000):
+            chunks.append(line if i % 100 else
+                          f".{i} gr\u00fc\u00dfe \u00e9t\u00e9\r\n".encode())
+        body = b"".join(chunks)
+        self.assertGreater(len(body), 1_500_000)
+        head, body = crlf_message("large", body)
+        pf.send(f"sender@{DOMAIN}", [f"alice@{DOMAIN}"], head + body)
+        pf.wait_drained()
+        msgs = self.retr_all("alice")
+        self.assertEqual(len(msgs), 1)
+        self.assert_delivered(msgs[0], head, body, "alice")
 
     def test_unknown_recipient_bounces_5_1_1(self):
         """One transaction, two known recipients and one unknown: LMTP
