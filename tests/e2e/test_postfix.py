@@ -274,7 +274,8 @@ class PostfixLmtpTest(PoboxTestCase):
         # of what Postfix and pobox prepended.
         self.assertEqual(got_body, body)
         self.assertTrue(got_head.endswith(head),
-                        f"header block changed:\n{got_head.decode(errors='replace')}")
+                        "header block changed:\n" +
+                        got_head.decode(errors="replace"))
         added = got_head[:-len(head)].decode(errors="replace")
         self.assertRegex(added, r"(?m)^Return-Path: <sender@pobox\.test>\r$")
         self.assertRegex(added, rf"(?mi)^Delivered-To: {rcpt}(@{DOMAIN})?\r$")
@@ -339,7 +340,8 @@ class PostfixLmtpTest(PoboxTestCase):
         spool), 8-bit lines among base64 ones, byte for byte."""
         self.env.start()
         pf = self.postfix(f"lmtp:unix:{self.sock}", lmtp_unpriv=False)
-        line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAx\r\n"
+        line = (b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9w"
+                b"cXJzdHV2d3h5ejAx\r\n")
         chunks = []
         for i in range(21000):
             chunks.append(line if i % 100 else
