@@ -42,6 +42,7 @@
 #define ACCEPT_PAUSE_MS 500
 #define ACCEPT_BATCH 64 /* per wakeup, so one listener cannot starve sessions */
 #define SWEEP_INTERVAL_MS 60000
+#define DRAIN_TIMEOUT_MS 30000  /* SIGTERM: deliveries in flight get this long */
 #define AUTH_CACHE_ENTRIES 65536
 #define DELIVER_THREADS 8 /* per worker, for SMTP/LMTP deliveries */
 
@@ -349,14 +350,40 @@ raise_fd_limit(unsigned max_sessions)
 		    (unsigned long long)rl.rlim_cur, (unsigned long long)want);
 }
 
+static struct timer *drain_timer;
+
+static void
+on_drain_timeout(void *ctx)
+{
+	struct server *srv = ctx;
+
+	log_warn("event=shutdown note=\"deliveries still running after %u s\"",
+	    DRAIN_TIMEOUT_MS / 1000);
+	ioloop_stop(srv->loop);
+}
+
+/* SIGTERM/SIGINT: accept nothing more; POP3 sessions close without
+ * UPDATE once the loop stops, SMTP/LMTP deliveries in flight are answered
+ * first (smtp_session_drain). A second signal stops at once. */
 static void
 on_terminate(void *ctx, int signo)
 {
 	struct server *srv = ctx;
 
 	log_info("event=shutdown signal=%s sessions=%u", strsignal(signo), srv->session_count);
+	if (srv->shutting_down) {
+		ioloop_stop(srv->loop);
+		return;
+	}
 	srv->shutting_down = true;
-	ioloop_stop(srv->loop);
+	for (unsigned i = 0; i < listener_count; i++) {
+		timer_remove(&listeners[i].pause);
+		io_remove(&listeners[i].io);
+	}
+	if (smtp_session_drain(srv) == 0)
+		ioloop_stop(srv->loop);
+	else
+		drain_timer = timer_add(srv->loop, DRAIN_TIMEOUT_MS, on_drain_timeout, srv);
 }
 
 /* SIGHUP, in the master and in each worker: the configuration and the
@@ -530,6 +557,7 @@ serve(struct server *srv, unsigned worker)
 		io_remove(&listeners[i].io);
 		close(listeners[i].fd);
 	}
+	timer_remove(&drain_timer);
 	session_close_all(srv, "shutdown");
 	smtp_session_close_all(srv, "shutdown");
 	workq_free(&srv->deliver_wq);

@@ -74,6 +74,12 @@ bool session_peer(const struct sockaddr_storage *peer, char *ip, size_t iplen,
 enum smtp_kind { SMTP_KIND_SMTP, SMTP_KIND_LMTP };
 void smtp_session_create(struct server *srv, int fd,
     const struct sockaddr_storage *peer, enum smtp_kind kind);
+/* SIGTERM: 421 and close every SMTP/LMTP session with no delivery in
+ * flight; one with a delivery running gets its reply first and then 421
+ * (a 421 for a message that was kept would make the client send it
+ * twice). Returns how many still wait; the last one to finish stops the
+ * loop. */
+unsigned smtp_session_drain(struct server *srv);
 void smtp_session_close_all(struct server *srv, const char *reason);
 
 /* login.c: the pop3_host login callback and its asynchronous answer. */

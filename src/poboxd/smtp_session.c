@@ -123,6 +123,7 @@ static struct usage_entry *usage_cache;
 static unsigned usage_count;
 
 static void smtp_session_status(struct smtp_session *s, enum smtp_status st);
+static void smtp_session_shutdown(struct smtp_session *s, const char *reason);
 
 static struct usage_entry *
 usage_entry_get(const char *maildir)
@@ -628,6 +629,14 @@ dl_job_done(void *arg)
 	free(results);
 	dl_job_free(job);
 	txn_clear(s);
+	if (s->srv->shutting_down) {
+		/* Draining (SIGTERM): the reply above is sent, then 421. */
+		struct server *srv = s->srv;
+		smtp_session_shutdown(s, "shutdown");
+		if (smtp_session_drain(srv) == 0)
+			ioloop_stop(srv->loop);
+		return;
+	}
 	smtp_session_status(s, smtp_run(s->smtp));
 }
 
@@ -974,19 +983,38 @@ smtp_session_create(struct server *srv, int fd, const struct sockaddr_storage *p
 	conn_flush(s->conn);
 }
 
+/* RFC 5321 §3.8: 421 before closing, as far as the socket takes it now;
+ * a transaction in progress is not acknowledged. */
+static void
+smtp_session_shutdown(struct smtp_session *s, const char *reason)
+{
+	if (!s->closing && s->conn != NULL) {
+		buf_printf(conn_out(s->conn), "421 4.3.2 %s Service shutting "
+		    "down\r\n", s->hostname);
+		conn_flush(s->conn);
+	}
+	smtp_session_free(s, reason);
+}
+
+unsigned
+smtp_session_drain(struct server *srv)
+{
+	struct smtp_session *s, *next;
+	unsigned waiting = 0;
+
+	for (s = srv->smtp_sessions; s != NULL; s = next) {
+		next = s->next;
+		if (s->job != NULL)
+			waiting++;
+		else
+			smtp_session_shutdown(s, "shutdown");
+	}
+	return waiting;
+}
+
 void
 smtp_session_close_all(struct server *srv, const char *reason)
 {
-	struct smtp_session *s;
-
-	while ((s = srv->smtp_sessions) != NULL) {
-		/* RFC 5321 §3.8: 421 before closing, as far as the socket
-		 * takes it now; a transaction in progress is not acknowledged. */
-		if (!s->closing && s->conn != NULL) {
-			buf_printf(conn_out(s->conn), "421 4.3.2 %s Service shutting "
-			    "down\r\n", s->hostname);
-			conn_flush(s->conn);
-		}
-		smtp_session_free(s, reason);
-	}
+	while (srv->smtp_sessions != NULL)
+		smtp_session_shutdown(srv->smtp_sessions, reason);
 }

@@ -220,43 +220,51 @@ class SmtpWorkersTest(PoboxTestCase):
         self.env.wait_event("worker_died")
 
 
+def start_with_iofault(tc):
+    """Starts tc.env's poboxd (SMTP on a free port, user alice) with the
+    LD_PRELOAD shim tests/e2e/faults/iofault.c on alice's maildir; returns
+    (maildir, control file, port). Skips under ASan."""
+    if "address" in os.environ.get("SANITIZE", "") or \
+            b"libasan" in subprocess.run(["ldd", str(POBOXD)],
+                                         capture_output=True).stdout:
+        tc.skipTest("LD_PRELOAD shim and ASan do not mix")
+    shim = tc.env.dir / "iofault.so"
+    src = Path(__file__).resolve().parent / "faults" / "iofault.c"
+    r = subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim),
+                        str(src), "-ldl"], capture_output=True, text=True)
+    if r.returncode != 0:
+        tc.skipTest(f"cannot build the shim: {r.stderr}")
+    os.chmod(tc.env.dir, 0o755)
+    ctl = tc.env.dir / "iofault.ctl"
+    ctl.write_text("")
+    os.chmod(ctl, 0o644)
+    md = tc.env.add_user("alice", "pw")
+    port = free_port()
+    tc.env.settings.update({"local_domains": "example.org"})
+    tc.env.extra_lines = [f"smtp_listen = 127.0.0.1:{port}"]
+    keys = ("LD_PRELOAD", "IOFAULT_CTL", "IOFAULT_MAILDIR")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ["LD_PRELOAD"] = str(shim)
+    os.environ["IOFAULT_CTL"] = str(ctl)
+    os.environ["IOFAULT_MAILDIR"] = os.path.realpath(md)
+    try:
+        tc.env.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return md, ctl, port
+
+
 class SmtpIoFaultTest(PoboxTestCase):
     """EIO from write(2), fsync(2) of the message and fsync(2) of new/,
     through an LD_PRELOAD shim (tests/e2e/faults/iofault.c): each gives
     451 and leaves nothing in tmp/ or new/; the retry then succeeds."""
 
     def test_eio_write_fsync(self):
-        if "address" in os.environ.get("SANITIZE", "") or \
-                b"libasan" in subprocess.run(["ldd", str(POBOXD)],
-                                             capture_output=True).stdout:
-            self.skipTest("LD_PRELOAD shim and ASan do not mix")
-        shim = self.env.dir / "iofault.so"
-        src = Path(__file__).resolve().parent / "faults" / "iofault.c"
-        r = subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim),
-                            str(src), "-ldl"], capture_output=True, text=True)
-        if r.returncode != 0:
-            self.skipTest(f"cannot build the shim: {r.stderr}")
-        os.chmod(self.env.dir, 0o755)
-        ctl = self.env.dir / "iofault.ctl"
-        ctl.write_text("")
-        os.chmod(ctl, 0o644)
-        md = self.env.add_user("alice", "pw")
-        port = free_port()
-        self.env.settings.update({"local_domains": "example.org"})
-        self.env.extra_lines = [f"smtp_listen = 127.0.0.1:{port}"]
-        keys = ("LD_PRELOAD", "IOFAULT_CTL", "IOFAULT_MAILDIR")
-        saved = {k: os.environ.get(k) for k in keys}
-        os.environ["LD_PRELOAD"] = str(shim)
-        os.environ["IOFAULT_CTL"] = str(ctl)
-        os.environ["IOFAULT_MAILDIR"] = os.path.realpath(md)
-        try:
-            self.env.start()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        md, ctl, port = start_with_iofault(self)
         self.env.wait_event("listening", proto="smtp")
         for mode, size in (("write", 2000), ("write", 600000),
                            ("fsync_file", 2000), ("fsync_file", 600000),
@@ -285,3 +293,40 @@ class SmtpIoFaultTest(PoboxTestCase):
         ev = self.env.events("delivery_failed")
         self.assertTrue(any("Input/output error" in e.get("error", "")
                             for e in ev), ev)
+
+
+class SmtpShutdownTest(PoboxTestCase):
+    """SIGTERM while a delivery runs: the message is kept, so the client
+    must hear 250 for it (then 421), not a 421 that makes it send the
+    message again."""
+
+    def test_sigterm_answers_the_delivery_in_flight(self):
+        md, ctl, port = start_with_iofault(self)
+        d = self.env.daemons[-1]
+        self.env.wait_event("listening", proto="smtp")
+        ctl.write_text("fsync_slow")
+        body = body_for("drain", 2000)
+        with socket.create_connection(("127.0.0.1", port),
+                                      timeout=TIMEOUT) as sock:
+            f = sock.makefile("rb")
+            self.assertTrue(f.readline().startswith(b"220"))
+            sock.sendall(b"HELO c.example.net\r\n")
+            self.assertTrue(f.readline().startswith(b"250"))
+            sock.sendall(b"MAIL FROM:<s@example.net>\r\n"
+                         b"RCPT TO:<alice@example.org>\r\nDATA\r\n")
+            for code in (b"250", b"250", b"354"):
+                self.assertTrue(f.readline().startswith(code))
+            sock.sendall(dot_stuff(body) + b".\r\n")
+            # The shim holds the fsync of the file in tmp/: a delivery
+            # is in flight once it shows there.
+            end = time.monotonic() + TIMEOUT
+            while not list((md / "tmp").iterdir()):
+                self.assertLess(time.monotonic(), end, "no delivery started")
+                time.sleep(0.02)
+            d.signal(signal.SIGTERM)
+            self.assertTrue(f.readline().startswith(b"250 2.0.0"))
+            self.assertTrue(f.readline().startswith(b"421 4.3.2"))
+        self.assertEqual(d.proc.wait(TIMEOUT), 0)
+        stored = stored_messages(self, md)
+        self.assertEqual(list(stored.values()), [[body]])
+        self.assertEqual(list((md / "tmp").iterdir()), [])

@@ -5,6 +5,8 @@
  *   "fsync_file"  fsync of a file in its tmp/
  *   "fsync_dir"   fsync of its new/
  *   "write"       write to a file in its tmp/
+ *   "fsync_slow"  fsync of a file in its tmp/ succeeds after 2 s (a
+ *                 delivery held in flight)
  *   anything else no fault.
  * Built by tests/e2e/test_smtp_faults.py; never linked into pobox. */
 #define _GNU_SOURCE
@@ -60,6 +62,8 @@ fsync(int fd)
 
 	if (real == NULL)
 		real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	if (fd_is(fd, "tmp/", 1) && mode_is("fsync_slow"))
+		sleep(2);
 	if ((fd_is(fd, "tmp/", 1) && mode_is("fsync_file")) ||
 	    (fd_is(fd, "new", 0) && mode_is("fsync_dir"))) {
 		errno = EIO;
