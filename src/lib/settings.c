@@ -134,6 +134,27 @@ check_tls_listen(const char *value, char **error_r)
 	return -1;
 }
 
+/* Space-separated mechanism names (which exist is poboxd's check, as
+ * this layer knows no SASL), or "default", or "none". */
+static int
+check_sasl_mechanisms(const char *value, char **error_r)
+{
+	size_t n = strspn(value, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789-_ ");
+
+	if (value[n] == '\0' && strspn(value, " ") != n)
+		return 0;
+	*error_r = xstrdup("'sasl_mechanisms' must be 'default', 'none' or "
+	    "mechanism names separated by spaces");
+	return -1;
+}
+
+static int
+check_command(const char *value, char **error_r)
+{
+	return value[0] == '\0' ? 0 : check_path(value, error_r);
+}
+
 #define S(f) offsetof(struct pobox_settings, f)
 const struct config_setting pobox_settings_table[] = {
 	{ "listen", CONFIG_LIST, S(listen), "127.0.0.1:110, [::1]:110", 0, 0,
@@ -202,6 +223,20 @@ const struct config_setting pobox_settings_table[] = {
 	{ "tls_listen", CONFIG_LIST, S(tls_listen), "", 0, 0, NULL,
 	  "Implicit TLS (POP3S, RFC 8314) addresses, e.g. *:995; repeat for "
 	  "more; needs tls_cert", check_tls_listen },
+	{ "sasl_mechanisms", CONFIG_STRING, S(sasl_mechanisms), "default", 0, 0,
+	  NULL, "SASL AUTH mechanisms offered (RFC 5034): 'default' (PLAIN LOGIN "
+	  "SCRAM-SHA-256 SCRAM-SHA-256-PLUS, plus EXTERNAL and OAUTHBEARER "
+	  "XOAUTH2 when configured), 'none', or names", check_sasl_mechanisms },
+	{ "tls_client_ca", CONFIG_STRING, S(tls_client_ca), "", 0, 0, NULL,
+	  "CA certificates (PEM) that sign client certificates for SASL "
+	  "EXTERNAL; empty: no client certificates", check_tls_file },
+	{ "oauth_verify_command", CONFIG_STRING, S(oauth_verify_command), "", 0, 0,
+	  NULL, "Program that checks an OAuth bearer token for OAUTHBEARER and "
+	  "XOAUTH2 (token on stdin; exit 0 and the user name on stdout); empty: off",
+	  check_command },
+	{ "oauth_verify_timeout", CONFIG_DURATION, S(oauth_verify_timeout), "10",
+	  1, 60, NULL, "Time the OAuth verifier may take before it is killed and "
+	  "the login fails temporarily", NULL },
 };
 const size_t pobox_settings_count = ARRAY_SIZE(pobox_settings_table);
 
@@ -214,6 +249,11 @@ settings_load(struct pobox_settings *set, const char *path, char **error_r)
 		return -1;
 	if (set->tls_listen.count > 0 && set->tls_cert[0] == '\0') {
 		*error_r = xasprintf("%s: tls_listen needs tls_cert (and tls_key)", path);
+		settings_free(set);
+		return -1;
+	}
+	if (set->tls_client_ca[0] != '\0' && set->tls_cert[0] == '\0') {
+		*error_r = xasprintf("%s: tls_client_ca without tls_cert", path);
 		settings_free(set);
 		return -1;
 	}

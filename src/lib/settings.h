@@ -38,6 +38,10 @@ struct pobox_settings {
 	unsigned tls_min_version;  /* enum tls_min (lib/tls.h) */
 	char *tls_ciphers;         /* TLS 1.2 list (1.3 suites are all good) */
 	struct config_list tls_listen; /* implicit TLS (POP3S) addresses */
+	char *sasl_mechanisms;     /* "default", "none" or names (poboxd checks them) */
+	char *tls_client_ca;       /* EXTERNAL: CA of client certificates; "" off */
+	char *oauth_verify_command; /* OAUTHBEARER/XOAUTH2 verifier; "" off */
+	unsigned oauth_verify_timeout; /* seconds the verifier may take */
 };
 
 extern const struct config_setting pobox_settings_table[];

@@ -82,3 +82,33 @@ tls_ctx_free(struct ssl_ctx_st **ctx)
 	SSL_CTX_free(*ctx);
 	*ctx = NULL;
 }
+
+/* Any certificate is accepted into the handshake; whether it verified is
+ * read later, so a bad one costs EXTERNAL only, not the connection. */
+static int
+tls_verify_any(int preverify_ok, X509_STORE_CTX *x509_ctx)
+{
+	(void)preverify_ok;
+	(void)x509_ctx;
+	return 1;
+}
+
+int
+tls_ctx_client_ca(struct ssl_ctx_st *ctx, const char *ca, char **error_r)
+{
+	static const unsigned char sid_ctx[] = "poboxd";
+	STACK_OF(X509_NAME) *names;
+
+	ERR_clear_error();
+	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1 ||
+	    (names = SSL_load_client_CA_file(ca)) == NULL) {
+		*error_r = tls_error("tls_client_ca", ca);
+		return -1;
+	}
+	SSL_CTX_set_client_CA_list(ctx, names);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_verify_any);
+	SSL_CTX_set_verify_depth(ctx, 5);
+	/* Resumed sessions keep the verified identity: needs an id context. */
+	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+	return 0;
+}

@@ -15,6 +15,11 @@ enum tls_min { TLS_MIN_1_2, TLS_MIN_1_3 };
 struct ssl_ctx_st *tls_ctx_new(const char *cert, const char *key, enum tls_min min,
     const char *ciphers, char **error_r);
 void tls_ctx_free(struct ssl_ctx_st **ctx);
+/* Asks clients for a certificate signed by a CA in ca (PEM) and verifies
+ * it, without requiring one: a missing or failed certificate only means
+ * SASL EXTERNAL fails (the caller checks SSL_get_verify_result). 0 / -1
+ * with a malloc'ed *error_r. */
+int tls_ctx_client_ca(struct ssl_ctx_st *ctx, const char *ca, char **error_r);
 /* The reason of OpenSSL's last queued error (or fallback when there is
  * none) into buf; the queue is cleared. Returns buf. */
 const char *tls_error_reason(char *buf, unsigned long n, const char *fallback);

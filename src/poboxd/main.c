@@ -21,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -87,10 +88,21 @@ config_read(const char *path, char **error_r)
 	}
 	c->refs = 1;
 	c->expire_days = settings_expire_days(&c->set);
+	if (authsasl_config(c, path, error_r) < 0) {
+		server_config_unref(&c);
+		return NULL;
+	}
 	/* Certificates are read here, so a SIGHUP picks up renewed ones. */
 	if (c->set.tls_cert[0] != '\0' &&
 	    (c->tls_ctx = tls_ctx_new(c->set.tls_cert, c->set.tls_key,
 	    (enum tls_min)c->set.tls_min_version, c->set.tls_ciphers, &tls_error)) == NULL) {
+		*error_r = xasprintf("%s: %s", path, tls_error);
+		free(tls_error);
+		server_config_unref(&c);
+		return NULL;
+	}
+	if (c->tls_ctx != NULL && c->set.tls_client_ca[0] != '\0' &&
+	    tls_ctx_client_ca(c->tls_ctx, c->set.tls_client_ca, &tls_error) < 0) {
 		*error_r = xasprintf("%s: %s", path, tls_error);
 		free(tls_error);
 		server_config_unref(&c);
@@ -631,6 +643,13 @@ main(int argc, char **argv)
 	}
 	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)
 		strcpy(srv.hostname, "localhost");
+	/* Before the fork: every worker gives an unknown user the same fake
+	 * SCRAM salt. */
+	if (getrandom(srv.sasl_secret, sizeof(srv.sasl_secret), 0) !=
+	    (ssize_t)sizeof(srv.sasl_secret)) {
+		log_error("event=startup error=\"getrandom failed\"");
+		goto fail;
+	}
 	srv.limits = limits_new(srv.workers);
 	if (srv.workers == 1)
 		return serve(&srv, 0);
