@@ -9,9 +9,12 @@ address, the failure delay and the log's mech= field."""
 import base64
 import hashlib
 import hmac
+import json
 import os
 import poplib
 import re
+import socket
+import ssl
 import subprocess
 import unittest
 
@@ -272,6 +275,274 @@ def capa_lines(c):
 
 def dict_caps(c):
     return dict((x.split(" ", 1) + [""])[:2] for x in capa_lines(c))
+
+
+def make_client_cert(d, name, email=None, cn=None):
+    """A client certificate signed by the test CA in d (make_pki first)."""
+    from test_tls import openssl
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    ext = "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"
+    if email:
+        ext += f"subjectAltName=email:{email}\n"
+    (d / f"{name}.cnf").write_text(ext)
+    openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={cn or name}", cwd=d)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
+            "-extfile", f"{name}.cnf", cwd=d)
+    return d / f"{name}.crt", d / f"{name}.key"
+
+
+class SaslTlsTest(PoboxTestCase):
+    """Mechanisms that need TLS: SCRAM-*-PLUS with both binding types,
+    EXTERNAL with a client certificate; and what CAPA says before and
+    after STLS."""
+
+    def setUp(self):
+        super().setUp()
+        need_tool(self, "openssl")
+        self.tlsdir = self.env.srv / "tls"
+        self.ca, self.cert, self.key = make_pki(self.tlsdir)
+        self.ctx = ssl.create_default_context(cafile=str(self.ca))
+        self.tls_port = free_port()
+        self.msg = simple_message("sasl tls")
+        self.env.add_user("alice", PW)
+        self.env.deliver("alice", self.msg)
+
+    def start(self, **settings):
+        self.env.settings.update(tls_cert=str(self.cert), tls_key=str(self.key))
+        self.env.extra_lines.append(f"tls_listen = 127.0.0.1:{self.tls_port}")
+        return self.env.start(**settings)
+
+    def pop3s(self, ctx=None):
+        sock = (ctx or self.ctx).wrap_socket(
+            socket.create_connection(("127.0.0.1", self.tls_port), 10),
+            server_hostname="127.0.0.1")
+        c = Client.__new__(Client)
+        c.sock, c.rf = sock, sock.makefile("rb")
+        self.addCleanup(c.close)
+        greeting = c.line()
+        self.assertTrue(greeting.startswith("+OK"), greeting)
+        return c
+
+    def test_capa_before_and_after_stls(self):
+        self.start()
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        self.assertEqual(dict_caps(c)["SASL"], "SCRAM-SHA-256 PLAIN LOGIN")
+        self.assertTrue(c.cmd("STLS").startswith("+OK"))
+        starttls(c, self.ctx)
+        self.assertEqual(dict_caps(c)["SASL"],
+                         "SCRAM-SHA-256-PLUS SCRAM-SHA-256 PLAIN LOGIN")
+        # Over TLS the -PLUS variant with tls-server-end-point works.
+        der = c.sock.getpeercert(binary_form=True)
+        sc = ScramClient("alice", PW, gs2="p=tls-server-end-point,,",
+                         cb=hashlib.sha256(der).digest())
+        self.assertTrue(scram_exchange(c, "SCRAM-SHA-256-PLUS", sc).startswith("+OK"))
+        self.env.wait_event("login", user="alice", mech="SCRAM-SHA-256-PLUS")
+
+    def test_scram_plus_binding_rules(self):
+        self.start()
+        der = None
+        # A wrong binding fails, as does 'y' when -PLUS was offered.
+        c = self.pop3s()
+        der = c.sock.getpeercert(binary_form=True)
+        bad = ScramClient("alice", PW, gs2="p=tls-server-end-point,,",
+                          cb=hashlib.sha256(der + b"x").digest())
+        self.assertTrue(scram_exchange(c, "SCRAM-SHA-256-PLUS", bad).startswith("-ERR [AUTH]"))
+        y = ScramClient("alice", PW, gs2="y,,")
+        self.assertTrue(scram_exchange(c, "SCRAM-SHA-256", y).startswith("-ERR [AUTH]"))
+        # Plain SCRAM without binding is still fine under TLS.
+        self.assertTrue(scram_exchange(c, "SCRAM-SHA-256",
+                                       ScramClient("alice", PW)).startswith("+OK"))
+        reasons = [e["reason"] for e in self.env.events("login_failed")]
+        self.assertEqual(reasons, ["channel_binding", "downgrade"])
+        # In the clear, -PLUS is neither offered nor accepted.
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        self.assertNotIn("PLUS", dict_caps(c)["SASL"])
+        self.assertTrue(c.cmd("AUTH SCRAM-SHA-256-PLUS").startswith("-ERR"))
+
+    def test_scram_plus_tls_exporter_openssl(self):
+        """tls-exporter (RFC 9266) with the keying material openssl
+        s_client exports for the same label."""
+        self.start()
+        p = subprocess.Popen(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{self.tls_port}",
+             "-CAfile", str(self.ca), "-nocommands", "-keymatexport",
+             "EXPORTER-Channel-Binding", "-keymatexportlen", "32"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, bufsize=1)
+        self.addCleanup(p.kill)
+        keymat, line = None, ""
+        for _ in range(200):
+            line = p.stdout.readline().strip()
+            m = re.match(r"Keying material: ([0-9A-Fa-f]+)", line)
+            if m:
+                keymat = bytes.fromhex(m.group(1))
+            if line.startswith("+OK"):
+                break
+        self.assertIsNotNone(keymat, "s_client printed no keying material")
+        self.assertTrue(line.startswith("+OK"), line)
+
+        def cmd(text):
+            p.stdin.write(text + "\r\n")
+            p.stdin.flush()
+            return p.stdout.readline().strip()
+
+        sc = ScramClient("alice", PW, gs2="p=tls-exporter,,", cb=keymat)
+        r = cmd(f"AUTH SCRAM-SHA-256-PLUS {b64(sc.first())}")
+        r = cmd(b64(sc.final(challenge(r))))
+        self.assertTrue(sc.verify(challenge(r)), r)
+        self.assertTrue(cmd("").startswith("+OK"))
+        self.assertTrue(cmd("QUIT").startswith("+OK"))
+        p.stdin.close()
+        p.wait(10)
+        self.env.wait_event("login", user="alice", mech="SCRAM-SHA-256-PLUS")
+
+    def test_mpop_scram_over_tls(self):
+        mpop = need_tool(self, "mpop")
+        self.start()
+        inbox = self.env.cli / "inbox"
+        for sub in ("cur", "new", "tmp"):
+            (inbox / sub).mkdir(parents=True)
+        rc = self.env.cli / "mpoprc"
+        rc.write_text(
+            "defaults\ntls on\ntls_starttls off\n"
+            f"tls_trust_file {self.ca}\ntimeout 15\nreceived_header off\n"
+            f"uidls_file {self.env.cli / 'uidls'}\n"
+            f"account e2e\nhost 127.0.0.1\nport {self.tls_port}\nuser alice\n"
+            f"password {PW}\nauth scram-sha-256\n"
+            f"delivery maildir {inbox}\nkeep on\n")
+        os.chmod(rc, 0o600)
+        r = subprocess.run([mpop, "-C", str(rc), "-Q", "e2e"], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual([p.read_bytes() for p in (inbox / "new").iterdir()], [self.msg])
+        ev = self.env.wait_event("login", user="alice", method="sasl")
+        self.assertTrue(ev["mech"].startswith("SCRAM-SHA-256"), ev)
+
+    def test_external_client_certificate(self):
+        crt, key = make_client_cert(self.tlsdir, "alicecert", email="alice@example.org",
+                                    cn="Alice Example")
+        bobcrt, bobkey = make_client_cert(self.tlsdir, "bob", cn="bob")
+        self.env.fix_owner()
+        self.start(tls_client_ca=str(self.ca))
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        ctx.load_cert_chain(str(crt), str(key))
+        c = self.pop3s(ctx)
+        self.assertIn("EXTERNAL", dict_caps(c)["SASL"].split())
+        # An authzid naming someone else fails; empty means the cert's user.
+        self.assertTrue(c.cmd("AUTH EXTERNAL " + b64("bob")).startswith("-ERR [AUTH]"))
+        self.assertTrue(c.cmd("AUTH EXTERNAL =").startswith("+OK"))
+        self.assertTrue(c.cmd("STAT").startswith("+OK 1 "))
+        self.env.wait_event("login", user="alice", mech="EXTERNAL")
+        # No certificate: EXTERNAL fails. A certificate for a user that
+        # is not in the passwd file (CN=bob): fails too.
+        c = self.pop3s()
+        self.assertTrue(c.cmd("AUTH EXTERNAL =").startswith("-ERR [AUTH]"))
+        ctx2 = ssl.create_default_context(cafile=str(self.ca))
+        ctx2.load_cert_chain(str(bobcrt), str(bobkey))
+        c = self.pop3s(ctx2)
+        self.assertTrue(c.cmd("AUTH EXTERNAL =").startswith("-ERR [AUTH]"))
+        reasons = [e["reason"] for e in self.env.events("login_failed")]
+        self.assertEqual(reasons, ["authzid", "no_client_cert", "unknown_user"])
+
+    def test_cleartext_plain_refused_non_loopback(self):
+        ip = non_loopback_ipv4()
+        if ip is None:
+            self.skipTest("no non-loopback IPv4 address on this host")
+        port = free_port()
+        self.env.listen.append(f"{ip}:{port}")
+        self.start(cleartext_auth="loopback")
+        c = Client(port, host=ip)
+        self.addCleanup(c.close)
+        self.assertEqual(dict_caps(c)["SASL"], "SCRAM-SHA-256")
+        r = c.cmd("AUTH PLAIN " + b64(f"\0alice\0{PW}"))
+        self.assertTrue(r.startswith("-ERR [AUTH] Cleartext"), r)
+        self.assertTrue(c.cmd("AUTH LOGIN").startswith("-ERR [AUTH] Cleartext"))
+        # SCRAM sends no password: allowed in the clear.
+        self.assertTrue(scram_exchange(c, "SCRAM-SHA-256",
+                                       ScramClient("alice", PW)).startswith("+OK"))
+        c = Client(port, host=ip)
+        self.addCleanup(c.close)
+        self.assertTrue(c.cmd("STLS").startswith("+OK"))
+        starttls(c, self.ctx)
+        self.assertIn("PLAIN", dict_caps(c)["SASL"].split())
+
+
+VERIFIER = """#!/bin/sh
+# Test OAuth verifier: the token on stdin, the user on stdout.
+read -r token
+case "$token" in
+good-token) echo alice; exit 0 ;;
+slow-token) sleep 30 ;;
+*) exit 1 ;;
+esac
+"""
+
+
+class SaslOAuthTest(PoboxTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.msg = simple_message("oauth")
+        self.env.add_user("alice", PW)
+        self.env.deliver("alice", self.msg)
+        v = self.env.srv / "verify-token"
+        v.write_text(VERIFIER)
+        os.chmod(v, 0o755)
+        self.env.start(oauth_verify_command=str(v), oauth_verify_timeout="2")
+
+    def test_capa(self):
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        self.assertEqual(dict_caps(c)["SASL"],
+                         "SCRAM-SHA-256 OAUTHBEARER XOAUTH2 PLAIN LOGIN")
+
+    def test_curl_oauth2_bearer(self):
+        curl = need_tool(self, "curl")
+
+        def fetch(token):
+            return subprocess.run([curl, "-sS", "--max-time", "15", "--user", "alice:",
+                                   "--oauth2-bearer", token,
+                                   f"pop3://127.0.0.1:{self.env.port}/1"],
+                                  capture_output=True, timeout=30)
+
+        r = fetch("bad-token")
+        self.assertNotEqual(r.returncode, 0)
+        self.env.wait_event("login_failed", user="alice", reason="bad_token",
+                            mech="OAUTHBEARER")
+        for mech in ("OAUTHBEARER", "XOAUTH2"):
+            with self.subTest(mech=mech):
+                if mech == "XOAUTH2":
+                    # curl takes OAUTHBEARER whenever it is offered.
+                    self.env.daemons[-1].stop()
+                    self.env.start(sasl_mechanisms="XOAUTH2 PLAIN")
+                r = fetch("good-token")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(r.stdout, self.msg.replace(b"\n", b"\r\n"))
+                self.env.wait_event("login", user="alice", mech=mech)
+
+    def test_oauthbearer_error_dance(self):
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,a=alice,\x01auth=Bearer bad-token\x01\x01"))
+        err = json.loads(challenge(r))
+        self.assertEqual(err["status"], "invalid_token")
+        self.assertTrue(c.cmd(b64("\x01")).startswith("-ERR [AUTH]"))
+        # The token names another user than the authzid.
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,a=bob,\x01auth=Bearer good-token\x01\x01"))
+        self.assertTrue(r.startswith("+ "), r)
+        self.assertTrue(c.cmd(b64("\x01")).startswith("-ERR [AUTH]"))
+        # A verifier over its time limit: a temporary failure.
+        r = c.cmd("AUTH XOAUTH2 " + b64("user=alice\x01auth=Bearer slow-token\x01\x01"))
+        self.assertTrue(r.startswith("-ERR [SYS/TEMP]"), r)
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer good-token\x01\x01"))
+        self.assertTrue(r.startswith("+OK"), r)
+        reasons = [e["reason"] for e in self.env.events("login_failed")]
+        self.assertEqual(reasons, ["bad_token", "authzid"])
+        self.env.wait_event("login_tempfail", reason="oauth_verifier")
 
 
 if __name__ == "__main__":

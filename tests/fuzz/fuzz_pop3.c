@@ -31,7 +31,7 @@ fz_login(void *ctx, const struct pop3_login *req)
 	pop3_login_done(f->p, POP3_LOGIN_OK, md, &policy);
 }
 
-static const struct pop3_host fz_host = { fz_login, NULL };
+static const struct pop3_host fz_host = { fz_login, NULL, NULL };
 
 static void
 run(const uint8_t *data, size_t size, size_t step, struct buf *out, unsigned *left_r)
