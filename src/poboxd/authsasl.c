@@ -393,6 +393,8 @@ oauth_work(void *arg)
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, in[0], 0);
 	posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+	/* Client sockets and listeners are not for the verifier. */
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 	posix_spawnattr_init(&attr);
 	/* The loop blocks signals for its signalfd: the child gets none of that. */
 	sigemptyset(&none);
