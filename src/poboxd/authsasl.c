@@ -37,6 +37,8 @@ struct authsasl {
 	unsigned char cb_endpoint[CONN_CB_MAX];
 	char external_user[AUTH_USER_MAX + 1];
 	struct oauth_job *job;       /* verifier running */
+	const char *lookup_note;     /* a known user without a usable credential:
+	                                "disabled", "no_scram_key", "no_secret" */
 };
 
 struct oauth_job {
@@ -126,6 +128,11 @@ lookup_scram(void *ctx, const char *user, enum sasl_hash h, struct sasl_scram_ke
 	v = h == SASL_SHA256 ? u->scram_sha256 : u->scram_sha1;
 	if (!auth_user_disabled(u) && v != NULL && sasl_scram_parse(h, v, key_r) == 0)
 		ret = 1;
+	else
+		/* The client is told the same as for an unknown user; the log
+		 * tells the admin. */
+		session_login_state(s)->sasl->lookup_note = auth_user_disabled(u) ?
+		    "disabled" : "no_scram_key";
 	auth_user_free(&u);
 	return ret;
 }
@@ -146,6 +153,9 @@ lookup_secret(void *ctx, const char *user, char **secret_r)
 	if (!auth_user_disabled(u) && u->apop_secret != NULL) {
 		*secret_r = xstrdup(u->apop_secret);
 		ret = 1;
+	} else {
+		session_login_state(s)->sasl->lookup_note = auth_user_disabled(u) ?
+		    "disabled" : "no_secret";
 	}
 	auth_user_free(&u);
 	return ret;
@@ -275,9 +285,13 @@ authsasl_outcome(struct session *s, enum sasl_status st, struct buf *out)
 	case SASL_TOKEN:
 		oauth_start(s, x);
 		return;
-	case SASL_FAIL:
-		authsasl_fail(s, sasl_user(x->sasl), sasl_reason(x->sasl), mech, POP3_LOGIN_BAD);
+	case SASL_FAIL: {
+		const char *reason = sasl_reason(x->sasl);
+		if (strcmp(reason, "unknown_user") == 0 && x->lookup_note != NULL)
+			reason = x->lookup_note;
+		authsasl_fail(s, sasl_user(x->sasl), reason, mech, POP3_LOGIN_BAD);
 		return;
+	}
 	case SASL_MALFORMED:
 		authsasl_fail(s, sasl_user(x->sasl), "malformed", mech, POP3_LOGIN_MALFORMED);
 		return;

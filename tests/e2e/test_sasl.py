@@ -230,6 +230,36 @@ class SaslTest(PoboxTestCase):
         reasons = [e["reason"] for e in self.env.events("login_failed")]
         self.assertEqual(reasons, ["bad_password", "unknown_user"])
 
+    def test_scram_without_keys_and_disabled(self):
+        self.env.add_user_line("nokeys", PW)
+        self.env.add_user_line("gone", "x", extra="apop=sekrit")
+        text = self.env.passwd.read_text().replace("gone:$", "gone:!$")
+        self.env.passwd.write_text(text)
+        self.env.fix_owner()
+        self.env.start(sasl_mechanisms="SCRAM-SHA-256 CRAM-MD5 PLAIN")
+        c = self.client()
+        self.assertTrue(scram_exchange(c, "SCRAM-SHA-256",
+                                       ScramClient("nokeys", PW)).startswith("-ERR [AUTH]"))
+        # CRAM-MD5 with the apop= secret of a disabled entry: refused.
+        r = c.cmd("AUTH CRAM-MD5")
+        digest = hmac.new(b"sekrit", challenge(r).encode(), "md5").hexdigest()
+        self.assertTrue(c.cmd(b64(f"gone {digest}")).startswith("-ERR [AUTH]"))
+        reasons = [e["reason"] for e in self.env.events("login_failed")]
+        self.assertEqual(reasons, ["no_scram_key", "disabled"])
+
+    def test_cram_md5(self):
+        self.env.add_user_line("mrose", "x", extra="apop=tanstaaf")
+        self.env.deliver("mrose", self.msg)
+        self.env.start(sasl_mechanisms="CRAM-MD5 PLAIN")
+        c = self.client()
+        self.assertEqual(dict_caps(c)["SASL"], "CRAM-MD5 PLAIN")
+        r = c.cmd("AUTH CRAM-MD5")
+        ch = challenge(r)
+        self.assertRegex(ch, r"^<\d+\.\d+@.+>$")
+        digest = hmac.new(b"tanstaaf", ch.encode(), "md5").hexdigest()
+        self.assertTrue(c.cmd(b64(f"mrose {digest}")).startswith("+OK"))
+        self.env.wait_event("login", user="mrose", mech="CRAM-MD5")
+
     def test_scram_sha1_only_when_configured(self):
         self.env.pobox("user", "passwd", "alice", "--scram-sha-1", input=PW + "\n",
                        check=True)
