@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/ssl.h>
@@ -399,7 +400,7 @@ oauth_work(void *arg)
 	size_t got = 0, tlen = strlen(job->token), sent = 0;
 	uint64_t deadline = clock_ms() + job->timeout_ms;
 	int status = 0;
-	bool timed_out = false;
+	bool timed_out = false, reaped = false;
 
 	job->status = -1;
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
@@ -415,7 +416,9 @@ oauth_work(void *arg)
 	sigfillset(&all);
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	posix_spawnattr_setpgroup(&attr, 0);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+	    POSIX_SPAWN_SETPGROUP);
 	int rc = posix_spawn(&pid, job->command, &fa, &attr, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
@@ -460,13 +463,29 @@ oauth_work(void *arg)
 				break;
 		}
 	}
-	if (timed_out)
-		kill(pid, SIGKILL);
-	/* Bounded: after EOF or SIGKILL the child is gone or going. */
-	kill(pid, timed_out ? SIGKILL : SIGTERM);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (timed_out)
+	/* Give it until the deadline to exit after closing its output; then
+	 * its whole process group goes (a shell's children too). */
+	for (;;) {
+		pid_t w = waitpid(pid, &status, WNOHANG);
+		if (w == pid) {
+			reaped = true;
+			break;
+		}
+		if (w < 0 && errno != EINTR)
+			break;
+		if (timed_out || clock_ms() >= deadline) {
+			timed_out = true;
+			kill(-pid, SIGKILL);
+			kill(pid, SIGKILL);
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			break;
+		}
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	/* No exit status seen (reaped elsewhere?): never a yes. */
+	if (timed_out || !reaped)
 		goto out;
 	job->user[got] = '\0';
 	job->user[strcspn(job->user, "\r\n")] = '\0';

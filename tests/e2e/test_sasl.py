@@ -506,6 +506,7 @@ VERIFIER = """#!/bin/sh
 read -r token
 case "$token" in
 good-token) echo alice; exit 0 ;;
+liar-token) echo alice; exit 1 ;;
 slow-token) sleep 30 ;;
 *) exit 1 ;;
 esac
@@ -561,6 +562,11 @@ class SaslOAuthTest(PoboxTestCase):
         err = json.loads(challenge(r))
         self.assertEqual(err["status"], "invalid_token")
         self.assertTrue(c.cmd(b64("\x01")).startswith("-ERR [AUTH]"))
+        # A name on stdout does not count without exit status 0.
+        r = c.cmd("AUTH XOAUTH2 " + b64("user=alice\x01auth=Bearer liar-token\x01\x01"))
+        self.assertTrue(r.startswith("+ "), r)
+        self.assertEqual(json.loads(challenge(r))["status"], "401")
+        self.assertTrue(c.cmd("").startswith("-ERR [AUTH]"))
         # The token names another user than the authzid.
         r = c.cmd("AUTH OAUTHBEARER " + b64("n,a=bob,\x01auth=Bearer good-token\x01\x01"))
         self.assertTrue(r.startswith("+ "), r)
@@ -571,7 +577,7 @@ class SaslOAuthTest(PoboxTestCase):
         r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer good-token\x01\x01"))
         self.assertTrue(r.startswith("+OK"), r)
         reasons = [e["reason"] for e in self.env.events("login_failed")]
-        self.assertEqual(reasons, ["bad_token", "authzid"])
+        self.assertEqual(reasons, ["bad_token", "bad_token", "authzid"])
         self.env.wait_event("login_tempfail", reason="oauth_verifier")
 
 
