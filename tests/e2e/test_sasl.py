@@ -18,7 +18,7 @@ import ssl
 import subprocess
 import unittest
 
-from harness import (Client, PoboxTestCase, free_port, need_tool,
+from harness import (POBOXD, Client, PoboxTestCase, free_port, need_tool,
                      non_loopback_ipv4, simple_message, uidl_of)
 from test_tls import capa, make_pki, starttls
 
@@ -294,6 +294,23 @@ class SaslTest(PoboxTestCase):
         self.assertEqual(got, [self.msg])
         self.env.wait_event("login", user="alice", method="sasl", mech="SCRAM-SHA-256")
 
+    def test_config_checks(self):
+        for value, why in (("PLAIN NOSUCH", "unknown mechanism 'NOSUCH'"),
+                           ("EXTERNAL PLAIN", "EXTERNAL needs tls_client_ca"),
+                           ("XOAUTH2", "XOAUTH2 needs oauth_verify_command"),
+                           ("PLAIN,LOGIN", "'sasl_mechanisms' must be")):
+            with self.subTest(value=value):
+                self.env.write_config(sasl_mechanisms=value)
+                r = subprocess.run([str(POBOXD), "-c", str(self.env.conf), "-t"],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn(why, r.stderr)
+        self.env.write_config(sasl_mechanisms="none")
+        self.env.start()
+        c = self.client()
+        self.assertNotIn("SASL", dict_caps(c))
+        self.assertTrue(c.cmd("AUTH PLAIN").startswith("-ERR"))
+
 
 def capa_lines(c):
     c.send("CAPA\r\n")
@@ -305,6 +322,7 @@ def capa_lines(c):
 
 def dict_caps(c):
     return dict((x.split(" ", 1) + [""])[:2] for x in capa_lines(c))
+
 
 
 def make_client_cert(d, name, email=None, cn=None):
