@@ -218,7 +218,7 @@ session_status(struct session *s, enum pop3_status st)
 	case POP3_WAIT_LOGIN:
 	case POP3_WANT_OUTPUT:
 		/* Bound what a pipelining client can make us hold. */
-		conn_pause_input(s->conn, pop3_pending_input(s->pop3) > POP3_PIPELINE_MAX ||
+		conn_pause_input(s->conn, pop3_pending_input(s->pop3) > pop3_input_max(s->pop3) ||
 		    st == POP3_WAIT_LOGIN);
 		conn_flush(s->conn);
 		return;

@@ -920,6 +920,12 @@ pop3_pending_input(const struct pop3 *p)
 	return linebuf_pending(&p->in);
 }
 
+size_t
+pop3_input_max(const struct pop3 *p)
+{
+	return p->sasl_response ? POP3_SASL_LINE_MAX + POP3_PIPELINE_MAX : POP3_PIPELINE_MAX;
+}
+
 void
 pop3_tls_done(struct pop3 *p)
 {

@@ -129,6 +129,10 @@ enum pop3_status pop3_input(struct pop3 *p, const void *data, size_t len);
 enum pop3_status pop3_run(struct pop3 *p);
 /* Input buffered and not yet processed. */
 size_t pop3_pending_input(const struct pop3 *p);
+/* How much unprocessed input to hold before reading stops:
+ * POP3_PIPELINE_MAX, more while a SASL continuation line (up to
+ * POP3_SASL_LINE_MAX) is awaited, or it could never be completed. */
+size_t pop3_input_max(const struct pop3 *p);
 
 /* Answers a login request, from inside the login callback or later; after
  * a later answer call pop3_run() to go on. On POP3_LOGIN_OK md (owned by

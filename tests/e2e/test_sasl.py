@@ -16,6 +16,7 @@ import re
 import socket
 import ssl
 import subprocess
+import time
 import unittest
 
 from harness import (POBOXD, Client, PoboxTestCase, free_port, need_tool,
@@ -167,6 +168,19 @@ class SaslTest(PoboxTestCase):
         self.assertEqual(r, "-ERR Malformed authentication exchange")
         self.assertTrue(c.cmd("NOOP").startswith("-ERR"))  # not logged in
         self.assertEqual(self.env.events("login_failed")[1]["reason"], "malformed")
+
+    def test_long_continuation_in_pieces(self):
+        """A 6 KiB continuation that arrives in small pieces is read whole
+        (reading must not stop at the 4 KiB pipelining bound)."""
+        self.env.start()
+        c = self.client()
+        self.assertEqual(c.cmd("AUTH PLAIN"), "+ ")
+        line = b64(f"\0alice\0{PW}".encode() + b"\0" + b"x" * 4500) + "\r\n"
+        self.assertGreater(len(line), 6000)
+        for i in range(0, len(line), 500):
+            c.send(line[i:i + 500])
+            time.sleep(0.01)
+        self.assertEqual(c.line(), "-ERR Malformed authentication exchange")
 
     def test_failure_delay_applies(self):
         self.env.start(auth_failure_delay="1")

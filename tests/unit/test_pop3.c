@@ -888,7 +888,10 @@ test_auth_cancel_and_malformed(void **state)
 	char *line = xmalloc(POP3_SASL_LINE_MAX + 16);
 	memset(line, 'Q', 400);
 	memcpy(line + 400, "\r\n", 3);
+	assert_int_equal(pop3_input_max(t.p), POP3_PIPELINE_MAX);
 	assert_string_equal(tsess_send(&t, "AUTH PLAIN\r\n"), "+ aGk=\r\n");
+	/* The session must read on until a whole continuation line is in. */
+	assert_true(pop3_input_max(t.p) > POP3_SASL_LINE_MAX);
 	assert_string_equal(tsess_send(&t, line), "+ bG9uZw==\r\n");
 	memset(line, 'Q', POP3_SASL_LINE_MAX);
 	memcpy(line + POP3_SASL_LINE_MAX, "\r\n", 3);
@@ -897,6 +900,7 @@ test_auth_cancel_and_malformed(void **state)
 	memset(line, 'N', 300);
 	memcpy(line + 300, "\r\n", 3);
 	assert_string_equal(tsess_send(&t, line), "-ERR Line too long\r\n");
+	assert_int_equal(pop3_input_max(t.p), POP3_PIPELINE_MAX);
 	assert_string_equal(tsess_send(&t, "AUTH PLAIN ZGlyZWN0\r\n"),
 	    "+OK Logged in, 0 messages (0 octets)\r\n");
 	free(line);
