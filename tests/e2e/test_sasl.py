@@ -287,26 +287,41 @@ class SaslTest(PoboxTestCase):
         self.assertTrue(scram_exchange(c, "SCRAM-SHA-1",
                                        ScramClient("alice", PW, sha="sha1")).startswith("+OK"))
 
-    def test_mpop_scram_sha256(self):
+    def run_mpop(self, auth, user="alice", pw=PW):
         mpop = need_tool(self, "mpop")
-        self.env.start()
-        inbox = self.env.cli / "inbox"
+        inbox = self.env.cli / f"inbox-{auth}"
         for sub in ("cur", "new", "tmp"):
             (inbox / sub).mkdir(parents=True)
         rc = self.env.cli / "mpoprc"
         rc.write_text(
             "defaults\ntls off\ntimeout 15\nreceived_header off\n"
             f"uidls_file {self.env.cli / 'uidls'}\n"
-            f"account e2e\nhost 127.0.0.1\nport {self.env.port}\nuser alice\n"
-            f"password {PW}\nauth scram-sha-256\n"
+            f"account e2e\nhost 127.0.0.1\nport {self.env.port}\nuser {user}\n"
+            f"password {pw}\nauth {auth}\n"
             f"delivery maildir {inbox}\nkeep on\n")
         os.chmod(rc, 0o600)
         r = subprocess.run([mpop, "-C", str(rc), "-Q", "e2e"], capture_output=True,
                            text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        got = [p.read_bytes() for p in (inbox / "new").iterdir()]
-        self.assertEqual(got, [self.msg])
+        return [p.read_bytes() for p in (inbox / "new").iterdir()]
+
+    def test_mpop_scram_sha256(self):
+        self.env.start()
+        self.assertEqual(self.run_mpop("scram-sha-256"), [self.msg])
         self.env.wait_event("login", user="alice", method="sasl", mech="SCRAM-SHA-256")
+
+    def test_mpop_scram_sha1_and_cram_md5(self):
+        """GNU SASL's SCRAM-SHA-1 and CRAM-MD5 (both off by default)."""
+        self.env.pobox("user", "passwd", "alice", "--scram-sha-1", input=PW + "\n",
+                       check=True)
+        self.env.add_user_line("mrose", "x", extra="apop=tanstaaf")
+        self.env.deliver("mrose", self.msg)
+        self.env.start(sasl_mechanisms="SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5")
+        self.assertEqual(self.run_mpop("scram-sha-1"), [self.msg])
+        self.env.wait_event("login", user="alice", mech="SCRAM-SHA-1")
+        self.assertEqual(self.run_mpop("cram-md5", user="mrose", pw="tanstaaf"),
+                         [self.msg])
+        self.env.wait_event("login", user="mrose", mech="CRAM-MD5")
 
     def test_config_checks(self):
         for value, why in (("PLAIN NOSUCH", "unknown mechanism 'NOSUCH'"),
@@ -336,7 +351,6 @@ def capa_lines(c):
 
 def dict_caps(c):
     return dict((x.split(" ", 1) + [""])[:2] for x in capa_lines(c))
-
 
 
 def make_client_cert(d, name, email=None, cn=None):
