@@ -13,6 +13,7 @@ import json
 import os
 import poplib
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -322,6 +323,24 @@ class SaslTest(PoboxTestCase):
         self.assertEqual(self.run_mpop("cram-md5", user="mrose", pw="tanstaaf"),
                          [self.msg])
         self.env.wait_event("login", user="mrose", mech="CRAM-MD5")
+
+    def test_reload_changes_mechanisms(self):
+        d = self.env.start()
+        old = self.client()
+        self.assertEqual(old.cmd("AUTH PLAIN"), "+ ")
+        self.env.write_config(sasl_mechanisms="SCRAM-SHA-256")
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("reloaded")
+        # A running exchange finishes under the settings it started with.
+        self.assertTrue(old.cmd(b64(f"\0alice\0{PW}")).startswith("+OK"))
+        new = self.client()
+        self.assertEqual(dict_caps(new)["SASL"], "SCRAM-SHA-256")
+        self.assertTrue(new.cmd("AUTH PLAIN").startswith("-ERR"))
+        # A bad list on SIGHUP keeps the running configuration.
+        self.env.write_config(sasl_mechanisms="NOSUCH")
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("reload_failed")
+        self.assertEqual(dict_caps(self.client())["SASL"], "SCRAM-SHA-256")
 
     def test_config_checks(self):
         for value, why in (("PLAIN NOSUCH", "unknown mechanism 'NOSUCH'"),
