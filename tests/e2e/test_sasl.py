@@ -245,6 +245,33 @@ class SaslTest(PoboxTestCase):
         reasons = [e["reason"] for e in self.env.events("login_failed")]
         self.assertEqual(reasons, ["bad_password", "unknown_user"])
 
+    def test_pobox_user_passwd_rekeys_scram(self):
+        self.env.add_user_line("bob", "old pw", extra="apop=sekrit login_delay=0")
+        self.env.pobox("user", "passwd", "bob", input="old pw\n", check=True)
+        line = [l for l in self.env.passwd.read_text().splitlines()
+                if l.startswith("bob:")][0]
+        self.assertRegex(line, r"^bob:\$y\$[^:]+:[^:]+:apop=sekrit login_delay=0 "
+                               r"scram-sha-256=SCRAM-SHA-256\$4096:[^ ]+$")
+        d = self.env.start()
+        c = self.client()
+        self.assertTrue(scram_exchange(c, "SCRAM-SHA-256",
+                                       ScramClient("bob", "old pw")).startswith("+OK"))
+        c.cmd("QUIT")
+        self.env.pobox("user", "passwd", "bob", input="new pw\n", check=True)
+        line2 = [l for l in self.env.passwd.read_text().splitlines()
+                 if l.startswith("bob:")][0]
+        self.assertEqual(line2.count("scram-sha-256="), 1)
+        self.assertIn("apop=sekrit login_delay=0 ", line2)
+        self.env.fix_owner()
+        # The file is re-read at most once a second: SIGHUP makes it certain.
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("reloaded")
+        c = self.client()
+        self.assertTrue(scram_exchange(c, "SCRAM-SHA-256",
+                                       ScramClient("bob", "old pw")).startswith("-ERR"))
+        self.assertTrue(scram_exchange(c, "SCRAM-SHA-256",
+                                       ScramClient("bob", "new pw")).startswith("+OK"))
+
     def test_scram_without_keys_and_disabled(self):
         self.env.add_user_line("nokeys", PW)
         self.env.add_user_line("gone", "x", extra="apop=sekrit")
