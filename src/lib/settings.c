@@ -237,6 +237,15 @@ const struct config_setting pobox_settings_table[] = {
 	{ "oauth_verify_timeout", CONFIG_DURATION, S(oauth_verify_timeout), "10",
 	  1, 60, NULL, "Time the OAuth verifier may take before it is killed and "
 	  "the login fails temporarily", NULL },
+	{ "oauth_jwks_file", CONFIG_STRING, S(oauth_jwks_file), "", 0, 0, NULL,
+	  "JWKS file (RFC 7517) whose RS256/ES256 keys sign JWT bearer tokens, "
+	  "instead of oauth_verify_command; empty: off", check_tls_file },
+	{ "oauth_issuer", CONFIG_STRING, S(oauth_issuer), "", 0, 0, NULL,
+	  "With oauth_jwks_file: the \"iss\" a token must carry", NULL },
+	{ "oauth_audience", CONFIG_STRING, S(oauth_audience), "", 0, 0, NULL,
+	  "With oauth_jwks_file: the \"aud\" a token must carry", NULL },
+	{ "oauth_user_claim", CONFIG_STRING, S(oauth_user_claim), "sub", 0, 0, NULL,
+	  "With oauth_jwks_file: the claim that names the user", NULL },
 };
 const size_t pobox_settings_count = ARRAY_SIZE(pobox_settings_table);
 
@@ -249,6 +258,15 @@ settings_load(struct pobox_settings *set, const char *path, char **error_r)
 		return -1;
 	if (set->tls_listen.count > 0 && set->tls_cert[0] == '\0') {
 		*error_r = xasprintf("%s: tls_listen needs tls_cert (and tls_key)", path);
+		settings_free(set);
+		return -1;
+	}
+	if (set->oauth_jwks_file[0] != '\0' && (set->oauth_verify_command[0] != '\0' ||
+	    set->oauth_issuer[0] == '\0' || set->oauth_audience[0] == '\0' ||
+	    set->oauth_user_claim[0] == '\0')) {
+		*error_r = xasprintf("%s: oauth_jwks_file needs oauth_issuer, "
+		    "oauth_audience and oauth_user_claim, and excludes "
+		    "oauth_verify_command", path);
 		settings_free(set);
 		return -1;
 	}

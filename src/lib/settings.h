@@ -42,6 +42,10 @@ struct pobox_settings {
 	char *tls_client_ca;       /* EXTERNAL: CA of client certificates; "" off */
 	char *oauth_verify_command; /* OAUTHBEARER/XOAUTH2 verifier; "" off */
 	unsigned oauth_verify_timeout; /* seconds the verifier may take */
+	char *oauth_jwks_file;     /* JWT tokens checked against these keys; "" off */
+	char *oauth_issuer;        /* ... "iss" */
+	char *oauth_audience;      /* ... "aud" */
+	char *oauth_user_claim;    /* ... the claim naming the user */
 };
 
 extern const struct config_setting pobox_settings_table[];

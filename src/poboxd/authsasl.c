@@ -21,6 +21,7 @@
 #include <openssl/x509v3.h>
 
 #include "auth/auth.h"
+#include "auth/jwt.h"
 #include "auth/sasl.h"
 #include "lib/conn.h"
 #include "lib/ioloop.h"
@@ -38,8 +39,10 @@ struct authsasl {
 	unsigned char cb_endpoint[CONN_CB_MAX];
 	char external_user[AUTH_USER_MAX + 1];
 	struct oauth_job *job;       /* verifier running */
-	const char *lookup_note;     /* a known user without a usable credential:
-	                                "disabled", "no_scram_key", "no_secret" */
+	const char *lookup_note;     /* why, for the log: a known user without a
+	                                usable credential ("disabled",
+	                                "no_scram_key", "no_secret"), or the
+	                                JWT check that failed */
 };
 
 struct oauth_job {
@@ -57,8 +60,8 @@ authsasl_config(struct server_config *c, const char *path, char **error_r)
 	const struct pobox_settings *set = &c->set;
 	bool want[SASL_MECH_COUNT] = { false };
 	bool external = set->tls_client_ca[0] != '\0';
-	bool oauth = set->oauth_verify_command[0] != '\0';
-	char *list = xstrdup(set->sasl_mechanisms), *save = NULL;
+	bool oauth = set->oauth_verify_command[0] != '\0' || set->oauth_jwks_file[0] != '\0';
+	char *list = xstrdup(set->sasl_mechanisms), *save = NULL, *error = NULL;
 
 	c->sasl_mech_count = 0;
 	if (strcmp(list, "default") == 0) {
@@ -86,7 +89,7 @@ authsasl_config(struct server_config *c, const char *path, char **error_r)
 			}
 			if ((m->id == SASL_OAUTHBEARER || m->id == SASL_XOAUTH2) && !oauth) {
 				*error_r = xasprintf("%s: sasl_mechanisms: %s needs "
-				    "oauth_verify_command", path, m->name);
+				    "oauth_verify_command or oauth_jwks_file", path, m->name);
 				free(list);
 				return -1;
 			}
@@ -107,6 +110,12 @@ authsasl_config(struct server_config *c, const char *path, char **error_r)
 			f |= POP3_SASL_TLS;
 		c->sasl_mechs[c->sasl_mech_count++] = (struct pop3_sasl_mech){
 			sasl_mechs[i].name, f };
+	}
+	if (set->oauth_jwks_file[0] != '\0' && jwks_load(set->oauth_jwks_file, &c->jwks,
+	    &error) < 0) {
+		*error_r = xasprintf("%s: oauth_jwks_file: %s", path, error);
+		free(error);
+		return -1;
 	}
 	return 0;
 }
@@ -288,7 +297,8 @@ authsasl_outcome(struct session *s, enum sasl_status st, struct buf *out)
 		return;
 	case SASL_FAIL: {
 		const char *reason = sasl_reason(x->sasl);
-		if (strcmp(reason, "unknown_user") == 0 && x->lookup_note != NULL)
+		if ((strcmp(reason, "unknown_user") == 0 || strcmp(reason, "bad_token") == 0) &&
+		    x->lookup_note != NULL)
 			reason = x->lookup_note;
 		authsasl_fail(s, sasl_user(x->sasl), reason, mech, POP3_LOGIN_BAD);
 		return;
@@ -531,8 +541,26 @@ oauth_done(void *arg)
 static void
 oauth_start(struct session *s, struct authsasl *x)
 {
-	const struct pobox_settings *set = &session_config(s)->set;
-	struct oauth_job *job = xcalloc(1, sizeof(*job));
+	const struct server_config *cfg = session_config(s);
+	const struct pobox_settings *set = &cfg->set;
+	struct oauth_job *job;
+
+	if (cfg->jwks != NULL) {
+		/* A signature check is cheap: no need to leave the loop. */
+		struct jwt_policy pol = { set->oauth_issuer, set->oauth_audience,
+		    set->oauth_user_claim, time(NULL) };
+		struct buf out = BUF_INIT;
+		const char *reason = NULL;
+		char *user = NULL;
+
+		if (jwt_verify(cfg->jwks, sasl_token(x->sasl), &pol, &user, &reason) != 1)
+			x->lookup_note = reason;
+		authsasl_outcome(s, sasl_token_result(x->sasl, user, &out), &out);
+		free(user);
+		buf_free(&out);
+		return;
+	}
+	job = xcalloc(1, sizeof(*job));
 
 	job->session = s;
 	job->command = xstrdup(set->oauth_verify_command);

@@ -27,6 +27,7 @@
 
 #include "auth/auth.h"
 #include "auth/authcache.h"
+#include "auth/jwt.h"
 #include "lib/ioloop.h"
 #include "lib/log.h"
 #include "lib/tls.h"
@@ -71,6 +72,7 @@ server_config_unref(struct server_config **cp)
 	if (c == NULL || --c->refs > 0)
 		return;
 	tls_ctx_free(&c->tls_ctx);
+	jwks_free(&c->jwks);
 	settings_free(&c->set);
 	free(c);
 }

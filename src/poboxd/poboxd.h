@@ -23,6 +23,7 @@ struct ssl_ctx_st;
 struct conn;
 struct auth_user;
 struct authsasl;
+struct jwks;
 
 #define POBOXD_SASL_MAX 16 /* mechanisms offered at most */
 
@@ -35,6 +36,7 @@ struct server_config {
 	struct ssl_ctx_st *tls_ctx; /* NULL: no TLS configured */
 	struct pop3_sasl_mech sasl_mechs[POBOXD_SASL_MAX]; /* from sasl_mechanisms */
 	unsigned sasl_mech_count;
+	struct jwks *jwks;       /* oauth_jwks_file's keys, or NULL */
 };
 
 struct server {
@@ -110,7 +112,8 @@ void session_login_done(struct session *s, enum pop3_login_result res,
 
 /* authsasl.c: the pop3_host sasl callback: runs auth/sasl.h mechanisms
  * with credentials from the passwd file and channel binding from conn. */
-/* Fills c->sasl_mechs from sasl_mechanisms; 0 / -1 with *error_r. */
+/* Fills c->sasl_mechs from sasl_mechanisms and loads oauth_jwks_file;
+ * 0 / -1 with *error_r. */
 int authsasl_config(struct server_config *c, const char *path, char **error_r);
 void authsasl_request(struct session *s, const struct pop3_sasl *req);
 /* The session is going away or the exchange ended: forget it. */

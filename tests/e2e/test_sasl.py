@@ -673,5 +673,89 @@ class SaslOAuthTest(PoboxTestCase):
         self.env.wait_event("login_tempfail", reason="oauth_verifier")
 
 
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class SaslJwksTest(PoboxTestCase):
+    """OAUTHBEARER/XOAUTH2 with JWT tokens checked against a JWKS file: an
+    RSA key and signatures made by the openssl CLI."""
+
+    def setUp(self):
+        super().setUp()
+        need_tool(self, "openssl")
+        self.msg = simple_message("jwt")
+        self.env.add_user("alice", PW)
+        self.env.deliver("alice", self.msg)
+        self.key = self.env.cli / "jwt.key"
+        r = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                            "rsa_keygen_bits:2048", "-out", str(self.key)],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = subprocess.run(["openssl", "rsa", "-in", str(self.key), "-noout", "-modulus"],
+                           capture_output=True, text=True, timeout=60)
+        n = bytes.fromhex(r.stdout.strip().split("=", 1)[1])
+        jwks = {"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
+                          "n": b64url(n), "e": b64url((65537).to_bytes(3, "big"))}]}
+        self.jwks = self.env.srv / "jwks.json"
+        self.jwks.write_text(json.dumps(jwks))
+        self.env.start(oauth_jwks_file=str(self.jwks), oauth_issuer="https://idp.test",
+                       oauth_audience="pobox")
+
+    def token(self, **claims):
+        body = {"iss": "https://idp.test", "aud": "pobox", "sub": "alice",
+                "exp": int(time.time()) + 300}
+        body.update(claims)
+        head = b64url(json.dumps({"alg": "RS256", "kid": "k1"}).encode())
+        signing_input = f"{head}.{b64url(json.dumps(body).encode())}"
+        r = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+                           input=signing_input.encode(), capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return f"{signing_input}.{b64url(r.stdout)}"
+
+    def test_curl_with_jwt(self):
+        curl = need_tool(self, "curl")
+        r = subprocess.run([curl, "-sS", "--max-time", "15", "--user", "alice:",
+                            "--oauth2-bearer", self.token(),
+                            f"pop3://127.0.0.1:{self.env.port}/1"],
+                           capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, self.msg.replace(b"\n", b"\r\n"))
+        self.env.wait_event("login", user="alice", mech="OAUTHBEARER")
+
+    def test_config_rules(self):
+        for over, why in (({"oauth_issuer": ""}, "oauth_jwks_file needs"),
+                          ({"oauth_verify_command": "/bin/true"}, "excludes"),
+                          ({"oauth_jwks_file": str(self.env.passwd)}, "oauth_jwks_file:")):
+            with self.subTest(over=over):
+                self.env.write_config(**over)
+                r = subprocess.run([str(POBOXD), "-c", str(self.env.conf), "-t"],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn(why, r.stderr)
+                self.env.write_config(oauth_issuer="https://idp.test",
+                                      oauth_verify_command="",
+                                      oauth_jwks_file=str(self.jwks))
+
+    def test_rejected_tokens(self):
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        for tok, why in ((self.token(exp=int(time.time()) - 3600), "jwt_expired"),
+                         (self.token(aud="other"), "jwt_audience"),
+                         (self.token(iss="https://evil.test"), "jwt_issuer"),
+                         (self.token()[:-4] + "AAAA", "jwt_signature")):
+            # A JWT does not fit the 255-octet command line: no initial
+            # response (RFC 5034 §4), the token in a continuation line.
+            self.assertEqual(c.cmd("AUTH XOAUTH2"), "+ ")
+            r = c.cmd(b64(f"user=alice\x01auth=Bearer {tok}\x01\x01"))
+            self.assertTrue(r.startswith("+ "), r)
+            self.assertTrue(c.cmd("").startswith("-ERR [AUTH]"))
+            self.env.wait_event("login_failed", reason=why)
+        self.assertEqual(c.cmd("AUTH XOAUTH2"), "+ ")
+        r = c.cmd(b64(f"user=alice\x01auth=Bearer {self.token()}\x01\x01"))
+        self.assertTrue(r.startswith("+OK"), r)
+
+
 if __name__ == "__main__":
     unittest.main()
