@@ -345,11 +345,14 @@ jwt_verify(const struct jwks *keys, const char *token, const struct jwt_policy *
 	const char *user = json_get_str(claims, root, pol->user_claim);
 	int64_t exp, nbf;
 	*reason_r = "jwt_expired";
-	if (json_int(json_get(claims, root, "exp"), &exp) < 0 || exp + JWT_LEEWAY <= pol->now)
+	/* The leeway goes on our side: a token's value can be any int64. */
+	if (json_int(json_get(claims, root, "exp"), &exp) < 0 ||
+	    exp <= (int64_t)pol->now - JWT_LEEWAY)
 		goto out;
 	*reason_r = "jwt_not_yet_valid";
 	if (json_get(claims, root, "nbf") != NULL &&
-	    (json_int(json_get(claims, root, "nbf"), &nbf) < 0 || nbf - JWT_LEEWAY > pol->now))
+	    (json_int(json_get(claims, root, "nbf"), &nbf) < 0 ||
+	    nbf > (int64_t)pol->now + JWT_LEEWAY))
 		goto out;
 	*reason_r = "jwt_issuer";
 	if (iss == NULL || strcmp(iss, pol->issuer) != 0)

@@ -371,6 +371,8 @@ sasl_step(struct sasl *s, const unsigned char *d, size_t len, bool has_data,
 {
 	enum sasl_mech_id id = s->mech->id;
 
+	if (d == NULL)
+		d = (const unsigned char *)""; /* len is 0: mem* calls stay defined */
 	if (s->done)
 		return sasl_malformed(s, "after_end");
 	if (len > SASL_MSG_MAX)

@@ -247,6 +247,16 @@ test_jwt(void **state)
 	    "\"pobox\"],\"sub\":\"alice\",\"exp\":1800000600,\"nbf\":1799999999}", ec);
 	assert_int_equal(check(k, t, &reason), 1);
 	free(t);
+	/* Extreme times do not overflow the checks. */
+	t = sign("{\"alg\":\"RS256\"}", "{\"iss\":\"https://idp.example\",\"aud\":\"pobox\","
+	    "\"sub\":\"alice\",\"exp\":9223372036854775807,\"nbf\":-9223372036854775808}", rsa);
+	assert_int_equal(check(k, t, &reason), 1);
+	free(t);
+	t = sign("{\"alg\":\"RS256\"}", "{\"iss\":\"https://idp.example\",\"aud\":\"pobox\","
+	    "\"sub\":\"alice\",\"exp\":-9223372036854775808}", rsa);
+	assert_int_equal(check(k, t, &reason), 0);
+	assert_string_equal(reason, "jwt_expired");
+	free(t);
 
 	static const struct {
 		const char *hdr, *claims;

@@ -92,7 +92,8 @@ tx_step_n(struct tx *t, const char *msg, size_t len)
 	buf_clear(&t->out);
 	r = sasl_step(t->s, (const unsigned char *)msg, len, msg != NULL, &t->out);
 	free(t->text);
-	t->text = xstrndup(buf_head(&t->out), buf_size(&t->out));
+	t->text = buf_size(&t->out) > 0 ? xstrndup(buf_head(&t->out), buf_size(&t->out)) :
+	    xstrdup("");
 	return r;
 }
 
