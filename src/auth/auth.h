@@ -23,6 +23,8 @@ struct auth_user {
 	char *hash;         /* crypt(3) string */
 	char *maildir;      /* absolute path */
 	char *apop_secret;  /* NULL unless the entry has one */
+	char *scram_sha1;   /* RFC 5803 SCRAM-SHA-1 verifier, or NULL */
+	char *scram_sha256; /* RFC 5803 SCRAM-SHA-256 verifier, or NULL */
 	int login_delay;    /* seconds, -1 = global default */
 	int expire;         /* days, -1 = global default, -2 = never */
 	int64_t quota_bytes;    /* -1 = global default (quota_bytes); 0 = none */
@@ -49,6 +51,9 @@ void passwd_db_free(struct passwd_db **db);
 int passwd_db_lookup(struct passwd_db *db, const char *name, struct auth_user **user_r);
 
 void auth_user_free(struct auth_user **u);
+/* Login is disabled for the entry (empty hash, or '!' or '*' first): no
+ * credential of it may be used, SCRAM keys and secrets included. */
+bool auth_user_disabled(const struct auth_user *u);
 
 /* What the per-user policy fields of the loaded file span, so CAPA before
  * login can tell the truth (RFC 2449 §6.5, §6.7: value plus USER). */

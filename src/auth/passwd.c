@@ -16,6 +16,7 @@
 
 #include <openssl/evp.h>
 
+#include "auth/sasl.h"
 #include "lib/log.h"
 #include "lib/settings.h"
 #include "lib/util.h"
@@ -92,6 +93,8 @@ user_fields_free(struct auth_user *u)
 	secret_free(&u->hash);
 	free(u->maildir);
 	secret_free(&u->apop_secret);
+	secret_free(&u->scram_sha1);
+	secret_free(&u->scram_sha256);
 	u->name = u->maildir = NULL;
 }
 
@@ -190,6 +193,32 @@ field_quota_messages(struct auth_user *u, const char *value)
 	return 0;
 }
 
+/* RFC 5803 verifiers; checked whole here so a bad one fails the file. */
+static int
+field_scram(char **dst, enum sasl_hash h, const char *value)
+{
+	struct sasl_scram_key k;
+	int r = sasl_scram_parse(h, value, &k);
+
+	secret_wipe(&k, sizeof(k));
+	if (r < 0)
+		return -1;
+	*dst = xstrdup(value);
+	return 0;
+}
+
+static int
+field_scram_sha1(struct auth_user *u, const char *value)
+{
+	return field_scram(&u->scram_sha1, SASL_SHA1, value);
+}
+
+static int
+field_scram_sha256(struct auth_user *u, const char *value)
+{
+	return field_scram(&u->scram_sha256, SASL_SHA256, value);
+}
+
 static const struct passwd_field {
 	const char *key;
 	int (*parse)(struct auth_user *u, const char *value);
@@ -200,6 +229,10 @@ static const struct passwd_field {
 	{ "expire", field_expire, "0..36500 days or 'never'" },
 	{ "quota_bytes", field_quota_bytes, "bytes (k, M, G, T suffixes), 0: none" },
 	{ "quota_messages", field_quota_messages, "0..4294967295 messages, 0: none" },
+	{ "scram-sha-1", field_scram_sha1,
+	  "SCRAM-SHA-1$ITER:SALT$STOREDKEY:SERVERKEY (RFC 5803, ITER >= 4096)" },
+	{ "scram-sha-256", field_scram_sha256,
+	  "SCRAM-SHA-256$ITER:SALT$STOREDKEY:SERVERKEY (RFC 5803, ITER >= 4096)" },
 };
 
 static int
@@ -241,6 +274,12 @@ static bool
 hash_disabled(const char *hash)
 {
 	return hash[0] == '\0' || hash[0] == '!' || hash[0] == '*';
+}
+
+bool
+auth_user_disabled(const struct auth_user *u)
+{
+	return u->hash == NULL || hash_disabled(u->hash);
 }
 
 /* A supported scheme (libxcrypt marks DES, MD5 and SHA256 legacy) and the
@@ -298,7 +337,7 @@ parse_line(char *line, const char *mail_root, struct auth_user *u,
 	u->expire = -1;
 	u->quota_bytes = u->quota_messages = -1;
 	if (extra != NULL && parse_extra(u, extra, error_r) < 0) {
-		secret_free(&u->apop_secret);
+		user_fields_free(u);
 		return -1;
 	}
 	u->name = xstrdup(line);
@@ -561,6 +600,10 @@ passwd_db_lookup(struct passwd_db *db, const char *name,
 	u->maildir = xstrdup(e->u.maildir);
 	if (e->u.apop_secret != NULL)
 		u->apop_secret = xstrdup(e->u.apop_secret);
+	if (e->u.scram_sha1 != NULL)
+		u->scram_sha1 = xstrdup(e->u.scram_sha1);
+	if (e->u.scram_sha256 != NULL)
+		u->scram_sha256 = xstrdup(e->u.scram_sha256);
 	*user_r = u;
 	return 1;
 }

@@ -64,4 +64,17 @@ struct ssl_st *conn_tls(const struct conn *c);
 /* Why the TLS layer failed (OpenSSL's reason), or NULL. */
 const char *conn_tls_error(const struct conn *c);
 
+/* Channel binding types for SCRAM-PLUS. */
+enum conn_cb {
+	CONN_CB_TLS_EXPORTER,          /* RFC 9266 */
+	CONN_CB_TLS_SERVER_END_POINT,  /* RFC 5929 §4.1 */
+};
+#define CONN_CB_MAX 64 /* octets of binding data at most */
+/* The channel binding data of the established TLS connection: writes up
+ * to CONN_CB_MAX octets to buf and returns how many, or 0 when there is
+ * none (no TLS yet, or tls-exporter over TLS 1.2 without the extended
+ * master secret, where it would not be unique, RFC 9266 §3). */
+size_t conn_tls_channel_binding(const struct conn *c, enum conn_cb type,
+    unsigned char buf[CONN_CB_MAX]);
+
 #endif

@@ -153,6 +153,21 @@ check_tls_listen(const char *value, char **error_r)
 	return -1;
 }
 
+/* Space-separated mechanism names (which exist is poboxd's check, as
+ * this layer knows no SASL), or "default", or "none". */
+static int
+check_sasl_mechanisms(const char *value, char **error_r)
+{
+	size_t n = strspn(value, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789-_ ");
+
+	if (value[n] == '\0' && strspn(value, " ") != n)
+		return 0;
+	*error_r = xstrdup("'sasl_mechanisms' must be 'default', 'none' or "
+	    "mechanism names separated by spaces");
+	return -1;
+}
+
 int
 settings_parse_size(const char *s, uint64_t *r)
 {
@@ -371,6 +386,29 @@ const struct config_setting pobox_settings_table[] = {
 	{ "smtp_rate_limit", CONFIG_UINT, S(smtp_rate_limit), "120", 0, 1000000,
 	  NULL, "Messages per minute accepted over SMTP from one address "
 	  "(loopback and LMTP exempt); 0: no limit", NULL },
+	{ "sasl_mechanisms", CONFIG_STRING, S(sasl_mechanisms), "default", 0, 0,
+	  NULL, "SASL AUTH mechanisms offered (RFC 5034): 'default' (PLAIN LOGIN "
+	  "SCRAM-SHA-256 SCRAM-SHA-256-PLUS, plus EXTERNAL and OAUTHBEARER "
+	  "XOAUTH2 when configured), 'none', or names", check_sasl_mechanisms },
+	{ "tls_client_ca", CONFIG_STRING, S(tls_client_ca), "", 0, 0, NULL,
+	  "CA certificates (PEM) that sign client certificates for SASL "
+	  "EXTERNAL; empty: no client certificates", check_tls_file },
+	{ "oauth_verify_command", CONFIG_STRING, S(oauth_verify_command), "", 0, 0,
+	  NULL, "Program that checks an OAuth bearer token for OAUTHBEARER and "
+	  "XOAUTH2 (token on stdin; exit 0 and the user name on stdout); empty: off",
+	  check_optional_path },
+	{ "oauth_verify_timeout", CONFIG_DURATION, S(oauth_verify_timeout), "10",
+	  1, 60, NULL, "Time the OAuth verifier may take before it is killed and "
+	  "the login fails temporarily", NULL },
+	{ "oauth_jwks_file", CONFIG_STRING, S(oauth_jwks_file), "", 0, 0, NULL,
+	  "JWKS file (RFC 7517) whose RS256/ES256 keys sign JWT bearer tokens, "
+	  "instead of oauth_verify_command; empty: off", check_tls_file },
+	{ "oauth_issuer", CONFIG_STRING, S(oauth_issuer), "", 0, 0, NULL,
+	  "With oauth_jwks_file: the \"iss\" a token must carry", NULL },
+	{ "oauth_audience", CONFIG_STRING, S(oauth_audience), "", 0, 0, NULL,
+	  "With oauth_jwks_file: the \"aud\" a token must carry", NULL },
+	{ "oauth_user_claim", CONFIG_STRING, S(oauth_user_claim), "sub", 0, 0, NULL,
+	  "With oauth_jwks_file: the claim that names the user", NULL },
 };
 const size_t pobox_settings_count = ARRAY_SIZE(pobox_settings_table);
 
@@ -388,6 +426,20 @@ settings_load(struct pobox_settings *set, const char *path, char **error_r)
 	}
 	if (set->tls_sni.count > 0 && set->tls_cert[0] == '\0') {
 		*error_r = xasprintf("%s: tls_sni needs tls_cert (the default)", path);
+		settings_free(set);
+		return -1;
+	}
+	if (set->oauth_jwks_file[0] != '\0' && (set->oauth_verify_command[0] != '\0' ||
+	    set->oauth_issuer[0] == '\0' || set->oauth_audience[0] == '\0' ||
+	    set->oauth_user_claim[0] == '\0')) {
+		*error_r = xasprintf("%s: oauth_jwks_file needs oauth_issuer, "
+		    "oauth_audience and oauth_user_claim, and excludes "
+		    "oauth_verify_command", path);
+		settings_free(set);
+		return -1;
+	}
+	if (set->tls_client_ca[0] != '\0' && set->tls_cert[0] == '\0') {
+		*error_r = xasprintf("%s: tls_client_ca without tls_cert", path);
 		settings_free(set);
 		return -1;
 	}

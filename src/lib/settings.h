@@ -52,6 +52,14 @@ struct pobox_settings {
 	unsigned quota_messages;   /* 0 = none (passwd quota_messages=) */
 	unsigned smtp_timeout;     /* seconds idle, RFC 5321 §4.5.3.2.7 */
 	unsigned smtp_rate_limit;  /* messages per minute per address; 0 off */
+	char *sasl_mechanisms;     /* "default", "none" or names (poboxd checks them) */
+	char *tls_client_ca;       /* EXTERNAL: CA of client certificates; "" off */
+	char *oauth_verify_command; /* OAUTHBEARER/XOAUTH2 verifier; "" off */
+	unsigned oauth_verify_timeout; /* seconds the verifier may take */
+	char *oauth_jwks_file;     /* JWT tokens checked against these keys; "" off */
+	char *oauth_issuer;        /* ... "iss" */
+	char *oauth_audience;      /* ... "aud" */
+	char *oauth_user_claim;    /* ... the claim naming the user */
 };
 
 extern const struct config_setting pobox_settings_table[];

@@ -283,3 +283,49 @@ tls_ctx_free(struct ssl_ctx_st **ctx)
 	SSL_CTX_free(*ctx);
 	*ctx = NULL;
 }
+
+/* Any certificate is accepted into the handshake; whether it verified is
+ * read later, so a bad one costs EXTERNAL only, not the connection. */
+static int
+tls_verify_any(int preverify_ok, X509_STORE_CTX *x509_ctx)
+{
+	(void)preverify_ok;
+	(void)x509_ctx;
+	return 1;
+}
+
+static int
+client_ca_one(SSL_CTX *ctx, const char *ca, char **error_r)
+{
+	static const unsigned char sid_ctx[] = "poboxd";
+	STACK_OF(X509_NAME) *names;
+
+	ERR_clear_error();
+	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1 ||
+	    (names = SSL_load_client_CA_file(ca)) == NULL) {
+		*error_r = tls_error("tls_client_ca", ca);
+		return -1;
+	}
+	SSL_CTX_set_client_CA_list(ctx, names);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_verify_any);
+	SSL_CTX_set_verify_depth(ctx, 5);
+	/* Resumed sessions keep the verified identity: needs an id context. */
+	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+	return 0;
+}
+
+int
+tls_ctx_client_ca(struct ssl_ctx_st *ctx, const char *ca, char **error_r)
+{
+	struct tls_sni_table *t = tls_sni_index < 0 ? NULL :
+	    SSL_CTX_get_ex_data(ctx, tls_sni_index);
+
+	if (client_ca_one(ctx, ca, error_r) < 0)
+		return -1;
+	/* A connection switched to an SNI certificate verifies with that
+	 * context's store and mode. */
+	for (unsigned i = 0; t != NULL && i < t->count; i++)
+		if (client_ca_one(t->v[i].ctx, ca, error_r) < 0)
+			return -1;
+	return 0;
+}

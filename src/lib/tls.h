@@ -37,6 +37,12 @@ int tls_sni_spec_parse(const char *spec, char **name_r, char **cert_r,
  * a pattern "*.example.org" matches exactly one more label on the left
  * ("a.example.org", not "example.org" nor "a.b.example.org"). */
 bool tls_name_match(const char *pattern, const char *host);
+/* Asks clients for a certificate signed by a CA in ca (PEM) and verifies
+ * it, without requiring one: a missing or failed certificate only means
+ * SASL EXTERNAL fails (the caller checks SSL_get_verify_result). 0 / -1
+ * with a malloc'ed *error_r. Applies to the SNI certificates added
+ * before too. */
+int tls_ctx_client_ca(struct ssl_ctx_st *ctx, const char *ca, char **error_r);
 /* The reason of OpenSSL's last queued error (or fallback when there is
  * none) into buf; the queue is cleared. Returns buf. */
 const char *tls_error_reason(char *buf, unsigned long n, const char *fallback);

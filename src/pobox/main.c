@@ -17,7 +17,10 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include "auth/auth.h"
+#include "auth/sasl.h"
 #include "lib/settings.h"
 #include "lib/util.h"
 #include "pobox/pobox.h"
@@ -53,7 +56,9 @@ usage(FILE *out)
 	fprintf(out,
 	    "usage: pobox [-c CONFIG] user add NAME [--maildir PATH] "
 	    "[--scheme yescrypt|sha512|bcrypt] [--apop]\n"
-	    "       pobox [-c CONFIG] user passwd NAME [--scheme ...]\n"
+	    "           [--no-scram | --scram-sha-1]\n"
+	    "       pobox [-c CONFIG] user passwd NAME [--scheme ...] "
+	    "[--no-scram | --scram-sha-1]\n"
 	    "       pobox [-c CONFIG] user del NAME\n"
 	    "       pobox [-c CONFIG] user list\n"
 	    "       pobox [-c CONFIG] deliver -u USER [-f SENDER] < MESSAGE\n"
@@ -447,7 +452,38 @@ struct opts {
 	const char *maildir;
 	const char *prefix;
 	bool apop;
+	bool no_scram;    /* write no SCRAM verifier */
+	bool scram_sha1;  /* a SCRAM-SHA-1 verifier beside the SHA-256 one */
 };
+
+/* " scram-sha-256=... [scram-sha-1=...]" (RFC 5803) for the extra field,
+ * each with its own random salt; "" with --no-scram. NULL on error. */
+static char *
+scram_fields(const char *pw, const struct opts *o, bool sha1)
+{
+	enum sasl_hash hashes[2] = { SASL_SHA256, SASL_SHA1 };
+	const char *keys[2] = { "scram-sha-256", "scram-sha-1" };
+	char *out = xstrdup(""), *tmp, *v;
+
+	for (int i = 0; i < (sha1 ? 2 : 1) && !o->no_scram; i++) {
+		struct sasl_scram_key k;
+		unsigned char salt[16];
+
+		if (RAND_bytes(salt, sizeof(salt)) != 1 ||
+		    sasl_scram_keys(hashes[i], pw, salt, sizeof(salt),
+		    SASL_SCRAM_ITER_DEFAULT, &k) < 0) {
+			free(out);
+			return NULL;
+		}
+		v = sasl_scram_format(hashes[i], &k);
+		secret_wipe(&k, sizeof(k));
+		tmp = xasprintf("%s %s=%s", out, keys[i], v);
+		secret_free(&v);
+		secret_free(&out);
+		out = tmp;
+	}
+	return out;
+}
 
 static bool
 name_check(const char *name)
@@ -466,7 +502,7 @@ cmd_add(const struct pobox_settings *set, const char *name,
 {
 	struct passwd *svc = geteuid() == 0 ? getpwnam(set->user) : NULL;
 	char pw[SECRET_MAX], secret[SECRET_MAX], *hash = NULL, *line = NULL;
-	char *md = NULL;
+	char *md = NULL, *scram = NULL;
 	struct pwfile f;
 	size_t off, len;
 	int ret = 1;
@@ -502,19 +538,26 @@ cmd_add(const struct pobox_settings *set, const char *name,
 		warnx_("cannot hash the password: %s", strerror(errno));
 		goto out;
 	}
+	if ((scram = scram_fields(pw, o, o->scram_sha1)) == NULL) {
+		warnx_("cannot compute the SCRAM keys");
+		goto out;
+	}
 	md = o->maildir != NULL ? xstrdup(o->maildir) :
 	    xasprintf("%s/%s", set->mail_root, name);
 	if (maildir_create(md, svc) < 0)
 		goto out;
-	line = xasprintf("%s%s:%s:%s:%s%s\n",
+	/* Extras: the APOP secret (if any) and the SCRAM verifiers. */
+	line = xasprintf("%s%s:%s:%s:%s%s%s\n",
 	    f.len > 0 && f.data[f.len - 1] != '\n' ? "\n" : "", name, hash,
-	    o->maildir != NULL ? o->maildir : "", o->apop ? "apop=" : "", secret);
+	    o->maildir != NULL ? o->maildir : "", o->apop ? "apop=" : "", secret,
+	    o->apop ? scram : scram[0] != '\0' ? scram + 1 : "");
 	ret = pwfile_replace(&f, svc, f.len, f.len, line) == 0 ? 0 : 1;
 out:
 	secret_wipe(pw, sizeof(pw));
 	secret_wipe(secret, sizeof(secret));
 	secret_free(&line);
 	secret_free(&hash);
+	secret_free(&scram);
 	free(md);
 	pwfile_close(&f);
 	return ret;
@@ -539,9 +582,9 @@ static int
 cmd_passwd(const struct pobox_settings *set, const char *name,
     const struct opts *o)
 {
-	char pw[SECRET_MAX], *hash = NULL;
+	char pw[SECRET_MAX], *hash = NULL, *line = NULL, *scram = NULL, *rest;
 	struct pwfile f;
-	size_t off, len, from, to;
+	size_t off, len;
 	int ret = 1;
 
 	if (!name_check(name))
@@ -554,14 +597,46 @@ cmd_passwd(const struct pobox_settings *set, const char *name,
 		warnx_("cannot hash the password: %s", strerror(errno));
 		goto out;
 	}
-	/* Only the hash field changes; maildir and extras stay. */
-	from = to = off + strlen(name) + 1;
-	while (to < off + len && strchr(":\r\n", f.data[to]) == NULL)
-		to++;
-	ret = pwfile_replace(&f, NULL, from, to, hash) == 0 ? 0 : 1;
+	/* The hash and the SCRAM verifiers change (old verifiers would still
+	 * let the old password in); maildir and the other extras stay. */
+	rest = xstrndup(f.data + off, len);
+	rest[strcspn(rest, "\r\n")] = '\0';
+	char *maildir = strchr(rest + strlen(name) + 1, ':'), *extra = NULL;
+	if (maildir != NULL && (extra = strchr(maildir + 1, ':')) != NULL)
+		*extra++ = '\0';
+	struct buf kept = BUF_INIT;
+	bool had_sha1 = false;
+	for (char *save = NULL, *tok = extra != NULL ? strtok_r(extra, " ", &save) : NULL;
+	    tok != NULL; tok = strtok_r(NULL, " ", &save)) {
+		if (strncmp(tok, "scram-sha-1=", 12) == 0) {
+			had_sha1 = true;
+			continue;
+		}
+		if (strncmp(tok, "scram-sha-256=", 14) == 0)
+			continue;
+		buf_printf(&kept, "%s%s", buf_size(&kept) > 0 ? " " : "", tok);
+	}
+	scram = scram_fields(pw, o, o->scram_sha1 || had_sha1);
+	if (scram == NULL) {
+		warnx_("cannot compute the SCRAM keys");
+		secret_free(&rest);
+		secret_wipe(kept.data, kept.len);
+		buf_free(&kept);
+		goto out;
+	}
+	line = xasprintf("%s:%s:%s:%.*s%s\n", name, hash,
+	    maildir != NULL ? maildir + 1 : "", (int)buf_size(&kept),
+	    buf_size(&kept) > 0 ? buf_head(&kept) : "",
+	    buf_size(&kept) > 0 ? scram : scram[0] != '\0' ? scram + 1 : "");
+	secret_free(&rest);
+	secret_wipe(kept.data, kept.len);
+	buf_free(&kept);
+	ret = pwfile_replace(&f, NULL, off, off + len, line) == 0 ? 0 : 1;
 out:
 	secret_wipe(pw, sizeof(pw));
 	secret_free(&hash);
+	secret_free(&line);
+	secret_free(&scram);
 	pwfile_close(&f);
 	return ret;
 }
@@ -660,9 +735,11 @@ main(int argc, char **argv)
 		{ "maildir", required_argument, NULL, 'm' },
 		{ "scheme", required_argument, NULL, 's' },
 		{ "apop", no_argument, NULL, 'a' },
+		{ "no-scram", no_argument, NULL, 'n' },
+		{ "scram-sha-1", no_argument, NULL, '1' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { NULL, "$y$", false };
+	struct opts o = { NULL, "$y$", false, false, false };
 	struct pobox_settings set;
 	const char *config = POBOX_DEFAULT_CONFIG, *cmd, *name = NULL;
 	bool given = false;
@@ -721,6 +798,12 @@ main(int argc, char **argv)
 		case 'a':
 			o.apop = true;
 			break;
+		case 'n':
+			o.no_scram = true;
+			break;
+		case '1':
+			o.scram_sha1 = true;
+			break;
 		default:
 			warnx_("unknown option or missing argument: %s",
 			    sub[optind - 1]);
@@ -732,6 +815,8 @@ main(int argc, char **argv)
 		name = sub[optind++];
 	if (optind != nsub || (strcmp(cmd, "list") == 0) != (name == NULL) ||
 	    ((o.maildir != NULL || o.apop) && strcmp(cmd, "add") != 0) ||
+	    ((o.no_scram || o.scram_sha1) && strcmp(cmd, "add") != 0 &&
+	    strcmp(cmd, "passwd") != 0) || (o.no_scram && o.scram_sha1) ||
 	    (strcmp(o.prefix, "$y$") != 0 && strcmp(cmd, "add") != 0 &&
 	    strcmp(cmd, "passwd") != 0)) {
 		usage(stderr);

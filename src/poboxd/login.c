@@ -28,6 +28,7 @@ struct login_job {
 	uint64_t start_ms;       /* when the request came in */
 	unsigned verify_ms;      /* what the hash cost (worker's clock) */
 	struct auth_user *user;  /* NULL for an unknown user */
+	const char *mech;        /* SASL mechanism (static), NULL for PASS */
 	char *name;
 	char *password;
 	enum auth_result result;
@@ -36,13 +37,15 @@ struct login_job {
 /* delay_ms: the failure delay chosen (RFC 1939 §13), on top of the
  * hash-time floor; 0 for failures that are not guesses. */
 static void
-log_failure(struct session *s, const char *name, const char *reason, unsigned delay_ms)
+log_failure(struct session *s, const char *name, const char *reason, unsigned delay_ms,
+    const char *mech)
 {
 	char v[80];
 
-	log_info("session=%s event=login_failed user=%s ip=%s reason=%s delay_ms=%u",
-	    session_id(s), log_value(v, sizeof(v), name), session_ip(s), reason,
-	    delay_ms);
+	log_info("session=%s event=login_failed user=%s ip=%s reason=%s delay_ms=%u%s%s",
+	    session_id(s), name != NULL ? log_value(v, sizeof(v), name) : "-",
+	    session_ip(s), reason, delay_ms, mech != NULL ? " mech=" : "",
+	    mech != NULL ? mech : "");
 }
 
 static void
@@ -51,15 +54,16 @@ delay_expired(void *ctx)
 	struct session *s = ctx;
 
 	session_login_state(s)->delay = NULL;
-	session_login_done(s, POP3_LOGIN_BAD, NULL, NULL, NULL);
+	session_login_done(s, session_login_state(s)->delay_res, NULL, NULL, NULL);
 }
 
 /* RFC 1939 §13 suggests delaying failed logins against guessing. The
  * reply goes out at a time fixed from the request's start: the slowest
  * hash seen so far plus the delay, so neither an unknown user (dummy
  * hash) nor the scheme of a known one shows in the timing. */
-static void
-login_fail(struct session *s, uint64_t start_ms, const char *name, const char *reason)
+void
+login_fail(struct session *s, uint64_t start_ms, const char *name, const char *reason,
+    const char *mech, enum pop3_login_result res)
 {
 	struct server *srv = session_server(s);
 	unsigned base = session_config(s)->set.auth_failure_delay * 1000;
@@ -71,12 +75,13 @@ login_fail(struct session *s, uint64_t start_ms, const char *name, const char *r
 		ms *= 2;
 	if (ms > LOGIN_DELAY_MAX_MS)
 		ms = LOGIN_DELAY_MAX_MS;
-	log_failure(s, name, reason, ms);
+	log_failure(s, name, reason, ms, mech);
 	due = start_ms + srv->auth_floor_ms + ms;
 	if (due <= now) {
-		session_login_done(s, POP3_LOGIN_BAD, NULL, NULL, NULL);
+		session_login_done(s, res, NULL, NULL, NULL);
 		return;
 	}
+	session_login_state(s)->delay_res = res;
 	session_login_state(s)->delay = timer_add(srv->loop, (unsigned)(due - now),
 	    delay_expired, s);
 }
@@ -88,8 +93,9 @@ policy_value(int user_value, int global)
 }
 
 /* Credentials are good: enforce LOGIN-DELAY, then lock the maildrop. */
-static void
-login_open(struct session *s, const struct auth_user *u, const char *method)
+void
+login_open(struct session *s, const struct auth_user *u, const char *method,
+    const char *mech)
 {
 	const struct server_config *cfg = session_config(s);
 	struct pop3_user_policy policy;
@@ -105,7 +111,7 @@ login_open(struct session *s, const struct auth_user *u, const char *method)
 	stamp = xasprintf("%s/%s", u->maildir, LOGIN_STAMP_FILE);
 	if (policy.login_delay > 0 && stat(stamp, &st) == 0 &&
 	    time(NULL) - st.st_mtime < policy.login_delay) {
-		log_failure(s, u->name, "login_delay", 0);
+		log_failure(s, u->name, "login_delay", 0, mech);
 		free(stamp);
 		session_login_done(s, POP3_LOGIN_DELAYED, NULL, NULL, NULL);
 		return;
@@ -114,7 +120,7 @@ login_open(struct session *s, const struct auth_user *u, const char *method)
 	case MAILDROP_OPEN_OK:
 		break;
 	case MAILDROP_OPEN_IN_USE:
-		log_failure(s, u->name, "in_use", 0);
+		log_failure(s, u->name, "in_use", 0, mech);
 		free(stamp);
 		session_login_done(s, POP3_LOGIN_IN_USE, NULL, NULL, NULL);
 		return;
@@ -128,8 +134,12 @@ login_open(struct session *s, const struct auth_user *u, const char *method)
 	if (policy.login_delay > 0)
 		(void)utimensat(AT_FDCWD, stamp, NULL, 0);
 	free(stamp);
-	log_info("session=%s event=login user=%s method=%s ip=%s messages=%u",
-	    session_id(s), u->name, method, session_ip(s), md->count);
+	log_info("session=%s event=login user=%s method=%s%s%s ip=%s messages=%u",
+	    session_id(s), u->name, method, mech != NULL ? " mech=" : "",
+	    mech != NULL ? mech : "", session_ip(s), md->count);
+	/* The engine's name for the session is the one that logged in (a
+	 * SASL exchange never sent USER). */
+	pop3_sasl_user(session_pop3(s), u->name);
 	session_login_done(s, POP3_LOGIN_OK, md, &policy, u->name);
 }
 
@@ -171,15 +181,50 @@ job_done(void *arg)
 		if (job->result == AUTH_OK && job->user != NULL) {
 			auth_cache_put(session_server(s)->auth_cache, job->user->name,
 			    job->user->hash, job->password, ioloop_now(session_server(s)->loop));
-			login_open(s, job->user, "pass");
+			login_open(s, job->user, job->mech != NULL ? "sasl" : "pass",
+			    job->mech);
 		}
 		else if (job->result == AUTH_TEMPFAIL)
 			session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
 		else
 			login_fail(s, job->start_ms, job->name, job->user != NULL ?
-			    "bad_password" : "unknown_user");
+			    "bad_password" : "unknown_user", job->mech, POP3_LOGIN_BAD);
 	}
 	job_free(job);
+}
+
+void
+login_password(struct session *s, const char *user, const char *password,
+    const char *mech)
+{
+	struct server *srv = session_server(s);
+	struct auth_user *u = NULL;
+	int found = 0;
+
+	if (auth_user_name_valid(user)) {
+		passwd_db_refresh(srv->db);
+		found = passwd_db_lookup(srv->db, user, &u);
+	}
+	if (found < 0) {
+		log_error("session=%s event=login_tempfail reason=userdb", session_id(s));
+		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
+		return;
+	}
+	if (u != NULL && auth_cache_hit(srv->auth_cache, u->name, u->hash, password,
+	    ioloop_now(srv->loop))) {
+		login_open(s, u, mech != NULL ? "sasl" : "pass", mech);
+		auth_user_free(&u);
+		return;
+	}
+	struct login_job *job = xcalloc(1, sizeof(*job));
+	job->session = s;
+	job->start_ms = ioloop_now(srv->loop);
+	job->user = u;
+	job->mech = mech;
+	job->name = xstrdup(user);
+	job->password = xstrdup(password);
+	session_login_state(s)->job = job;
+	workq_submit(srv->workq, job_work, job_done, job);
 }
 
 void
@@ -189,6 +234,10 @@ login_start(struct session *s, const struct pop3_login *req)
 	struct auth_user *u = NULL;
 	int found = 0;
 
+	if (req->kind != POP3_LOGIN_APOP) {
+		login_password(s, req->user, req->secret, NULL);
+		return;
+	}
 	if (auth_user_name_valid(req->user)) {
 		passwd_db_refresh(srv->db);
 		found = passwd_db_lookup(srv->db, req->user, &u);
@@ -198,33 +247,17 @@ login_start(struct session *s, const struct pop3_login *req)
 		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
 		return;
 	}
-	if (req->kind == POP3_LOGIN_APOP) {
-		/* MD5 is fast: no need to leave the loop. */
-		enum auth_result r = AUTH_FAIL;
-		if (u != NULL && u->apop_secret != NULL)
-			r = auth_verify_apop(u->apop_secret, req->timestamp, req->secret);
-		if (r == AUTH_OK)
-			login_open(s, u, "apop");
-		else
-			login_fail(s, ioloop_now(srv->loop), req->user,
-			    u == NULL ? "unknown_user" : "bad_password");
-		auth_user_free(&u);
-		return;
-	}
-	if (u != NULL && auth_cache_hit(srv->auth_cache, u->name, u->hash, req->secret,
-	    ioloop_now(srv->loop))) {
-		login_open(s, u, "pass");
-		auth_user_free(&u);
-		return;
-	}
-	struct login_job *job = xcalloc(1, sizeof(*job));
-	job->session = s;
-	job->start_ms = ioloop_now(srv->loop);
-	job->user = u;
-	job->name = xstrdup(req->user);
-	job->password = xstrdup(req->secret);
-	session_login_state(s)->job = job;
-	workq_submit(srv->workq, job_work, job_done, job);
+	/* MD5 is fast: no need to leave the loop. A disabled entry's secret
+	 * does not count. */
+	enum auth_result r = AUTH_FAIL;
+	if (u != NULL && u->apop_secret != NULL && !auth_user_disabled(u))
+		r = auth_verify_apop(u->apop_secret, req->timestamp, req->secret);
+	if (r == AUTH_OK)
+		login_open(s, u, "apop", NULL);
+	else
+		login_fail(s, ioloop_now(srv->loop), req->user,
+		    u == NULL ? "unknown_user" : "bad_password", NULL, POP3_LOGIN_BAD);
+	auth_user_free(&u);
 }
 
 void
@@ -255,4 +288,5 @@ login_abort(struct session *s)
 		l->job->session = NULL; /* job_done frees it */
 	l->job = NULL;
 	timer_remove(&l->delay);
+	authsasl_abort(s);
 }

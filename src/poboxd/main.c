@@ -23,12 +23,14 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "auth/auth.h"
 #include "auth/authcache.h"
 #include "auth/aliases.h"
+#include "auth/jwt.h"
 #include "lib/ioloop.h"
 #include "lib/log.h"
 #include "lib/tls.h"
@@ -80,6 +82,7 @@ server_config_unref(struct server_config **cp)
 		return;
 	tls_ctx_free(&c->tls_ctx);
 	aliases_free(&c->aliases);
+	jwks_free(&c->jwks);
 	settings_free(&c->set);
 	free(c);
 }
@@ -102,6 +105,10 @@ config_read(const char *path, char **error_r)
 		server_config_unref(&c);
 		return NULL;
 	}
+	if (authsasl_config(c, path, error_r) < 0) {
+		server_config_unref(&c);
+		return NULL;
+	}
 	/* Certificates are read here, so a SIGHUP picks up renewed ones. */
 	if (c->set.tls_cert[0] != '\0' &&
 	    (c->tls_ctx = tls_ctx_new(c->set.tls_cert, c->set.tls_key,
@@ -120,6 +127,14 @@ config_read(const char *path, char **error_r)
 			server_config_unref(&c);
 			return NULL;
 		}
+	}
+	/* After the SNI contexts: it applies to them too. */
+	if (c->tls_ctx != NULL && c->set.tls_client_ca[0] != '\0' &&
+	    tls_ctx_client_ca(c->tls_ctx, c->set.tls_client_ca, &tls_error) < 0) {
+		*error_r = xasprintf("%s: %s", path, tls_error);
+		free(tls_error);
+		server_config_unref(&c);
+		return NULL;
 	}
 	return c;
 }
@@ -787,6 +802,13 @@ main(int argc, char **argv)
 	}
 	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)
 		strcpy(srv.hostname, "localhost");
+	/* Before the fork: every worker gives an unknown user the same fake
+	 * SCRAM salt. */
+	if (getrandom(srv.sasl_secret, sizeof(srv.sasl_secret), 0) !=
+	    (ssize_t)sizeof(srv.sasl_secret)) {
+		log_error("event=startup error=\"getrandom failed\"");
+		goto fail;
+	}
 	srv.limits = limits_new(srv.workers);
 	if (srv.workers == 1)
 		return serve(&srv, 0);

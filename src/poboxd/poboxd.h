@@ -22,6 +22,12 @@ struct session_limits;
 struct ssl_ctx_st;
 struct aliases;
 struct smtp_session;
+struct conn;
+struct auth_user;
+struct authsasl;
+struct jwks;
+
+#define POBOXD_SASL_MAX 16 /* mechanisms offered at most */
 
 /* Settings shared by the sessions that started under them; a SIGHUP
  * reload makes a new one and the old one lives until its last session. */
@@ -31,6 +37,9 @@ struct server_config {
 	int expire_days;        /* -1: never */
 	struct ssl_ctx_st *tls_ctx; /* NULL: no TLS configured */
 	struct aliases *aliases;    /* aliases_file; NULL: none */
+	struct pop3_sasl_mech sasl_mechs[POBOXD_SASL_MAX]; /* from sasl_mechanisms */
+	unsigned sasl_mech_count;
+	struct jwks *jwks;       /* oauth_jwks_file's keys, or NULL */
 };
 
 struct server {
@@ -51,6 +60,7 @@ struct server {
 	struct session_limits *limits; /* shared by all workers */
 	unsigned auth_floor_ms;    /* slowest hash seen: failures wait this long */
 	char hostname[256];
+	unsigned char sasl_secret[32]; /* fake SCRAM salts; same in every worker */
 	bool shutting_down;
 };
 
@@ -89,8 +99,21 @@ struct session_login {
 	struct timer *delay;     /* failure delay in progress */
 	bool in_request;         /* inside login_start: the engine's loop
 	                            goes on by itself after an answer */
+	enum pop3_login_result delay_res; /* answered when the delay ends */
+	struct authsasl *sasl;   /* SASL exchange in progress (authsasl.c) */
 };
 void login_start(struct session *s, const struct pop3_login *req);
+/* The PASS path (cache, hash off the loop, failure delay, maildrop open)
+ * for a SASL password mechanism; mech names it in the log (NULL: PASS). */
+void login_password(struct session *s, const char *user, const char *password,
+    const char *mech);
+/* A failed login, answered res at start_ms + the hash floor + the failure
+ * delay of the address. name may be NULL (not known). */
+void login_fail(struct session *s, uint64_t start_ms, const char *name,
+    const char *reason, const char *mech, enum pop3_login_result res);
+/* Credentials are good: LOGIN-DELAY, then the maildrop; answers the engine. */
+void login_open(struct session *s, const struct auth_user *u, const char *method,
+    const char *mech);
 /* Times one verification per hash scheme in the passwd file: failed
  * logins are answered no sooner than the slowest (no timing oracle). */
 void login_calibrate(struct server *srv);
@@ -104,9 +127,21 @@ struct session_login *session_login_state(struct session *s);
 const char *session_id(const struct session *s);
 const char *session_ip(const struct session *s);
 const struct server_config *session_config(const struct session *s);
+struct conn *session_conn(struct session *s);
+/* Answer a SASL step with a challenge and resume processing input. */
+void session_sasl_challenge(struct session *s, const void *data, size_t len);
 /* Answer the engine and resume processing input. */
 void session_login_done(struct session *s, enum pop3_login_result res,
     struct maildrop *md, const struct pop3_user_policy *policy, const char *user);
+
+/* authsasl.c: the pop3_host sasl callback: runs auth/sasl.h mechanisms
+ * with credentials from the passwd file and channel binding from conn. */
+/* Fills c->sasl_mechs from sasl_mechanisms and loads oauth_jwks_file;
+ * 0 / -1 with *error_r. */
+int authsasl_config(struct server_config *c, const char *path, char **error_r);
+void authsasl_request(struct session *s, const struct pop3_sasl *req);
+/* The session is going away or the exchange ended: forget it. */
+void authsasl_abort(struct session *s);
 
 /* limits.c: session counts shared by the workers (see the file). */
 struct session_limits *limits_new(unsigned workers);

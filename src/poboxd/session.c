@@ -77,8 +77,18 @@ session_host_starttls(void *ctx)
 	}
 }
 
+static void
+session_host_sasl(void *ctx, const struct pop3_sasl *req)
+{
+	struct session *s = ctx;
+
+	s->login.in_request = true;
+	authsasl_request(s, req);
+	s->login.in_request = false;
+}
+
 static const struct pop3_host session_pop3_host = {
-	session_host_login, session_host_starttls,
+	session_host_login, session_host_starttls, session_host_sasl,
 };
 
 struct server *session_server(struct session *s) { return s->srv; }
@@ -87,6 +97,7 @@ struct session_login *session_login_state(struct session *s) { return &s->login;
 const char *session_id(const struct session *s) { return s->id; }
 const char *session_ip(const struct session *s) { return s->ip; }
 const struct server_config *session_config(const struct session *s) { return s->config; }
+struct conn *session_conn(struct session *s) { return s->conn; }
 
 static void
 session_free(struct session *s, const char *reason)
@@ -208,7 +219,7 @@ session_status(struct session *s, enum pop3_status st)
 	case POP3_WAIT_LOGIN:
 	case POP3_WANT_OUTPUT:
 		/* Bound what a pipelining client can make us hold. */
-		conn_pause_input(s->conn, pop3_pending_input(s->pop3) > POP3_PIPELINE_MAX ||
+		conn_pause_input(s->conn, pop3_pending_input(s->pop3) > pop3_input_max(s->pop3) ||
 		    st == POP3_WAIT_LOGIN);
 		conn_flush(s->conn);
 		return;
@@ -290,6 +301,15 @@ session_login_done(struct session *s, enum pop3_login_result res,
 	pop3_login_done(s->pop3, res, md, policy);
 	/* Switch to the idle timer now, even when answered synchronously. */
 	session_touch(s);
+	if (s->login.in_request)
+		return;
+	session_status(s, pop3_run(s->pop3));
+}
+
+void
+session_sasl_challenge(struct session *s, const void *data, size_t len)
+{
+	pop3_sasl_challenge(s->pop3, data, len);
 	if (s->login.in_request)
 		return;
 	session_status(s, pop3_run(s->pop3));
@@ -383,6 +403,8 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer,
 	s->pop3_set.cleartext_ok = set->cleartext_auth == CLEARTEXT_ALWAYS ||
 	    (set->cleartext_auth == CLEARTEXT_LOOPBACK && loopback);
 	s->pop3_set.max_bad_commands = set->max_bad_commands;
+	s->pop3_set.sasl_mechs = s->config->sasl_mechs;
+	s->pop3_set.sasl_mech_count = s->config->sasl_mech_count;
 	session_capa_policy(s, passwd_db_policy_range(srv->db));
 	if (set->apop) {
 		uint32_t r = 0;

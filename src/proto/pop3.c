@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/base64.h"
 #include "lib/linebuf.h"
 #include "store/maildrop.h"
 
@@ -58,6 +59,8 @@ struct pop3 {
 	enum pop3_state state;
 	bool waiting_login;
 	bool waiting_tls;          /* STLS answered, handshake running */
+	bool sasl_response;        /* a SASL challenge is out: the next line
+	                              answers it */
 	bool tls;                  /* the connection is under TLS */
 	char *user;                /* from USER, until PASS */
 	char *login_user;          /* after login */
@@ -190,6 +193,34 @@ cleartext_ok(const struct pop3 *p)
 	return p->tls || p->set->cleartext_ok;
 }
 
+/* RFC 5034 §6 and RFC 2595 §4: a mechanism is offered where it is safe:
+ * password mechanisms where USER is, channel binding and client
+ * certificates under TLS only. */
+static bool
+sasl_offered(const struct pop3 *p, const struct pop3_sasl_mech *m)
+{
+	if ((m->flags & POP3_SASL_TLS) && !p->tls)
+		return false;
+	if ((m->flags & POP3_SASL_CLEARTEXT) && !cleartext_ok(p))
+		return false;
+	return p->host->sasl != NULL;
+}
+
+/* The offered mechanisms, space-separated after prefix; false if none. */
+static bool
+sasl_list(struct pop3 *p, const char *prefix, const char *sep)
+{
+	bool any = false;
+
+	for (unsigned i = 0; i < p->set->sasl_mech_count; i++) {
+		if (!sasl_offered(p, &p->set->sasl_mechs[i]))
+			continue;
+		buf_printf(p->out, "%s%s", any ? sep : prefix, p->set->sasl_mechs[i].name);
+		any = true;
+	}
+	return any;
+}
+
 static void
 cmd_capa(struct pop3 *p, char *args)
 {
@@ -204,6 +235,8 @@ cmd_capa(struct pop3 *p, char *args)
 		buf_puts(p->out, "USER\r\n");
 	if (auth && p->set->stls && !p->tls)
 		buf_puts(p->out, "STLS\r\n");
+	if (auth && sasl_list(p, "SASL ", " "))
+		buf_puts(p->out, "\r\n");
 	buf_puts(p->out, "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
 	if (expire < 0)
 		buf_puts(p->out, "EXPIRE NEVER\r\n");
@@ -276,6 +309,94 @@ cmd_apop(struct pop3 *p, char *args)
 	free(p->user);
 	p->user = xstrdup(name);
 	login_request(p, POP3_LOGIN_APOP, p->user, digest);
+}
+
+/* Hands one decoded client message to the host and waits for its answer.
+ * The decoded copy may hold a password: wiped here. */
+static void
+sasl_request(struct pop3 *p, enum pop3_sasl_kind kind, const char *mech,
+    const char *b64, size_t b64len)
+{
+	struct pop3_sasl req = { .kind = kind, .mech = mech };
+	unsigned char *data = NULL;
+	long n = 0;
+
+	if (b64 != NULL) {
+		data = xmalloc(b64len / 4 * 3 + 1);
+		/* "=" is the empty initial response (RFC 5034 §4). */
+		if (!(b64len == 1 && b64[0] == '=') &&
+		    (n = base64_decode(data, b64, b64len)) < 0)
+			req.kind = POP3_SASL_MALFORMED;
+		req.data = data;
+		req.len = n > 0 ? (size_t)n : 0;
+		req.has_data = true;
+	}
+	p->sasl_response = false;
+	p->waiting_login = true;
+	p->host->sasl(p->host_ctx, &req);
+	if (data != NULL) {
+		secret_wipe(data, b64len / 4 * 3 + 1);
+		free(data);
+	}
+}
+
+static void
+sasl_end(struct pop3 *p)
+{
+	p->sasl_response = false;
+	p->in.max = POP3_LINE_MAX;
+}
+
+static void
+cmd_auth(struct pop3 *p, char *args)
+{
+	char *name = next_arg(&args), *ir = next_arg(&args);
+	const struct pop3_sasl_mech *m = NULL;
+
+	if (name == NULL) {
+		/* Bare AUTH lists the mechanisms (RFC 1734's form, which
+		 * some clients still send). */
+		reply_ok(p, "Mechanisms follow");
+		if (sasl_list(p, "", "\r\n"))
+			buf_puts(p->out, "\r\n");
+		buf_puts(p->out, ".\r\n");
+		return;
+	}
+	if (*args != '\0') {
+		reply_bad(p, "AUTH takes a mechanism and an initial response");
+		return;
+	}
+	for (unsigned i = 0; i < p->set->sasl_mech_count; i++) {
+		const struct pop3_sasl_mech *c = &p->set->sasl_mechs[i];
+		if (strlen(c->name) == strlen(name) && ascii_eq_n(c->name, name, strlen(name)))
+			m = c;
+	}
+	if (m != NULL && !sasl_offered(p, m) && (m->flags & POP3_SASL_CLEARTEXT) &&
+	    !cleartext_ok(p) && p->host->sasl != NULL) {
+		reply_err(p, "AUTH", "Cleartext login is not allowed on this connection");
+		return;
+	}
+	if (m == NULL || !sasl_offered(p, m)) {
+		reply_bad(p, "Unsupported authentication mechanism");
+		return;
+	}
+	free(p->user);
+	p->user = NULL;
+	sasl_request(p, POP3_SASL_START, m->name, ir, ir != NULL ? strlen(ir) : 0);
+}
+
+/* A line while a challenge is out (RFC 5034 §4). */
+static void
+sasl_line(struct pop3 *p, char *line, size_t len)
+{
+	if (len == 1 && line[0] == '*') {
+		struct pop3_sasl req = { .kind = POP3_SASL_CANCEL };
+		sasl_end(p);
+		reply_err(p, NULL, "Authentication cancelled");
+		p->host->sasl(p->host_ctx, &req);
+		return;
+	}
+	sasl_request(p, POP3_SASL_RESPONSE, NULL, line, len);
 }
 
 static void
@@ -502,6 +623,7 @@ static const struct pop3_cmd pop3_cmds[] = {
 	{ "USER", STATE_AUTHORIZATION, cmd_user },
 	{ "PASS", STATE_AUTHORIZATION, cmd_pass },
 	{ "APOP", STATE_AUTHORIZATION, cmd_apop },
+	{ "AUTH", STATE_AUTHORIZATION, cmd_auth },
 	{ "STLS", STATE_AUTHORIZATION, cmd_stls },
 	{ "QUIT", STATE_AUTHORIZATION | STATE_TRANSACTION, cmd_quit },
 	{ "STAT", STATE_TRANSACTION, cmd_stat },
@@ -662,12 +784,19 @@ pop3_run(struct pop3 *p)
 		case LINEBUF_MORE:
 			return POP3_WANT_INPUT;
 		case LINEBUF_TOO_LONG:
+			if (p->sasl_response) {
+				sasl_request(p, POP3_SASL_MALFORMED, NULL, NULL, 0);
+				break;
+			}
 			p->stats.commands++;
 			reply_bad(p, "Line too long");
 			break;
 		case LINEBUF_OK:
-			handle_line(p, line, len);
-			secret_wipe(line, len); /* PASS lines */
+			if (p->sasl_response)
+				sasl_line(p, line, len);
+			else
+				handle_line(p, line, len);
+			secret_wipe(line, len); /* PASS and SASL lines */
 			break;
 		}
 	}
@@ -683,10 +812,29 @@ pop3_input(struct pop3 *p, const void *data, size_t len)
 }
 
 void
+pop3_sasl_challenge(struct pop3 *p, const void *data, size_t len)
+{
+	p->waiting_login = false;
+	p->sasl_response = true;
+	p->in.max = POP3_SASL_LINE_MAX;
+	buf_puts(p->out, "+ ");
+	base64_encode(p->out, data, len);
+	buf_puts(p->out, "\r\n");
+}
+
+void
+pop3_sasl_user(struct pop3 *p, const char *user)
+{
+	free(p->user);
+	p->user = xstrdup(user);
+}
+
+void
 pop3_login_done(struct pop3 *p, enum pop3_login_result res, struct maildrop *md,
     const struct pop3_user_policy *policy)
 {
 	p->waiting_login = false;
+	sasl_end(p);
 	switch (res) {
 	case POP3_LOGIN_OK:
 		p->md = md;
@@ -716,6 +864,11 @@ pop3_login_done(struct pop3 *p, enum pop3_login_result res, struct maildrop *md,
 		break;
 	case POP3_LOGIN_DELAYED:
 		reply_err(p, "LOGIN-DELAY", "Logged in too recently, try later");
+		break;
+	case POP3_LOGIN_MALFORMED:
+		/* A client out of step with the mechanism gains nothing by
+		 * going on: it counts like a bad command. */
+		reply_bad(p, "Malformed authentication exchange");
 		break;
 	}
 	free(p->user);
@@ -765,6 +918,12 @@ size_t
 pop3_pending_input(const struct pop3 *p)
 {
 	return linebuf_pending(&p->in);
+}
+
+size_t
+pop3_input_max(const struct pop3 *p)
+{
+	return p->sasl_response ? POP3_SASL_LINE_MAX + POP3_PIPELINE_MAX : POP3_PIPELINE_MAX;
 }
 
 void

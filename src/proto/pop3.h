@@ -12,6 +12,9 @@
 
 #define POP3_LINE_MAX 255        /* RFC 2449 §4: octets incl. CRLF */
 #define POP3_PIPELINE_MAX 4096   /* unprocessed input held before we stop reading */
+/* A SASL continuation line (RFC 5034 §4 sets no limit; the command line's
+ * 255 octets would not hold a SCRAM-PLUS or OAuth message). */
+#define POP3_SASL_LINE_MAX 8192
 
 struct maildrop;
 struct pop3;
@@ -33,6 +36,30 @@ enum pop3_login_result {
 	POP3_LOGIN_PERMFAIL,    /* -ERR [SYS/PERM] */
 	POP3_LOGIN_IN_USE,      /* -ERR [IN-USE] */
 	POP3_LOGIN_DELAYED,     /* -ERR [LOGIN-DELAY] */
+	POP3_LOGIN_MALFORMED,   /* SASL: a broken exchange, -ERR, a bad command */
+};
+
+/* A SASL mechanism the host can run, for CAPA and AUTH. */
+#define POP3_SASL_CLEARTEXT 0x01 /* sends a password: only where USER would be allowed */
+#define POP3_SASL_TLS       0x02 /* only under TLS */
+struct pop3_sasl_mech {
+	const char *name;    /* upper case */
+	unsigned flags;
+};
+
+/* A SASL request to the host (RFC 5034); valid only during the callback.
+ * START and RESPONSE are answered with pop3_sasl_challenge() or, to end
+ * the exchange, pop3_login_done(); MALFORMED (bad base64, an over-long
+ * line) with pop3_login_done() only; CANCEL (the client's "*", already
+ * answered -ERR) needs no answer. */
+enum pop3_sasl_kind { POP3_SASL_START, POP3_SASL_RESPONSE, POP3_SASL_CANCEL,
+	POP3_SASL_MALFORMED };
+struct pop3_sasl {
+	enum pop3_sasl_kind kind;
+	const char *mech;           /* START: the name from the settings' table */
+	const unsigned char *data;  /* decoded client message */
+	size_t len;
+	bool has_data;              /* START: false without an initial response */
 };
 
 struct pop3_settings {
@@ -45,6 +72,8 @@ struct pop3_settings {
 	int login_delay;            /* seconds, CAPA before login; <0: none */
 	int expire;                 /* days, CAPA before login; <0: NEVER */
 	bool per_user_policy;       /* LOGIN-DELAY/EXPIRE may differ per user */
+	const struct pop3_sasl_mech *sasl_mechs; /* configured, in CAPA order */
+	unsigned sasl_mech_count;
 };
 
 struct pop3_host {
@@ -55,6 +84,9 @@ struct pop3_host {
 	 * start the TLS handshake and call pop3_tls_done() once it is up.
 	 * The engine reads no input until then. */
 	void (*starttls)(void *ctx);
+	/* SASL AUTH: a step of the exchange (see struct pop3_sasl). The
+	 * engine reads no input until the answer. NULL: no AUTH. */
+	void (*sasl)(void *ctx, const struct pop3_sasl *req);
 };
 
 /* Per-user policy after login (CAPA in TRANSACTION, RFC 2449 §6.5/6.7). */
@@ -97,12 +129,23 @@ enum pop3_status pop3_input(struct pop3 *p, const void *data, size_t len);
 enum pop3_status pop3_run(struct pop3 *p);
 /* Input buffered and not yet processed. */
 size_t pop3_pending_input(const struct pop3 *p);
+/* How much unprocessed input to hold before reading stops:
+ * POP3_PIPELINE_MAX, more while a SASL continuation line (up to
+ * POP3_SASL_LINE_MAX) is awaited, or it could never be completed. */
+size_t pop3_input_max(const struct pop3 *p);
 
 /* Answers a login request, from inside the login callback or later; after
  * a later answer call pop3_run() to go on. On POP3_LOGIN_OK md (owned by
  * the engine from now on) is the user's locked maildrop; else NULL. */
 void pop3_login_done(struct pop3 *p, enum pop3_login_result res,
     struct maildrop *md, const struct pop3_user_policy *policy);
+
+/* Answers a SASL step with a challenge (raw; the engine sends it as
+ * "+ base64"); after a later answer call pop3_run(). */
+void pop3_sasl_challenge(struct pop3 *p, const void *data, size_t len);
+/* The name a SASL exchange authenticated; call before
+ * pop3_login_done(POP3_LOGIN_OK). */
+void pop3_sasl_user(struct pop3 *p, const char *user);
 
 /* TLS is up after STLS: USER/PASS are allowed now, CAPA changes. Call
  * pop3_run() to go on. */

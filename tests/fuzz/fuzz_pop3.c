@@ -31,7 +31,39 @@ fz_login(void *ctx, const struct pop3_login *req)
 	pop3_login_done(f->p, POP3_LOGIN_OK, md, &policy);
 }
 
-static const struct pop3_host fz_host = { fz_login, NULL };
+/* A toy SASL host: "u" as the first message logs in, "c" asks for one
+ * more round, "m" is malformed, anything else fails. */
+static void
+fz_sasl(void *ctx, const struct pop3_sasl *req)
+{
+	struct fz *f = ctx;
+	struct maildrop *md;
+	static const struct pop3_user_policy policy = { -1, -1 };
+
+	if (req->kind == POP3_SASL_CANCEL)
+		return;
+	if (req->kind == POP3_SASL_MALFORMED || (req->len == 1 && req->data[0] == 'm')) {
+		pop3_login_done(f->p, POP3_LOGIN_MALFORMED, NULL, NULL);
+		return;
+	}
+	if (!req->has_data || (req->len == 1 && req->data[0] == 'c')) {
+		pop3_sasl_challenge(f->p, req->data, req->len);
+		return;
+	}
+	if (req->len == 1 && req->data[0] == 'u' &&
+	    mem_store_open(f->ms, &md) == MAILDROP_OPEN_OK) {
+		pop3_sasl_user(f->p, "u");
+		pop3_login_done(f->p, POP3_LOGIN_OK, md, &policy);
+		return;
+	}
+	pop3_login_done(f->p, POP3_LOGIN_BAD, NULL, NULL);
+}
+
+static const struct pop3_host fz_host = { fz_login, NULL, fz_sasl };
+
+static const struct pop3_sasl_mech fz_mechs[] = {
+	{ "X", 0 }, { "P", POP3_SASL_CLEARTEXT }, { "T", POP3_SASL_TLS },
+};
 
 static void
 run(const uint8_t *data, size_t size, size_t step, struct buf *out, unsigned *left_r)
@@ -40,6 +72,7 @@ run(const uint8_t *data, size_t size, size_t step, struct buf *out, unsigned *le
 		.implementation = "fuzz", .apop_timestamp = "<1.2@fuzz>",
 		.cleartext_ok = true, .max_bad_commands = 20,
 		.login_delay = -1, .expire = -1,
+		.sasl_mechs = fz_mechs, .sasl_mech_count = 3,
 	};
 	static const char m1[] = "Subject: a\n\n.body\nline\n", m2[] = "X: y\r\n\r\nz";
 	struct fz f;

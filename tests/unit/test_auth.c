@@ -111,6 +111,8 @@ test_parse_good(void **state)
 	    "bob:%s:/srv/mail/bob:apop=s3:cr*t login_delay=900 expire=never\r\n"
 	    "carol:!%s:/srv/carol:expire=30\n"
 	    "dave:\n"
+	    "erin:!::scram-sha-1=SCRAM-SHA-1$4096:QSXCR+Q6sek8bf92$"
+	    "6dlGYMOdZcOPutkcNY8U2g7vK9Y=:D+CSWLOshSulAsxiupA+qs2/fTE=\n"
 	    "user@example.com:%s",
 	    hash_alice, hash_alice, hash_alice, hash_alice);
 	char *md;
@@ -150,6 +152,16 @@ test_parse_good(void **state)
 
 	assert_int_equal(passwd_db_lookup(fx->db, "user@example.com", &u), 1);
 	assert_int_equal(auth_verify_password(u->hash, "alice pw"), AUTH_OK);
+	auth_user_free(&u);
+
+	assert_int_equal(passwd_db_lookup(fx->db, "erin", &u), 1);
+	assert_non_null(u->scram_sha1);
+	assert_true(strncmp(u->scram_sha1, "SCRAM-SHA-1$4096:", 17) == 0);
+	assert_null(u->scram_sha256);
+	assert_true(auth_user_disabled(u));
+	auth_user_free(&u);
+	assert_int_equal(passwd_db_lookup(fx->db, "alice", &u), 1);
+	assert_false(auth_user_disabled(u));
 	auth_user_free(&u);
 
 	assert_int_equal(passwd_db_lookup(fx->db, "nobody", &u), 0);
@@ -205,6 +217,12 @@ test_parse_errors(void **state)
 		{ "a:!::login_delay=86401\n", 1, "'login_delay' must be" },
 		{ "a:!::expire=36501\n", 1, "'expire' must be" },
 		{ "a:!::expire=7 expire=8\n", 1, "given twice" },
+		{ "a:!::scram-sha-256=SCRAM-SHA-256$1000:QSXCR+Q6sek8bf92$"
+		  "6dlGYMOdZcOPutkcNY8U2g7vK9Y=:D+CSWLOshSulAsxiupA+qs2/fTE=\n", 1,
+		  "'scram-sha-256' must be" },
+		{ "a:!::scram-sha-1=SCRAM-SHA-1$4096:QSXCR+Q6sek8bf92$"
+		  "6dlGYMOdZcOPutkcNY8U2g7vK9Y=:D+CSWLOshSulAsxiupA+qs2\n", 1,
+		  "'scram-sha-1' must be" },
 		{ "a:!::\x01\n", 1, "control character" },
 		{ "a:!:\n\nb:!::\na:!::\n", 4, "duplicate user 'a' (first at line 1)" },
 	};

@@ -598,6 +598,87 @@ test_tls_key_update(void **state)
 	assert_null(conn_tls_error(t->c));
 }
 
+/* The client's view of the channel binding data (RFC 9266, RFC 5929). */
+struct cb_client {
+	int fd;
+	int max_version;
+	unsigned char exporter[32];
+	unsigned char endpoint[EVP_MAX_MD_SIZE];
+	unsigned endpoint_len;
+	bool ok;
+};
+
+static void *
+cb_client_main(void *arg)
+{
+	struct cb_client *k = arg;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl;
+	char ch;
+
+	SSL_CTX_set_max_proto_version(ctx, k->max_version);
+	ssl = SSL_new(ctx);
+	SSL_set_fd(ssl, k->fd);
+	if (SSL_connect(ssl) != 1)
+		goto out;
+	if (SSL_export_keying_material(ssl, k->exporter, 32, "EXPORTER-Channel-Binding",
+	    24, NULL, 0, 0) != 1)
+		goto out;
+	/* Our self-signed test certificate is signed with SHA-256. */
+	if (X509_digest(SSL_get0_peer_certificate(ssl), EVP_sha256(), k->endpoint,
+	    &k->endpoint_len) != 1)
+		goto out;
+	if (SSL_write(ssl, "x", 1) != 1 || SSL_read(ssl, &ch, 1) != 1)
+		goto out;
+	SSL_shutdown(ssl);
+	k->ok = true;
+out:
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+static void
+channel_binding(struct tc *t, int max_version)
+{
+	struct cb_client k = { .fd = t->peer, .max_version = max_version };
+	unsigned char cb[CONN_CB_MAX];
+	SSL_CTX *ctx = tls_server_ctx();
+	pthread_t th;
+
+	assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_EXPORTER, cb), 0);
+	assert_int_equal(conn_start_tls(t->c, ctx), 0);
+	SSL_CTX_free(ctx);
+	assert_int_equal(pthread_create(&th, NULL, cb_client_main, &k), 0);
+	t->want_in = 1;
+	run(t, 5000);
+	assert_int_equal(t->tls_ready, 1);
+	assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_EXPORTER, cb), 32);
+	assert_memory_equal(cb, k.exporter, 32);
+	assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_SERVER_END_POINT, cb),
+	    k.endpoint_len);
+	assert_memory_equal(cb, k.endpoint, k.endpoint_len);
+	buf_puts(conn_out(t->c), "y");
+	conn_flush(t->c);
+	t->want_in = 100;
+	run(t, 5000);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_true(k.ok);
+}
+
+static void
+test_tls_channel_binding_13(void **state)
+{
+	channel_binding(*state, TLS1_3_VERSION);
+}
+
+/* TLS 1.2 with the extended master secret (OpenSSL's default). */
+static void
+test_tls_channel_binding_12(void **state)
+{
+	channel_binding(*state, TLS1_2_VERSION);
+}
+
 /* A client that speaks no TLS: the handshake fails with a reason. */
 static void
 test_tls_handshake_failure(void **state)
@@ -623,6 +704,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_tls_after_clear_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_handshake_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_key_update, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_channel_binding_13, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_channel_binding_12, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_output, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_want_drain_and_free, setup, teardown),

@@ -26,6 +26,12 @@ struct tsess {
 	enum pop3_login_kind last_kind;
 	unsigned logins;
 	unsigned starttls;
+	bool sasl;                /* the host runs SASL (sasl_host) */
+	unsigned sasl_reqs;
+	enum pop3_sasl_kind sasl_kind;
+	char sasl_mech[32];
+	char sasl_data[64];
+	bool sasl_has_data;
 };
 
 static void
@@ -64,7 +70,57 @@ host_starttls(void *ctx)
 	t->starttls++;
 }
 
-static const struct pop3_host test_host = { host_login, host_starttls };
+static const struct pop3_host test_host = { host_login, host_starttls, NULL };
+
+/* A toy mechanism: "direct" logs in at once, otherwise the challenge "hi"
+ * and then "ok" logs in, "bad" fails, anything else is malformed. */
+static void
+host_sasl(void *ctx, const struct pop3_sasl *req)
+{
+	struct tsess *t = ctx;
+	struct maildrop *md = NULL;
+
+	t->sasl_reqs++;
+	t->sasl_kind = req->kind;
+	t->sasl_has_data = req->has_data;
+	snprintf(t->sasl_mech, sizeof(t->sasl_mech), "%s", req->mech != NULL ? req->mech : "");
+	snprintf(t->sasl_data, sizeof(t->sasl_data), "%.*s", (int)req->len,
+	    req->data != NULL ? (const char *)req->data : "");
+	switch (req->kind) {
+	case POP3_SASL_CANCEL:
+		return;
+	case POP3_SASL_MALFORMED:
+		pop3_login_done(t->p, POP3_LOGIN_MALFORMED, NULL, NULL);
+		return;
+	case POP3_SASL_START:
+		if (!req->has_data || req->len == 0) {
+			pop3_sasl_challenge(t->p, "hi", 2);
+			return;
+		}
+		if (strcmp(t->sasl_data, "direct") != 0)
+			break;
+		/* FALLTHROUGH */
+	case POP3_SASL_RESPONSE:
+		if (strcmp(t->sasl_data, "ok") == 0 || strcmp(t->sasl_data, "direct") == 0) {
+			assert_int_equal(mem_store_open(t->ms, &md), MAILDROP_OPEN_OK);
+			pop3_sasl_user(t->p, "alice");
+			pop3_login_done(t->p, POP3_LOGIN_OK, md, &t->policy);
+			return;
+		}
+		if (strcmp(t->sasl_data, "bad") == 0) {
+			pop3_login_done(t->p, POP3_LOGIN_BAD, NULL, NULL);
+			return;
+		}
+		if (req->len > 255) {
+			pop3_sasl_challenge(t->p, "long", 4);
+			return;
+		}
+		break;
+	}
+	pop3_login_done(t->p, POP3_LOGIN_MALFORMED, NULL, NULL);
+}
+
+static const struct pop3_host sasl_host = { host_login, host_starttls, host_sasl };
 
 static void
 drain(struct tsess *t)
@@ -93,7 +149,7 @@ static const char *tsess_take(struct tsess *t);
 static void
 tsess_connect(struct tsess *t)
 {
-	t->p = pop3_new(&t->set, &test_host, t, &t->out);
+	t->p = pop3_new(&t->set, t->sasl ? &sasl_host : &test_host, t, &t->out);
 	t->st = POP3_WANT_INPUT;
 	drain(t);
 	assert_true(strncmp(tsess_take(t), "+OK POP3 server ready", 21) == 0);
@@ -709,6 +765,155 @@ test_rfc1939_example(void **state)
 	tsess_end(&t);
 }
 
+static const struct pop3_sasl_mech test_mechs[] = {
+	{ "SCRAM-SHA-256-PLUS", POP3_SASL_TLS },
+	{ "SCRAM-SHA-256", 0 },
+	{ "EXTERNAL", POP3_SASL_TLS },
+	{ "PLAIN", POP3_SASL_CLEARTEXT },
+};
+
+static void
+sasl_start(struct tsess *t, void **state, bool cleartext_ok, bool tls)
+{
+	tsess_start(t, state);
+	t->sasl = true;
+	t->set.sasl_mechs = test_mechs;
+	t->set.sasl_mech_count = ARRAY_SIZE(test_mechs);
+	t->set.cleartext_ok = cleartext_ok;
+	t->set.tls = tls;
+	tsess_connect(t);
+}
+
+/* RFC 5034 §6: the SASL capability lists what this connection may use. */
+static void
+test_auth_capa(void **state)
+{
+	struct tsess t;
+
+	sasl_start(&t, state, false, false);
+	assert_string_equal(tsess_send(&t, "CAPA\r\n"),
+	    CAPA_HEAD "SASL SCRAM-SHA-256\r\n" CAPA_TAIL);
+	assert_string_equal(tsess_send(&t, "AUTH PLAIN\r\n"),
+	    "-ERR [AUTH] Cleartext login is not allowed on this connection\r\n");
+	assert_string_equal(tsess_send(&t, "AUTH SCRAM-SHA-256-PLUS\r\n"),
+	    "-ERR Unsupported authentication mechanism\r\n");
+	assert_string_equal(tsess_send(&t, "AUTH EXTERNAL\r\n"),
+	    "-ERR Unsupported authentication mechanism\r\n");
+	assert_string_equal(tsess_send(&t, "AUTH CRAM-MD5\r\n"),
+	    "-ERR Unsupported authentication mechanism\r\n");
+	assert_string_equal(tsess_send(&t, "AUTH\r\n"),
+	    "+OK Mechanisms follow\r\nSCRAM-SHA-256\r\n.\r\n");
+	assert_int_equal(t.sasl_reqs, 0);
+	tsess_end(&t);
+
+	sasl_start(&t, state, false, true);
+	assert_string_equal(tsess_send(&t, "CAPA\r\n"), CAPA_HEAD "USER\r\n"
+	    "SASL SCRAM-SHA-256-PLUS SCRAM-SHA-256 EXTERNAL PLAIN\r\n" CAPA_TAIL);
+	assert_string_equal(tsess_send(&t, "auth plain ZGlyZWN0\r\n"),
+	    "+OK Logged in, 0 messages (0 octets)\r\n");
+	assert_string_equal(t.sasl_mech, "PLAIN");
+	assert_string_equal(pop3_user(t.p), "alice");
+	/* After login: no SASL line, and AUTH is out of state. */
+	assert_string_equal(tsess_send(&t, "CAPA\r\n"), CAPA_HEAD CAPA_TAIL);
+	assert_string_equal(tsess_send(&t, "AUTH PLAIN\r\n"), "-ERR Already logged in\r\n");
+	tsess_end(&t);
+
+	/* A host without SASL offers none. */
+	tsess_start(&t, state);
+	t.set.sasl_mechs = test_mechs;
+	t.set.sasl_mech_count = ARRAY_SIZE(test_mechs);
+	tsess_connect(&t);
+	assert_string_equal(tsess_send(&t, "CAPA\r\n"), CAPA_HEAD "USER\r\n" CAPA_TAIL);
+	tsess_end(&t);
+}
+
+static void
+test_auth_exchange(void **state)
+{
+	struct tsess t;
+
+	sasl_start(&t, state, true, false);
+	/* No initial response: an empty START, then the challenge. */
+	assert_string_equal(tsess_send(&t, "AUTH SCRAM-SHA-256\r\n"), "+ aGk=\r\n");
+	assert_int_equal(t.sasl_kind, POP3_SASL_START);
+	assert_false(t.sasl_has_data);
+	assert_string_equal(tsess_send(&t, "b2s=\r\n"),
+	    "+OK Logged in, 0 messages (0 octets)\r\n");
+	assert_int_equal(t.sasl_kind, POP3_SASL_RESPONSE);
+	assert_string_equal(t.sasl_data, "ok");
+	assert_int_equal(pop3_stats(t.p)->bad_commands, 0);
+	tsess_end(&t);
+
+	/* "=" is an empty initial response (RFC 5034 §4). */
+	sasl_start(&t, state, true, false);
+	assert_string_equal(tsess_send(&t, "AUTH PLAIN =\r\n"), "+ aGk=\r\n");
+	assert_true(t.sasl_has_data);
+	assert_string_equal(t.sasl_data, "");
+	/* A failure ends the exchange; the session goes on. */
+	assert_string_equal(tsess_send(&t, "YmFk\r\n"), "-ERR [AUTH] Authentication failed\r\n");
+	assert_string_equal(tsess_send(&t, "NOOP\r\n"), "-ERR Not logged in\r\n");
+	/* Pipelined: each line in order. */
+	assert_string_equal(tsess_send(&t, "AUTH PLAIN\r\nb2s=\r\nSTAT\r\n"),
+	    "+ aGk=\r\n+OK Logged in, 0 messages (0 octets)\r\n+OK 0 0\r\n");
+	tsess_end(&t);
+}
+
+static void
+test_auth_cancel_and_malformed(void **state)
+{
+	struct tsess t;
+
+	sasl_start(&t, state, true, false);
+	assert_string_equal(tsess_send(&t, "AUTH PLAIN\r\n"), "+ aGk=\r\n");
+	assert_string_equal(tsess_send(&t, "*\r\n"), "-ERR Authentication cancelled\r\n");
+	assert_int_equal(t.sasl_kind, POP3_SASL_CANCEL);
+	assert_int_equal(pop3_stats(t.p)->bad_commands, 0);
+	/* Bad base64 in the initial response and in a continuation. */
+	assert_string_equal(tsess_send(&t, "AUTH PLAIN b2s\r\n"),
+	    "-ERR Malformed authentication exchange\r\n");
+	assert_int_equal(t.sasl_kind, POP3_SASL_MALFORMED);
+	assert_string_equal(tsess_send(&t, "AUTH PLAIN\r\n"), "+ aGk=\r\n");
+	assert_string_equal(tsess_send(&t, "b2s=x\r\n"),
+	    "-ERR Malformed authentication exchange\r\n");
+	assert_string_equal(tsess_send(&t, "AUTH PLAIN\r\n"), "+ aGk=\r\n");
+	assert_string_equal(tsess_send(&t, " b2s=\r\n"),
+	    "-ERR Malformed authentication exchange\r\n");
+	assert_int_equal(pop3_stats(t.p)->bad_commands, 3);
+	/* USER works after all that. */
+	login(&t);
+	tsess_end(&t);
+
+	/* Continuation lines may be longer than commands, up to 8 KiB. */
+	sasl_start(&t, state, true, false);
+	char *line = xmalloc(POP3_SASL_LINE_MAX + 16);
+	memset(line, 'Q', 400);
+	memcpy(line + 400, "\r\n", 3);
+	assert_int_equal(pop3_input_max(t.p), POP3_PIPELINE_MAX);
+	assert_string_equal(tsess_send(&t, "AUTH PLAIN\r\n"), "+ aGk=\r\n");
+	/* The session must read on until a whole continuation line is in. */
+	assert_true(pop3_input_max(t.p) > POP3_SASL_LINE_MAX);
+	assert_string_equal(tsess_send(&t, line), "+ bG9uZw==\r\n");
+	memset(line, 'Q', POP3_SASL_LINE_MAX);
+	memcpy(line + POP3_SASL_LINE_MAX, "\r\n", 3);
+	assert_string_equal(tsess_send(&t, line), "-ERR Malformed authentication exchange\r\n");
+	/* ...and commands are back to 255 octets. */
+	memset(line, 'N', 300);
+	memcpy(line + 300, "\r\n", 3);
+	assert_string_equal(tsess_send(&t, line), "-ERR Line too long\r\n");
+	assert_int_equal(pop3_input_max(t.p), POP3_PIPELINE_MAX);
+	assert_string_equal(tsess_send(&t, "AUTH PLAIN ZGlyZWN0\r\n"),
+	    "+OK Logged in, 0 messages (0 octets)\r\n");
+	free(line);
+	tsess_end(&t);
+
+	/* Extra arguments. */
+	sasl_start(&t, state, true, false);
+	assert_string_equal(tsess_send(&t, "AUTH PLAIN a b\r\n"),
+	    "-ERR AUTH takes a mechanism and an initial response\r\n");
+	assert_int_equal(t.sasl_reqs, 0);
+	tsess_end(&t);
+}
+
 static bool whole = false, bytewise = true;
 
 #define BOTH(fn) \
@@ -737,6 +942,9 @@ main(void)
 		BOTH(test_faults),
 		BOTH(test_nul_and_empty),
 		BOTH(test_rfc1939_example),
+		BOTH(test_auth_capa),
+		BOTH(test_auth_exchange),
+		BOTH(test_auth_cancel_and_malformed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

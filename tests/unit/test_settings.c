@@ -78,6 +78,10 @@ test_defaults(void **state)
 	assert_int_equal(s->auth_workers, 0);
 	assert_int_equal(s->auth_cache_ttl, 3600);
 	assert_int_equal(s->log_level, LOGLVL_INFO);
+	assert_string_equal(s->sasl_mechanisms, "default");
+	assert_string_equal(s->tls_client_ca, "");
+	assert_string_equal(s->oauth_verify_command, "");
+	assert_int_equal(s->oauth_verify_timeout, 10);
 }
 
 static void
@@ -109,6 +113,10 @@ test_values(void **state)
 	/* An empty value empties the list (no listener is not an error here). */
 	assert_int_equal(load_str(fx, "listen =\n"), 0);
 	assert_int_equal(s->listen.count, 0);
+	assert_int_equal(load_str(fx, "sasl_mechanisms = SCRAM-SHA-256 PLAIN\n"
+	    "oauth_verify_command = /usr/local/bin/verify\noauth_verify_timeout = 1m\n"), 0);
+	assert_string_equal(s->sasl_mechanisms, "SCRAM-SHA-256 PLAIN");
+	assert_int_equal(s->oauth_verify_timeout, 60);
 }
 
 static void
@@ -152,6 +160,12 @@ test_errors(void **state)
 		{ "quota_bytes = 99999999999999999999G\n", ":1: " },
 		{ "max_rcpts = 0\n", ":1: 'max_rcpts' must be" },
 		{ "smtp_timeout = 9\n", ":1: 'smtp_timeout' must be" },
+		{ "sasl_mechanisms = PLAIN,LOGIN\n", ":1: 'sasl_mechanisms' must be" },
+		{ "sasl_mechanisms = \"\"\n", ":1: 'sasl_mechanisms' must be" },
+		{ "sasl_mechanisms = \"  \"\n", ":1: 'sasl_mechanisms' must be" },
+		{ "oauth_verify_command = verify\n", ":1: 'verify' is not an absolute path" },
+		{ "oauth_verify_timeout = 61\n", ":1: 'oauth_verify_timeout' must be" },
+		{ "tls_client_ca = /nonexistent/ca.pem\n", ":1: /nonexistent/ca.pem:" },
 	};
 
 	char *text, impl[202];
