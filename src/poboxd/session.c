@@ -255,9 +255,8 @@ session_tls_ready(void *ctx)
 	struct session *s = ctx;
 	SSL *ssl = conn_tls(s->conn);
 	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	const char *cert = tls_sni_chosen(ssl); /* NULL: the default */
 	char sniv[80];
-
-	const char *cert = tls_sni_chosen(ssl);
 
 	log_info("session=%s event=tls version=%s cipher=%s sni=%s cert=%s", s->id,
 	    SSL_get_version(ssl), SSL_get_cipher_name(ssl),
