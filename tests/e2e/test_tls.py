@@ -739,6 +739,10 @@ class TlsTest(PoboxTestCase):
              [f"tls_sni = mail.example.org {d / 'nope.pem'}"], "No such file"),
             ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
              ["tls_sni = mail.example.org"], "NAME CERTFILE [KEYFILE]"),
+            ({"tls_cert": str(self.cert), "tls_key": str(self.key)},
+             [f"tls_sni = mail.example.org {mail_cert} {mail_key}",
+              f"tls_sni = MAIL.example.org {mail_cert} {mail_key}"],
+             "tls_sni MAIL.example.org given twice"),
         ]
         for settings, extra, want in cases:
             with self.subTest(want=want):
