@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,17 +227,35 @@ fail:
 	return -1;
 }
 
+/* Is the certificate valid for name (a *.DOMAIN: for a host under it)? */
+static bool
+tls_cert_covers(SSL_CTX *ctx, const char *name)
+{
+	X509 *x = SSL_CTX_get0_certificate(ctx);
+	char probe[300];
+
+	if (name[0] == '*')
+		snprintf(probe, sizeof(probe), "pobox-sni-probe%s", name + 1);
+	else
+		snprintf(probe, sizeof(probe), "%s", name);
+	return x != NULL && X509_check_host(x, probe, 0, 0, NULL) == 1;
+}
+
 int
 tls_ctx_add_sni(struct ssl_ctx_st *ctx, const char *spec, enum tls_min min,
-    const char *ciphers, char **error_r)
+    const char *ciphers, char **warning_r, char **error_r)
 {
 	struct tls_sni_table *t;
 	char *name, *cert, *key;
 	SSL_CTX *sub;
 
+	*warning_r = NULL;
 	if (tls_sni_spec_parse(spec, &name, &cert, &key, error_r) < 0)
 		return -1;
 	sub = tls_ctx_build(true, cert, key, min, ciphers, error_r);
+	if (sub != NULL && !tls_cert_covers(sub, name))
+		*warning_r = xasprintf("tls_sni %s: the certificate %s is not "
+		    "valid for that name", name, cert);
 	free(cert);
 	free(key);
 	if (sub == NULL) {

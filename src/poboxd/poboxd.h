@@ -28,6 +28,7 @@ struct server_config {
 	struct pobox_settings set;
 	int expire_days;        /* -1: never */
 	struct ssl_ctx_st *tls_ctx; /* NULL: no TLS configured */
+	char *warnings;         /* NULL, or lines to log once (tls_sni) */
 };
 
 struct server {

@@ -643,6 +643,7 @@ class TlsTest(PoboxTestCase):
         self.alice([simple_message("sni")])
         self.sni_setup()
         self.start()
+        self.assertEqual(self.env.events("config_warning"), [])
         default = self.leaf(self.cert)
         mail = self.leaf(self.mail_cert)
         star = self.leaf(self.star_cert)
@@ -722,6 +723,27 @@ class TlsTest(PoboxTestCase):
         ev = self.env.wait_event("reload_failed")
         self.assertIn("nope.pem", ev["error"])
         self.assertEqual(self.presented(self.tls_port, "mail.example.org"), after)
+
+    def test_sni_certificate_not_for_name_warns(self):
+        """A tls_sni certificate that is not valid for its NAME loads (the
+        admin may know better) but -t, the start and a reload warn."""
+        self.alice()
+        d = self.env.srv / "tls"
+        _, mail_cert, mail_key = make_pki(d, "mail", "DNS:mail.example.org")
+        self.env.settings.update(tls_cert=str(self.cert), tls_key=str(self.key))
+        self.env.extra_lines.append(f"tls_sni = pop.example.org {mail_cert} {mail_key}")
+        self.env.write_config()
+        r = subprocess.run([str(POBOXD), "-c", str(self.env.conf), "-t"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(f"warning: tls_sni pop.example.org: the certificate {mail_cert} "
+                      "is not valid for that name", r.stderr)
+        self.start()
+        ev = self.env.wait_event("config_warning")
+        self.assertIn("pop.example.org", ev["warning"])
+        self.daemon.signal(signal.SIGHUP)
+        self.env.wait_event("reloaded")
+        self.env.wait_event("config_warning", count=2)
 
     def test_check_sni_errors(self):
         self.alice()
