@@ -356,10 +356,11 @@ class TlsTest(PoboxTestCase):
                 except ConnectionResetError:
                     pass
                 # A TLS client: the handshake ends in EOF or a reset.
-                # (SSLEOFError, a reset or a broken pipe: all OSErrors.)
-                with self.assertRaises(OSError):
+                # SSLEOFError, a reset or a broken pipe; not a timeout.
+                with self.assertRaises(OSError) as cm:
                     self.ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 10),
                                          server_hostname="localhost").close()
+                self.assertNotIsInstance(cm.exception, TimeoutError)
                 ev = env.wait_event("refused", count=2)
                 self.assertEqual(ev["reason"], limit)
                 self.assertEqual(ev["tls"], "yes")
