@@ -8,6 +8,7 @@ import poplib
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import unittest
 
@@ -528,6 +529,35 @@ class TlsTest(PoboxTestCase):
         ev = self.env.wait_event("logout", user="alice")
         self.assertEqual(ev["reason"], "quit")
         self.assertEqual(ev["commands"], "7", "USER PASS RETR NOOP UIDL NOOP QUIT")
+
+    def test_reset_during_long_reply(self):
+        """A TLS client that resets the connection in the middle of a long
+        reply ends the session (no UPDATE) and the server goes on."""
+        big = sized_message(8 * 1024 * 1024 + 1, "big")
+        self.alice([big])
+        self.start()
+        c = Client(self.tls_port, greeting=False)
+        starttls(c, self.ctx)
+        self.assertTrue(c.line().startswith("+OK"))
+        c.login("alice", PW)
+        c.send("DELE 1\r\nRSET\r\nRETR 1\r\n")
+        self.assertTrue(c.line().startswith("+OK"))
+        self.assertTrue(c.line().startswith("+OK"))
+        self.assertTrue(c.line().startswith("+OK"))
+        c.rf.read(256 * 1024)
+        # Linger 0: close() sends a RST with the rest unread.
+        raw = socket.socket(fileno=c.sock.detach())
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()
+        ev = self.env.wait_event("logout", user="alice")
+        self.assertIn(ev["reason"], ("connection reset", "write error"))
+        self.assertEqual(ev["update"], "none")
+        self.assertEqual(len(self.env.messages("alice")), 1)
+        p = poplib.POP3_SSL("127.0.0.1", self.tls_port, context=self.ctx, timeout=10)
+        p.user("alice")
+        p.pass_(PW)
+        self.assertEqual(p.stat()[0], 1)
+        p.quit()
 
     # ------------------------------------------------------------ config
     def test_check_missing_key_reports_line(self):
