@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "lib/tls.h"
@@ -412,10 +413,41 @@ const struct config_setting pobox_settings_table[] = {
 };
 const size_t pobox_settings_count = ARRAY_SIZE(pobox_settings_table);
 
+/* The first tls_sni NAME given twice (any case), or NULL. Malloc'ed. */
+static char *
+tls_sni_duplicate(const struct config_list *l)
+{
+	char **names = xcalloc(l->count ? l->count : 1, sizeof(*names));
+	char *cert, *key, *dup = NULL;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < l->count; i++) {
+		char *error = NULL;
+
+		/* Each item passed check_tls_sni already. */
+		if (tls_sni_spec_parse(l->items[i], &names[n], &cert, &key, &error) < 0) {
+			free(error);
+			continue;
+		}
+		free(cert);
+		free(key);
+		for (unsigned j = 0; j < n && dup == NULL; j++)
+			if (strcasecmp(names[j], names[n]) == 0)
+				dup = xstrdup(names[n]);
+		n++;
+	}
+	for (unsigned i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return dup;
+}
+
 /* Every rule is a row's check, so errors carry their line. */
 int
 settings_load(struct pobox_settings *set, const char *path, char **error_r)
 {
+	char *dup;
+
 	if (config_load(pobox_settings_table, pobox_settings_count, set, path,
 	    error_r) < 0)
 		return -1;
@@ -426,6 +458,12 @@ settings_load(struct pobox_settings *set, const char *path, char **error_r)
 	}
 	if (set->tls_sni.count > 0 && set->tls_cert[0] == '\0') {
 		*error_r = xasprintf("%s: tls_sni needs tls_cert (the default)", path);
+		settings_free(set);
+		return -1;
+	}
+	if ((dup = tls_sni_duplicate(&set->tls_sni)) != NULL) {
+		*error_r = xasprintf("%s: tls_sni %s given twice", path, dup);
+		free(dup);
 		settings_free(set);
 		return -1;
 	}

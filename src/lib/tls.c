@@ -4,9 +4,10 @@
  * certificates hang off the default context, chosen by SNI. */
 #include "lib/tls.h"
 
+#include <ctype.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <ctype.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,13 +39,12 @@ tls_error(const char *what, const char *path)
 	    xasprintf("%s: %s", what, reason);
 }
 
-/* One context: what = "tls_cert" or "tls_sni" names the setting in errors. */
+/* One context; sni: a tls_sni entry (named so in errors), else tls_cert. */
 static SSL_CTX *
-tls_ctx_build(const char *what, const char *cert, const char *key,
+tls_ctx_build(bool sni, const char *cert, const char *key,
     enum tls_min min, const char *ciphers, char **error_r)
 {
 	SSL_CTX *ctx;
-	char kwhat[64];
 
 	if (key == NULL || key[0] == '\0')
 		key = cert;
@@ -65,20 +65,16 @@ tls_ctx_build(const char *what, const char *cert, const char *key,
 		goto fail;
 	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		*error_r = tls_error(what, cert);
+		*error_r = tls_error(sni ? "tls_sni" : "tls_cert", cert);
 		goto fail;
 	}
-	snprintf(kwhat, sizeof(kwhat), "%s", strcmp(what, "tls_cert") == 0 ?
-	    "tls_key" : "tls_sni key");
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		*error_r = tls_error(kwhat, key);
+		*error_r = tls_error(sni ? "tls_sni key" : "tls_key", key);
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(kwhat, sizeof(kwhat), "%s", strcmp(what, "tls_cert") == 0 ?
-		    "tls_key does not match tls_cert" :
-		    "tls_sni key does not match its certificate");
-		*error_r = tls_error(kwhat, key);
+		*error_r = tls_error(sni ? "tls_sni key does not match its "
+		    "certificate" : "tls_key does not match tls_cert", key);
 		goto fail;
 	}
 	return ctx;
@@ -91,7 +87,7 @@ struct ssl_ctx_st *
 tls_ctx_new(const char *cert, const char *key, enum tls_min min,
     const char *ciphers, char **error_r)
 {
-	return tls_ctx_build("tls_cert", cert, key, min, ciphers, error_r);
+	return tls_ctx_build(false, cert, key, min, ciphers, error_r);
 }
 
 /* The SNI entries of a default context, in its ex_data (freed with it). */
@@ -231,17 +227,35 @@ fail:
 	return -1;
 }
 
+/* Is the certificate valid for name (a *.DOMAIN: for a host under it)? */
+static bool
+tls_cert_covers(SSL_CTX *ctx, const char *name)
+{
+	X509 *x = SSL_CTX_get0_certificate(ctx);
+	char probe[300];
+
+	if (name[0] == '*')
+		snprintf(probe, sizeof(probe), "pobox-sni-probe%s", name + 1);
+	else
+		snprintf(probe, sizeof(probe), "%s", name);
+	return x != NULL && X509_check_host(x, probe, 0, 0, NULL) == 1;
+}
+
 int
 tls_ctx_add_sni(struct ssl_ctx_st *ctx, const char *spec, enum tls_min min,
-    const char *ciphers, char **error_r)
+    const char *ciphers, char **warning_r, char **error_r)
 {
 	struct tls_sni_table *t;
 	char *name, *cert, *key;
 	SSL_CTX *sub;
 
+	*warning_r = NULL;
 	if (tls_sni_spec_parse(spec, &name, &cert, &key, error_r) < 0)
 		return -1;
-	sub = tls_ctx_build("tls_sni", cert, key, min, ciphers, error_r);
+	sub = tls_ctx_build(true, cert, key, min, ciphers, error_r);
+	if (sub != NULL && !tls_cert_covers(sub, name))
+		*warning_r = xasprintf("tls_sni %s: the certificate %s is not "
+		    "valid for that name", name, cert);
 	free(cert);
 	free(key);
 	if (sub == NULL) {

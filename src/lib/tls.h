@@ -23,9 +23,12 @@ void tls_ctx_free(struct ssl_ctx_st **ctx);
  * tls_sni spec "NAME CERT [KEY]" (KEY empty: in CERT), built with the same
  * version and ciphers. A client that names no server, or one no entry
  * matches, gets ctx's own certificate. Exact names win over wildcards;
- * among equals the first added wins. 0 / -1 with a malloc'ed error. */
+ * among equal names (settings.c refuses them) the first added wins.
+ * *warning_r: NULL, or malloc'ed text when the certificate is not valid
+ * for NAME (RFC 6125; for *.DOMAIN, for a name under DOMAIN): verifying
+ * clients will refuse it. 0 / -1 with a malloc'ed error. */
 int tls_ctx_add_sni(struct ssl_ctx_st *ctx, const char *spec, enum tls_min min,
-    const char *ciphers, char **error_r);
+    const char *ciphers, char **warning_r, char **error_r);
 /* The tls_sni NAME whose certificate ssl presents, or NULL: the default. */
 const char *tls_sni_chosen(const struct ssl_st *ssl);
 /* Splits a tls_sni spec into malloc'ed name, cert and key (NULL when not

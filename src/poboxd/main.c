@@ -84,6 +84,7 @@ server_config_unref(struct server_config **cp)
 	aliases_free(&c->aliases);
 	jwks_free(&c->jwks);
 	settings_free(&c->set);
+	free(c->warnings);
 	free(c);
 }
 
@@ -119,13 +120,23 @@ config_read(const char *path, char **error_r)
 		return NULL;
 	}
 	for (unsigned i = 0; c->tls_ctx != NULL && i < c->set.tls_sni.count; i++) {
+		char *warning;
+
 		if (tls_ctx_add_sni(c->tls_ctx, c->set.tls_sni.items[i],
 		    (enum tls_min)c->set.tls_min_version, c->set.tls_ciphers,
-		    &tls_error) < 0) {
+		    &warning, &tls_error) < 0) {
 			*error_r = xasprintf("%s: %s", path, tls_error);
 			free(tls_error);
 			server_config_unref(&c);
 			return NULL;
+		}
+		if (warning != NULL) {
+			char *all = xasprintf("%s%s%s", c->warnings != NULL ?
+			    c->warnings : "", c->warnings != NULL ? "\n" : "", warning);
+
+			free(c->warnings);
+			free(warning);
+			c->warnings = all;
 		}
 	}
 	/* After the SNI contexts: it applies to them too. */
@@ -137,6 +148,27 @@ config_read(const char *path, char **error_r)
 		return NULL;
 	}
 	return c;
+}
+
+/* Logs each line of c->warnings (once per process that loaded c). */
+static void
+config_warn(const struct server_config *c, FILE *f)
+{
+	const char *p = c->warnings, *nl;
+	char v[400];
+
+	while (p != NULL && *p != '\0') {
+		nl = strchr(p, '\n');
+		snprintf(v, sizeof(v), "%.*s", (int)(nl != NULL ? nl - p : (long)strlen(p)), p);
+		if (f != NULL)
+			fprintf(f, "poboxd: warning: %s\n", v);
+		else {
+			char q[420];
+
+			log_warn("event=config_warning warning=%s", log_value(q, sizeof(q), v));
+		}
+		p = nl != NULL ? nl + 1 : NULL;
+	}
 }
 
 /* "127.0.0.1:110", "[::1]:110", "*:110" (all IPv4 and IPv6 addresses). */
@@ -446,6 +478,8 @@ on_reload(void *ctx, int signo)
 	log_set_level((enum log_level)c->set.log_level);
 	server_config_unref(&srv->config);
 	srv->config = c;
+	if (srv->worker == 0)
+		config_warn(c, NULL);
 	log_info("event=reloaded sessions=%u", srv->session_count);
 }
 
@@ -749,6 +783,7 @@ main(int argc, char **argv)
 			server_config_unref(&srv.config);
 			return 1;
 		}
+		config_warn(srv.config, stderr);
 		printf("poboxd: configuration %s is valid\n", srv.config_path);
 		passwd_db_free(&srv.db);
 		server_config_unref(&srv.config);
@@ -761,6 +796,7 @@ main(int argc, char **argv)
 		srv.workers = n < 1 ? 1 : n > WORKERS_MAX ? WORKERS_MAX : (unsigned)n;
 	}
 	log_open("poboxd", foreground, (enum log_level)srv.config->set.log_level);
+	config_warn(srv.config, NULL);
 	if (!foreground && daemon(0, 0) < 0)
 		log_fatal("event=daemon error=\"%s\"", strerror(errno));
 	signal(SIGPIPE, SIG_IGN);

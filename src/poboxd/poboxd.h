@@ -40,6 +40,7 @@ struct server_config {
 	struct pop3_sasl_mech sasl_mechs[POBOXD_SASL_MAX]; /* from sasl_mechanisms */
 	unsigned sasl_mech_count;
 	struct jwks *jwks;       /* oauth_jwks_file's keys, or NULL */
+	char *warnings;         /* NULL, or lines to log once (tls_sni) */
 };
 
 struct server {

@@ -107,14 +107,16 @@ session_free(struct session *s, const char *reason)
 	if (s->pop3 != NULL) {
 		const struct pop3_stats *st = pop3_stats(s->pop3);
 		const char *user = pop3_user(s->pop3);
-		char userv[80];
+		char userv[80], reasonv[80];
 
 		log_info("session=%s event=logout user=%s reason=%s commands=%u "
 		    "bad_commands=%u retr=%u retr_bytes=%llu dele=%u dele_bytes=%llu "
 		    "update=%s uidl_digest=%s duration_ms=%llu",
 		    s->id, user != NULL ? log_value(userv, sizeof(userv), user) : "-",
-		    reason != NULL ? reason : st->end_reason != NULL ? st->end_reason :
-		    s->peer_eof ? "eof" : "closed",
+		    /* conn's reasons have spaces ("connection reset") */
+		    log_value(reasonv, sizeof(reasonv), reason != NULL ? reason :
+		    st->end_reason != NULL ? st->end_reason :
+		    s->peer_eof ? "eof" : "closed"),
 		    st->commands, st->bad_commands,
 		    st->retrieved, (unsigned long long)st->retrieved_bytes,
 		    st->updated ? st->deleted : 0,
@@ -266,9 +268,8 @@ session_tls_ready(void *ctx)
 	struct session *s = ctx;
 	SSL *ssl = conn_tls(s->conn);
 	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	const char *cert = tls_sni_chosen(ssl); /* NULL: the default */
 	char sniv[80];
-
-	const char *cert = tls_sni_chosen(ssl);
 
 	log_info("session=%s event=tls version=%s cipher=%s sni=%s cert=%s", s->id,
 	    SSL_get_version(ssl), SSL_get_cipher_name(ssl),

@@ -154,11 +154,11 @@ handshake(SSL_CTX *sctx, const char *sni, const char **chosen_r)
 static void
 test_sni_select(void **state)
 {
-	char *dir = tu_tmpdir(), *error = NULL;
+	char *dir = tu_tmpdir(), *error = NULL, *warning = NULL;
 	char cert[512], key[512], spec[1200];
 	static const char *const cns[] = {
 		"default.test", "mail.example.org", "star.example.org",
-		"star.example.net",
+		"star.example.net", "*.example.com",
 	};
 	static const struct {
 		const char *sni, *cn, *chosen;
@@ -172,6 +172,7 @@ test_sni_select(void **state)
 		{ "a.b.example.org", "default.test", NULL },
 		{ "example.org", "default.test", NULL },
 		{ "x.example.net", "star.example.net", "*.example.net" },
+		{ "pop.example.com", "*.example.com", "*.example.com" },
 	};
 	SSL_CTX *ctx;
 
@@ -181,12 +182,26 @@ test_sni_select(void **state)
 	snprintf(key, sizeof(key), "%s/default.test.key", dir);
 	ctx = tls_ctx_new(cert, key, TLS_MIN_1_2, "ECDHE+AESGCM", &error);
 	assert_non_null(ctx);
+	/* A certificate for star.example.org serves *.example.org: not valid
+	 * for the names it is chosen for, so a warning. */
 	snprintf(spec, sizeof(spec), "*.example.org %s/star.example.org.crt "
 	    "%s/star.example.org.key", dir, dir);
-	assert_int_equal(tls_ctx_add_sni(ctx, spec, TLS_MIN_1_2, "ECDHE+AESGCM", &error), 0);
+	assert_int_equal(tls_ctx_add_sni(ctx, spec, TLS_MIN_1_2, "ECDHE+AESGCM",
+	    &warning, &error), 0);
+	assert_non_null(warning);
+	assert_non_null(strstr(warning, "not valid for that name"));
+	free(warning);
 	snprintf(spec, sizeof(spec), "mail.example.org %s/mail.example.org.crt "
 	    "%s/mail.example.org.key", dir, dir);
-	assert_int_equal(tls_ctx_add_sni(ctx, spec, TLS_MIN_1_2, "ECDHE+AESGCM", &error), 0);
+	assert_int_equal(tls_ctx_add_sni(ctx, spec, TLS_MIN_1_2, "ECDHE+AESGCM",
+	    &warning, &error), 0);
+	assert_null(warning);
+	/* A wildcard certificate for a wildcard name: no warning. */
+	snprintf(spec, sizeof(spec), "*.example.com %s/*.example.com.crt "
+	    "%s/*.example.com.key", dir, dir);
+	assert_int_equal(tls_ctx_add_sni(ctx, spec, TLS_MIN_1_2, "ECDHE+AESGCM",
+	    &warning, &error), 0);
+	assert_null(warning);
 	/* Key in the certificate file. */
 	snprintf(cert, sizeof(cert), "%s/both.pem", dir);
 	{
@@ -207,7 +222,9 @@ test_sni_select(void **state)
 		free(ab);
 	}
 	snprintf(spec, sizeof(spec), "*.example.net %s", cert);
-	assert_int_equal(tls_ctx_add_sni(ctx, spec, TLS_MIN_1_2, "ECDHE+AESGCM", &error), 0);
+	assert_int_equal(tls_ctx_add_sni(ctx, spec, TLS_MIN_1_2, "ECDHE+AESGCM",
+	    &warning, &error), 0);
+	free(warning);
 
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		const char *chosen, *cn = handshake(ctx, cases[i].sni, &chosen);
@@ -223,13 +240,15 @@ test_sni_select(void **state)
 	/* A key that is not the certificate's. */
 	snprintf(spec, sizeof(spec), "x.example.com %s/mail.example.org.crt "
 	    "%s/default.test.key", dir, dir);
-	assert_int_equal(tls_ctx_add_sni(ctx, spec, TLS_MIN_1_2, NULL, &error), -1);
+	assert_int_equal(tls_ctx_add_sni(ctx, spec, TLS_MIN_1_2, NULL, &warning,
+	    &error), -1);
 	assert_non_null(strstr(error, "tls_sni key"));
 	assert_non_null(strstr(error, "mismatch"));
 	free(error);
 	/* A missing certificate names the setting and the file. */
 	snprintf(spec, sizeof(spec), "x.example.com %s/nope.crt", dir);
-	assert_int_equal(tls_ctx_add_sni(ctx, spec, TLS_MIN_1_2, NULL, &error), -1);
+	assert_int_equal(tls_ctx_add_sni(ctx, spec, TLS_MIN_1_2, NULL, &warning,
+	    &error), -1);
 	assert_non_null(strstr(error, "tls_sni"));
 	assert_non_null(strstr(error, "nope.crt"));
 	free(error);
