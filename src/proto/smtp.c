@@ -992,10 +992,20 @@ bdat_chunk_end(struct smtp *s)
 {
 	s->mode = IN_CMD;
 	if (s->bdat_error != NULL) {
-		if (s->bdat_error[0] == '\0')
-			reply(s, 451, "4.3.0", "Temporary failure, try again later");
-		else
+		if (s->bdat_error[0] != '\0') {
 			reply_bad(s, 503, "5.5.1", s->bdat_error);
+		} else if (s->bdat_last) {
+			/* The last chunk ends the transaction; LMTP wants a
+			 * reply per recipient (RFC 2033 §4.2). */
+			reply_all(s, 451, "4.3.0", "Temporary failure, try again later");
+			txn_reset(s);
+		} else {
+			reply(s, 451, "4.3.0", "Temporary failure, try again later");
+		}
+		return;
+	}
+	if (s->too_big && s->bdat_last) {
+		message_end(s);     /* 552, per recipient for LMTP, txn ends */
 		return;
 	}
 	if (s->too_big) {

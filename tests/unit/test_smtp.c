@@ -669,6 +669,41 @@ test_esmtp_flag(void **state)
 	tsess_end(&t);
 }
 
+/* RFC 2033 §4.2: after the last chunk an LMTP client reads one reply per
+ * recipient, also when the engine itself refuses the message. */
+static void
+test_lmtp_bdat_last_per_rcpt(void **state)
+{
+	struct tsess t;
+	static char in[400];
+
+	tsess_start(&t, state, SMTP_MODE_LMTP);
+	t.set.max_size = 100;
+	tsess_connect(&t);
+	tsess_send(&t, "LHLO c\r\n");
+	tsess_send(&t, "MAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\n"
+	    "RCPT TO:<bob@example.org>\r\n");
+	memcpy(in, "BDAT 150 LAST\r\n", 15);
+	memset(in + 15, 'q', 150);
+	memcpy(in + 165, "NOOP\r\n", 7);
+	assert_string_equal(tsess_send(&t, in),
+	    "552 5.3.4 <alice@example.org> Message size exceeds fixed limit\r\n"
+	    "552 5.3.4 <bob@example.org> Message size exceeds fixed limit\r\n"
+	    "250 2.0.0 Ok\r\n");
+	assert_int_equal(t.ends, 0);
+	/* data_begin failing at the first chunk, which is the last */
+	t.begin_fail = true;
+	assert_string_equal(tsess_send(&t, "MAIL FROM:<s@example.net>\r\n"
+	    "RCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n"
+	    "BDAT 2 LAST\r\nhiNOOP\r\n"),
+	    OK_MAIL OK_RCPT OK_RCPT
+	    "451 4.3.0 <alice@example.org> Temporary failure, try again later\r\n"
+	    "451 4.3.0 <bob@example.org> Temporary failure, try again later\r\n"
+	    "250 2.0.0 Ok\r\n");
+	assert_int_equal(t.ends, 0);
+	tsess_end(&t);
+}
+
 static bool whole = false, bytewise = true;
 
 #define BOTH(fn) \
@@ -695,6 +730,7 @@ main(void)
 		BOTH(test_free_mid_message_aborts),
 		BOTH(test_run_without_input),
 		BOTH(test_esmtp_flag),
+		BOTH(test_lmtp_bdat_last_per_rcpt),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
