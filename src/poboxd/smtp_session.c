@@ -41,7 +41,6 @@ struct rcpt_user {
 	char *name;
 	char *maildir;
 	struct quota_limit limit;
-	bool dup;                  /* already reached by an earlier RCPT */
 };
 
 /* One accepted RCPT: its address and the users it reaches. */
@@ -69,6 +68,10 @@ struct dl_group {
 	bool *sweep;               /* sweep this maildir's stale tmp/ files */
 	bool skip;                 /* decided before delivery (quota) */
 	enum smtp_data_result result;
+	/* Earlier groups that deliver to some of this RCPT's users (one
+	 * copy per user): their failure is this group's failure. */
+	unsigned *deps;
+	unsigned ndeps;
 };
 
 /* A delivery handed to the workq; owns its copy of everything. */
@@ -355,16 +358,6 @@ user_limit(const struct smtp_session *s, const struct auth_user *u)
 	return l;
 }
 
-static bool
-user_reached(const struct smtp_session *s, const char *name)
-{
-	for (unsigned i = 0; i < s->nrcpts; i++)
-		for (unsigned j = 0; j < s->rcpts[i].nusers; j++)
-			if (strcmp(s->rcpts[i].users[j].name, name) == 0)
-				return true;
-	return false;
-}
-
 /* The quota verdict for one user and a message of size octets. */
 static enum quota_result
 user_quota(const struct rcpt_user *ru, uint64_t size)
@@ -425,7 +418,6 @@ host_rcpt(void *ctx, const char *path, const struct smtp_txn *txn)
 		ru->name = xstrdup(u->name);
 		ru->maildir = xstrdup(u->maildir);
 		ru->limit = user_limit(s, u);
-		ru->dup = user_reached(s, u->name);
 		auth_user_free(&u);
 		e.nusers++;
 		switch (user_quota(ru, txn->declared_size)) {
@@ -509,6 +501,7 @@ dl_job_free(struct dl_job *job)
 		free(grp->maildirs);
 		free(grp->rcpts);
 		free(grp->sweep);
+		free(grp->deps);
 		free(grp->headers);
 	}
 	free(job->groups);
@@ -616,6 +609,12 @@ dl_job_done(void *arg)
 			}
 		}
 	}
+	for (unsigned g = 0; g < job->ngroups; g++) {
+		struct dl_group *grp = &job->groups[g];
+		for (unsigned d = 0; d < grp->ndeps; d++)
+			if (grp->result == SMTP_DATA_OK)
+				grp->result = job->groups[grp->deps[d]].result;
+	}
 	results = xcalloc(job->ngroups + 1, sizeof(*results));
 	if (s->kind == SMTP_KIND_LMTP) {
 		for (unsigned g = 0; g < job->ngroups; g++)
@@ -629,6 +628,19 @@ dl_job_done(void *arg)
 	dl_job_free(job);
 	txn_clear(s);
 	smtp_session_status(s, smtp_run(s->smtp));
+}
+
+/* The earlier group that delivers to user (not skipped), or -1. */
+static int
+dl_job_reaches(const struct dl_job *job, unsigned before, const char *user)
+{
+	for (unsigned h = 0; h < before; h++) {
+		const struct dl_group *grp = &job->groups[h];
+		for (unsigned i = 0; i < grp->n && !grp->skip; i++)
+			if (strcmp(grp->users[i], user) == 0)
+				return (int)h;
+	}
+	return -1;
 }
 
 static enum smtp_data_result
@@ -701,13 +713,19 @@ host_data_end(void *ctx, const struct smtp_txn *txn)
 		grp->users = xcalloc(e->nusers, sizeof(*grp->users));
 		grp->maildirs = xcalloc(e->nusers, sizeof(*grp->maildirs));
 		grp->sweep = xcalloc(e->nusers, sizeof(*grp->sweep));
+		grp->deps = xcalloc(e->nusers, sizeof(*grp->deps));
 		grp->result = SMTP_DATA_OK;
 		for (unsigned i = 0; i < e->nusers; i++) {
 			struct rcpt_user *ru = &e->users[i];
 			enum quota_result q;
+			int h = dl_job_reaches(job, g, ru->name);
 
-			if (ru->dup)
+			/* One copy per user; a group skipped for quota
+			 * reaches nobody, so its users are served here. */
+			if (h >= 0) {
+				grp->deps[grp->ndeps++] = (unsigned)h;
 				continue;
+			}
 			q = user_quota(ru, job->spool.size + grp->hlen);
 			if (q != QUOTA_OK && !grp->skip) {
 				grp->skip = true;

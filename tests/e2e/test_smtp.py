@@ -720,6 +720,32 @@ class LmtpTest(SmtpBase):
         self.assertEqual(self.files(self.env.maildir("carol")), [])
 
 
+    def test_lmtp_user_reached_twice_not_lost(self):
+        # alice is reached by the alias and by her own address; the alias
+        # fails on carol's quota, so alice's own RCPT must not say 250
+        # unless she has the message.
+        self.env.add_user_line("carol", "carolpw", extra="quota_bytes=100")
+        aliases = self.env.srv / "aliases"
+        aliases.write_text("team@example.org: carol, alice\n")
+        self.start(aliases_file=str(aliases))
+        c = SmtpClient(self.lmtp_port)
+        self.assertEqual(c.cmd("LHLO mta.example.net")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.net>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<team@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<alice@example.org>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        body = b"Subject: q\r\n\r\n" + b"q" * 200 + b"\r\n"
+        c.send(body + b".\r\n")
+        r1, r2 = c.reply(), c.reply()
+        c.cmd("QUIT")
+        c.close()
+        self.assertEqual(r1[0], 552, r1)
+        self.assertEqual(r2[0], 250, r2)
+        self.assertDelivered(self.alice_md, body, "alice@example.org",
+                             "s@example.net")
+        self.assertEqual(self.files(self.env.maildir("carol")), [])
+
+
 def make_pki(d):
     from test_tls import make_pki as mk
     return mk(d)
