@@ -126,6 +126,7 @@ static struct usage_entry *usage_cache;
 static unsigned usage_count;
 
 static void smtp_session_status(struct smtp_session *s, enum smtp_status st);
+static void smtp_session_touch(struct smtp_session *s);
 
 static struct usage_entry *
 usage_entry_get(const char *maildir)
@@ -584,6 +585,7 @@ dl_job_done(void *arg)
 		return;
 	}
 	s->job = NULL;
+	smtp_session_touch(s);     /* the client's turn starts now */
 	for (unsigned g = 0; g < job->ngroups; g++) {
 		struct dl_group *grp = &job->groups[g];
 		for (unsigned i = 0; i < grp->n; i++) {
@@ -809,6 +811,12 @@ smtp_session_timeout(void *ctx)
 	s->timer = NULL;
 	if (s->closing) {
 		smtp_session_free(s, "close_timeout");
+		return;
+	}
+	if (s->job != NULL) {
+		/* The client waits for our reply, it is not idle; a 421 now
+		 * would make it send again a message we are storing. */
+		smtp_session_touch(s);
 		return;
 	}
 	/* RFC 5321 §4.5.3.2.7, and 421 as §3.8 allows. */

@@ -285,3 +285,53 @@ class SmtpIoFaultTest(PoboxTestCase):
         ev = self.env.events("delivery_failed")
         self.assertTrue(any("Input/output error" in e.get("error", "")
                             for e in ev), ev)
+
+    def test_slow_delivery_outlasts_timeout(self):
+        """A delivery slower than smtp_timeout (the fsync of new/ stalls)
+        is answered 250, not 421 4.4.2 with the message stored: the
+        client waits on us, it is not idle."""
+        if "address" in os.environ.get("SANITIZE", "") or \
+                b"libasan" in subprocess.run(["ldd", str(POBOXD)],
+                                             capture_output=True).stdout:
+            self.skipTest("LD_PRELOAD shim and ASan do not mix")
+        shim = self.env.dir / "iofault.so"
+        src = Path(__file__).resolve().parent / "faults" / "iofault.c"
+        r = subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim),
+                            str(src), "-ldl"], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest(f"cannot build the shim: {r.stderr}")
+        os.chmod(self.env.dir, 0o755)
+        ctl = self.env.dir / "iofault.ctl"
+        ctl.write_text("slow_dir")
+        os.chmod(ctl, 0o644)
+        md = self.env.add_user("alice", "pw")
+        port = free_port()
+        self.env.settings.update({"local_domains": "example.org",
+                                  "smtp_timeout": "10"})
+        self.env.extra_lines = [f"smtp_listen = 127.0.0.1:{port}"]
+        keys = ("LD_PRELOAD", "IOFAULT_CTL", "IOFAULT_MAILDIR")
+        saved = {k: os.environ.get(k) for k in keys}
+        os.environ["LD_PRELOAD"] = str(shim)
+        os.environ["IOFAULT_CTL"] = str(ctl)
+        os.environ["IOFAULT_MAILDIR"] = os.path.realpath(md)
+        try:
+            self.env.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.env.wait_event("listening", proto="smtp")
+        body = body_for("slow", 2000)
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.ehlo("c.example.net")
+            s.mail("s@example.net")
+            s.rcpt("alice@example.org")
+            try:
+                code = s.data(body)[0]
+            except smtplib.SMTPDataError as e:
+                code = e.smtp_code
+            self.assertEqual(code, 250)
+            self.assertEqual(s.noop()[0], 250)
+        self.assertEqual(list(stored_messages(self, md).values()), [[body]])

@@ -5,6 +5,7 @@
  *   "fsync_file"  fsync of a file in its tmp/
  *   "fsync_dir"   fsync of its new/
  *   "write"       write to a file in its tmp/
+ *   "slow_dir"    fsync of its new/ takes 12 s (a stalled disk)
  *   anything else no fault.
  * Built by tests/e2e/test_smtp_faults.py; never linked into pobox. */
 #define _GNU_SOURCE
@@ -65,6 +66,8 @@ fsync(int fd)
 		errno = EIO;
 		return -1;
 	}
+	if (fd_is(fd, "new", 0) && mode_is("slow_dir"))
+		sleep(12);
 	return real(fd);
 }
 
