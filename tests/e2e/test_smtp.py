@@ -690,6 +690,41 @@ class LmtpTest(SmtpBase):
         self.assertIn(b"(local socket)", data)
         # Quota per recipient in LMTP: carol full, alice fine.
 
+    def test_lmtp_socket_swapped_for_symlink(self):
+        # Between bind and chown/chmod, the socket's directory owner swaps
+        # the socket for a symlink: neither may follow it (root would
+        # hand the target to the serving user).
+        if not IS_ROOT:
+            self.skipTest("needs root")
+        if b"libasan" in subprocess.run(["ldd", str(POBOXD)],
+                                        capture_output=True).stdout:
+            self.skipTest("LD_PRELOAD shim and ASan do not mix")
+        shim = self.env.dir / "bindswap.so"
+        src = Path(__file__).resolve().parent / "faults" / "bindswap.c"
+        r = subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim),
+                            str(src), "-ldl"], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest(f"cannot build the shim: {r.stderr}")
+        target = self.env.dir / "precious"
+        target.write_text("root's\n")
+        os.chmod(target, 0o600)
+        sock = self.env.srv / "lmtp.sock"
+        keys = ("LD_PRELOAD", "BINDSWAP_PATH", "BINDSWAP_TARGET")
+        saved = {k: os.environ.get(k) for k in keys}
+        os.environ.update({"LD_PRELOAD": str(shim), "BINDSWAP_PATH": str(sock),
+                           "BINDSWAP_TARGET": str(target)})
+        try:
+            self.start(lmtp=False, extra=[f"lmtp_listen = {sock}"])
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.assertTrue(os.path.islink(sock))
+        st = os.stat(target)
+        self.assertEqual((st.st_uid, st.st_mode & 0o777), (0, 0o600))
+
     def test_lmtp_mixed_results(self):
         self.env.add_user_line("carol", "carolpw", extra="quota_bytes=100")
         self.start()
