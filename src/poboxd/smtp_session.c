@@ -893,11 +893,21 @@ static void
 smtp_session_input(void *ctx, const char *data, size_t len)
 {
 	struct smtp_session *s = ctx;
+	size_t before;
+	unsigned commands;
+	enum smtp_status st;
 
 	if (s->closing)
 		return;
-	smtp_session_touch(s);
-	smtp_session_status(s, smtp_input(s->smtp, data, len));
+	before = smtp_pending_input(s->smtp);
+	commands = smtp_stats(s->smtp)->commands;
+	st = smtp_input(s->smtp, data, len);
+	/* Only progress restarts the timer (a command, message octets), so
+	 * a command dripped an octet at a time cannot hold the session. */
+	if (smtp_stats(s->smtp)->commands != commands ||
+	    smtp_pending_input(s->smtp) < before + len)
+		smtp_session_touch(s);
+	smtp_session_status(s, st);
 }
 
 static void

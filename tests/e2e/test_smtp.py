@@ -8,6 +8,7 @@ collected with poplib from the same poboxd and compared byte for byte."""
 import os
 import poplib
 import re
+import select
 import shutil
 import signal
 import smtplib
@@ -571,6 +572,30 @@ class SmtpTest(SmtpBase):
         self.assertEqual(code, 421, lines)
         self.assertTrue(lines[0].startswith("421 4.4.2 mx.example.org "))
         self.assertTrue(c.closed())
+        c.close()
+        self.env.wait_event("smtp_logout", reason="timeout")
+
+    def test_slow_drip_command_times_out(self):
+        # A command dripped one octet at a time, each well within the
+        # timeout, must not keep the session alive forever: the timer
+        # restarts on progress (a whole command, message octets), not
+        # on every octet.
+        self.start(smtp_timeout=10)
+        c = SmtpClient(self.smtp_port, timeout=30)
+        self.assertEqual(c.cmd("EHLO c.example.net")[0], 250)
+        got = None
+        for ch in b"NOOP xxxxxxxx":
+            try:
+                c.send(bytes([ch]))
+            except OSError:
+                break
+            r, _, _ = select.select([c.sock], [], [], 3)
+            if r:
+                got = c.reply()
+                break
+        self.assertIsNotNone(got, "still open after 36 s of dripping")
+        self.assertEqual(got[0], 421, got)
+        self.assertTrue(got[1][0].startswith("421 4.4.2 "), got)
         c.close()
         self.env.wait_event("smtp_logout", reason="timeout")
 
