@@ -560,11 +560,20 @@ cmd_rcpt(struct smtp *s, char *args)
 		s->rcpts[s->rcpt_count++] = to;
 		reply(s, 250, "2.1.5", "Ok");
 		return;
+	/* LMTP's client is our own MTA, handing over every recipient it
+	 * has: refusals there are no misbehaviour, and ending the session
+	 * would fail the known recipients on every retry. */
 	case SMTP_RCPT_UNKNOWN:
-		reply_bad(s, 550, "5.1.1", "User unknown");
+		if (s->set->mode == SMTP_MODE_LMTP)
+			reply(s, 550, "5.1.1", "User unknown");
+		else
+			reply_bad(s, 550, "5.1.1", "User unknown");
 		break;
 	case SMTP_RCPT_NOT_LOCAL:
-		reply_bad(s, 550, "5.7.1", "Relay access denied");
+		if (s->set->mode == SMTP_MODE_LMTP)
+			reply(s, 550, "5.7.1", "Relay access denied");
+		else
+			reply_bad(s, 550, "5.7.1", "Relay access denied");
 		break;
 	case SMTP_RCPT_TEMPFAIL:
 		reply(s, 451, "4.3.0", "Temporary failure, try again later");

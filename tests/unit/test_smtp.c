@@ -704,6 +704,41 @@ test_lmtp_bdat_last_per_rcpt(void **state)
 	tsess_end(&t);
 }
 
+/* The MTA behind LMTP hands over whatever recipients it has: unknown
+ * ones must not end the session, or a message with more of them than
+ * max_errors never reaches the known ones (each retry ends alike). */
+static void
+test_lmtp_unknown_rcpts_not_errors(void **state)
+{
+	struct tsess t;
+	struct buf in = BUF_INIT, want = BUF_INIT;
+
+	tsess_start(&t, state, SMTP_MODE_LMTP);
+	t.set.max_errors = 3;
+	tsess_connect(&t);
+	tsess_send(&t, "LHLO c\r\n");
+	buf_puts(&in, "MAIL FROM:<s@example.net>\r\n");
+	buf_puts(&want, OK_MAIL);
+	for (int i = 0; i < 5; i++) {
+		buf_printf(&in, "RCPT TO:<nobody%d@example.org>\r\n", i);
+		buf_puts(&want, "550 5.1.1 User unknown\r\n");
+	}
+	buf_puts(&in, "RCPT TO:<alice@example.org>\r\nDATA\r\nhi\r\n.\r\n");
+	buf_puts(&want, OK_RCPT GO_DATA "250 2.0.0 <alice@example.org> Ok: delivered\r\n");
+	buf_append(&want, "", 1);
+	assert_string_equal(tsess_send_n(&t, buf_head(&in), buf_size(&in)),
+	    buf_head(&want));
+	assert_int_equal(t.ends, 1);
+	/* a real error still counts */
+	assert_string_equal(tsess_send(&t, "FOO\r\nFOO\r\nFOO\r\n"),
+	    "500 5.5.1 Command unrecognized\r\n500 5.5.1 Command unrecognized\r\n"
+	    "500 5.5.1 Command unrecognized\r\n"
+	    "421 4.7.0 mx.example.org Too many errors, closing connection\r\n");
+	buf_free(&in);
+	buf_free(&want);
+	tsess_end(&t);
+}
+
 static bool whole = false, bytewise = true;
 
 #define BOTH(fn) \
@@ -731,6 +766,7 @@ main(void)
 		BOTH(test_run_without_input),
 		BOTH(test_esmtp_flag),
 		BOTH(test_lmtp_bdat_last_per_rcpt),
+		BOTH(test_lmtp_unknown_rcpts_not_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
