@@ -459,7 +459,10 @@ path_error(struct smtp *s, enum path_result r, const char *ecode)
 static bool
 utf8_param(const char *p)
 {
-	/* SMTPUTF8 must be known before the path is parsed. */
+	/* SMTPUTF8 must be known before the path is parsed. Parameters
+	 * follow the path's '>' (parse_path ends it there too). */
+	if ((p = strchr(p, '>')) == NULL)
+		return false;
 	for (p = strchr(p, ' '); p != NULL; p = strchr(p + 1, ' ')) {
 		if (ascii_eq_n(p + 1, "SMTPUTF8", 8) && (p[9] == ' ' || p[9] == '\0'))
 			return true;

@@ -549,6 +549,10 @@ test_paths(void **state)
 	assert_string_equal(tsess_send(&t,
 	    "MAIL FROM:<s@example.net> SMTPUTF8\r\nRCPT TO:<j\xc3\xb8rn@example.org>\r\n"),
 	    OK_MAIL OK_RCPT);
+	/* "SMTPUTF8" inside the path is no parameter */
+	assert_string_equal(tsess_send(&t,
+	    "RSET\r\nMAIL FROM:<\"x SMTPUTF8 \xc3\xb8\"@example.net>\r\n"),
+	    "250 2.0.0 Ok\r\n553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n");
 	tsess_end(&t);
 }
 
