@@ -510,6 +510,35 @@ dl_job_free(struct dl_job *job)
 	free(job);
 }
 
+/* The reply for grp will say it failed, so its recipients that got the
+ * message lose it again: a failure reply keeps nothing, else the
+ * client's retry gives them a second copy. In the workq thread. */
+static void
+dl_group_undo(struct dl_group *grp)
+{
+	for (unsigned i = 0; i < grp->n; i++) {
+		struct deliver_rcpt *r = &grp->rcpts[i];
+		char *path, *dir;
+		int fd;
+
+		if (r->result != DELIVER_OK)
+			continue;
+		path = xasprintf("%s/new/%s", r->maildir, r->name);
+		dir = xasprintf("%s/new", r->maildir);
+		if (unlink(path) == 0) {
+			if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+				(void)fsync(fd);
+				close(fd);
+			}
+			r->result = DELIVER_TEMPFAIL;
+			snprintf(r->error, sizeof(r->error), "undone: another "
+			    "recipient of the reply failed");
+		}
+		free(path);
+		free(dir);
+	}
+}
+
 /* In a workq thread: touches only the job. */
 static void
 dl_job_work(void *arg)
@@ -551,11 +580,18 @@ dl_job_work(void *arg)
 			break;
 		}
 	}
+	for (unsigned g = 0; g < job->ngroups; g++) {
+		struct dl_group *grp = &job->groups[g];
+
+		if (!grp->skip && (job->stop_on_failure ? failed :
+		    grp->result != SMTP_DATA_OK))
+			dl_group_undo(grp);
+	}
 }
 
 /* SMTP has one reply for every recipient: a temporary failure anywhere
- * wins (the client retries; a recipient already served may get a second
- * copy, never none), then a permanent one. */
+ * wins (the client retries; copies already made were undone), then a
+ * permanent one. */
 static enum smtp_data_result
 dl_job_overall(const struct dl_job *job)
 {

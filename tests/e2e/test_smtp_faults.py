@@ -335,3 +335,76 @@ class SmtpIoFaultTest(PoboxTestCase):
             self.assertEqual(code, 250)
             self.assertEqual(s.noop()[0], 250)
         self.assertEqual(list(stored_messages(self, md).values()), [[body]])
+
+    def test_tempfail_keeps_nothing_for_other_rcpts(self):
+        """SMTP has one reply for all recipients: when bob's delivery fails
+        (fsync of his new/), the 451 must leave alice without a copy too,
+        or the client's retry gives her a second one. Same in LMTP for
+        the users of one alias."""
+        if "address" in os.environ.get("SANITIZE", "") or \
+                b"libasan" in subprocess.run(["ldd", str(POBOXD)],
+                                             capture_output=True).stdout:
+            self.skipTest("LD_PRELOAD shim and ASan do not mix")
+        shim = self.env.dir / "iofault.so"
+        src = Path(__file__).resolve().parent / "faults" / "iofault.c"
+        r = subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim),
+                            str(src), "-ldl"], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest(f"cannot build the shim: {r.stderr}")
+        os.chmod(self.env.dir, 0o755)
+        ctl = self.env.dir / "iofault.ctl"
+        ctl.write_text("fsync_dir")
+        os.chmod(ctl, 0o644)
+        alice = self.env.add_user("alice", "pw")
+        bob = self.env.add_user("bob", "pw")
+        aliases = self.env.srv / "aliases"
+        aliases.write_text("team@example.org: alice, bob\n")
+        port, lport = free_port(), free_port()
+        self.env.settings.update({"local_domains": "example.org",
+                                  "aliases_file": str(aliases)})
+        self.env.extra_lines = [f"smtp_listen = 127.0.0.1:{port}",
+                                f"lmtp_listen = 127.0.0.1:{lport}"]
+        keys = ("LD_PRELOAD", "IOFAULT_CTL", "IOFAULT_MAILDIR")
+        saved = {k: os.environ.get(k) for k in keys}
+        os.environ["LD_PRELOAD"] = str(shim)
+        os.environ["IOFAULT_CTL"] = str(ctl)
+        os.environ["IOFAULT_MAILDIR"] = os.path.realpath(bob)
+        try:
+            self.env.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.env.wait_event("listening", proto="smtp")
+        body = body_for("both", 2000)
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as s:
+            s.ehlo("c.example.net")
+            s.mail("s@example.net")
+            s.rcpt("alice@example.org")
+            s.rcpt("bob@example.org")
+            try:
+                code = s.data(body)[0]
+            except smtplib.SMTPDataError as e:
+                code = e.smtp_code
+            self.assertEqual(code, 451)
+        self.assertEqual(list((alice / "new").iterdir()), [])
+        self.assertEqual(list((bob / "new").iterdir()), [])
+        lm = smtplib.LMTP("127.0.0.1", lport, timeout=TIMEOUT)
+        try:
+            lm.ehlo("mta.example.net")
+            lm.mail("s@example.net")
+            self.assertEqual(lm.rcpt("team@example.org")[0], 250)
+            code, _ = lm.data(body)
+            self.assertEqual(code, 451)
+        finally:
+            lm.quit()
+        self.assertEqual(list((alice / "new").iterdir()), [])
+        # Once bob's disk is well, the retry delivers one copy each.
+        ctl.write_text("")
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as s:
+            s.sendmail("s@example.net", ["alice@example.org", "bob@example.org"],
+                       body)
+        self.assertEqual(list(stored_messages(self, alice).values()), [[body]])
+        self.assertEqual(list(stored_messages(self, bob).values()), [[body]])
