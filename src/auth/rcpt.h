@@ -32,7 +32,8 @@ struct rcpt_map {
  * "local@domain" without <>, or "postmaster" alone, RFC 5321 §4.5.1).
  * Order: the domain must be local (else NOT_LOCAL; bare "postmaster" is
  * local), then an alias for the address, then the passwd user named by
- * the local part (as given, then in lower case), then the catch-all.
+ * the local part (as given, then in lower case), then the catch-all. A
+ * quoted local part is looked up by its content ("alice" is alice).
  * Users of an alias that are not in the passwd file are skipped; an
  * alias left with nobody is UNKNOWN. On RCPT_LOCAL *users_r points to
  * *n_r names valid while map->aliases and the lookup buffer live. */

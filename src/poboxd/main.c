@@ -227,16 +227,18 @@ listener_bind_unix(struct server *srv, const char *path, const char *user)
 		return -1;
 	}
 	umask(old);
+	/* Never follow a symlink here: whoever can write the directory
+	 * could swap the socket for one between bind and this (we are
+	 * root). The mode came from the umask at bind. */
 	if (geteuid() == 0) {
 		struct passwd *pw = getpwnam(user);
-		if (pw == NULL || chown(path, pw->pw_uid, pw->pw_gid) < 0) {
+		if (pw == NULL || lchown(path, pw->pw_uid, pw->pw_gid) < 0) {
 			log_error("event=listen_error addr=%s error=\"chown to %s: %s\"",
 			    path, user, pw == NULL ? "no such user" : strerror(errno));
 			close(fd);
 			return -1;
 		}
 	}
-	(void)chmod(path, 0660);
 	l = &listeners[listener_count++];
 	l->srv = srv;
 	l->worker = WORKER_ALL;

@@ -41,7 +41,6 @@ struct rcpt_user {
 	char *name;
 	char *maildir;
 	struct quota_limit limit;
-	bool dup;                  /* already reached by an earlier RCPT */
 };
 
 /* One accepted RCPT: its address and the users it reaches. */
@@ -69,6 +68,10 @@ struct dl_group {
 	bool *sweep;               /* sweep this maildir's stale tmp/ files */
 	bool skip;                 /* decided before delivery (quota) */
 	enum smtp_data_result result;
+	/* Earlier groups that deliver to some of this RCPT's users (one
+	 * copy per user): their failure is this group's failure. */
+	unsigned *deps;
+	unsigned ndeps;
 };
 
 /* A delivery handed to the workq; owns its copy of everything. */
@@ -124,6 +127,7 @@ static unsigned usage_count;
 
 static void smtp_session_status(struct smtp_session *s, enum smtp_status st);
 static void smtp_session_shutdown(struct smtp_session *s, const char *reason);
+static void smtp_session_touch(struct smtp_session *s);
 
 static struct usage_entry *
 usage_entry_get(const char *maildir)
@@ -356,16 +360,6 @@ user_limit(const struct smtp_session *s, const struct auth_user *u)
 	return l;
 }
 
-static bool
-user_reached(const struct smtp_session *s, const char *name)
-{
-	for (unsigned i = 0; i < s->nrcpts; i++)
-		for (unsigned j = 0; j < s->rcpts[i].nusers; j++)
-			if (strcmp(s->rcpts[i].users[j].name, name) == 0)
-				return true;
-	return false;
-}
-
 /* The quota verdict for one user and a message of size octets. */
 static enum quota_result
 user_quota(const struct rcpt_user *ru, uint64_t size)
@@ -426,7 +420,6 @@ host_rcpt(void *ctx, const char *path, const struct smtp_txn *txn)
 		ru->name = xstrdup(u->name);
 		ru->maildir = xstrdup(u->maildir);
 		ru->limit = user_limit(s, u);
-		ru->dup = user_reached(s, u->name);
 		auth_user_free(&u);
 		e.nusers++;
 		switch (user_quota(ru, txn->declared_size)) {
@@ -510,11 +503,41 @@ dl_job_free(struct dl_job *job)
 		free(grp->maildirs);
 		free(grp->rcpts);
 		free(grp->sweep);
+		free(grp->deps);
 		free(grp->headers);
 	}
 	free(job->groups);
 	spool_reset(&job->spool);
 	free(job);
+}
+
+/* The reply for grp will say it failed, so its recipients that got the
+ * message lose it again: a failure reply keeps nothing, else the
+ * client's retry gives them a second copy. In the workq thread. */
+static void
+dl_group_undo(struct dl_group *grp)
+{
+	for (unsigned i = 0; i < grp->n; i++) {
+		struct deliver_rcpt *r = &grp->rcpts[i];
+		char *path, *dir;
+		int fd;
+
+		if (r->result != DELIVER_OK)
+			continue;
+		path = xasprintf("%s/new/%s", r->maildir, r->name);
+		dir = xasprintf("%s/new", r->maildir);
+		if (unlink(path) == 0) {
+			if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+				(void)fsync(fd);
+				close(fd);
+			}
+			r->result = DELIVER_TEMPFAIL;
+			snprintf(r->error, sizeof(r->error), "undone: another "
+			    "recipient of the reply failed");
+		}
+		free(path);
+		free(dir);
+	}
 }
 
 /* In a workq thread: touches only the job. */
@@ -558,11 +581,18 @@ dl_job_work(void *arg)
 			break;
 		}
 	}
+	for (unsigned g = 0; g < job->ngroups; g++) {
+		struct dl_group *grp = &job->groups[g];
+
+		if (!grp->skip && (job->stop_on_failure ? failed :
+		    grp->result != SMTP_DATA_OK))
+			dl_group_undo(grp);
+	}
 }
 
 /* SMTP has one reply for every recipient: a temporary failure anywhere
- * wins (the client retries; a recipient already served may get a second
- * copy, never none), then a permanent one. */
+ * wins (the client retries; copies already made were undone), then a
+ * permanent one. */
 static enum smtp_data_result
 dl_job_overall(const struct dl_job *job)
 {
@@ -592,6 +622,7 @@ dl_job_done(void *arg)
 		return;
 	}
 	s->job = NULL;
+	smtp_session_touch(s);     /* the client's turn starts now */
 	for (unsigned g = 0; g < job->ngroups; g++) {
 		struct dl_group *grp = &job->groups[g];
 		for (unsigned i = 0; i < grp->n; i++) {
@@ -617,6 +648,12 @@ dl_job_done(void *arg)
 			}
 		}
 	}
+	for (unsigned g = 0; g < job->ngroups; g++) {
+		struct dl_group *grp = &job->groups[g];
+		for (unsigned d = 0; d < grp->ndeps; d++)
+			if (grp->result == SMTP_DATA_OK)
+				grp->result = job->groups[grp->deps[d]].result;
+	}
 	results = xcalloc(job->ngroups + 1, sizeof(*results));
 	if (s->kind == SMTP_KIND_LMTP) {
 		for (unsigned g = 0; g < job->ngroups; g++)
@@ -638,6 +675,19 @@ dl_job_done(void *arg)
 		return;
 	}
 	smtp_session_status(s, smtp_run(s->smtp));
+}
+
+/* The earlier group that delivers to user (not skipped), or -1. */
+static int
+dl_job_reaches(const struct dl_job *job, unsigned before, const char *user)
+{
+	for (unsigned h = 0; h < before; h++) {
+		const struct dl_group *grp = &job->groups[h];
+		for (unsigned i = 0; i < grp->n && !grp->skip; i++)
+			if (strcmp(grp->users[i], user) == 0)
+				return (int)h;
+	}
+	return -1;
 }
 
 static enum smtp_data_result
@@ -710,13 +760,19 @@ host_data_end(void *ctx, const struct smtp_txn *txn)
 		grp->users = xcalloc(e->nusers, sizeof(*grp->users));
 		grp->maildirs = xcalloc(e->nusers, sizeof(*grp->maildirs));
 		grp->sweep = xcalloc(e->nusers, sizeof(*grp->sweep));
+		grp->deps = xcalloc(e->nusers, sizeof(*grp->deps));
 		grp->result = SMTP_DATA_OK;
 		for (unsigned i = 0; i < e->nusers; i++) {
 			struct rcpt_user *ru = &e->users[i];
 			enum quota_result q;
+			int h = dl_job_reaches(job, g, ru->name);
 
-			if (ru->dup)
+			/* One copy per user; a group skipped for quota
+			 * reaches nobody, so its users are served here. */
+			if (h >= 0) {
+				grp->deps[grp->ndeps++] = (unsigned)h;
 				continue;
+			}
 			q = user_quota(ru, job->spool.size + grp->hlen);
 			if (q != QUOTA_OK && !grp->skip) {
 				grp->skip = true;
@@ -802,6 +858,12 @@ smtp_session_timeout(void *ctx)
 		smtp_session_free(s, "close_timeout");
 		return;
 	}
+	if (s->job != NULL) {
+		/* The client waits for our reply, it is not idle; a 421 now
+		 * would make it send again a message we are storing. */
+		smtp_session_touch(s);
+		return;
+	}
 	/* RFC 5321 §4.5.3.2.7, and 421 as §3.8 allows. */
 	buf_printf(conn_out(s->conn), "421 4.4.2 %s Timeout, closing connection\r\n",
 	    s->hostname);
@@ -876,11 +938,21 @@ static void
 smtp_session_input(void *ctx, const char *data, size_t len)
 {
 	struct smtp_session *s = ctx;
+	size_t before;
+	unsigned commands;
+	enum smtp_status st;
 
 	if (s->closing)
 		return;
-	smtp_session_touch(s);
-	smtp_session_status(s, smtp_input(s->smtp, data, len));
+	before = smtp_pending_input(s->smtp);
+	commands = smtp_stats(s->smtp)->commands;
+	st = smtp_input(s->smtp, data, len);
+	/* Only progress restarts the timer (a command, message octets), so
+	 * a command dripped an octet at a time cannot hold the session. */
+	if (smtp_stats(s->smtp)->commands != commands ||
+	    smtp_pending_input(s->smtp) < before + len)
+		smtp_session_touch(s);
+	smtp_session_status(s, st);
 }
 
 static void

@@ -459,7 +459,10 @@ path_error(struct smtp *s, enum path_result r, const char *ecode)
 static bool
 utf8_param(const char *p)
 {
-	/* SMTPUTF8 must be known before the path is parsed. */
+	/* SMTPUTF8 must be known before the path is parsed. Parameters
+	 * follow the path's '>' (parse_path ends it there too). */
+	if ((p = strchr(p, '>')) == NULL)
+		return false;
 	for (p = strchr(p, ' '); p != NULL; p = strchr(p + 1, ' ')) {
 		if (ascii_eq_n(p + 1, "SMTPUTF8", 8) && (p[9] == ' ' || p[9] == '\0'))
 			return true;
@@ -560,11 +563,20 @@ cmd_rcpt(struct smtp *s, char *args)
 		s->rcpts[s->rcpt_count++] = to;
 		reply(s, 250, "2.1.5", "Ok");
 		return;
+	/* LMTP's client is our own MTA, handing over every recipient it
+	 * has: refusals there are no misbehaviour, and ending the session
+	 * would fail the known recipients on every retry. */
 	case SMTP_RCPT_UNKNOWN:
-		reply_bad(s, 550, "5.1.1", "User unknown");
+		if (s->set->mode == SMTP_MODE_LMTP)
+			reply(s, 550, "5.1.1", "User unknown");
+		else
+			reply_bad(s, 550, "5.1.1", "User unknown");
 		break;
 	case SMTP_RCPT_NOT_LOCAL:
-		reply_bad(s, 550, "5.7.1", "Relay access denied");
+		if (s->set->mode == SMTP_MODE_LMTP)
+			reply(s, 550, "5.7.1", "Relay access denied");
+		else
+			reply_bad(s, 550, "5.7.1", "Relay access denied");
 		break;
 	case SMTP_RCPT_TEMPFAIL:
 		reply(s, 451, "4.3.0", "Temporary failure, try again later");
@@ -992,10 +1004,20 @@ bdat_chunk_end(struct smtp *s)
 {
 	s->mode = IN_CMD;
 	if (s->bdat_error != NULL) {
-		if (s->bdat_error[0] == '\0')
-			reply(s, 451, "4.3.0", "Temporary failure, try again later");
-		else
+		if (s->bdat_error[0] != '\0') {
 			reply_bad(s, 503, "5.5.1", s->bdat_error);
+		} else if (s->bdat_last) {
+			/* The last chunk ends the transaction; LMTP wants a
+			 * reply per recipient (RFC 2033 §4.2). */
+			reply_all(s, 451, "4.3.0", "Temporary failure, try again later");
+			txn_reset(s);
+		} else {
+			reply(s, 451, "4.3.0", "Temporary failure, try again later");
+		}
+		return;
+	}
+	if (s->too_big && s->bdat_last) {
+		message_end(s);     /* 552, per recipient for LMTP, txn ends */
 		return;
 	}
 	if (s->too_big) {

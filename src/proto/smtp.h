@@ -24,7 +24,10 @@
  *   lines over 1000 octets (§4.5.3.1.6) make the message fail with
  *   500 5.5.2 at its end; it is never truncated.
  * - Too many errors (syntax, sequence, unknown commands, rejected
- *   recipients) end the session with 421 4.7.0. */
+ *   recipients) end the session with 421 4.7.0. In LMTP rejected
+ *   recipients do not count: the client is our MTA (RFC 2033 §1, by
+ *   prior arrangement) and a message with many unknown recipients must
+ *   still reach the known ones. */
 #ifndef POBOX_SMTP_H
 #define POBOX_SMTP_H
 

@@ -122,7 +122,10 @@ quota_scan(const char *maildir, struct quota_usage *u, uint64_t *stamp_r)
 					continue;
 				size = (uint64_t)st.st_size;
 			}
-			u->bytes += size;
+			/* Saturate: names are believed, a wrap would
+			 * make a full mailbox look empty. */
+			u->bytes = size > UINT64_MAX - u->bytes ? UINT64_MAX :
+			    u->bytes + size;
 			u->messages++;
 		}
 		closedir(d);

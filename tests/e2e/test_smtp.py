@@ -8,6 +8,7 @@ collected with poplib from the same poboxd and compared byte for byte."""
 import os
 import poplib
 import re
+import select
 import shutil
 import signal
 import smtplib
@@ -574,6 +575,30 @@ class SmtpTest(SmtpBase):
         c.close()
         self.env.wait_event("smtp_logout", reason="timeout")
 
+    def test_slow_drip_command_times_out(self):
+        # A command dripped one octet at a time, each well within the
+        # timeout, must not keep the session alive forever: the timer
+        # restarts on progress (a whole command, message octets), not
+        # on every octet.
+        self.start(smtp_timeout=10)
+        c = SmtpClient(self.smtp_port, timeout=30)
+        self.assertEqual(c.cmd("EHLO c.example.net")[0], 250)
+        got = None
+        for ch in b"NOOP xxxxxxxx":
+            try:
+                c.send(bytes([ch]))
+            except OSError:
+                break
+            r, _, _ = select.select([c.sock], [], [], 3)
+            if r:
+                got = c.reply()
+                break
+        self.assertIsNotNone(got, "still open after 36 s of dripping")
+        self.assertEqual(got[0], 421, got)
+        self.assertTrue(got[1][0].startswith("421 4.4.2 "), got)
+        c.close()
+        self.env.wait_event("smtp_logout", reason="timeout")
+
     def test_sigterm_says_421(self):
         d = self.start()
         c = SmtpClient(self.smtp_port)
@@ -690,6 +715,41 @@ class LmtpTest(SmtpBase):
         self.assertIn(b"(local socket)", data)
         # Quota per recipient in LMTP: carol full, alice fine.
 
+    def test_lmtp_socket_swapped_for_symlink(self):
+        # Between bind and chown/chmod, the socket's directory owner swaps
+        # the socket for a symlink: neither may follow it (root would
+        # hand the target to the serving user).
+        if not IS_ROOT:
+            self.skipTest("needs root")
+        if b"libasan" in subprocess.run(["ldd", str(POBOXD)],
+                                        capture_output=True).stdout:
+            self.skipTest("LD_PRELOAD shim and ASan do not mix")
+        shim = self.env.dir / "bindswap.so"
+        src = Path(__file__).resolve().parent / "faults" / "bindswap.c"
+        r = subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(shim),
+                            str(src), "-ldl"], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest(f"cannot build the shim: {r.stderr}")
+        target = self.env.dir / "precious"
+        target.write_text("root's\n")
+        os.chmod(target, 0o600)
+        sock = self.env.srv / "lmtp.sock"
+        keys = ("LD_PRELOAD", "BINDSWAP_PATH", "BINDSWAP_TARGET")
+        saved = {k: os.environ.get(k) for k in keys}
+        os.environ.update({"LD_PRELOAD": str(shim), "BINDSWAP_PATH": str(sock),
+                           "BINDSWAP_TARGET": str(target)})
+        try:
+            self.start(lmtp=False, extra=[f"lmtp_listen = {sock}"])
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.assertTrue(os.path.islink(sock))
+        st = os.stat(target)
+        self.assertEqual((st.st_uid, st.st_mode & 0o777), (0, 0o600))
+
     def test_lmtp_mixed_results(self):
         self.env.add_user_line("carol", "carolpw", extra="quota_bytes=100")
         self.start()
@@ -717,6 +777,32 @@ class LmtpTest(SmtpBase):
         c.close()
         self.assertEqual(len(self.files(self.alice_md)), 2)
         self.assertDelivered(self.bob_md, body, "bob@example.org", "s@example.net")
+        self.assertEqual(self.files(self.env.maildir("carol")), [])
+
+
+    def test_lmtp_user_reached_twice_not_lost(self):
+        # alice is reached by the alias and by her own address; the alias
+        # fails on carol's quota, so alice's own RCPT must not say 250
+        # unless she has the message.
+        self.env.add_user_line("carol", "carolpw", extra="quota_bytes=100")
+        aliases = self.env.srv / "aliases"
+        aliases.write_text("team@example.org: carol, alice\n")
+        self.start(aliases_file=str(aliases))
+        c = SmtpClient(self.lmtp_port)
+        self.assertEqual(c.cmd("LHLO mta.example.net")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.net>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<team@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<alice@example.org>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        body = b"Subject: q\r\n\r\n" + b"q" * 200 + b"\r\n"
+        c.send(body + b".\r\n")
+        r1, r2 = c.reply(), c.reply()
+        c.cmd("QUIT")
+        c.close()
+        self.assertEqual(r1[0], 552, r1)
+        self.assertEqual(r2[0], 250, r2)
+        self.assertDelivered(self.alice_md, body, "alice@example.org",
+                             "s@example.net")
         self.assertEqual(self.files(self.env.maildir("carol")), [])
 
 

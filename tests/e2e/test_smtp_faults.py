@@ -220,10 +220,13 @@ class SmtpWorkersTest(PoboxTestCase):
         self.env.wait_event("worker_died")
 
 
-def start_with_iofault(tc):
-    """Starts tc.env's poboxd (SMTP on a free port, user alice) with the
-    LD_PRELOAD shim tests/e2e/faults/iofault.c on alice's maildir; returns
-    (maildir, control file, port). Skips under ASan."""
+def start_with_iofault(tc, mode="", users=("alice",), settings=None,
+                       extra_lines=()):
+    """Starts tc.env's poboxd (SMTP on a free port, local domain
+    example.org, users with password "pw", settings and extra_lines added)
+    with the LD_PRELOAD shim tests/e2e/faults/iofault.c in mode on the
+    maildir of the last user; returns (that maildir, control file, port).
+    Skips under ASan."""
     if "address" in os.environ.get("SANITIZE", "") or \
             b"libasan" in subprocess.run(["ldd", str(POBOXD)],
                                          capture_output=True).stdout:
@@ -236,12 +239,13 @@ def start_with_iofault(tc):
         tc.skipTest(f"cannot build the shim: {r.stderr}")
     os.chmod(tc.env.dir, 0o755)
     ctl = tc.env.dir / "iofault.ctl"
-    ctl.write_text("")
+    ctl.write_text(mode)
     os.chmod(ctl, 0o644)
-    md = tc.env.add_user("alice", "pw")
+    for u in users:
+        md = tc.env.add_user(u, "pw")
     port = free_port()
-    tc.env.settings.update({"local_domains": "example.org"})
-    tc.env.extra_lines = [f"smtp_listen = 127.0.0.1:{port}"]
+    tc.env.settings.update({"local_domains": "example.org", **(settings or {})})
+    tc.env.extra_lines = [f"smtp_listen = 127.0.0.1:{port}", *extra_lines]
     keys = ("LD_PRELOAD", "IOFAULT_CTL", "IOFAULT_MAILDIR")
     saved = {k: os.environ.get(k) for k in keys}
     os.environ["LD_PRELOAD"] = str(shim)
@@ -293,6 +297,71 @@ class SmtpIoFaultTest(PoboxTestCase):
         ev = self.env.events("delivery_failed")
         self.assertTrue(any("Input/output error" in e.get("error", "")
                             for e in ev), ev)
+
+    def test_slow_delivery_outlasts_timeout(self):
+        """A delivery slower than smtp_timeout (the fsync of new/ stalls)
+        is answered 250, not 421 4.4.2 with the message stored: the
+        client waits on us, it is not idle."""
+        md, ctl, port = start_with_iofault(self, "slow_dir",
+                                           settings={"smtp_timeout": "10"})
+        self.env.wait_event("listening", proto="smtp")
+        body = body_for("slow", 2000)
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.ehlo("c.example.net")
+            s.mail("s@example.net")
+            s.rcpt("alice@example.org")
+            try:
+                code = s.data(body)[0]
+            except smtplib.SMTPDataError as e:
+                code = e.smtp_code
+            self.assertEqual(code, 250)
+            self.assertEqual(s.noop()[0], 250)
+        self.assertEqual(list(stored_messages(self, md).values()), [[body]])
+
+    def test_tempfail_keeps_nothing_for_other_rcpts(self):
+        """SMTP has one reply for all recipients: when bob's delivery fails
+        (fsync of his new/), the 451 must leave alice without a copy too,
+        or the client's retry gives her a second one. Same in LMTP for
+        the users of one alias."""
+        aliases = self.env.srv / "aliases"
+        aliases.write_text("team@example.org: alice, bob\n")
+        lport = free_port()
+        bob, ctl, port = start_with_iofault(
+            self, "fsync_dir", users=("alice", "bob"),
+            settings={"aliases_file": str(aliases)},
+            extra_lines=[f"lmtp_listen = 127.0.0.1:{lport}"])
+        alice = self.env.maildir("alice")
+        self.env.wait_event("listening", proto="smtp")
+        body = body_for("both", 2000)
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as s:
+            s.ehlo("c.example.net")
+            s.mail("s@example.net")
+            s.rcpt("alice@example.org")
+            s.rcpt("bob@example.org")
+            try:
+                code = s.data(body)[0]
+            except smtplib.SMTPDataError as e:
+                code = e.smtp_code
+            self.assertEqual(code, 451)
+        self.assertEqual(list((alice / "new").iterdir()), [])
+        self.assertEqual(list((bob / "new").iterdir()), [])
+        lm = smtplib.LMTP("127.0.0.1", lport, timeout=TIMEOUT)
+        try:
+            lm.ehlo("mta.example.net")
+            lm.mail("s@example.net")
+            self.assertEqual(lm.rcpt("team@example.org")[0], 250)
+            code, _ = lm.data(body)
+            self.assertEqual(code, 451)
+        finally:
+            lm.quit()
+        self.assertEqual(list((alice / "new").iterdir()), [])
+        # Once bob's disk is well, the retry delivers one copy each.
+        ctl.write_text("")
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as s:
+            s.sendmail("s@example.net", ["alice@example.org", "bob@example.org"],
+                       body)
+        self.assertEqual(list(stored_messages(self, alice).values()), [[body]])
+        self.assertEqual(list(stored_messages(self, bob).values()), [[body]])
 
 
 class SmtpShutdownTest(PoboxTestCase):

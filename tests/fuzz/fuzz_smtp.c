@@ -45,10 +45,12 @@ fz_begin(void *ctx, const struct smtp_txn *txn)
 
 	assert(!f->in_msg);
 	assert(txn->rcpt_count > 0);
+	if (txn->mail_from[0] == 'f')
+		return -1;      /* not begun: no abort will follow */
 	f->in_msg = true;
 	f->msg_len = 0;
 	buf_clear(&f->msg);
-	return txn->mail_from[0] == 'f' ? -1 : 0;
+	return 0;
 }
 
 static void

@@ -105,6 +105,12 @@ test_scan(void **state)
 	assert_true(s2 == s3);
 	assert_int_equal(u.bytes, 200);
 	assert_int_equal(u.messages, 4);
+	/* Sizes believed from names must not wrap the sum to a small
+	 * number, which would let any message in. */
+	put(md, "new", "6.f.h,S=18446744073709551615", 1);
+	put(md, "new", "7.g.h,S=18446744073709551615", 1);
+	assert_int_equal(quota_scan(md, &u, NULL), 0);
+	assert_true(u.bytes == UINT64_MAX);
 	tu_rmtree(root);
 	free(root);
 	free(md);

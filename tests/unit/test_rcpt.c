@@ -230,6 +230,23 @@ test_resolve(void **state)
 	assert_string_equal(users[0], "alice");
 	assert_int_equal(rcpt_resolve(&map, "whoever@example.org", users, 10, &n, buf),
 	    RCPT_UNKNOWN);
+	/* A quoted local part is the same mailbox as its content (RFC 5322
+	 * §3.2.4): never the catch-all's when the user exists. */
+	assert_int_equal(rcpt_resolve(&map, "\"alice\"@other.net", users, 10, &n, buf),
+	    RCPT_LOCAL);
+	assert_string_equal(users[0], "alice");
+	assert_int_equal(rcpt_resolve(&map, "\"al\\ice\"@other.net", users, 10, &n, buf),
+	    RCPT_LOCAL);
+	assert_string_equal(users[0], "alice");
+	assert_int_equal(rcpt_resolve(&map, "\"Team\"@example.org", users, 10, &n, buf),
+	    RCPT_LOCAL);
+	assert_int_equal(n, 2);
+	assert_int_equal(rcpt_resolve(&map, "\"a b\"@other.net", users, 10, &n, buf),
+	    RCPT_LOCAL);
+	assert_string_equal(users[0], "catch");
+	assert_int_equal(rcpt_resolve(&map, "\"alice\"@example.org", users, 10, &n, buf),
+	    RCPT_LOCAL);
+	assert_string_equal(users[0], "alice");
 	/* Names that are no user name, or too long, are unknown. */
 	assert_int_equal(rcpt_resolve(&map, ".hidden@example.org", users, 10, &n, buf),
 	    RCPT_UNKNOWN);

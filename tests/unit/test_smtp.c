@@ -549,6 +549,10 @@ test_paths(void **state)
 	assert_string_equal(tsess_send(&t,
 	    "MAIL FROM:<s@example.net> SMTPUTF8\r\nRCPT TO:<j\xc3\xb8rn@example.org>\r\n"),
 	    OK_MAIL OK_RCPT);
+	/* "SMTPUTF8" inside the path is no parameter */
+	assert_string_equal(tsess_send(&t,
+	    "RSET\r\nMAIL FROM:<\"x SMTPUTF8 \xc3\xb8\"@example.net>\r\n"),
+	    "250 2.0.0 Ok\r\n553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n");
 	tsess_end(&t);
 }
 
@@ -669,6 +673,76 @@ test_esmtp_flag(void **state)
 	tsess_end(&t);
 }
 
+/* RFC 2033 §4.2: after the last chunk an LMTP client reads one reply per
+ * recipient, also when the engine itself refuses the message. */
+static void
+test_lmtp_bdat_last_per_rcpt(void **state)
+{
+	struct tsess t;
+	static char in[400];
+
+	tsess_start(&t, state, SMTP_MODE_LMTP);
+	t.set.max_size = 100;
+	tsess_connect(&t);
+	tsess_send(&t, "LHLO c\r\n");
+	tsess_send(&t, "MAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\n"
+	    "RCPT TO:<bob@example.org>\r\n");
+	memcpy(in, "BDAT 150 LAST\r\n", 15);
+	memset(in + 15, 'q', 150);
+	memcpy(in + 165, "NOOP\r\n", 7);
+	assert_string_equal(tsess_send(&t, in),
+	    "552 5.3.4 <alice@example.org> Message size exceeds fixed limit\r\n"
+	    "552 5.3.4 <bob@example.org> Message size exceeds fixed limit\r\n"
+	    "250 2.0.0 Ok\r\n");
+	assert_int_equal(t.ends, 0);
+	/* data_begin failing at the first chunk, which is the last */
+	t.begin_fail = true;
+	assert_string_equal(tsess_send(&t, "MAIL FROM:<s@example.net>\r\n"
+	    "RCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n"
+	    "BDAT 2 LAST\r\nhiNOOP\r\n"),
+	    OK_MAIL OK_RCPT OK_RCPT
+	    "451 4.3.0 <alice@example.org> Temporary failure, try again later\r\n"
+	    "451 4.3.0 <bob@example.org> Temporary failure, try again later\r\n"
+	    "250 2.0.0 Ok\r\n");
+	assert_int_equal(t.ends, 0);
+	tsess_end(&t);
+}
+
+/* The MTA behind LMTP hands over whatever recipients it has: unknown
+ * ones must not end the session, or a message with more of them than
+ * max_errors never reaches the known ones (each retry ends alike). */
+static void
+test_lmtp_unknown_rcpts_not_errors(void **state)
+{
+	struct tsess t;
+	struct buf in = BUF_INIT, want = BUF_INIT;
+
+	tsess_start(&t, state, SMTP_MODE_LMTP);
+	t.set.max_errors = 3;
+	tsess_connect(&t);
+	tsess_send(&t, "LHLO c\r\n");
+	buf_puts(&in, "MAIL FROM:<s@example.net>\r\n");
+	buf_puts(&want, OK_MAIL);
+	for (int i = 0; i < 5; i++) {
+		buf_printf(&in, "RCPT TO:<nobody%d@example.org>\r\n", i);
+		buf_puts(&want, "550 5.1.1 User unknown\r\n");
+	}
+	buf_puts(&in, "RCPT TO:<alice@example.org>\r\nDATA\r\nhi\r\n.\r\n");
+	buf_puts(&want, OK_RCPT GO_DATA "250 2.0.0 <alice@example.org> Ok: delivered\r\n");
+	buf_append(&want, "", 1);
+	assert_string_equal(tsess_send_n(&t, buf_head(&in), buf_size(&in)),
+	    buf_head(&want));
+	assert_int_equal(t.ends, 1);
+	/* a real error still counts */
+	assert_string_equal(tsess_send(&t, "FOO\r\nFOO\r\nFOO\r\n"),
+	    "500 5.5.1 Command unrecognized\r\n500 5.5.1 Command unrecognized\r\n"
+	    "500 5.5.1 Command unrecognized\r\n"
+	    "421 4.7.0 mx.example.org Too many errors, closing connection\r\n");
+	buf_free(&in);
+	buf_free(&want);
+	tsess_end(&t);
+}
+
 static bool whole = false, bytewise = true;
 
 #define BOTH(fn) \
@@ -695,6 +769,8 @@ main(void)
 		BOTH(test_free_mid_message_aborts),
 		BOTH(test_run_without_input),
 		BOTH(test_esmtp_flag),
+		BOTH(test_lmtp_bdat_last_per_rcpt),
+		BOTH(test_lmtp_unknown_rcpts_not_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

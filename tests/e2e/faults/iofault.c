@@ -7,6 +7,7 @@
  *   "write"       write to a file in its tmp/
  *   "fsync_slow"  fsync of a file in its tmp/ succeeds after 2 s (a
  *                 delivery held in flight)
+ *   "slow_dir"    fsync of its new/ takes 12 s (a stalled disk)
  *   anything else no fault.
  * Built by tests/e2e/test_smtp_faults.py; never linked into pobox. */
 #define _GNU_SOURCE
@@ -69,6 +70,8 @@ fsync(int fd)
 		errno = EIO;
 		return -1;
 	}
+	if (fd_is(fd, "new", 0) && mode_is("slow_dir"))
+		sleep(12);
 	return real(fd);
 }
 
