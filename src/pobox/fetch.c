@@ -1,0 +1,938 @@
+/* fetch.c: `pobox fetch`, the POP3 client that never loses or duplicates
+ * a message (run by the user). Options, the session (greeting, CAPA, STLS,
+ * login, UIDL + LIST, pipelined RETR/DELE, QUIT) and the exactly-once
+ * protocol: for each new message, "p UIDL REF" is journalled before the
+ * local store, "d UIDL FIRST REF" after it is durable, and DELE is sent
+ * only after that; at start, a "p" without "d" is resolved by looking for
+ * REF in the Maildir. A SIGKILL at any instant or a cut connection leaves
+ * each message once locally, or not yet, and never deleted unstored. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/util.h"
+#include "pobox/fetch.h"
+#include "pobox/pobox.h"
+
+#define FETCH_WINDOW 16          /* pipelined commands in flight */
+#define FETCH_TIMEOUT 60
+/* Most UIDLs changed at once: a migrated mailbox, not new mail. */
+#define MIGRATION_MIN 10
+
+static volatile sig_atomic_t fetch_stop;
+
+struct msg {
+	uint32_t num;
+	char *uidl;
+	uint64_t size;
+	enum { ACT_NONE, ACT_FETCH, ACT_HEADERS, ACT_SKIP } act;
+	bool dele;               /* DELE it (already stored) */
+	bool deleted;            /* DELE answered +OK */
+};
+
+struct session {
+	const struct fetch_account *a;
+	struct fnet net;
+	struct fstate *st;
+	struct ftarget *t;
+	struct pop3c_capa capa;
+	struct msg *m;
+	uint32_t nmsg;
+	bool listed;             /* UIDL listing complete */
+	/* counts */
+	unsigned fetched, deleted, skipped, known;
+	uint64_t fetched_bytes, total_bytes;
+	unsigned to_fetch;
+	uint64_t start_ms;
+	bool progress;
+	int code;                /* FX_ of the first failure, 0 */
+	char apop_ts[256];
+	const char *mech;
+};
+
+static void
+f_usage(FILE *out)
+{
+	fprintf(out,
+	    "usage: pobox fetch --host HOST --user USER (--maildir DIR | --mda CMD)\n"
+	    "         [--port N] [--tls implicit|stls|none] [--allow-cleartext]\n"
+	    "         [--cafile FILE] [--fingerprint SHA256] [--auth MECH]\n"
+	    "         [--password-command CMD | --password-file FILE] [--oauth-command CMD]\n"
+	    "         [--keep] [--delete-after DAYS] [--max-size N [--oversize skip|headers]]\n"
+	    "         [--state-dir DIR] [--account NAME] [--accept-new-uidls]\n"
+	    "         [--dry-run] [--serverinfo] [--timeout SEC] [--pipeline N]\n"
+	    "         [--daemon SECONDS] [-q | -v]\n"
+	    "Exit: 0 fetched, 1 nothing new, 64 usage, 65 protocol violation,\n"
+	    "69 cannot connect / TLS, 73 target unusable, 74 local I/O, 75 try later,\n"
+	    "76 server lacks UIDL, 77 login refused, 78 configuration.\n");
+}
+
+static void ATTR_PRINTF(2, 3)
+f_say(const struct fetch_account *a, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (a->verbose < 0)
+		return;
+	fputs("pobox fetch: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* Errors are printed even with -q (cron mails them). */
+static void ATTR_PRINTF(1, 2)
+f_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("pobox fetch: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void
+s_fail(struct session *s, int code)
+{
+	if (s->code == 0)
+		s->code = code;
+}
+
+static void
+f_progress(struct session *s, bool last)
+{
+	uint64_t ms = clock_ms() - s->start_ms;
+	double rate = ms > 0 ? (double)s->fetched_bytes * 1000.0 / (double)ms : 0;
+	double left = rate > 0 && s->total_bytes > s->fetched_bytes ?
+	    (double)(s->total_bytes - s->fetched_bytes) / rate : 0;
+
+	if (!s->progress)
+		return;
+	fprintf(stderr, "\r%u/%u messages  %.1f/%.1f MB  %.1f MB/s  ETA %.0fs  ",
+	    s->fetched, s->to_fetch, (double)s->fetched_bytes / 1e6,
+	    (double)s->total_bytes / 1e6, rate / 1e6, left);
+	if (last)
+		fputc('\n', stderr);
+}
+
+/* ---- the session */
+
+static int
+s_simple(struct session *s, const char *cmd)
+{
+	if (fnet_printf(&s->net, "%s\r\n", cmd) < 0 ||
+	    fnet_reply(&s->net, false, 0) != POP3C_STATUS)
+		return -1;
+	return s->net.pc.status == POP3C_OK ? 0 : 1;
+}
+
+static int
+s_capa(struct session *s)
+{
+	char *p, *nl;
+
+	pop3c_capa_init(&s->capa);
+	if (fnet_printf(&s->net, "CAPA\r\n") < 0 ||
+	    fnet_reply(&s->net, true, 1u << 20) != POP3C_STATUS)
+		return -1;
+	if (s->net.pc.status != POP3C_OK)
+		return 0;     /* an RFC 1939 server without CAPA */
+	if (fnet_reply(&s->net, true, 1u << 20) != POP3C_END)
+		return -1;
+	s->capa.seen = true;
+	buf_append(&s->net.body, "", 1);
+	for (p = s->net.body.data + s->net.body.off; (nl = strchr(p, '\n')) != NULL;
+	    p = nl + 1) {
+		*nl = '\0';
+		pop3c_capa_line(&s->capa, p);
+		if (s->a->serverinfo)
+			printf("capa: %s\n", p);
+	}
+	buf_clear(&s->net.body);
+	return 0;
+}
+
+static void
+s_serverinfo_tls(struct session *s)
+{
+	char info[256], name[256];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	X509 *cert;
+
+	fnet_tls_info(&s->net, info, sizeof(info));
+	printf("tls: %s\n", info);
+	if (s->net.ssl == NULL || (cert = SSL_get1_peer_certificate(s->net.ssl)) == NULL)
+		return;
+	X509_NAME_oneline(X509_get_subject_name(cert), name, sizeof(name));
+	printf("certificate subject: %s\n", name);
+	X509_NAME_oneline(X509_get_issuer_name(cert), name, sizeof(name));
+	printf("certificate issuer: %s\n", name);
+	if (X509_digest(cert, EVP_sha256(), md, &mdlen)) {
+		printf("certificate sha256: ");
+		for (unsigned i = 0; i < mdlen; i++)
+			printf("%02x", md[i]);
+		printf("\n");
+	}
+	X509_free(cert);
+}
+
+/* Greeting, CAPA, STLS, login. */
+static int
+s_open(struct session *s)
+{
+	const struct fetch_account *a = s->a;
+	struct fauth_in ai;
+	enum pop3c_event ev;
+	int code;
+
+	if (fnet_connect(&s->net, a, &code) < 0) {
+		f_err("%s", s->net.error);
+		s_fail(s, code);
+		return -1;
+	}
+	ev = fnet_reply(&s->net, false, 0);
+	if (ev != POP3C_STATUS || s->net.pc.status != POP3C_OK) {
+		if (a->tls != FETCH_TLS_IMPLICIT && (ev != POP3C_STATUS ||
+		    s->net.pc.status == POP3C_CONT))
+			f_err("%s port %s sent no POP3 greeting (%s): if it speaks "
+			    "TLS from the first byte (POP3S, usually port 995), use "
+			    "--tls implicit", a->host, a->port, s->net.error);
+		else if (ev == POP3C_STATUS)
+			f_err("%s refused the connection: %s", a->host, s->net.pc.text);
+		else
+			f_err("%s", s->net.error);
+		s_fail(s, ev == POP3C_STATUS ? FX_TEMPFAIL : FX_PROTOCOL);
+		return -1;
+	}
+	if (a->serverinfo)
+		printf("server: %s port %s\ngreeting: %s\n", a->host, a->port,
+		    s->net.pc.text);
+	s->apop_ts[0] = '\0';
+	if (pop3c_apop_timestamp(s->net.pc.text, s->apop_ts, sizeof(s->apop_ts)) < 0)
+		s->apop_ts[0] = '\0';
+	if (a->tls == FETCH_TLS_STLS) {
+		if (s_capa(s) < 0)
+			goto net_fail;
+		if (s->capa.seen && !s->capa.stls) {
+			f_err("%s does not offer STLS: use --tls implicit (port 995) "
+			    "if it has POP3S", a->host);
+			s_fail(s, FX_UNAVAIL);
+			return -1;
+		}
+		if (fnet_printf(&s->net, "STLS\r\n") < 0 ||
+		    fnet_reply(&s->net, false, 0) != POP3C_STATUS)
+			goto net_fail;
+		if (s->net.pc.status != POP3C_OK) {
+			f_err("%s refused STLS: %s", a->host, s->net.pc.text);
+			s_fail(s, FX_UNAVAIL);
+			return -1;
+		}
+		/* RFC 2595 §4: anything the server sent before the
+		 * handshake is not trusted. */
+		buf_clear(&s->net.in);
+		if (fnet_starttls(&s->net, &code) < 0) {
+			f_err("%s", s->net.error);
+			s_fail(s, code);
+			return -1;
+		}
+	}
+	if (a->serverinfo)
+		s_serverinfo_tls(s);
+	if (s_capa(s) < 0)
+		goto net_fail;
+	ai.capa = &s->capa;
+	ai.apop_ts = s->apop_ts[0] != '\0' ? s->apop_ts : NULL;
+	ai.tls = s->net.ssl != NULL;
+	if (fauth_login(&s->net, a, &ai, &s->mech, &code) < 0) {
+		f_err("%s", s->net.error);
+		s_fail(s, code);
+		return -1;
+	}
+	if (a->verbose > 0)
+		f_say(a, "%s: logged in as %s with %s", a->host, a->user, s->mech);
+	if (a->serverinfo) {
+		printf("login: %s\n", s->mech);
+		printf("policy: expire %s%.0d, login-delay %d, pipelining %s\n",
+		    s->capa.expire < 0 ? "never/unknown" : "days=",
+		    s->capa.expire < 0 ? 0 : s->capa.expire, s->capa.login_delay,
+		    s->capa.pipelining ? "yes" : "no");
+	}
+	return 0;
+net_fail:
+	f_err("%s", s->net.error);
+	s_fail(s, FX_TEMPFAIL);
+	return -1;
+}
+
+static int
+msg_by_num(const struct session *s, uint32_t num)
+{
+	/* Listings come in order; numbers are 1..n without gaps normally. */
+	if (num >= 1 && num <= s->nmsg && s->m[num - 1].num == num)
+		return (int)num - 1;
+	for (uint32_t i = 0; i < s->nmsg; i++)
+		if (s->m[i].num == num)
+			return (int)i;
+	return -1;
+}
+
+/* UIDL and LIST, pipelined when offered. */
+static int
+s_list(struct session *s)
+{
+	char *p, *nl;
+	uint32_t num, cap = 0;
+	uint64_t size;
+	const char *u;
+	int i;
+
+	if (s->capa.pipelining) {
+		if (fnet_printf(&s->net, "UIDL\r\nLIST\r\n") < 0)
+			return -1;
+	} else if (fnet_printf(&s->net, "UIDL\r\n") < 0) {
+		return -1;
+	}
+	if (fnet_reply(&s->net, true, 0) != POP3C_STATUS)
+		return -1;
+	if (s->net.pc.status != POP3C_OK) {
+		f_err("%s has no UIDL (%s): pobox fetch needs it to fetch each "
+		    "message exactly once", s->a->host, s->net.pc.text);
+		s_fail(s, FX_PROTOCOL);
+		return -2;
+	}
+	if (fnet_reply(&s->net, true, 0) != POP3C_END)
+		return -1;
+	buf_append(&s->net.body, "", 1);
+	for (p = s->net.body.data + s->net.body.off; (nl = strchr(p, '\n')) != NULL;
+	    p = nl + 1) {
+		*nl = '\0';
+		if (pop3c_uidl_line(p, &num, &u) < 0) {
+			f_err("%s: malformed UIDL line \"%.80s\"", s->a->host, p);
+			s_fail(s, FX_DATAERR);
+			return -2;
+		}
+		if (s->nmsg == cap) {
+			cap = cap == 0 ? 256 : 2 * cap;
+			s->m = xrealloc(s->m, cap * sizeof(*s->m));
+		}
+		memset(&s->m[s->nmsg], 0, sizeof(s->m[0]));
+		s->m[s->nmsg].num = num;
+		s->m[s->nmsg].uidl = xstrdup(u);
+		s->nmsg++;
+	}
+	buf_clear(&s->net.body);
+	if (!s->capa.pipelining && fnet_printf(&s->net, "LIST\r\n") < 0)
+		return -1;
+	if (fnet_reply(&s->net, true, 0) != POP3C_STATUS)
+		return -1;
+	if (s->net.pc.status == POP3C_OK) {
+		if (fnet_reply(&s->net, true, 0) != POP3C_END)
+			return -1;
+		buf_append(&s->net.body, "", 1);
+		for (p = s->net.body.data + s->net.body.off;
+		    (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
+			*nl = '\0';
+			if (pop3c_list_line(p, &num, &size) == 0 &&
+			    (i = msg_by_num(s, num)) >= 0)
+				s->m[i].size = size;
+		}
+		buf_clear(&s->net.body);
+	}
+	s->listed = true;
+	return 0;
+}
+
+/* Decides what to do with each message; 0, or -1 when the UIDLs look
+ * migrated and that was not accepted. */
+static int
+s_plan(struct session *s)
+{
+	const struct fetch_account *a = s->a;
+	int64_t now = (int64_t)time(NULL);
+	unsigned known = 0, stored = (unsigned)fstate_count(s->st);
+
+	for (uint32_t i = 0; i < s->nmsg; i++) {
+		struct fstate_entry *e = fstate_find(s->st, s->m[i].uidl);
+
+		if (e != NULL && e->done) {
+			e->seen = true;
+			known++;
+		}
+	}
+	s->known = known;
+	/* Most of what we stored is gone and most of what is there is
+	 * unknown: the server renumbered its UIDLs. Fetching would
+	 * duplicate everything. */
+	if (stored >= MIGRATION_MIN && s->nmsg >= MIGRATION_MIN &&
+	    known * 2 < stored && known * 2 < s->nmsg && !a->accept_new_uidls &&
+	    a->keep) {
+		f_err("%s: %u of %u messages have UIDLs never seen, and %u of the "
+		    "%u stored here are gone: the mailbox looks migrated. Nothing "
+		    "fetched; run once with --accept-new-uidls to fetch them all "
+		    "again", a->host, s->nmsg - known, s->nmsg, stored - known, stored);
+		s_fail(s, FX_PROTOCOL);
+		return -1;
+	}
+	for (uint32_t i = 0; i < s->nmsg; i++) {
+		struct msg *m = &s->m[i];
+		struct fstate_entry *e = fstate_find(s->st, m->uidl);
+
+		if (e != NULL && e->done) {
+			m->act = ACT_NONE;
+			if (!a->keep || (a->delete_after >= 0 &&
+			    now - e->first >= (int64_t)a->delete_after * 86400))
+				m->dele = true;
+			continue;
+		}
+		if (a->max_size > 0 && m->size > a->max_size) {
+			m->act = a->oversize_headers && s->capa.top ? ACT_HEADERS : ACT_SKIP;
+			if (m->act == ACT_SKIP)
+				s->skipped++;
+		} else {
+			m->act = ACT_FETCH;
+		}
+		if (m->act != ACT_SKIP) {
+			s->to_fetch++;
+			s->total_bytes += m->size;
+		}
+	}
+	return 0;
+}
+
+static void
+s_dry_run(struct session *s)
+{
+	for (uint32_t i = 0; i < s->nmsg; i++) {
+		const struct msg *m = &s->m[i];
+		const char *what = m->act == ACT_FETCH ? "fetch" :
+		    m->act == ACT_HEADERS ? "fetch headers of" :
+		    m->act == ACT_SKIP ? "skip (too large)" : m->dele ? "delete" : "keep";
+
+		printf("%u %s %" PRIu64 " %s%s\n", m->num, m->uidl, m->size, what,
+		    m->act != ACT_NONE && m->act != ACT_SKIP && !s->a->keep ?
+		    " and delete" : "");
+	}
+}
+
+/* A command in flight. */
+struct inflight {
+	uint32_t idx;
+	bool dele;
+};
+
+/* Stores the body of the current reply for message m; 0 stored, -1 a
+ * failure (s->code set; the stream is still in step when the body could
+ * be drained), -2 the connection is unusable. */
+static int
+s_store(struct session *s, struct msg *m)
+{
+	const char *error = NULL;
+	char *ref = ftarget_ref(s->t);
+	char sink[4096];
+	ssize_t r;
+	int rc;
+
+	if (fstate_pending(s->st, m->uidl, ref) < 0) {
+		f_err("state journal: %s", strerror(errno));
+		s_fail(s, FX_IOERR);
+		free(ref);
+		goto drain;
+	}
+	rc = ftarget_store(s->t, ref, fnet_body_read, &s->net, &error);
+	if (rc == 0) {
+		if (fstate_done(s->st, m->uidl, ref, (int64_t)time(NULL)) < 0) {
+			/* Stored but not recorded: the next run finds it by
+			 * its "p" line. Stop before any DELE. */
+			f_err("state journal: %s", strerror(errno));
+			s_fail(s, FX_IOERR);
+			free(ref);
+			return -1;
+		}
+		free(ref);
+		s->fetched++;
+		s->fetched_bytes += m->size;
+		if (s->a->verbose > 0)
+			f_say(s->a, "message %u (%s, %" PRIu64 " octets) stored", m->num,
+			    m->uidl, m->size);
+		return 0;
+	}
+	fstate_drop(s->st, m->uidl);
+	free(ref);
+	if (!s->net.body_done && s->net.pc.state == POP3C_S_FAILED)
+		error = s->net.error;
+	f_err("message %u (%s): %s", m->num, m->uidl, error);
+	s_fail(s, rc > 0 ? FX_TEMPFAIL : FX_CANTCREAT);
+drain:
+	while ((r = fnet_body_read(&s->net, sink, sizeof(sink))) > 0)
+		;
+	return r < 0 ? -2 : -1;
+}
+
+/* RETR/TOP and DELE, up to window commands in flight, DELE of a new
+ * message only after it is durable. */
+static int
+s_transfer(struct session *s)
+{
+	const struct fetch_account *a = s->a;
+	unsigned window = s->capa.pipelining ? a->window : 1;
+	struct inflight *q = xcalloc(window, sizeof(*q));
+	uint32_t *deles = xcalloc(s->nmsg + 1, sizeof(*deles));
+	unsigned qhead = 0, qlen = 0;
+	uint32_t next = 0, ndel = 0, deli = 0;
+	bool stop = false;
+	struct buf cmds = BUF_INIT;
+	int ret = 0;
+
+	for (uint32_t i = 0; i < s->nmsg; i++)
+		if (s->m[i].dele)
+			deles[ndel++] = i;
+	for (;;) {
+		/* Queue commands while there is room. */
+		while (qlen < window && !stop) {
+			struct inflight *f = &q[(qhead + qlen) % window];
+
+			if (deli < ndel) {
+				f->idx = deles[deli++];
+				f->dele = true;
+				buf_printf(&cmds, "DELE %u\r\n", s->m[f->idx].num);
+			} else {
+				while (next < s->nmsg && (s->m[next].act == ACT_NONE ||
+				    s->m[next].act == ACT_SKIP))
+					next++;
+				if (next == s->nmsg)
+					break;
+				f->idx = next++;
+				f->dele = false;
+				if (s->m[f->idx].act == ACT_HEADERS)
+					buf_printf(&cmds, "TOP %u 0\r\n", s->m[f->idx].num);
+				else
+					buf_printf(&cmds, "RETR %u\r\n", s->m[f->idx].num);
+			}
+			qlen++;
+		}
+		if (buf_size(&cmds) > 0) {
+			if (fnet_write(&s->net, buf_head(&cmds), buf_size(&cmds)) < 0)
+				goto net_fail;
+			buf_clear(&cmds);
+		}
+		if (qlen == 0)
+			break;
+		struct inflight f = q[qhead];
+		struct msg *m = &s->m[f.idx];
+
+		qhead = (qhead + 1) % window;
+		qlen--;
+		if (fnet_reply(&s->net, !f.dele, 0) != POP3C_STATUS)
+			goto net_fail;
+		if (f.dele) {
+			if (s->net.pc.status == POP3C_OK) {
+				s->deleted++;
+				m->deleted = true;
+			} else
+				f_err("DELE %u (%s): %s", m->num, m->uidl, s->net.pc.text);
+			continue;
+		}
+		if (s->net.pc.status != POP3C_OK) {
+			f_err("RETR %u (%s): %s", m->num, m->uidl, s->net.pc.text);
+			s_fail(s, FX_TEMPFAIL);
+			continue;
+		}
+		int r = s_store(s, m);
+		f_progress(s, false);
+		if (r == -2)
+			goto net_fail;
+		if (r < 0) {
+			stop = true;     /* a local failure: no more RETR */
+			continue;
+		}
+		if (fetch_stop)
+			stop = true;
+		if (!a->keep || a->delete_after == 0)
+			deles[ndel++] = f.idx;
+	}
+	goto out;
+net_fail:
+	f_err("%s", s->net.error);
+	s_fail(s, FX_TEMPFAIL);
+	ret = -1;
+out:
+	free(q);
+	free(deles);
+	buf_free(&cmds);
+	return ret;
+}
+
+static char *
+state_path(const struct fetch_account *a)
+{
+	char *name = a->name != NULL ? xstrdup(a->name) :
+	    xasprintf("%s@%s:%s", a->user, a->host, a->port);
+
+	for (char *p = name; *p != '\0'; p++)
+		if (*p == '/' || (unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
+			*p = '_';
+	char *path = xasprintf("%s/%s.state", a->state_dir, name);
+	free(name);
+	return path;
+}
+
+/* Resolves "p" lines left by a killed run. */
+static int
+s_recover(struct session *s)
+{
+	bool end = false;
+	int64_t now = (int64_t)time(NULL);
+
+	for (size_t i = 0; !end; i++) {
+		struct fstate_entry *e = fstate_at(s->st, i, &end);
+		char *uidl, *ref;
+		int r;
+
+		if (e == NULL || e->done)
+			continue;
+		uidl = xstrdup(e->uidl);
+		ref = xstrdup(e->ref);
+		r = ftarget_recover(s->t, ref);
+		if (r == 1) {
+			if (fstate_done(s->st, uidl, ref, now) < 0) {
+				f_err("state journal: %s", strerror(errno));
+				free(uidl);
+				free(ref);
+				return -1;
+			}
+			/* Not seen on a server yet in this run. */
+			fstate_find(s->st, uidl)->seen = false;
+		} else {
+			if (r < 0)
+				f_err("message %s went to the MDA when the last run "
+				    "stopped; it is delivered again (it may arrive "
+				    "twice)", uidl);
+			fstate_drop(s->st, uidl);
+		}
+		free(uidl);
+		free(ref);
+	}
+	return 0;
+}
+
+static int
+run_account(const struct fetch_account *a)
+{
+	struct session s;
+	char *path = state_path(a), *error = NULL;
+	int ret;
+
+	memset(&s, 0, sizeof(s));
+	s.a = a;
+	s.net.fd = -1;
+	s.start_ms = clock_ms();
+	s.progress = a->verbose >= 0 && isatty(2) && !a->dry_run && !a->serverinfo;
+	if ((s.st = fstate_open(path, &error)) == NULL) {
+		f_err("%s", error);
+		free(error);
+		free(path);
+		return FX_CANTCREAT;
+	}
+	if ((s.t = ftarget_open(a, &error)) == NULL) {
+		f_err("%s", error);
+		free(error);
+		fstate_close(&s.st);
+		free(path);
+		return FX_CANTCREAT;
+	}
+	if (s_recover(&s) < 0) {
+		s_fail(&s, FX_IOERR);
+		goto out;
+	}
+	if (s_open(&s) < 0)
+		goto out;
+	if (a->serverinfo) {
+		(void)s_simple(&s, "QUIT");
+		goto out;
+	}
+	if ((ret = s_list(&s)) < 0) {
+		if (ret == -1) {
+			f_err("%s", s.net.error);
+			s_fail(&s, FX_TEMPFAIL);
+		}
+		goto out;
+	}
+	if (s_plan(&s) < 0) {
+		(void)s_simple(&s, "QUIT");
+		goto out;
+	}
+	if (a->dry_run) {
+		s_dry_run(&s);
+		(void)s_simple(&s, "QUIT");
+		goto out;
+	}
+	if (s_transfer(&s) < 0)
+		goto out;
+	f_progress(&s, true);
+	if ((ret = s_simple(&s, "QUIT")) != 0) {
+		/* Deletions were not committed; they are retried next run
+		 * (the messages are known as stored). */
+		f_err("%s: QUIT: %s", a->host, ret < 0 ? s.net.error : s.net.pc.text);
+		s_fail(&s, FX_TEMPFAIL);
+	} else {
+		/* Gone from the server: their entries go at compaction. */
+		for (uint32_t i = 0; i < s.nmsg; i++) {
+			struct fstate_entry *e = fstate_find(s.st, s.m[i].uidl);
+
+			if (s.m[i].deleted && e != NULL)
+				e->seen = false;
+		}
+	}
+out:
+	/* Entries for messages gone from the server are dropped only when
+	 * the listing was complete. */
+	if (fstate_compact(s.st, s.listed) < 0) {
+		f_err("rewrite %s: %s", path, strerror(errno));
+		s_fail(&s, FX_IOERR);
+	}
+	fnet_close(&s.net);
+	if (s.code == 0 && !a->dry_run && !a->serverinfo && (s.fetched > 0 || a->verbose > 0))
+		f_say(a, "%s@%s: %u fetched (%" PRIu64 " octets), %u deleted, %u "
+		    "skipped, %u kept", a->user, a->host, s.fetched, s.fetched_bytes,
+		    s.deleted, s.skipped, s.nmsg - s.deleted);
+	for (uint32_t i = 0; i < s.nmsg; i++)
+		free(s.m[i].uidl);
+	free(s.m);
+	ftarget_close(&s.t);
+	fstate_close(&s.st);
+	free(path);
+	if (s.code != 0)
+		return s.code;
+	return s.fetched > 0 || a->dry_run || a->serverinfo ? FX_OK : FX_NOTHING;
+}
+
+/* ---- options */
+
+static int
+parse_fingerprint(const char *in, char **out_r)
+{
+	char hex[65];
+	size_t j = 0;
+
+	for (size_t i = 0; in[i] != '\0'; i++) {
+		char c = in[i];
+
+		if (c == ':')
+			continue;
+		if (j == 64 || !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+		    (c >= 'A' && c <= 'F')))
+			return -1;
+		hex[j++] = (char)(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+	}
+	if (j != 64)
+		return -1;
+	hex[64] = '\0';
+	*out_r = xstrdup(hex);
+	return 0;
+}
+
+static void
+on_stop(int sig)
+{
+	fetch_stop = 1;
+}
+
+static char *
+default_state_dir(void)
+{
+	const char *x = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+
+	if (x != NULL && x[0] == '/')
+		return xasprintf("%s/pobox", x);
+	return xasprintf("%s/.local/state/pobox", home != NULL ? home : ".");
+}
+
+int
+fetch_command(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "host", required_argument, NULL, 'H' },
+		{ "port", required_argument, NULL, 'P' },
+		{ "user", required_argument, NULL, 'u' },
+		{ "tls", required_argument, NULL, 't' },
+		{ "allow-cleartext", no_argument, NULL, 'X' },
+		{ "cafile", required_argument, NULL, 'A' },
+		{ "fingerprint", required_argument, NULL, 'F' },
+		{ "auth", required_argument, NULL, 'a' },
+		{ "password-command", required_argument, NULL, 'p' },
+		{ "password-file", required_argument, NULL, 'f' },
+		{ "oauth-command", required_argument, NULL, 'O' },
+		{ "maildir", required_argument, NULL, 'm' },
+		{ "mbox", required_argument, NULL, 'b' },
+		{ "mda", required_argument, NULL, 'M' },
+		{ "keep", no_argument, NULL, 'k' },
+		{ "delete-after", required_argument, NULL, 'D' },
+		{ "max-size", required_argument, NULL, 'S' },
+		{ "oversize", required_argument, NULL, 'o' },
+		{ "state-dir", required_argument, NULL, 's' },
+		{ "account", required_argument, NULL, 'n' },
+		{ "accept-new-uidls", no_argument, NULL, 'N' },
+		{ "dry-run", no_argument, NULL, 'd' },
+		{ "serverinfo", no_argument, NULL, 'I' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "pipeline", required_argument, NULL, 'W' },
+		{ "daemon", required_argument, NULL, 'z' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct fetch_account a;
+	uint32_t u32, daemon_every = 0;
+	uint64_t u64;
+	int c, ret, targets = 0;
+	struct sigaction sa;
+
+	memset(&a, 0, sizeof(a));
+	a.tls = FETCH_TLS_IMPLICIT;
+	a.delete_after = -1;
+	a.timeout = FETCH_TIMEOUT;
+	a.window = FETCH_WINDOW;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "qvh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'H': a.host = optarg; break;
+		case 'P': a.port = optarg; break;
+		case 'u': a.user = optarg; break;
+		case 't':
+			if (strcmp(optarg, "implicit") == 0)
+				a.tls = FETCH_TLS_IMPLICIT;
+			else if (strcmp(optarg, "stls") == 0)
+				a.tls = FETCH_TLS_STLS;
+			else if (strcmp(optarg, "none") == 0)
+				a.tls = FETCH_TLS_NONE;
+			else {
+				f_err("--tls: implicit, stls or none");
+				return FX_USAGE;
+			}
+			break;
+		case 'X': a.allow_cleartext = true; break;
+		case 'A': a.cafile = optarg; break;
+		case 'F':
+			if (parse_fingerprint(optarg, &a.fingerprint) < 0) {
+				f_err("--fingerprint: 64 hex digits (colons allowed)");
+				return FX_USAGE;
+			}
+			break;
+		case 'a': a.auth = optarg; break;
+		case 'p': a.password_command = optarg; break;
+		case 'f': a.password_file = optarg; break;
+		case 'O': a.oauth_command = optarg; break;
+		case 'm': a.target = FETCH_MAILDIR; a.target_arg = optarg; targets++; break;
+		case 'b': a.target = FETCH_MBOX; a.target_arg = optarg; targets++; break;
+		case 'M': a.target = FETCH_MDA; a.target_arg = optarg; targets++; break;
+		case 'k': a.keep = true; break;
+		case 'D':
+			if (str_to_u32(optarg, &u32) < 0 || u32 > 100000) {
+				f_err("--delete-after: days, 0 to 100000");
+				return FX_USAGE;
+			}
+			a.delete_after = (int)u32;
+			break;
+		case 'S':
+			if (str_to_u64(optarg, &u64) < 0) {
+				f_err("--max-size: octets");
+				return FX_USAGE;
+			}
+			a.max_size = u64;
+			break;
+		case 'o':
+			if (strcmp(optarg, "skip") != 0 && strcmp(optarg, "headers") != 0) {
+				f_err("--oversize: skip or headers");
+				return FX_USAGE;
+			}
+			a.oversize_headers = strcmp(optarg, "headers") == 0;
+			break;
+		case 's': a.state_dir = optarg; break;
+		case 'n': a.name = optarg; break;
+		case 'N': a.accept_new_uidls = true; break;
+		case 'd': a.dry_run = true; break;
+		case 'I': a.serverinfo = true; break;
+		case 'T':
+			if (str_to_u32(optarg, &u32) < 0 || u32 == 0 || u32 > 3600) {
+				f_err("--timeout: seconds, 1 to 3600");
+				return FX_USAGE;
+			}
+			a.timeout = u32;
+			break;
+		case 'W':
+			if (str_to_u32(optarg, &u32) < 0 || u32 == 0 || u32 > 256) {
+				f_err("--pipeline: 1 to 256");
+				return FX_USAGE;
+			}
+			a.window = u32;
+			break;
+		case 'z':
+			if (str_to_u32(optarg, &daemon_every) < 0 || daemon_every == 0) {
+				f_err("--daemon: seconds between runs");
+				return FX_USAGE;
+			}
+			break;
+		case 'q': a.verbose = -1; break;
+		case 'v': a.verbose = 1; break;
+		case 'h': f_usage(stdout); return 0;
+		default:
+			f_err("unknown option or missing argument: %s", argv[optind - 1]);
+			f_usage(stderr);
+			return FX_USAGE;
+		}
+	}
+	if (optind != argc || a.host == NULL || a.user == NULL ||
+	    (targets != 1 && !a.serverinfo) || targets > 1) {
+		f_usage(stderr);
+		return FX_USAGE;
+	}
+	if (a.port == NULL)
+		a.port = a.tls == FETCH_TLS_IMPLICIT ? "995" : "110";
+	if (a.delete_after > 0 && !a.keep)
+		a.keep = true;   /* "delete after N days" implies keeping till then */
+	if (a.serverinfo && targets == 0) {
+		a.target = FETCH_MDA;
+		a.target_arg = "cat >/dev/null";
+	}
+	char *sd = a.state_dir != NULL ? xstrdup(a.state_dir) : default_state_dir();
+	a.state_dir = sd;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	/* A signal may kill a single run at any instant (that is what the
+	 * journal is for); a daemon ends between runs. */
+	sa.sa_handler = on_stop;
+	if (daemon_every > 0) {
+		sigaction(SIGTERM, &sa, NULL);
+		sigaction(SIGINT, &sa, NULL);
+	}
+	for (;;) {
+		ret = run_account(&a);
+		if (daemon_every == 0 || fetch_stop)
+			break;
+		for (uint32_t i = 0; i < daemon_every && !fetch_stop; i++)
+			sleep(1);
+		if (fetch_stop)
+			break;
+	}
+	free(sd);
+	free(a.fingerprint);
+	return ret;
+}

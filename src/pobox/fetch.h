@@ -1,0 +1,155 @@
+/* fetch.h: the parts of `pobox fetch`, the POP3 client, shared by its
+ * files: fetch.c (options, the session and the exactly-once protocol),
+ * fetch_net.c (socket, TLS, the reply stream), fetch_auth.c (login
+ * mechanisms), fetch_state.c (the UIDL journal), fetch_target.c (Maildir,
+ * mbox, MDA). Run by the user, unprivileged. */
+#ifndef POBOX_FETCH_H
+#define POBOX_FETCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "lib/buf.h"
+#include "proto/pop3client.h"
+
+/* Exit codes (sysexits(3) where one fits), documented in pobox.1. */
+#define FX_OK          0   /* messages fetched (or nothing to do) */
+#define FX_NOTHING     1   /* connected and logged in, nothing new */
+#define FX_USAGE      64   /* bad options or configuration */
+#define FX_DATAERR    65   /* the server broke the protocol */
+#define FX_UNAVAIL    69   /* cannot connect, TLS or certificate failure */
+#define FX_SOFTWARE   70
+#define FX_CANTCREAT  73   /* local target or state unusable */
+#define FX_IOERR      74   /* local write/fsync failure */
+#define FX_TEMPFAIL   75   /* try later: -ERR [SYS/TEMP] or [IN-USE], cut
+                            * connection, MDA exit 75 */
+#define FX_PROTOCOL   76   /* unexpected reply (e.g. no UIDL) */
+#define FX_NOPERM     77   /* authentication failed */
+#define FX_CONFIG     78   /* configuration error */
+
+enum fetch_tls { FETCH_TLS_IMPLICIT, FETCH_TLS_STLS, FETCH_TLS_NONE };
+enum fetch_target { FETCH_MAILDIR, FETCH_MBOX, FETCH_MDA };
+
+struct fetch_account {
+	char *name;             /* the state file's name */
+	char *host, *port, *user;
+	enum fetch_tls tls;
+	bool allow_cleartext;   /* may a password cross without TLS */
+	char *cafile;
+	char *fingerprint;      /* 64 lowercase hex digits, or NULL */
+	char *auth;             /* NULL: the strongest offered */
+	char *password_command, *password_file, *oauth_command;
+	enum fetch_target target;
+	char *target_arg;       /* the Maildir, mbox path or MDA command */
+	bool keep;
+	int delete_after;       /* days, -1: never (with keep) */
+	uint64_t max_size;      /* 0: no limit */
+	bool oversize_headers;  /* TOP the headers of an oversized message */
+	char *state_dir;
+	bool accept_new_uidls, dry_run, serverinfo;
+	unsigned timeout;       /* seconds of network silence */
+	unsigned window;        /* pipelined commands in flight */
+	int verbose;            /* -1 quiet, 0 normal, 1 verbose */
+};
+
+/* ---- fetch_net.c: one connection. Blocking style on a non-blocking
+ * socket: every wait is a poll() bounded by the timeout. */
+struct fnet {
+	int fd;
+	struct ssl_st *ssl;
+	struct ssl_ctx_st *ctx;
+	const struct fetch_account *acct;
+	struct pop3c pc;
+	struct buf in;          /* received, not parsed yet */
+	struct buf body;        /* parsed body octets not taken yet */
+	bool body_done;         /* the current body ended */
+	bool cleartext_seen;    /* a TLS record header looked like "+OK" */
+	char error[512];
+};
+
+/* Connects (and for implicit TLS, handshakes). 0 / -1 with n->error and
+ * *code_r (an FX_ code). */
+int fnet_connect(struct fnet *n, const struct fetch_account *a, int *code_r);
+/* Starts TLS on the connection (after STLS +OK). 0 / -1 as above. */
+int fnet_starttls(struct fnet *n, int *code_r);
+void fnet_close(struct fnet *n);
+int fnet_write(struct fnet *n, const void *p, size_t len);
+int fnet_printf(struct fnet *n, const char *fmt, ...) ATTR_PRINTF(2, 3);
+/* The next reply event (POP3C_STATUS, POP3C_END or POP3C_ERROR with
+ * n->error); body octets gather in n->body, up to max_body (0: no limit;
+ * beyond: an error). Sets pop3c_expect(multi) first when at a reply's
+ * start. */
+enum pop3c_event fnet_reply(struct fnet *n, bool multi, size_t max_body);
+/* Reads body octets of the current multi-line reply: >0, 0 at its end,
+ * -1 with errno EIO and n->error. */
+ssize_t fnet_body_read(void *ctx, void *dst, size_t len);
+/* TLS details for --serverinfo and -v ("TLSv1.3 TLS_AES_256_GCM_SHA384"). */
+void fnet_tls_info(struct fnet *n, char *out, size_t size);
+
+/* ---- fetch_auth.c */
+struct fauth_in {
+	const struct pop3c_capa *capa;
+	const char *apop_ts;    /* greeting timestamp or NULL */
+	bool tls;
+};
+/* Logs in with the strongest mechanism offered (or a->auth). 0 / -1 with
+ * n->error and *code_r. */
+int fauth_login(struct fnet *n, const struct fetch_account *a,
+    const struct fauth_in *in, const char **mech_r, int *code_r);
+/* The first line printed by cmd (sh -c), without its line end; NULL with
+ * *error_r (static) on failure. Malloc'ed (a secret: free with
+ * secret_free). */
+char *fauth_command_line(const char *cmd, const char **error_r);
+
+/* ---- fetch_state.c: the UIDL journal of one account on this device. */
+struct fstate_entry {
+	char *uidl;
+	char *ref;              /* where it went: Maildir unique, mbox offset */
+	int64_t first;          /* first stored, seconds since the epoch */
+	bool done;              /* durable locally; else pending */
+	bool seen;              /* on the server in this session */
+};
+struct fstate;
+
+/* Opens (creating) path and its lock path.lock, held until close; reads
+ * the journal. NULL with *error_r (malloc'ed). */
+struct fstate *fstate_open(const char *path, char **error_r);
+void fstate_close(struct fstate **st);
+struct fstate_entry *fstate_find(struct fstate *st, const char *uidl);
+/* Iteration: i from 0 while fstate_at returns non-NULL (skips holes). */
+struct fstate_entry *fstate_at(struct fstate *st, size_t i, bool *end_r);
+size_t fstate_count(const struct fstate *st);
+/* Appends "p UIDL REF" (before the local commit) / "d UIDL FIRST REF"
+ * (after it) and fdatasyncs. 0 / -1 with errno. */
+int fstate_pending(struct fstate *st, const char *uidl, const char *ref);
+int fstate_done(struct fstate *st, const char *uidl, const char *ref, int64_t first);
+/* Drops pending entries (that recovery found not stored). */
+void fstate_drop(struct fstate *st, const char *uidl);
+/* Rewrites the file with the done entries, without those for which
+ * keep_seen_only is set and that were not seen on the server: temp,
+ * fsync, rename, fsync dir. 0 / -1 with errno. */
+int fstate_compact(struct fstate *st, bool keep_seen_only);
+
+/* ---- fetch_target.c */
+struct ftarget;
+/* Opens the target (checks a Maildir exists, takes the mbox lock). NULL
+ * with *error_r. */
+struct ftarget *ftarget_open(const struct fetch_account *a, char **error_r);
+void ftarget_close(struct ftarget **t);
+/* A fresh reference for a message about to be stored (Maildir: the
+ * unique name). Malloc'ed. */
+char *ftarget_ref(struct ftarget *t);
+/* Stores one message read with rd: 0 stored durably, 1 temporary
+ * failure (try later; MDA exit 75), -1 failure; *error_r static or in
+ * t's buffer. */
+int ftarget_store(struct ftarget *t, const char *ref, ssize_t (*rd)(void *, void *, size_t),
+    void *ctx, const char **error_r);
+/* After a crash: 1 the message with ref is stored, 0 it is not (and
+ * whatever was half written is gone), -1 cannot tell (error). */
+int ftarget_recover(struct ftarget *t, const char *ref);
+/* True when the target can tell whether a message got stored (not the
+ * MDA). */
+bool ftarget_checkable(const struct ftarget *t);
+
+#endif

@@ -1,0 +1,380 @@
+"""test_fetch.py: `pobox fetch` against poboxd: delete and keep modes,
+cleartext refusal, STLS and implicit TLS with verification and pinning,
+the implicit-TLS-versus-STLS mistake, APOP, an MDA, and exactly-once
+delivery under SIGKILL at random moments and under cut connections.
+Results are checked on disk: every message once in the local Maildir,
+nothing deleted on the server that is not stored."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from harness import POBOX, PoboxTestCase, free_port, simple_message, sized_message, uidl_of
+from test_tls import make_pki
+
+PW = "fetch-pass"
+
+
+def local_messages(maildir):
+    """The messages in a local Maildir (new/ and cur/), as a sorted list."""
+    out = []
+    for sub in ("new", "cur"):
+        d = Path(maildir) / sub
+        if d.is_dir():
+            out += [(d / n).read_bytes() for n in os.listdir(d)]
+    return sorted(out)
+
+
+def cert_sha256(pem):
+    r = subprocess.run(["openssl", "x509", "-in", str(pem), "-noout",
+                        "-fingerprint", "-sha256"], capture_output=True,
+                       text=True, check=True)
+    return r.stdout.strip().split("=", 1)[1]
+
+
+class FetchCase(PoboxTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.env.add_user("alice", PW)
+        self.inbox = self.env.cli / "inbox"
+        self.state = self.env.cli / "state"
+        self.pwfile = self.env.cli / "password"
+        self.pwfile.write_text(PW + "\n")
+        os.chmod(self.pwfile, 0o600)
+
+    def deliver(self, msgs, user="alice"):
+        return [uidl_of(self.env.deliver(user, m).name) for m in msgs]
+
+    def fetch_args(self, *extra, port=None, tls="none", user="alice"):
+        args = [str(POBOX), "fetch", "--host", "127.0.0.1",
+                "--port", str(port or self.env.port), "--user", user,
+                "--tls", tls, "--password-file", str(self.pwfile),
+                "--state-dir", str(self.state), "--timeout", "10"]
+        if tls == "none" and "--no-cleartext" not in extra:
+            args.append("--allow-cleartext")
+        args += [a for a in extra if a != "--no-cleartext"]
+        if not any(a in ("--maildir", "--mda", "--mbox", "--serverinfo")
+                   for a in extra):
+            args += ["--maildir", str(self.inbox)]
+        return args
+
+    def fetch(self, *extra, **kw):
+        return subprocess.run(self.fetch_args(*extra, **kw), capture_output=True,
+                              text=True, timeout=120)
+
+
+class FetchTest(FetchCase):
+
+    def setUp(self):
+        super().setUp()
+        self.msgs = [
+            simple_message("fetch one"),
+            simple_message("fetch dots", ".a dot line\n..\n.\nlast\n"),
+            simple_message("fetch 8bit", "\u00c4pfel und \u00d6l \u20ac\n"),
+            simple_message("fetch big", "".join(f"line {i} {'.' * (i % 3)}\n"
+                                                for i in range(20000))),
+        ]
+        self.uidls = self.deliver(self.msgs)
+
+    def test_delete(self):
+        self.env.start()
+        r = self.fetch()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs))
+        ev = self.env.wait_event("logout", user="alice")
+        self.assertEqual((ev["reason"], ev["retr"], ev["dele"]), ("quit", "4", "4"))
+        self.assertEqual(self.env.messages("alice"), {})
+        # Nothing new: exit 1, nothing more stored.
+        r = self.fetch()
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs))
+
+    def test_keep(self):
+        self.env.start()
+        r = self.fetch("--keep")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs))
+        self.assertFilesEqual(self.env, "alice", dict(zip(self.uidls, self.msgs)))
+        r = self.fetch("--keep")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        ev = self.env.wait_event("logout", user="alice", count=2)
+        self.assertEqual((ev["retr"], ev["dele"]), ("0", "0"))
+        late = simple_message("fetch late")
+        self.deliver([late])
+        r = self.fetch("--keep")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs + [late]))
+        ev = self.env.wait_event("logout", user="alice", count=3)
+        self.assertEqual((ev["retr"], ev["dele"]), ("1", "0"))
+        # Switching to delete mode deletes what is stored, fetches nothing.
+        r = self.fetch()
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(self.env.messages("alice"), {})
+        self.assertEqual(len(local_messages(self.inbox)), 5)
+
+    def test_cleartext_password_refused(self):
+        self.env.start()
+        r = self.fetch("--no-cleartext")
+        self.assertEqual(r.returncode, 77, r.stderr)
+        self.assertIn("--tls stls", r.stderr)
+        self.assertEqual(self.env.events("login"), [])
+        self.assertEqual(self.env.events("login_failed"), [])
+        self.assertEqual(local_messages(self.inbox), [])
+        r = self.fetch("--no-cleartext", "--auth", "user")
+        self.assertEqual(r.returncode, 77, r.stderr)
+        self.assertEqual(self.env.events("login_failed"), [])
+
+    def test_bad_password(self):
+        self.env.start()
+        self.pwfile.write_text("wrong\n")
+        r = self.fetch()
+        self.assertEqual(r.returncode, 77, r.stderr)
+        self.assertEqual(local_messages(self.inbox), [])
+        self.env.wait_event("login_failed", user="alice")
+
+    def test_password_file_mode(self):
+        self.env.start()
+        os.chmod(self.pwfile, 0o644)
+        r = self.fetch()
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn("chmod 600", r.stderr)
+        r = self.fetch("--password-command", f"echo {PW}")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs))
+
+    def test_apop_without_cleartext(self):
+        """With no TLS and no cleartext allowed, APOP still logs in: the
+        password never crosses the wire."""
+        self.env.add_user_line("mrose", "x", extra="apop=tanstaafl")
+        m = simple_message("apop")
+        self.deliver([m], user="mrose")
+        self.pwfile.write_text("tanstaafl\n")
+        self.env.start(apop="yes")
+        r = self.fetch("--no-cleartext", user="mrose")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), [m])
+        self.env.wait_event("login", user="mrose", method="apop")
+
+    def test_mda(self):
+        out = self.env.cli / "mda"
+        out.mkdir()
+        self.env.start()
+        mda = f"cat > {out}/$$"
+        r = self.fetch("--mda", mda, "--keep")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = sorted(p.read_bytes() for p in out.iterdir())
+        self.assertEqual(got, sorted(self.msgs))
+
+    def test_mda_tempfail(self):
+        """An MDA exit 75 leaves the message on the server for later."""
+        self.env.start()
+        r = self.fetch("--mda", "cat >/dev/null; exit 75")
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertFilesEqual(self.env, "alice", dict(zip(self.uidls, self.msgs)))
+        r = self.fetch()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs))
+        self.assertEqual(self.env.messages("alice"), {})
+
+    def test_dry_run(self):
+        self.env.start()
+        r = self.fetch("--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(r.stdout.splitlines()), 4)
+        for u in self.uidls:
+            self.assertIn(u, r.stdout)
+        self.assertEqual(local_messages(self.inbox), [])
+        self.assertEqual(len(self.env.messages("alice")), 4)
+
+    def test_max_size(self):
+        self.env.start()
+        big = len(self.msgs[3])
+        r = self.fetch("--max-size", str(big - 1), "--keep")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs[:3]))
+        # Headers only via TOP for the big one.
+        r = self.fetch("--max-size", str(big - 1), "--oversize", "headers", "--keep")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        head = self.msgs[3].split(b"\n\n", 1)[0] + b"\n\n"
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs[:3] + [head]))
+
+    def test_uidl_migration(self):
+        self.env.start()
+        many = [simple_message(f"mig {i}") for i in range(12)]
+        self.deliver(many)
+        r = self.fetch("--keep")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(local_messages(self.inbox)), 16)
+        # The server gets new UIDLs for the same mail: rename every file.
+        md = self.env.maildir("alice")
+        for sub in ("new", "cur"):
+            for p in (md / sub).iterdir():
+                p.rename(md / sub / ("X" + p.name))
+        r = self.fetch("--keep")
+        self.assertEqual(r.returncode, 76, r.stderr)
+        self.assertIn("--accept-new-uidls", r.stderr)
+        self.assertEqual(len(local_messages(self.inbox)), 16)
+        r = self.fetch("--keep", "--accept-new-uidls")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(local_messages(self.inbox)), 32)
+
+
+class FetchTlsTest(FetchCase):
+
+    def setUp(self):
+        super().setUp()
+        self.ca, self.cert, self.key = make_pki(self.env.srv / "tls")
+        self.tls_port = free_port()
+        self.env.settings.update(tls_cert=str(self.cert), tls_key=str(self.key))
+        self.env.extra_lines.append(f"tls_listen = 127.0.0.1:{self.tls_port}")
+        self.msg = simple_message("over tls")
+        self.deliver([self.msg])
+        self.env.start()
+
+    def test_stls(self):
+        r = self.fetch("--cafile", str(self.ca), tls="stls", user="alice")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), [self.msg])
+        self.env.wait_event("tls")
+
+    def test_implicit(self):
+        r = self.fetch("--cafile", str(self.ca), tls="implicit", port=self.tls_port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), [self.msg])
+
+    def test_untrusted_certificate(self):
+        r = self.fetch(tls="implicit", port=self.tls_port)
+        self.assertEqual(r.returncode, 69, r.stderr)
+        self.assertIn("not trusted", r.stderr)
+        self.assertEqual(self.env.events("login"), [])
+
+    def test_pinned_fingerprint(self):
+        fp = cert_sha256(self.env.srv / "tls" / "srv.crt")
+        r = self.fetch("--fingerprint", fp, tls="implicit", port=self.tls_port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), [self.msg])
+        wrong = ("00" if not fp.startswith("00") else "11") + fp[2:]
+        self.deliver([simple_message("second")])
+        r = self.fetch("--fingerprint", wrong, tls="implicit", port=self.tls_port)
+        self.assertEqual(r.returncode, 69, r.stderr)
+        self.assertIn("not the pinned", r.stderr)
+
+    def test_serverinfo(self):
+        r = self.fetch("--serverinfo", "--cafile", str(self.ca), tls="stls")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("tls: TLSv1.", r.stdout)
+        self.assertIn("capa: UIDL", r.stdout)
+        self.assertIn("certificate sha256:", r.stdout)
+        self.assertEqual(local_messages(self.inbox), [])
+
+    def test_implicit_on_plain_port(self):
+        """--tls implicit against a cleartext port says to use stls."""
+        r = self.fetch("--cafile", str(self.ca), tls="implicit")
+        self.assertEqual(r.returncode, 69, r.stderr)
+        self.assertIn("--tls stls", r.stderr)
+
+    def test_stls_on_tls_port(self):
+        """--tls stls against a POP3S port says to use implicit."""
+        args = self.fetch_args("--cafile", str(self.ca), tls="stls",
+                               port=self.tls_port)
+        args[args.index("--timeout") + 1] = "2"
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(r.returncode, 0, r.stderr)
+        self.assertIn("--tls implicit", r.stderr)
+
+
+class FetchExactlyOnceTest(FetchCase):
+    """SIGKILL at random moments, and cut connections: every message ends
+    up exactly once locally and nothing unstored is deleted."""
+
+    N = 100
+
+    def check_invariant(self, msgs, final=False):
+        local = local_messages(self.inbox)
+        on_server = self.env.messages("alice")
+        # Never twice locally.
+        self.assertEqual(len(local), len(set(local)), "a message stored twice")
+        # Every message is on the server or stored locally (or both).
+        for u, m in msgs.items():
+            self.assertTrue(u in on_server or m in local,
+                            f"{u} deleted on the server but not stored")
+        if final:
+            self.assertEqual(local, sorted(msgs.values()))
+
+    def pending_records(self):
+        """Journal "p" records without their "d": kills between the two."""
+        p, d = set(), set()
+        for f in self.state.glob("*.state"):
+            for ln in f.read_text().splitlines():
+                if ln.startswith("p "):
+                    p.add(ln.split()[1])
+                elif ln.startswith("d "):
+                    d.add(ln.split()[1])
+        return len(p - d)
+
+    def test_sigkill(self):
+        self.env.start()
+        rng = random.Random(int(os.environ.get("FETCH_SEED", "5")))
+        # Distinct messages of ~20 KB, so a run lasts long enough to be
+        # killed in the middle of a transfer.
+        all_msgs = {}
+        seq = killed = pending = 0
+        for trial in range(30):
+            batch = []
+            for _ in range(self.N):
+                seq += 1
+                batch.append(sized_message(rng.randint(200, 20000), f"kill {seq}"))
+            for u, m in zip(self.deliver(batch), batch):
+                all_msgs[u] = m
+            keep = trial % 3 == 2
+            extra = ("--keep",) if keep else ()
+            p = subprocess.Popen(self.fetch_args(*extra), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(0.01, 0.3))
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+                killed += 1
+            p.wait(30)
+            p.stderr.close()
+            pending += self.pending_records()
+            self.check_invariant(all_msgs)
+        # How many kills hit a run, and how many hit between a journal
+        # "p" and its "d" (shown, not asserted: it depends on timing).
+        print(f"\n  sigkill: {killed} of 30 runs killed, {pending} left a "
+              f"pending record", end=" ")
+        # Runs to the end: everything once.
+        r = self.fetch()
+        self.assertIn(r.returncode, (0, 1), r.stderr)
+        self.check_invariant(all_msgs, final=True)
+        self.assertEqual(self.env.messages("alice"), {})
+
+    def test_cut_connection(self):
+        rng = random.Random(7)
+        msgs = [sized_message(rng.randint(2000, 60000), f"cut {i}")
+                for i in range(self.N)]
+        all_msgs = dict(zip(self.deliver(msgs), msgs))
+        for trial in range(5):
+            d = self.env.start()
+            p = subprocess.Popen(self.fetch_args(), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+            time.sleep(rng.uniform(0.05, 0.3))
+            # The server dies mid-session: the connection is cut.
+            d.signal(signal.SIGKILL)
+            d.proc.wait(10)
+            _, err = p.communicate(timeout=60)
+            self.assertIn(p.returncode, (0, 1, 75), err)
+            self.check_invariant(all_msgs)
+        self.env.start()
+        r = self.fetch()
+        self.assertIn(r.returncode, (0, 1), r.stderr)
+        self.check_invariant(all_msgs, final=True)
+        self.assertEqual(self.env.messages("alice"), {})
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
