@@ -580,8 +580,9 @@ out:
 static char *
 state_path(const struct fetch_account *a)
 {
+	/* Not the port: STLS on 110 and POP3S on 995 are one mailbox. */
 	char *name = a->name != NULL ? xstrdup(a->name) :
-	    xasprintf("%s@%s:%s", a->user, a->host, a->port);
+	    xasprintf("%s@%s", a->user, a->host);
 
 	for (char *p = name; *p != '\0'; p++)
 		if (*p == '/' || (unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
