@@ -438,32 +438,43 @@ struct inflight {
 /* Stores the body of the current reply for message m; 0 stored, -1 a
  * failure (s->code set; the stream is still in step when the body could
  * be drained), -2 the connection is unusable. */
+struct pend {
+	struct session *s;
+	const char *uidl;
+	char *ref;
+};
+
+static int
+s_pending(void *ctx, const char *ref)
+{
+	struct pend *p = ctx;
+
+	if (fstate_pending(p->s->st, p->uidl, ref) < 0)
+		return -1;
+	p->ref = xstrdup(ref);
+	return 0;
+}
+
 static int
 s_store(struct session *s, struct msg *m)
 {
+	struct pend pend = { s, m->uidl, NULL };
 	const char *error = NULL;
-	char *ref = ftarget_ref(s->t);
 	char sink[4096];
 	ssize_t r;
 	int rc;
 
-	if (fstate_pending(s->st, m->uidl, ref) < 0) {
-		f_err("state journal: %s", strerror(errno));
-		s_fail(s, FX_IOERR);
-		free(ref);
-		goto drain;
-	}
-	rc = ftarget_store(s->t, ref, fnet_body_read, &s->net, &error);
+	rc = ftarget_store(s->t, fnet_body_read, &s->net, s_pending, &pend, &error);
 	if (rc == 0) {
-		if (fstate_done(s->st, m->uidl, ref, (int64_t)time(NULL)) < 0) {
+		if (fstate_done(s->st, m->uidl, pend.ref, (int64_t)time(NULL)) < 0) {
 			/* Stored but not recorded: the next run finds it by
 			 * its "p" line. Stop before any DELE. */
 			f_err("state journal: %s", strerror(errno));
 			s_fail(s, FX_IOERR);
-			free(ref);
+			free(pend.ref);
 			return -1;
 		}
-		free(ref);
+		free(pend.ref);
 		s->fetched++;
 		s->fetched_bytes += m->size;
 		if (s->a->verbose > 0)
@@ -471,13 +482,18 @@ s_store(struct session *s, struct msg *m)
 			    m->uidl, m->size);
 		return 0;
 	}
-	fstate_drop(s->st, m->uidl);
-	free(ref);
-	if (!s->net.body_done && s->net.pc.state == POP3C_S_FAILED)
-		error = s->net.error;
-	f_err("message %u (%s): %s", m->num, m->uidl, error);
-	s_fail(s, rc > 0 ? FX_TEMPFAIL : FX_CANTCREAT);
-drain:
+	if (pend.ref != NULL)
+		fstate_drop(s->st, m->uidl);
+	free(pend.ref);
+	if (rc == -2) {
+		f_err("state journal: %s", strerror(errno));
+		s_fail(s, FX_IOERR);
+	} else {
+		if (!s->net.body_done && s->net.pc.state == POP3C_S_FAILED)
+			error = s->net.error;
+		f_err("message %u (%s): %s", m->num, m->uidl, error);
+		s_fail(s, rc > 0 ? FX_TEMPFAIL : FX_CANTCREAT);
+	}
 	while ((r = fnet_body_read(&s->net, sink, sizeof(sink))) > 0)
 		;
 	return r < 0 ? -2 : -1;
@@ -620,9 +636,10 @@ s_recover(struct session *s)
 			fstate_find(s->st, uidl)->seen = false;
 		} else {
 			if (r < 0)
-				f_err("message %s went to the MDA when the last run "
-				    "stopped; it is delivered again (it may arrive "
-				    "twice)", uidl);
+				f_err("message %s was being stored (%s) when the "
+				    "last run stopped and pobox cannot tell whether "
+				    "it arrived; it is stored again (it may arrive "
+				    "twice)", uidl, ref);
 			fstate_drop(s->st, uidl);
 		}
 		free(uidl);
@@ -635,7 +652,7 @@ static int
 run_account(const struct fetch_account *a)
 {
 	struct session s;
-	char *path = state_path(a), *error = NULL;
+	char *path = state_path(a), *error = NULL, *spool;
 	int ret;
 
 	memset(&s, 0, sizeof(s));
@@ -649,7 +666,10 @@ run_account(const struct fetch_account *a)
 		free(path);
 		return FX_CANTCREAT;
 	}
-	if ((s.t = ftarget_open(a, &error)) == NULL) {
+	spool = xasprintf("%s.spool", path);
+	s.t = ftarget_open(a, spool, &error);
+	free(spool);
+	if (s.t == NULL) {
 		f_err("%s", error);
 		free(error);
 		fstate_close(&s.st);

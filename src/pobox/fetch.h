@@ -133,20 +133,26 @@ int fstate_compact(struct fstate *st, bool keep_seen_only);
 
 /* ---- fetch_target.c */
 struct ftarget;
-/* Opens the target (checks a Maildir exists, takes the mbox lock). NULL
+/* Opens the target (makes a missing Maildir, creates the mbox). spool:
+ * a file of this account for the mbox target's copy of a message. NULL
  * with *error_r. */
-struct ftarget *ftarget_open(const struct fetch_account *a, char **error_r);
+struct ftarget *ftarget_open(const struct fetch_account *a, const char *spool,
+    char **error_r);
 void ftarget_close(struct ftarget **t);
-/* A fresh reference for a message about to be stored (Maildir: the
- * unique name). Malloc'ed. */
-char *ftarget_ref(struct ftarget *t);
+/* Called by ftarget_store with the message's reference (Maildir: its
+ * unique name; mbox: "mbox.OFFSET.END"; MDA: "mda.TIME.N") right before
+ * the step that makes it visible; it journals "p". 0 / -1 (then nothing
+ * is stored). */
+typedef int ftarget_pending_fn(void *ctx, const char *ref);
 /* Stores one message read with rd: 0 stored durably, 1 temporary
- * failure (try later; MDA exit 75), -1 failure; *error_r static or in
- * t's buffer. */
-int ftarget_store(struct ftarget *t, const char *ref, ssize_t (*rd)(void *, void *, size_t),
-    void *ctx, const char **error_r);
+ * failure (try later; MDA exit 75), -1 failure, -2 pending failed;
+ * *error_r static or in t's buffer. The body is read to its end unless
+ * rd fails. */
+int ftarget_store(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
+    void *ctx, ftarget_pending_fn *pending, void *pctx, const char **error_r);
 /* After a crash: 1 the message with ref is stored, 0 it is not (and
- * whatever was half written is gone), -1 cannot tell (error). */
+ * whatever was half written is gone), -1 cannot tell (MDA; an mbox
+ * rewritten since): it is fetched again. */
 int ftarget_recover(struct ftarget *t, const char *ref);
 /* True when the target can tell whether a message got stored (not the
  * MDA). */

@@ -1,8 +1,10 @@
 /* fetch_target.c: where pobox fetch puts a message (run by the user).
  * Maildir: store/deliver.c under a unique name chosen here first, so the
  * journal can name it before it exists (tmp/, fsync, link into new/,
- * fsync new/). MDA: a command fed the message on stdin; exit 0 is stored,
- * 75 is "later". */
+ * fsync new/). mbox: mboxrd, spooled first, then appended under fcntl and
+ * dotlock locks and fsynced; the journal names the octet range, so a
+ * half-written append is cut off after a crash. MDA: a command fed the
+ * spooled message on stdin; exit 0 is stored, 75 is "later". */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +24,8 @@
 
 struct ftarget {
 	enum fetch_target kind;
-	char *path;             /* Maildir, or the MDA command */
+	char *path;             /* Maildir, mbox, or the MDA command */
+	char *spool;            /* mbox: the message before its append */
 	unsigned long counter;
 	char host[32];
 	char error[512];
@@ -49,7 +52,7 @@ ft_host(char *out, size_t size)
 }
 
 struct ftarget *
-ftarget_open(const struct fetch_account *a, char **error_r)
+ftarget_open(const struct fetch_account *a, const char *spool, char **error_r)
 {
 	struct ftarget *t = xcalloc(1, sizeof(*t));
 	static const char *const subs[] = { "cur", "new", "tmp" };
@@ -57,6 +60,7 @@ ftarget_open(const struct fetch_account *a, char **error_r)
 
 	t->kind = a->target;
 	t->path = xstrdup(a->target_arg);
+	t->spool = xstrdup(spool);
 	ft_host(t->host, sizeof(t->host));
 	if (t->kind == FETCH_MAILDIR) {
 		for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
@@ -78,9 +82,15 @@ ftarget_open(const struct fetch_account *a, char **error_r)
 			free(p);
 		}
 	} else if (t->kind == FETCH_MBOX) {
-		*error_r = xasprintf("mbox delivery is not implemented yet");
-		ftarget_close(&t);
-		return NULL;
+		int fd = open(t->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC |
+		    O_NOFOLLOW, 0600);
+
+		if (fd < 0) {
+			*error_r = xasprintf("mbox %s: %s", t->path, strerror(errno));
+			ftarget_close(&t);
+			return NULL;
+		}
+		close(fd);
 	}
 	return t;
 }
@@ -91,6 +101,7 @@ ftarget_close(struct ftarget **tp)
 	if (*tp == NULL)
 		return;
 	free((*tp)->path);
+	free((*tp)->spool);
 	free(*tp);
 	*tp = NULL;
 }
@@ -101,8 +112,8 @@ ftarget_checkable(const struct ftarget *t)
 	return t->kind != FETCH_MDA;
 }
 
-char *
-ftarget_ref(struct ftarget *t)
+static char *
+ft_ref(struct ftarget *t)
 {
 	struct timespec ts;
 	uint64_t rnd = 0;
@@ -122,8 +133,9 @@ ftarget_ref(struct ftarget *t)
  * stdin. */
 static int
 ft_mda(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
-    const char **error_r)
+    ftarget_pending_fn *pending, void *pctx, const char **error_r)
 {
+	char *ref;
 	char buf[65536];
 	int fd, status;
 	ssize_t got;
@@ -146,6 +158,13 @@ ft_mda(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
 		*error_r = "connection lost during the message";
 		return 1;
 	}
+	ref = ft_ref(t);
+	if (pending(pctx, ref) < 0) {
+		free(ref);
+		fclose(f);
+		return -2;
+	}
+	free(ref);
 	if (lseek(fd, 0, SEEK_SET) < 0 || (pid = fork()) < 0) {
 		fclose(f);
 		*error_r = "fork failed";
@@ -173,16 +192,256 @@ ft_mda(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
 	return -1;
 }
 
+/* Takes the mbox locks: a dotlock (path.lock holding our pid; one left
+ * by a dead process is removed) and then fcntl on the file, each retried
+ * for at most 30 s. Returns the fd, or -1 with *error_r. */
+static int
+ft_mbox_lock(struct ftarget *t, const char **error_r)
+{
+	char *lock = xasprintf("%s.lock", t->path), pidbuf[32];
+	struct flock fl;
+	int fd = -1, lfd, i;
+	ssize_t n;
+
+	/* The pid goes into a file of our own first and is linked to
+	 * path.lock, so a lock file always names its holder (a kill
+	 * between create and write leaves no empty lock). */
+	char *mine = xasprintf("%s.%ld", lock, (long)getpid());
+	lfd = open(mine, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	n = snprintf(pidbuf, sizeof(pidbuf), "%ld\n", (long)getpid());
+	if (lfd < 0 || write(lfd, pidbuf, (size_t)n) != n) {
+		if (lfd >= 0)
+			close(lfd);
+		(void)unlink(mine);
+		free(mine);
+		free(lock);
+		*error_r = "cannot create the mbox dotlock (the mbox's directory "
+		    "must be writable)";
+		return -1;
+	}
+	close(lfd);
+	for (i = 0; i < 300; i++) {
+		if (link(mine, lock) == 0)
+			break;
+		if (errno != EEXIST) {
+			i = 300;
+			break;
+		}
+		/* A lock of a process that is gone (a SIGKILLed fetch). */
+		if ((lfd = open(lock, O_RDONLY | O_CLOEXEC)) >= 0) {
+			n = read(lfd, pidbuf, sizeof(pidbuf) - 1);
+			close(lfd);
+			long pid = n > 0 ? (pidbuf[n] = '\0', strtol(pidbuf, NULL, 10)) : 0;
+			if (pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
+				(void)unlink(lock);
+				continue;
+			}
+		}
+		usleep(100000);
+	}
+	(void)unlink(mine);
+	free(mine);
+	if (i == 300) {
+		*error_r = "the mbox is locked (dotlock held for 30 s)";
+		free(lock);
+		return -1;
+	}
+	fd = open(t->path, O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	for (i = 0; fd >= 0 && i < 300; i++) {
+		if (fcntl(fd, F_SETLK, &fl) == 0)
+			break;
+		usleep(100000);
+	}
+	if (fd < 0 || i == 300) {
+		*error_r = fd < 0 ? "cannot open the mbox" : "the mbox is locked (fcntl)";
+		if (fd >= 0)
+			close(fd);
+		(void)unlink(lock);
+		free(lock);
+		return -1;
+	}
+	free(lock);
+	return fd;
+}
+
+static void
+ft_mbox_unlock(struct ftarget *t, int fd)
+{
+	char *lock = xasprintf("%s.lock", t->path);
+
+	close(fd);         /* drops the fcntl lock */
+	(void)unlink(lock);
+	free(lock);
+}
+
+/* mboxrd (RFC 4155 and the mboxrd convention): a "From " line opens the
+ * message; body lines that match >*From get one more '>'; a blank line
+ * ends it. Spooled (and synced) to t->spool first, so the append has a
+ * known length and recovery can compare what reached the mbox. 0 with
+ * *len_r, or -1 (1 when reading the message failed). */
+static int
+ft_mbox_spool(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
+    uint64_t *len_r, const char **error_r)
+{
+	static const char from[] = "From ";
+	char in[65536], hdr[128], pb[1024];
+	bool prefix = true;      /* at the start of a line, matching >*From */
+	size_t pbl = 0, nfrom = 0;
+	char last = '\n';
+	ssize_t got;
+	time_t now = time(NULL);
+	struct tm tm;
+	FILE *f;
+	int fd;
+
+	if ((fd = open(t->spool, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0 ||
+	    (f = fdopen(fd, "w+")) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		*error_r = "cannot create the mbox spool file";
+		return -1;
+	}
+	gmtime_r(&now, &tm);
+	strftime(hdr, sizeof(hdr), "From MAILER-DAEMON %a %b %e %H:%M:%S %Y\n", &tm);
+	fputs(hdr, f);
+	while ((got = rd(ctx, in, sizeof(in))) > 0) {
+		for (ssize_t i = 0; i < got; i++) {
+			char c = in[i];
+
+			if (prefix) {
+				if (nfrom == 0 && c == '>' && pbl + 6 < sizeof(pb)) {
+					pb[pbl++] = c;
+					last = c;
+					continue;
+				}
+				if (c == from[nfrom]) {
+					pb[pbl++] = c;
+					last = c;
+					if (++nfrom == 5) {
+						fputc('>', f);
+						fwrite(pb, 1, pbl, f);
+						prefix = false;
+					}
+					continue;
+				}
+				fwrite(pb, 1, pbl, f);
+				prefix = false;
+			}
+			fputc(c, f);
+			last = c;
+			if (c == '\n') {
+				prefix = true;
+				pbl = nfrom = 0;
+			}
+		}
+	}
+	if (prefix && pbl > 0)
+		fwrite(pb, 1, pbl, f);
+	if (last != '\n')
+		fputc('\n', f);
+	fputc('\n', f);
+	if (got < 0) {
+		fclose(f);
+		*error_r = "connection lost during the message";
+		return 1;
+	}
+	if (fflush(f) != 0 || ferror(f) || fdatasync(fd) < 0) {
+		fclose(f);
+		*error_r = "cannot write the mbox spool file";
+		return -1;
+	}
+	*len_r = (uint64_t)ftello(f);
+	fclose(f);
+	return 0;
+}
+
+/* Copies n octets of the spool to fd (O_APPEND) and fsyncs. */
+static int
+ft_copy_spool(struct ftarget *t, int fd, uint64_t n)
+{
+	char buf[65536];
+	int sfd = open(t->spool, O_RDONLY | O_CLOEXEC);
+	ssize_t r;
+
+	if (sfd < 0)
+		return -1;
+	while (n > 0 && (r = read(sfd, buf, sizeof(buf))) > 0) {
+		for (ssize_t off = 0; off < r;) {
+			ssize_t w = write(fd, buf + off, (size_t)(r - off));
+
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				close(sfd);
+				return -1;
+			}
+			off += w;
+		}
+		n -= (uint64_t)r;
+	}
+	close(sfd);
+	return n == 0 && fsync(fd) == 0 ? 0 : -1;
+}
+
+static int
+ft_mbox(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
+    ftarget_pending_fn *pending, void *pctx, const char **error_r)
+{
+	uint64_t len;
+	off_t off;
+	char ref[64];
+	int fd, r;
+
+	if ((r = ft_mbox_spool(t, rd, ctx, &len, error_r)) != 0)
+		return 1;
+	if ((fd = ft_mbox_lock(t, error_r)) < 0)
+		return 1;
+	if ((off = lseek(fd, 0, SEEK_END)) < 0) {
+		ft_mbox_unlock(t, fd);
+		*error_r = "cannot seek in the mbox";
+		return 1;
+	}
+	snprintf(ref, sizeof(ref), "mbox.%lld.%llu", (long long)off,
+	    (unsigned long long)((uint64_t)off + len));
+	if (pending(pctx, ref) < 0) {
+		ft_mbox_unlock(t, fd);
+		return -2;
+	}
+	if (ft_copy_spool(t, fd, len) < 0) {
+		/* Cut the half append off again. */
+		(void)!ftruncate(fd, off);
+		(void)fsync(fd);
+		ft_mbox_unlock(t, fd);
+		snprintf(t->error, sizeof(t->error), "mbox %s: %s", t->path,
+		    strerror(errno));
+		*error_r = t->error;
+		return 1;
+	}
+	ft_mbox_unlock(t, fd);
+	return 0;
+}
+
 int
-ftarget_store(struct ftarget *t, const char *ref, ssize_t (*rd)(void *, void *, size_t),
-    void *ctx, const char **error_r)
+ftarget_store(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
+    void *ctx, ftarget_pending_fn *pending, void *pctx, const char **error_r)
 {
 	struct deliver_rcpt rcpt;
 	struct deliver_input in;
 	enum deliver_result r;
+	char *ref;
 
 	if (t->kind == FETCH_MDA)
-		return ft_mda(t, rd, ctx, error_r);
+		return ft_mda(t, rd, ctx, pending, pctx, error_r);
+	if (t->kind == FETCH_MBOX)
+		return ft_mbox(t, rd, ctx, pending, pctx, error_r);
+	ref = ft_ref(t);
+	if (pending(pctx, ref) < 0) {
+		free(ref);
+		return -2;
+	}
 	memset(&in, 0, sizeof(in));
 	memset(&rcpt, 0, sizeof(rcpt));
 	in.read = (deliver_read_fn *)rd;
@@ -190,11 +449,67 @@ ftarget_store(struct ftarget *t, const char *ref, ssize_t (*rd)(void *, void *, 
 	in.unique = ref;
 	rcpt.maildir = t->path;
 	r = maildir_deliver(&in, &rcpt, 1);
+	free(ref);
 	if (r == DELIVER_OK)
 		return 0;
 	snprintf(t->error, sizeof(t->error), "Maildir %s: %s", t->path, rcpt.error);
 	*error_r = t->error;
 	return r == DELIVER_TEMPFAIL ? 1 : -1;
+}
+
+/* After a crash with "p UIDL mbox.O.E": the range [O, E) of the mbox
+ * against the spool. Whole: stored. A prefix of it at the end of the
+ * file: cut off, not stored. Anything else (the mbox was rewritten
+ * since): left alone and fetched again (a duplicate at worst, never a
+ * loss). */
+static int
+ft_mbox_recover(struct ftarget *t, const char *ref)
+{
+	unsigned long long o, e;
+	char a[65536], b[65536];
+	const char *error = NULL;
+	struct stat sb, ss;
+	int fd, sfd, r = 0;
+	uint64_t pos, have;
+	bool same = true;
+
+	if (sscanf(ref, "mbox.%llu.%llu", &o, &e) != 2 || e < o)
+		return -1;
+	if ((fd = ft_mbox_lock(t, &error)) < 0)
+		return -1;
+	if ((sfd = open(t->spool, O_RDONLY | O_CLOEXEC)) < 0 ||
+	    fstat(sfd, &ss) < 0 || (uint64_t)ss.st_size != e - o ||
+	    fstat(fd, &sb) < 0 || (uint64_t)sb.st_size <= o) {
+		r = -1;
+		goto out;
+	}
+	have = (uint64_t)sb.st_size - o;
+	if (have > e - o)
+		have = e - o;
+	for (pos = 0; pos < have && same;) {
+		size_t n = have - pos < sizeof(a) ? (size_t)(have - pos) : sizeof(a);
+
+		if (pread(fd, a, n, (off_t)(o + pos)) != (ssize_t)n ||
+		    pread(sfd, b, n, (off_t)pos) != (ssize_t)n)
+			same = false;
+		else
+			same = memcmp(a, b, n) == 0;
+		pos += n;
+	}
+	if (!same)
+		r = -1;
+	else if (have == e - o)
+		r = 1;
+	else if ((uint64_t)sb.st_size == o + have && ftruncate(fd, (off_t)o) == 0 &&
+	    fsync(fd) == 0)
+		r = 0;
+	else
+		r = -1;
+out:
+	if (sfd >= 0)
+		close(sfd);
+	ft_mbox_unlock(t, fd);
+	return r;
 }
 
 /* The unique part of a Maildir name: up to the first ',' or ':'. */
@@ -215,6 +530,8 @@ ftarget_recover(struct ftarget *t, const char *ref)
 	char *p;
 	DIR *d;
 
+	if (t->kind == FETCH_MBOX)
+		return ft_mbox_recover(t, ref);
 	if (t->kind != FETCH_MAILDIR)
 		return -1;
 	for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {

@@ -7,6 +7,7 @@ nothing deleted on the server that is not stored."""
 
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -25,6 +26,21 @@ def local_messages(maildir):
         d = Path(maildir) / sub
         if d.is_dir():
             out += [(d / n).read_bytes() for n in os.listdir(d)]
+    return sorted(out)
+
+
+def mbox_messages(path):
+    """The messages of an mboxrd file, unquoted, as a sorted list."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    out = []
+    for part in re.split(rb"(?:^|\n\n)From MAILER-DAEMON [^\n]*\n", data)[1:]:
+        out.append(re.sub(rb"(?m)^>(>*From )", rb"\1", part) + b"\n")
+    # The last message keeps the blank line that ends it.
+    if out:
+        out[-1] = out[-1][:-2]
     return sorted(out)
 
 
@@ -169,6 +185,40 @@ class FetchTest(FetchCase):
         got = sorted(p.read_bytes() for p in out.iterdir())
         self.assertEqual(got, sorted(self.msgs))
 
+    def test_mbox(self):
+        """mboxrd: From_ lines quoted with one more '>', a blank line after
+        each message; a second run appends only new mail."""
+        mbox = self.env.cli / "mbox"
+        tricky = simple_message("from lines", "From here\n>From there\n"
+                                ">>From x\nFrom\nno newline at end")
+        self.deliver([tricky])
+        self.env.start()
+        r = self.fetch("--mbox", str(mbox), "--keep")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        data = mbox.read_bytes()
+        parts = data.split(b"\nFrom MAILER-DAEMON ")
+        self.assertTrue(data.startswith(b"From MAILER-DAEMON "))
+        self.assertEqual(len(parts), 5)
+        bodies = sorted(p.split(b"\n", 1)[1] for p in parts)
+        want = []
+        for m in self.msgs + [tricky]:
+            q = re.sub(rb"(?m)^(>*From )", rb">\1", m)
+            if not q.endswith(b"\n"):
+                q += b"\n"
+            want.append(q + b"\n")
+        # The last part keeps its final blank line; the others lost the
+        # "\n" that split() consumed before "From ".
+        self.assertEqual(sorted(b if b.endswith(b"\n\n") else b + b"\n"
+                                for b in bodies), sorted(want))
+        self.assertIn(b"\n>From here\n>>From there\n>>>From x\nFrom\n", data)
+        self.assertFalse((self.env.cli / "mbox.lock").exists())
+        late = simple_message("mbox late")
+        self.deliver([late])
+        r = self.fetch("--mbox", str(mbox), "--keep")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(mbox.read_bytes().startswith(data))
+        self.assertEqual(mbox.read_bytes().count(b"\nFrom MAILER-DAEMON "), 5)
+
     def test_mda_tempfail(self):
         """An MDA exit 75 leaves the message on the server for later."""
         self.env.start()
@@ -293,8 +343,10 @@ class FetchExactlyOnceTest(FetchCase):
 
     N = 100
 
+    local = None
+
     def check_invariant(self, msgs, final=False):
-        local = local_messages(self.inbox)
+        local = (self.local or (lambda: local_messages(self.inbox)))()
         on_server = self.env.messages("alice")
         # Never twice locally.
         self.assertEqual(len(local), len(set(local)), "a message stored twice")
@@ -317,13 +369,23 @@ class FetchExactlyOnceTest(FetchCase):
         return len(p - d)
 
     def test_sigkill(self):
+        self.kill_trials(30, ())
+
+    def test_sigkill_mbox(self):
+        mbox = self.env.cli / "mbox"
+        self.local = lambda: mbox_messages(mbox)
+        self.kill_trials(15, ("--mbox", str(mbox)))
+
+    def kill_trials(self, trials, target):
+        if self.local is None:
+            self.local = lambda: local_messages(self.inbox)
         self.env.start()
         rng = random.Random(int(os.environ.get("FETCH_SEED", "5")))
         # Distinct messages of ~20 KB, so a run lasts long enough to be
         # killed in the middle of a transfer.
         all_msgs = {}
         seq = killed = pending = 0
-        for trial in range(30):
+        for trial in range(trials):
             batch = []
             for _ in range(self.N):
                 seq += 1
@@ -331,7 +393,7 @@ class FetchExactlyOnceTest(FetchCase):
             for u, m in zip(self.deliver(batch), batch):
                 all_msgs[u] = m
             keep = trial % 3 == 2
-            extra = ("--keep",) if keep else ()
+            extra = (("--keep",) if keep else ()) + target
             p = subprocess.Popen(self.fetch_args(*extra), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)
             time.sleep(rng.uniform(0.01, 0.3))
@@ -344,10 +406,10 @@ class FetchExactlyOnceTest(FetchCase):
             self.check_invariant(all_msgs)
         # How many kills hit a run, and how many hit between a journal
         # "p" and its "d" (shown, not asserted: it depends on timing).
-        print(f"\n  sigkill: {killed} of 30 runs killed, {pending} left a "
-              f"pending record", end=" ")
+        print(f"\n  sigkill: {killed} of {trials} runs killed, {pending} left "
+              f"a pending record", end=" ")
         # Runs to the end: everything once.
-        r = self.fetch()
+        r = self.fetch(*target)
         self.assertIn(r.returncode, (0, 1), r.stderr)
         self.check_invariant(all_msgs, final=True)
         self.assertEqual(self.env.messages("alice"), {})
