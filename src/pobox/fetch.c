@@ -65,14 +65,19 @@ static void
 f_usage(FILE *out)
 {
 	fprintf(out,
-	    "usage: pobox fetch --host HOST --user USER (--maildir DIR | --mda CMD)\n"
-	    "         [--port N] [--tls implicit|stls|none] [--allow-cleartext]\n"
-	    "         [--cafile FILE] [--fingerprint SHA256] [--auth MECH]\n"
-	    "         [--password-command CMD | --password-file FILE] [--oauth-command CMD]\n"
-	    "         [--keep] [--delete-after DAYS] [--max-size N [--oversize skip|headers]]\n"
-	    "         [--state-dir DIR] [--account NAME] [--accept-new-uidls]\n"
-	    "         [--dry-run] [--serverinfo] [--timeout SEC] [--pipeline N]\n"
-	    "         [--daemon SECONDS] [-q | -v]\n"
+	    "usage: pobox fetch [-C FILE] [ACCOUNT...] [options]\n"
+	    "       pobox fetch --host HOST --user USER (--maildir DIR | --mbox FILE |\n"
+	    "         --mda CMD) [options]\n"
+	    "options (each also a setting in the file, - as _):\n"
+	    "  --port N --tls implicit|stls|none --allow-cleartext --cafile FILE\n"
+	    "  --fingerprint SHA256 --auth MECH --password-command CMD\n"
+	    "  --password-file FILE --oauth-command CMD --keep --delete-after DAYS\n"
+	    "  --max-size N --oversize skip|headers --state-dir DIR --timeout SEC\n"
+	    "  --pipeline N\n"
+	    "run flags: --account NAME (state name for a command-line account)\n"
+	    "  --accept-new-uidls --dry-run --serverinfo --daemon SECONDS\n"
+	    "  --print-config -q -v\n"
+	    "Default FILE: ~/.config/pobox/fetch.conf (when no --host is given).\n"
 	    "Exit: 0 fetched, 1 nothing new, 64 usage, 65 protocol violation,\n"
 	    "69 cannot connect / TLS, 73 target unusable, 74 local I/O, 75 try later,\n"
 	    "76 server lacks UIDL, 77 login refused, 78 configuration.\n");
@@ -207,8 +212,13 @@ s_open(struct session *s)
 	}
 	ev = fnet_reply(&s->net, false, 0);
 	if (ev != POP3C_STATUS || s->net.pc.status != POP3C_OK) {
-		if (a->tls != FETCH_TLS_IMPLICIT && (ev != POP3C_STATUS ||
-		    s->net.pc.status == POP3C_CONT))
+		/* Silence, or octets that are no status line: a server
+		 * waiting for a TLS ClientHello, or speaking TLS. */
+		bool tls_port = a->tls != FETCH_TLS_IMPLICIT && (s->net.timed_out ||
+		    s->net.pc.state == POP3C_S_FAILED ||
+		    (ev == POP3C_STATUS && s->net.pc.status == POP3C_CONT));
+
+		if (tls_port)
 			f_err("%s port %s sent no POP3 greeting (%s): if it speaks "
 			    "TLS from the first byte (POP3S, usually port 995), use "
 			    "--tls implicit", a->host, a->port, s->net.error);
@@ -216,7 +226,7 @@ s_open(struct session *s)
 			f_err("%s refused the connection: %s", a->host, s->net.pc.text);
 		else
 			f_err("%s", s->net.error);
-		s_fail(s, ev == POP3C_STATUS ? FX_TEMPFAIL : FX_PROTOCOL);
+		s_fail(s, tls_port ? FX_UNAVAIL : FX_TEMPFAIL);
 		return -1;
 	}
 	if (a->serverinfo)
@@ -744,196 +754,147 @@ out:
 
 /* ---- options */
 
-static int
-parse_fingerprint(const char *in, char **out_r)
-{
-	char hex[65];
-	size_t j = 0;
-
-	for (size_t i = 0; in[i] != '\0'; i++) {
-		char c = in[i];
-
-		if (c == ':')
-			continue;
-		if (j == 64 || !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-		    (c >= 'A' && c <= 'F')))
-			return -1;
-		hex[j++] = (char)(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
-	}
-	if (j != 64)
-		return -1;
-	hex[64] = '\0';
-	*out_r = xstrdup(hex);
-	return 0;
-}
-
 static void
 on_stop(int sig)
 {
 	fetch_stop = 1;
 }
 
+/* The default file, when it exists. */
 static char *
-default_state_dir(void)
+default_config(void)
 {
-	const char *x = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+	const char *x = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	char *p = x != NULL && x[0] == '/' ? xasprintf("%s/pobox/fetch.conf", x) :
+	    xasprintf("%s/.config/pobox/fetch.conf", home != NULL ? home : ".");
 
-	if (x != NULL && x[0] == '/')
-		return xasprintf("%s/pobox", x);
-	return xasprintf("%s/.local/state/pobox", home != NULL ? home : ".");
+	if (access(p, F_OK) == 0)
+		return p;
+	free(p);
+	return NULL;
 }
 
 int
 fetch_command(int argc, char **argv)
 {
+	/* Options whose letter is '\1' map to the settings row of the same
+	 * name (dashes as underscores); the others are run flags. */
 	static const struct option opts[] = {
-		{ "host", required_argument, NULL, 'H' },
-		{ "port", required_argument, NULL, 'P' },
-		{ "user", required_argument, NULL, 'u' },
-		{ "tls", required_argument, NULL, 't' },
-		{ "allow-cleartext", no_argument, NULL, 'X' },
-		{ "cafile", required_argument, NULL, 'A' },
-		{ "fingerprint", required_argument, NULL, 'F' },
-		{ "auth", required_argument, NULL, 'a' },
-		{ "password-command", required_argument, NULL, 'p' },
-		{ "password-file", required_argument, NULL, 'f' },
-		{ "oauth-command", required_argument, NULL, 'O' },
-		{ "maildir", required_argument, NULL, 'm' },
-		{ "mbox", required_argument, NULL, 'b' },
-		{ "mda", required_argument, NULL, 'M' },
-		{ "keep", no_argument, NULL, 'k' },
-		{ "delete-after", required_argument, NULL, 'D' },
-		{ "max-size", required_argument, NULL, 'S' },
-		{ "oversize", required_argument, NULL, 'o' },
-		{ "state-dir", required_argument, NULL, 's' },
+		{ "host", required_argument, NULL, 1 },
+		{ "port", required_argument, NULL, 1 },
+		{ "user", required_argument, NULL, 1 },
+		{ "tls", required_argument, NULL, 1 },
+		{ "cafile", required_argument, NULL, 1 },
+		{ "fingerprint", required_argument, NULL, 1 },
+		{ "auth", required_argument, NULL, 1 },
+		{ "password-command", required_argument, NULL, 1 },
+		{ "password-file", required_argument, NULL, 1 },
+		{ "oauth-command", required_argument, NULL, 1 },
+		{ "maildir", required_argument, NULL, 2 },
+		{ "mbox", required_argument, NULL, 2 },
+		{ "mda", required_argument, NULL, 2 },
+		{ "delete-after", required_argument, NULL, 1 },
+		{ "max-size", required_argument, NULL, 1 },
+		{ "oversize", required_argument, NULL, 1 },
+		{ "state-dir", required_argument, NULL, 1 },
+		{ "timeout", required_argument, NULL, 1 },
+		{ "pipeline", required_argument, NULL, 1 },
+		{ "allow-cleartext", no_argument, NULL, 3 },
+		{ "keep", no_argument, NULL, 3 },
+		{ "config", required_argument, NULL, 'C' },
 		{ "account", required_argument, NULL, 'n' },
 		{ "accept-new-uidls", no_argument, NULL, 'N' },
 		{ "dry-run", no_argument, NULL, 'd' },
 		{ "serverinfo", no_argument, NULL, 'I' },
-		{ "timeout", required_argument, NULL, 'T' },
-		{ "pipeline", required_argument, NULL, 'W' },
 		{ "daemon", required_argument, NULL, 'z' },
+		{ "print-config", no_argument, NULL, 'p' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct fetch_account a;
-	uint32_t u32, daemon_every = 0;
-	uint64_t u64;
-	int c, ret, targets = 0;
+	struct fetch_opt *cli = xcalloc((size_t)argc * 3 + 1, sizeof(*cli));
+	char **names = xcalloc((size_t)argc + 1, sizeof(*names));
+	char **owned = xcalloc((size_t)argc + 1, sizeof(*owned));
+	size_t nowned = 0;
+	size_t ncli = 0, nnames = 0, nacct = 0;
+	struct fetch_account *accts = NULL;
+	const char *config = NULL, *cli_name = NULL;
+	char *defconf = NULL, *error = NULL;
+	bool accept = false, dry = false, info = false, cli_host = false;
+	int c, idx, verbose = 0, ret = FX_USAGE;
+	uint32_t daemon_every = 0;
 	struct sigaction sa;
 
-	memset(&a, 0, sizeof(a));
-	a.tls = FETCH_TLS_IMPLICIT;
-	a.delete_after = -1;
-	a.timeout = FETCH_TIMEOUT;
-	a.window = FETCH_WINDOW;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "qvh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "C:qvh", opts, &idx)) != -1) {
+		char *row;
+
 		switch (c) {
-		case 'H': a.host = optarg; break;
-		case 'P': a.port = optarg; break;
-		case 'u': a.user = optarg; break;
-		case 't':
-			if (strcmp(optarg, "implicit") == 0)
-				a.tls = FETCH_TLS_IMPLICIT;
-			else if (strcmp(optarg, "stls") == 0)
-				a.tls = FETCH_TLS_STLS;
-			else if (strcmp(optarg, "none") == 0)
-				a.tls = FETCH_TLS_NONE;
-			else {
-				f_err("--tls: implicit, stls or none");
-				return FX_USAGE;
+		case 1:
+		case 2:
+		case 3:
+			/* "password-file" -> the row "password_file". */
+			row = owned[nowned++] = xstrdup(opts[idx].name);
+			for (char *p = row; *p != '\0'; p++)
+				if (*p == '-')
+					*p = '_';
+			if (c == 2) {
+				/* One target: the command line's replaces the
+				 * file's. */
+				cli[ncli++] = (struct fetch_opt){ "maildir", "" };
+				cli[ncli++] = (struct fetch_opt){ "mbox", "" };
+				cli[ncli++] = (struct fetch_opt){ "mda", "" };
 			}
+			cli_host |= strcmp(row, "host") == 0;
+			cli[ncli].name = row;
+			cli[ncli++].value = c == 3 ? "yes" : optarg;
 			break;
-		case 'X': a.allow_cleartext = true; break;
-		case 'A': a.cafile = optarg; break;
-		case 'F':
-			if (parse_fingerprint(optarg, &a.fingerprint) < 0) {
-				f_err("--fingerprint: 64 hex digits (colons allowed)");
-				return FX_USAGE;
-			}
-			break;
-		case 'a': a.auth = optarg; break;
-		case 'p': a.password_command = optarg; break;
-		case 'f': a.password_file = optarg; break;
-		case 'O': a.oauth_command = optarg; break;
-		case 'm': a.target = FETCH_MAILDIR; a.target_arg = optarg; targets++; break;
-		case 'b': a.target = FETCH_MBOX; a.target_arg = optarg; targets++; break;
-		case 'M': a.target = FETCH_MDA; a.target_arg = optarg; targets++; break;
-		case 'k': a.keep = true; break;
-		case 'D':
-			if (str_to_u32(optarg, &u32) < 0 || u32 > 100000) {
-				f_err("--delete-after: days, 0 to 100000");
-				return FX_USAGE;
-			}
-			a.delete_after = (int)u32;
-			break;
-		case 'S':
-			if (str_to_u64(optarg, &u64) < 0) {
-				f_err("--max-size: octets");
-				return FX_USAGE;
-			}
-			a.max_size = u64;
-			break;
-		case 'o':
-			if (strcmp(optarg, "skip") != 0 && strcmp(optarg, "headers") != 0) {
-				f_err("--oversize: skip or headers");
-				return FX_USAGE;
-			}
-			a.oversize_headers = strcmp(optarg, "headers") == 0;
-			break;
-		case 's': a.state_dir = optarg; break;
-		case 'n': a.name = optarg; break;
-		case 'N': a.accept_new_uidls = true; break;
-		case 'd': a.dry_run = true; break;
-		case 'I': a.serverinfo = true; break;
-		case 'T':
-			if (str_to_u32(optarg, &u32) < 0 || u32 == 0 || u32 > 3600) {
-				f_err("--timeout: seconds, 1 to 3600");
-				return FX_USAGE;
-			}
-			a.timeout = u32;
-			break;
-		case 'W':
-			if (str_to_u32(optarg, &u32) < 0 || u32 == 0 || u32 > 256) {
-				f_err("--pipeline: 1 to 256");
-				return FX_USAGE;
-			}
-			a.window = u32;
-			break;
+		case 'C': config = optarg; break;
+		case 'n': cli_name = optarg; break;
+		case 'N': accept = true; break;
+		case 'd': dry = true; break;
+		case 'I': info = true; break;
 		case 'z':
 			if (str_to_u32(optarg, &daemon_every) < 0 || daemon_every == 0) {
 				f_err("--daemon: seconds between runs");
-				return FX_USAGE;
+				goto out;
 			}
 			break;
-		case 'q': a.verbose = -1; break;
-		case 'v': a.verbose = 1; break;
-		case 'h': f_usage(stdout); return 0;
+		case 'p': fetch_config_print(stdout); ret = 0; goto out;
+		case 'q': verbose = -1; break;
+		case 'v': verbose = 1; break;
+		case 'h': f_usage(stdout); ret = 0; goto out;
 		default:
 			f_err("unknown option or missing argument: %s", argv[optind - 1]);
 			f_usage(stderr);
-			return FX_USAGE;
+			goto out;
 		}
 	}
-	if (optind != argc || a.host == NULL || a.user == NULL ||
-	    (targets != 1 && !a.serverinfo) || targets > 1) {
+	while (optind < argc)
+		names[nnames++] = argv[optind++];
+	/* The default file is read unless the command line names a server
+	 * of its own. */
+	if (config == NULL && !cli_host)
+		config = defconf = default_config();
+	if (config == NULL && !cli_host) {
 		f_usage(stderr);
-		return FX_USAGE;
+		goto out;
 	}
-	if (a.port == NULL)
-		a.port = a.tls == FETCH_TLS_IMPLICIT ? "995" : "110";
-	if (a.delete_after > 0 && !a.keep)
-		a.keep = true;   /* "delete after N days" implies keeping till then */
-	if (a.serverinfo && targets == 0) {
-		a.target = FETCH_MDA;
-		a.target_arg = "cat >/dev/null";
+	if (fetch_accounts(config, names, nnames, cli, ncli, cli_name, info, &accts,
+	    &nacct, &error) < 0) {
+		f_err("%s", error);
+		free(error);
+		ret = FX_CONFIG;
+		goto out;
 	}
-	char *sd = a.state_dir != NULL ? xstrdup(a.state_dir) : default_state_dir();
-	a.state_dir = sd;
+	for (size_t i = 0; i < nacct; i++) {
+		accts[i].accept_new_uidls = accept;
+		accts[i].dry_run = dry;
+		accts[i].serverinfo = info;
+		accts[i].verbose = verbose;
+	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
@@ -945,7 +906,18 @@ fetch_command(int argc, char **argv)
 		sigaction(SIGINT, &sa, NULL);
 	}
 	for (;;) {
-		ret = run_account(&a);
+		/* The worst of the accounts' results; "nothing new" only
+		 * when every account had nothing. */
+		ret = FX_NOTHING;
+		for (size_t i = 0; i < nacct && !fetch_stop; i++) {
+			int r = run_account(&accts[i]);
+
+			if (r == FX_OK && ret == FX_NOTHING)
+				ret = FX_OK;
+			else if (r != FX_OK && r != FX_NOTHING && (ret == FX_OK ||
+			    ret == FX_NOTHING))
+				ret = r;
+		}
 		if (daemon_every == 0 || fetch_stop)
 			break;
 		for (uint32_t i = 0; i < daemon_every && !fetch_stop; i++)
@@ -953,7 +925,14 @@ fetch_command(int argc, char **argv)
 		if (fetch_stop)
 			break;
 	}
-	free(sd);
-	free(a.fingerprint);
+out:
+	if (accts != NULL)
+		fetch_accounts_free(accts, nacct);
+	for (size_t i = 0; i < nowned; i++)
+		free(owned[i]);
+	free(owned);
+	free(cli);
+	free(names);
+	free(defconf);
 	return ret;
 }

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "lib/buf.h"
@@ -53,6 +54,22 @@ struct fetch_account {
 	int verbose;            /* -1 quiet, 0 normal, 1 verbose */
 };
 
+/* ---- fetch_config.c: accounts from the file and the command line. */
+struct fetch_opt {
+	const char *name, *value;   /* a settings row name and its value */
+};
+/* The accounts to run: path (NULL: none) is read, the accounts named in
+ * select (all when nselect is 0) get the file's defaults, their section
+ * and then the command-line options cli. Without sections, the defaults
+ * and cli make one account named cli_name (NULL: user@host). info_only:
+ * no delivery target needed (--serverinfo). 0 / -1 with *error_r. */
+int fetch_accounts(const char *path, char *const *select, size_t nselect,
+    const struct fetch_opt *cli, size_t ncli, const char *cli_name, bool info_only,
+    struct fetch_account **accts_r, size_t *n_r, char **error_r);
+void fetch_accounts_free(struct fetch_account *a, size_t n);
+/* Every setting with its default and help, in file syntax. */
+void fetch_config_print(FILE *out);
+
 /* ---- fetch_net.c: one connection. Blocking style on a non-blocking
  * socket: every wait is a poll() bounded by the timeout. */
 struct fnet {
@@ -65,6 +82,7 @@ struct fnet {
 	struct buf body;        /* parsed body octets not taken yet */
 	bool body_done;         /* the current body ended */
 	bool cleartext_seen;    /* a TLS record header looked like "+OK" */
+	bool timed_out;         /* a wait ran into the timeout */
 	char error[512];
 };
 

@@ -53,6 +53,7 @@ fnet_wait(struct fnet *n, short events)
 		if (r == 0) {
 			fnet_err(n, "no answer from %s within %u s", n->acct->host,
 			    n->acct->timeout);
+			n->timed_out = true;
 			errno = ETIMEDOUT;
 			return -1;
 		}

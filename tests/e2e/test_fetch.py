@@ -252,6 +252,51 @@ class FetchTest(FetchCase):
         head = self.msgs[3].split(b"\n\n", 1)[0] + b"\n\n"
         self.assertEqual(local_messages(self.inbox), sorted(self.msgs[:3] + [head]))
 
+    def test_config_file(self):
+        """Shared defaults, one section per account, selection by name,
+        command-line options over the file, file:line errors."""
+        self.env.add_user("bob", PW)
+        bob_msgs = [simple_message("for bob")]
+        self.deliver(bob_msgs, user="bob")
+        conf = self.env.cli / "fetch.conf"
+        conf.write_text(
+            "# shared\n"
+            "host = 127.0.0.1\n"
+            f"port = {self.env.port}\n"
+            "tls = none\n"
+            "allow_cleartext = yes\n"
+            f"password_file = {self.pwfile}\n"
+            f"state_dir = {self.state}\n"
+            "[alice]\n"
+            "user = alice\n"
+            f"maildir = {self.inbox}\n"
+            "keep = yes\n"
+            "[bob]\n"
+            "user = bob\n"
+            f"mbox = \"{self.env.cli / 'bob mbox'}\"\n")
+        self.env.start()
+        run = lambda *a: subprocess.run([str(POBOX), "fetch", "-C", str(conf), *a],
+                                        capture_output=True, text=True, timeout=60)
+        r = run("bob")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), [])
+        self.assertEqual(mbox_messages(self.env.cli / "bob mbox"), bob_msgs)
+        r = run()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs))
+        self.assertEqual(len(self.env.messages("alice")), 4)   # keep = yes
+        # The command line wins over the file: delete now.
+        r = run("alice", "--delete-after", "0")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(self.env.messages("alice"), {})
+        r = run("carol")
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn("no account [carol]", r.stderr)
+        conf.write_text(conf.read_text() + "tls = maybe\n")
+        r = run()
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn(f"{conf}:15:", r.stderr)
+
     def test_uidl_migration(self):
         self.env.start()
         many = [simple_message(f"mig {i}") for i in range(12)]
