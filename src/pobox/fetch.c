@@ -59,6 +59,12 @@ struct session {
 	int code;                /* FX_ of the first failure, 0 */
 	char apop_ts[256];
 	const char *mech;
+	/* Maildir messages in tmp/ waiting for their group commit. */
+	uint32_t *staged;
+	size_t nstaged, capstaged, flushed;
+	uint64_t staged_bytes;
+	uint32_t *deles;         /* DELE queue (s_transfer) */
+	uint32_t ndel;
 };
 
 static void
@@ -459,7 +465,11 @@ s_pending(void *ctx, const char *ref)
 {
 	struct pend *p = ctx;
 
-	if (fstate_pending(p->s->st, p->uidl, ref) < 0)
+	/* A batched (Maildir) "p" is synced once before its batch is
+	 * renamed into new/ (s_flush); an mbox "p" before its append; an
+	 * MDA "p" needs no sync (an MDA run cannot be checked anyway). */
+	if (fstate_pending(p->s->st, p->uidl, ref, !ftarget_batched(p->s->t) &&
+	    ftarget_checkable(p->s->t)) < 0)
 		return -1;
 	p->ref = xstrdup(ref);
 	return 0;
@@ -475,21 +485,32 @@ s_store(struct session *s, struct msg *m)
 	int rc;
 
 	rc = ftarget_store(s->t, fnet_body_read, &s->net, s_pending, &pend, &error);
-	if (rc == 0) {
-		if (fstate_done(s->st, m->uidl, pend.ref, (int64_t)time(NULL)) < 0) {
-			/* Stored but not recorded: the next run finds it by
-			 * its "p" line. Stop before any DELE. */
+	if (rc == 0 && !ftarget_batched(s->t)) {
+		/* Stored; its "d" is synced with the batch, before its
+		 * DELE (s_flush). A kill before that sync finds the mbox
+		 * range by its "p" line (an MDA run is the one window). */
+		if (fstate_done(s->st, m->uidl, pend.ref, (int64_t)time(NULL), false) < 0) {
 			f_err("state journal: %s", strerror(errno));
 			s_fail(s, FX_IOERR);
 			free(pend.ref);
 			return -1;
 		}
-		free(pend.ref);
 		s->fetched++;
 		s->fetched_bytes += m->size;
 		if (s->a->verbose > 0)
 			f_say(s->a, "message %u (%s, %" PRIu64 " octets) stored", m->num,
 			    m->uidl, m->size);
+	}
+	if (rc == 0) {
+		/* Maildir: staged in tmp/; "d" and DELE come with its
+		 * batch. Others: waiting for the batch's sync of "d". */
+		if (s->nstaged == s->capstaged) {
+			s->capstaged = s->capstaged == 0 ? 64 : 2 * s->capstaged;
+			s->staged = xrealloc(s->staged, s->capstaged * sizeof(*s->staged));
+		}
+		s->staged[s->nstaged++] = (uint32_t)(m - s->m);
+		s->staged_bytes += m->size;
+		free(pend.ref);
 		return 0;
 	}
 	if (pend.ref != NULL)
@@ -509,6 +530,88 @@ s_store(struct session *s, struct msg *m)
 	return r < 0 ? -2 : -1;
 }
 
+#define FLUSH_MSGS 64
+#define FLUSH_BYTES (32u << 20)
+
+static void
+s_flushed(void *ctx, const char *ref, bool ok, const char *error)
+{
+	struct session *s = ctx;
+	struct msg *m = &s->m[s->staged[s->flushed++]];
+
+	if (!ok) {
+		fstate_drop(s->st, m->uidl);
+		f_err("message %u (%s): %s", m->num, m->uidl, error);
+		s_fail(s, FX_IOERR);
+		return;
+	}
+	if (fstate_done(s->st, m->uidl, ref, (int64_t)time(NULL), false) < 0) {
+		f_err("state journal: %s", strerror(errno));
+		s_fail(s, FX_IOERR);
+		return;
+	}
+	s->fetched++;
+	s->fetched_bytes += m->size;
+	if (s->a->verbose > 0)
+		f_say(s->a, "message %u (%s, %" PRIu64 " octets) stored", m->num,
+		    m->uidl, m->size);
+	if (!s->a->keep || s->a->delete_after == 0)
+		s->deles[s->ndel++] = (uint32_t)(m - s->m);
+}
+
+/* The group commit of the staged Maildir messages: their "p" lines
+ * synced, then their data (one syncfs), rename into new/, new/ synced,
+ * their "d" lines appended and synced; only then are their DELEs
+ * queued. 0, or -1 on a local failure. */
+static int
+s_flush(struct session *s)
+{
+	uint32_t first_dele = s->ndel;
+
+	if (s->nstaged == 0)
+		return 0;
+	if (!ftarget_batched(s->t)) {
+		/* Stored already; their "d" lines become durable here. */
+		if (fstate_sync(s->st) < 0) {
+			f_err("state journal: %s", strerror(errno));
+			s_fail(s, FX_IOERR);
+			s->nstaged = 0;
+			s->staged_bytes = 0;
+			return -1;
+		}
+		for (size_t i = 0; i < s->nstaged; i++)
+			if (!s->a->keep || s->a->delete_after == 0)
+				s->deles[s->ndel++] = s->staged[i];
+		s->nstaged = 0;
+		s->staged_bytes = 0;
+		return 0;
+	}
+	if (fstate_sync(s->st) < 0) {
+		f_err("state journal: %s", strerror(errno));
+		s_fail(s, FX_IOERR);
+		/* Without durable "p" lines nothing may enter new/. */
+		for (size_t i = 0; i < s->nstaged; i++)
+			fstate_drop(s->st, s->m[s->staged[i]].uidl);
+		ftarget_discard(s->t);
+		s->nstaged = 0;
+		s->staged_bytes = 0;
+		return -1;
+	}
+	s->flushed = 0;
+	ftarget_flush(s->t, s_flushed, s);
+	s->nstaged = 0;
+	s->staged_bytes = 0;
+	if (fstate_sync(s->st) < 0) {
+		/* Stored, but the "d" lines may not survive a power loss: no
+		 * DELE for them (the "p" lines find them next time). */
+		f_err("state journal: %s", strerror(errno));
+		s_fail(s, FX_IOERR);
+		s->ndel = first_dele;
+		return -1;
+	}
+	return s->code == FX_IOERR ? -1 : 0;
+}
+
 /* RETR/TOP and DELE, up to window commands in flight, DELE of a new
  * message only after it is durable. */
 static int
@@ -517,23 +620,24 @@ s_transfer(struct session *s)
 	const struct fetch_account *a = s->a;
 	unsigned window = s->capa.pipelining ? a->window : 1;
 	struct inflight *q = xcalloc(window, sizeof(*q));
-	uint32_t *deles = xcalloc(s->nmsg + 1, sizeof(*deles));
-	unsigned qhead = 0, qlen = 0;
-	uint32_t next = 0, ndel = 0, deli = 0;
+	unsigned qhead = 0, qlen = 0, retrs = 0;
+	uint32_t next = 0, deli = 0;
 	bool stop = false;
 	struct buf cmds = BUF_INIT;
 	int ret = 0;
 
+	s->deles = xcalloc(s->nmsg + 1, sizeof(*s->deles));
+	s->ndel = 0;
 	for (uint32_t i = 0; i < s->nmsg; i++)
 		if (s->m[i].dele)
-			deles[ndel++] = i;
+			s->deles[s->ndel++] = i;
 	for (;;) {
 		/* Queue commands while there is room. */
 		while (qlen < window && !stop) {
 			struct inflight *f = &q[(qhead + qlen) % window];
 
-			if (deli < ndel) {
-				f->idx = deles[deli++];
+			if (deli < s->ndel) {
+				f->idx = s->deles[deli++];
 				f->dele = true;
 				buf_printf(&cmds, "DELE %u\r\n", s->m[f->idx].num);
 			} else {
@@ -548,6 +652,7 @@ s_transfer(struct session *s)
 					buf_printf(&cmds, "TOP %u 0\r\n", s->m[f->idx].num);
 				else
 					buf_printf(&cmds, "RETR %u\r\n", s->m[f->idx].num);
+				retrs++;
 			}
 			qlen++;
 		}
@@ -556,8 +661,15 @@ s_transfer(struct session *s)
 				goto net_fail;
 			buf_clear(&cmds);
 		}
-		if (qlen == 0)
-			break;
+		if (qlen == 0) {
+			/* Staged messages are committed before the loop
+			 * ends; their DELEs go out in the next round. */
+			if (s->nstaged == 0)
+				break;
+			if (s_flush(s) < 0)
+				stop = true;
+			continue;
+		}
 		struct inflight f = q[qhead];
 		struct msg *m = &s->m[f.idx];
 
@@ -573,6 +685,7 @@ s_transfer(struct session *s)
 				f_err("DELE %u (%s): %s", m->num, m->uidl, s->net.pc.text);
 			continue;
 		}
+		retrs--;
 		if (s->net.pc.status != POP3C_OK) {
 			f_err("RETR %u (%s): %s", m->num, m->uidl, s->net.pc.text);
 			s_fail(s, FX_TEMPFAIL);
@@ -588,17 +701,23 @@ s_transfer(struct session *s)
 		}
 		if (fetch_stop)
 			stop = true;
-		if (!a->keep || a->delete_after == 0)
-			deles[ndel++] = f.idx;
+		if (s->nstaged >= FLUSH_MSGS || s->staged_bytes >= FLUSH_BYTES ||
+		    retrs == 0) {
+			if (s_flush(s) < 0)
+				stop = true;
+		}
 	}
 	goto out;
 net_fail:
 	f_err("%s", s->net.error);
 	s_fail(s, FX_TEMPFAIL);
 	ret = -1;
+	/* What arrived whole is stored; the next run deletes it. */
+	(void)s_flush(s);
 out:
 	free(q);
-	free(deles);
+	free(s->deles);
+	s->deles = NULL;
 	buf_free(&cmds);
 	return ret;
 }
@@ -636,7 +755,7 @@ s_recover(struct session *s)
 		ref = xstrdup(e->ref);
 		r = ftarget_recover(s->t, ref);
 		if (r == 1) {
-			if (fstate_done(s->st, uidl, ref, now) < 0) {
+			if (fstate_done(s->st, uidl, ref, now, true) < 0) {
 				f_err("state journal: %s", strerror(errno));
 				free(uidl);
 				free(ref);
@@ -744,6 +863,7 @@ out:
 	for (uint32_t i = 0; i < s.nmsg; i++)
 		free(s.m[i].uidl);
 	free(s.m);
+	free(s.staged);
 	ftarget_close(&s.t);
 	fstate_close(&s.st);
 	free(path);

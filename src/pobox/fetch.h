@@ -139,9 +139,12 @@ struct fstate_entry *fstate_find(struct fstate *st, const char *uidl);
 struct fstate_entry *fstate_at(struct fstate *st, size_t i, bool *end_r);
 size_t fstate_count(const struct fstate *st);
 /* Appends "p UIDL REF" (before the local commit) / "d UIDL FIRST REF"
- * (after it) and fdatasyncs. 0 / -1 with errno. */
-int fstate_pending(struct fstate *st, const char *uidl, const char *ref);
-int fstate_done(struct fstate *st, const char *uidl, const char *ref, int64_t first);
+ * (after it), fdatasynced when sync is set (else by fstate_sync). 0 / -1
+ * with errno. */
+int fstate_pending(struct fstate *st, const char *uidl, const char *ref, bool sync);
+int fstate_done(struct fstate *st, const char *uidl, const char *ref, int64_t first,
+    bool sync);
+int fstate_sync(struct fstate *st);
 /* Drops pending entries (that recovery found not stored). */
 void fstate_drop(struct fstate *st, const char *uidl);
 /* Rewrites the file with the done entries, without those for which
@@ -162,12 +165,24 @@ void ftarget_close(struct ftarget **t);
  * the step that makes it visible; it journals "p". 0 / -1 (then nothing
  * is stored). */
 typedef int ftarget_pending_fn(void *ctx, const char *ref);
-/* Stores one message read with rd: 0 stored durably, 1 temporary
- * failure (try later; MDA exit 75), -1 failure, -2 pending failed;
- * *error_r static or in t's buffer. The body is read to its end unless
- * rd fails. */
+/* Stores one message read with rd: 0 stored durably (or, for a Maildir,
+ * staged: written into tmp/, made durable and visible by ftarget_flush),
+ * 1 temporary failure (try later; MDA exit 75), -1 failure, -2 pending
+ * failed; *error_r static or in t's buffer. The body is read to its end
+ * unless rd fails. */
 int ftarget_store(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
     void *ctx, ftarget_pending_fn *pending, void *pctx, const char **error_r);
+/* Whether ftarget_store stages (Maildir) instead of storing at once. */
+bool ftarget_batched(const struct ftarget *t);
+size_t ftarget_staged(const struct ftarget *t);
+/* Group commit of the staged messages: one syncfs for their data, a
+ * rename of each into new/, one fsync of new/; then done(ctx, ref, ok,
+ * error) for each in order. Nothing is visible in new/ before its data
+ * is durable. */
+/* Removes the staged messages (not stored). */
+void ftarget_discard(struct ftarget *t);
+void ftarget_flush(struct ftarget *t, void (*done)(void *ctx, const char *ref,
+    bool ok, const char *error), void *ctx);
 /* After a crash: 1 the message with ref is stored, 0 it is not (and
  * whatever was half written is gone), -1 cannot tell (MDA; an mbox
  * rewritten since): it is fetched again. */

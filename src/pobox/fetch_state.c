@@ -1,6 +1,7 @@
 /* fetch_state.c: the UIDL journal of pobox fetch, one file per account on
- * this device (run by the user). Lines, each appended and fdatasynced
- * before the step it guards goes on:
+ * this device (run by the user). Lines, each appended (one write, so a
+ * SIGKILL never tears one) and fdatasynced before the step it guards goes
+ * on (for a batch of Maildir messages, once for the batch):
  *   p UIDL REF          about to store UIDL locally as REF
  *   d UIDL FIRST REF    UIDL is durable locally as REF since FIRST
  * The file is rewritten (temp, fsync, rename, fsync dir) with only "d"
@@ -345,9 +346,10 @@ fstate_close(struct fstate **stp)
 	*stp = NULL;
 }
 
-/* Appends one line in one write(2) and makes it durable. */
+/* Appends one line in one write(2) (a SIGKILL cannot tear it), made
+ * durable when sync is set. */
 static int
-fs_append(struct fstate *st, const char *line)
+fs_append(struct fstate *st, const char *line, bool sync)
 {
 	size_t len = strlen(line);
 	ssize_t w = write(st->fd, line, len);
@@ -357,28 +359,35 @@ fs_append(struct fstate *st, const char *line)
 			errno = EIO;
 		return -1;
 	}
+	return sync ? fdatasync(st->fd) : 0;
+}
+
+int
+fstate_sync(struct fstate *st)
+{
 	return fdatasync(st->fd);
 }
 
 int
-fstate_pending(struct fstate *st, const char *uidl, const char *ref)
+fstate_pending(struct fstate *st, const char *uidl, const char *ref, bool sync)
 {
 	char line[FSTATE_REF_MAX + POP3C_UIDL_MAX + 8];
 
 	snprintf(line, sizeof(line), "p %s %s\n", uidl, ref);
-	if (fs_append(st, line) < 0)
+	if (fs_append(st, line, sync) < 0)
 		return -1;
 	fs_set(st, uidl, ref, -1, false);
 	return 0;
 }
 
 int
-fstate_done(struct fstate *st, const char *uidl, const char *ref, int64_t first)
+fstate_done(struct fstate *st, const char *uidl, const char *ref, int64_t first,
+    bool sync)
 {
 	char line[FSTATE_REF_MAX + POP3C_UIDL_MAX + 32];
 
 	snprintf(line, sizeof(line), "d %s %" PRId64 " %s\n", uidl, first, ref);
-	if (fs_append(st, line) < 0)
+	if (fs_append(st, line, sync) < 0)
 		return -1;
 	fs_set(st, uidl, ref, first, true)->seen = true;
 	return 0;

@@ -1,7 +1,9 @@
 /* fetch_target.c: where pobox fetch puts a message (run by the user).
- * Maildir: store/deliver.c under a unique name chosen here first, so the
- * journal can name it before it exists (tmp/, fsync, link into new/,
- * fsync new/). mbox: mboxrd, spooled first, then appended under fcntl and
+ * Maildir: under a unique name chosen here first, so the journal can name
+ * it before it exists; written into tmp/, then a batch at a time made
+ * durable (one syncfs), renamed into new/ and new/ fsynced (a group
+ * commit: store/deliver.c syncs each message, which costs two fsyncs per
+ * message). mbox: mboxrd, spooled first, then appended under fcntl and
  * dotlock locks and fsynced; the journal names the octet range, so a
  * half-written append is cut off after a crash. MDA: a command fed the
  * spooled message on stdin; exit 0 is stored, 75 is "later". */
@@ -20,10 +22,20 @@
 
 #include "lib/util.h"
 #include "pobox/fetch.h"
-#include "store/deliver.h"
+
+/* A Maildir message written into tmp/, not yet synced or in new/. */
+struct ft_staged {
+	char *ref;
+	uint64_t size, wsize;
+	bool ok;
+	int err;
+};
 
 struct ftarget {
 	enum fetch_target kind;
+	int tmpfd, newfd;       /* Maildir: tmp/ and new/ */
+	struct ft_staged *staged;
+	size_t nstaged, capstaged;
 	char *path;             /* Maildir, mbox, or the MDA command */
 	char *spool;            /* mbox: the message before its append */
 	unsigned long counter;
@@ -61,6 +73,7 @@ ftarget_open(const struct fetch_account *a, const char *spool, char **error_r)
 	t->kind = a->target;
 	t->path = xstrdup(a->target_arg);
 	t->spool = xstrdup(spool);
+	t->tmpfd = t->newfd = -1;
 	ft_host(t->host, sizeof(t->host));
 	if (t->kind == FETCH_MAILDIR) {
 		for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
@@ -81,6 +94,16 @@ ftarget_open(const struct fetch_account *a, const char *spool, char **error_r)
 			}
 			free(p);
 		}
+		char *tp = xasprintf("%s/tmp", t->path), *np = xasprintf("%s/new", t->path);
+		t->tmpfd = open(tp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		t->newfd = open(np, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		free(tp);
+		free(np);
+		if (t->tmpfd < 0 || t->newfd < 0) {
+			*error_r = xasprintf("Maildir %s: %s", t->path, strerror(errno));
+			ftarget_close(&t);
+			return NULL;
+		}
 	} else if (t->kind == FETCH_MBOX) {
 		int fd = open(t->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC |
 		    O_NOFOLLOW, 0600);
@@ -100,6 +123,14 @@ ftarget_close(struct ftarget **tp)
 {
 	if (*tp == NULL)
 		return;
+	/* Staged and never flushed (a failed session): not in new/, so
+	 * not stored; the server still has them. */
+	ftarget_discard(*tp);
+	free((*tp)->staged);
+	if ((*tp)->tmpfd >= 0)
+		close((*tp)->tmpfd);
+	if ((*tp)->newfd >= 0)
+		close((*tp)->newfd);
 	free((*tp)->path);
 	free((*tp)->spool);
 	free(*tp);
@@ -424,37 +455,161 @@ ft_mbox(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
 	return 0;
 }
 
-int
-ftarget_store(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
-    void *ctx, ftarget_pending_fn *pending, void *pctx, const char **error_r)
+/* Maildir, first half: the body into tmp/REF (O_EXCL), no sync yet. The
+ * size with CRLF line ends (",W=", what poboxd serves as the RFC 1939
+ * size) is counted as deliver.c counts it: a LF not after a CR counts
+ * two. */
+static int
+ft_stage(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
+    ftarget_pending_fn *pending, void *pctx, const char **error_r)
 {
-	struct deliver_rcpt rcpt;
-	struct deliver_input in;
-	enum deliver_result r;
-	char *ref;
+	char buf[65536], prev = '\0';
+	struct ft_staged *st;
+	uint64_t size = 0, wsize = 0;
+	char *ref = ft_ref(t);
+	ssize_t got;
+	int fd, err = 0;
 
-	if (t->kind == FETCH_MDA)
-		return ft_mda(t, rd, ctx, pending, pctx, error_r);
-	if (t->kind == FETCH_MBOX)
-		return ft_mbox(t, rd, ctx, pending, pctx, error_r);
-	ref = ft_ref(t);
 	if (pending(pctx, ref) < 0) {
 		free(ref);
 		return -2;
 	}
-	memset(&in, 0, sizeof(in));
-	memset(&rcpt, 0, sizeof(rcpt));
-	in.read = (deliver_read_fn *)rd;
-	in.ctx = ctx;
-	in.unique = ref;
-	rcpt.maildir = t->path;
-	r = maildir_deliver(&in, &rcpt, 1);
-	free(ref);
-	if (r == DELIVER_OK)
-		return 0;
-	snprintf(t->error, sizeof(t->error), "Maildir %s: %s", t->path, rcpt.error);
-	*error_r = t->error;
-	return r == DELIVER_TEMPFAIL ? 1 : -1;
+	fd = openat(t->tmpfd, ref, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC |
+	    O_NOFOLLOW, 0600);
+	if (fd < 0)
+		err = errno;
+	while ((got = rd(ctx, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < got; i++) {
+			wsize += buf[i] == '\n' && prev != '\r' ? 2 : 1;
+			prev = buf[i];
+		}
+		size += (uint64_t)got;
+		for (ssize_t off = 0; fd >= 0 && err == 0 && off < got;) {
+			ssize_t w = write(fd, buf + off, (size_t)(got - off));
+
+			if (w < 0 && errno != EINTR)
+				err = errno;
+			else if (w > 0)
+				off += w;
+		}
+	}
+	if (fd >= 0 && close(fd) < 0 && err == 0)
+		err = errno;
+	if (got < 0 || err != 0) {
+		(void)unlinkat(t->tmpfd, ref, 0);
+		free(ref);
+		if (got < 0) {
+			*error_r = "connection lost during the message";
+			return 1;
+		}
+		snprintf(t->error, sizeof(t->error), "Maildir %s: tmp/: %s", t->path,
+		    strerror(err));
+		*error_r = t->error;
+		return err == ENOSPC || err == EDQUOT || err == EIO ? 1 : -1;
+	}
+	if (t->nstaged == t->capstaged) {
+		t->capstaged = t->capstaged == 0 ? 64 : 2 * t->capstaged;
+		t->staged = xrealloc(t->staged, t->capstaged * sizeof(*t->staged));
+	}
+	st = &t->staged[t->nstaged++];
+	st->ref = ref;
+	st->size = size;
+	st->wsize = wsize;
+	return 0;
+}
+
+bool
+ftarget_batched(const struct ftarget *t)
+{
+	return t->kind == FETCH_MAILDIR;
+}
+
+size_t
+ftarget_staged(const struct ftarget *t)
+{
+	return t->nstaged;
+}
+
+void
+ftarget_flush(struct ftarget *t, void (*done)(void *, const char *, bool,
+    const char *), void *ctx)
+{
+	char name[512];
+	bool synced, newsynced;
+	size_t i;
+	int r;
+
+	if (t->nstaged == 0)
+		return;
+	/* One syncfs makes every staged file's data durable; where it is
+	 * not available (or fails), fsync them one by one. */
+	synced = syncfs(t->tmpfd) == 0;
+	for (i = 0; i < t->nstaged; i++) {
+		struct ft_staged *st = &t->staged[i];
+		int fd;
+
+		st->ok = synced;
+		if (!synced && (fd = openat(t->tmpfd, st->ref, O_RDONLY | O_CLOEXEC)) >= 0) {
+			st->ok = fsync(fd) == 0;
+			close(fd);
+		}
+		snprintf(name, sizeof(name), "%s,S=%llu,W=%llu", st->ref,
+		    (unsigned long long)st->size, (unsigned long long)st->wsize);
+		if (st->ok) {
+			r = renameat2(t->tmpfd, st->ref, t->newfd, name, RENAME_NOREPLACE);
+			if (r < 0 && errno == EINVAL)
+				r = renameat(t->tmpfd, st->ref, t->newfd, name);
+			st->ok = r == 0;
+			st->err = r == 0 ? 0 : errno;
+		} else {
+			st->err = errno;
+		}
+	}
+	/* Only now are the new/ entries sure to survive a crash. */
+	newsynced = fsync(t->newfd) == 0;
+	for (i = 0; i < t->nstaged; i++) {
+		struct ft_staged *st = &t->staged[i];
+		const char *error = NULL;
+
+		if (st->ok && !newsynced) {
+			snprintf(name, sizeof(name), "%s,S=%llu,W=%llu", st->ref,
+			    (unsigned long long)st->size, (unsigned long long)st->wsize);
+			/* Not durable: take it back so it is fetched again. */
+			(void)renameat(t->newfd, name, t->tmpfd, st->ref);
+			st->ok = false;
+			error = "fsync new/ failed";
+		} else if (!st->ok) {
+			snprintf(t->error, sizeof(t->error), "Maildir %s: %s", t->path,
+			    strerror(st->err));
+			error = t->error;
+		}
+		if (!st->ok)
+			(void)unlinkat(t->tmpfd, st->ref, 0);
+		done(ctx, st->ref, st->ok, error);
+		free(st->ref);
+	}
+	t->nstaged = 0;
+}
+
+void
+ftarget_discard(struct ftarget *t)
+{
+	for (size_t i = 0; i < t->nstaged; i++) {
+		(void)unlinkat(t->tmpfd, t->staged[i].ref, 0);
+		free(t->staged[i].ref);
+	}
+	t->nstaged = 0;
+}
+
+int
+ftarget_store(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
+    void *ctx, ftarget_pending_fn *pending, void *pctx, const char **error_r)
+{
+	if (t->kind == FETCH_MDA)
+		return ft_mda(t, rd, ctx, pending, pctx, error_r);
+	if (t->kind == FETCH_MBOX)
+		return ft_mbox(t, rd, ctx, pending, pctx, error_r);
+	return ft_stage(t, rd, ctx, pending, pctx, error_r);
 }
 
 /* After a crash with "p UIDL mbox.O.E": the range [O, E) of the mbox

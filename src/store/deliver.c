@@ -163,13 +163,7 @@ dl_write(const struct deliver_input *in, unsigned idx, struct deliver_rcpt *r,
 	*consumed_r = false;
 	f->size = f->wsize = 0;
 	for (tries = 0, f->fd = -1; f->fd < 0 && tries < DELIVER_TRIES; tries++) {
-		if (in->unique != NULL) {
-			if (tries > 0)
-				break;
-			snprintf(f->unique, sizeof(f->unique), "%s", in->unique);
-		} else {
-			dl_unique(f->unique);
-		}
+		dl_unique(f->unique);
 		if (dl_fault(in, DELIVER_STEP_CREATE, idx) == 0)
 			f->fd = openat(tmpdir, f->unique, O_RDWR | O_CREAT | O_EXCL |
 			    O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -263,8 +257,6 @@ dl_commit(const struct deliver_input *in, unsigned idx, struct deliver_rcpt *r,
 	*renamed_r = *unsupported_r = false;
 	memcpy(unique, f->unique, sizeof(unique));
 	for (tries = 0; rc < 0 && tries < DELIVER_TRIES; tries++) {
-		if (tries > 0 && in->unique != NULL)
-			break;
 		if (tries > 0)
 			dl_unique(unique);      /* the name exists in new/ */
 		snprintf(name, sizeof(name), "%s,S=%llu,W=%llu", unique,

@@ -55,12 +55,6 @@ struct deliver_input {
 	 * Beyond it: PERMFAIL "message too large", the rest is not read. */
 	uint64_t max_size;
 	const struct deliver_hooks *hooks;
-	/* The <unique> part of the name, chosen by the caller (pobox fetch
-	 * records it in its journal before delivering, to find the file
-	 * after a crash); NULL: generated. With it, an existing name is a
-	 * failure instead of a fresh name. At most MAILDROP_UIDL_MAX octets
-	 * of 0x21-0x7E without '/', ',' or ':'. */
-	const char *unique;
 };
 
 struct deliver_rcpt {

@@ -252,6 +252,28 @@ class FetchTest(FetchCase):
         head = self.msgs[3].split(b"\n\n", 1)[0] + b"\n\n"
         self.assertEqual(local_messages(self.inbox), sorted(self.msgs[:3] + [head]))
 
+    def test_recovery_of_pending_records(self):
+        """A journal left by a killed run: one message already in cur/ with
+        flags (a mail reader moved it) is not fetched again; one whose file
+        only reached tmp/ is fetched, and the tmp/ file is removed."""
+        self.env.start()
+        state = self.state / "alice@127.0.0.1.state"
+        state.parent.mkdir(parents=True)
+        state.write_text("pobox-fetch-state 1\n"
+                         f"p {self.uidls[0]} 1700000000.Mone.host\n"
+                         f"p {self.uidls[1]} 1700000001.Mtwo.host\n")
+        for sub in ("cur", "new", "tmp"):
+            (self.inbox / sub).mkdir(parents=True)
+        (self.inbox / "cur" / "1700000000.Mone.host,S=1:2,RS").write_bytes(self.msgs[0])
+        (self.inbox / "tmp" / "1700000001.Mtwo.host").write_bytes(b"half")
+        r = self.fetch()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs))
+        self.assertEqual(os.listdir(self.inbox / "tmp"), [])
+        self.assertEqual(self.env.messages("alice"), {})
+        ev = self.env.wait_event("logout", user="alice")
+        self.assertEqual((ev["retr"], ev["dele"]), ("3", "4"))
+
     def test_config_file(self):
         """Shared defaults, one section per account, selection by name,
         command-line options over the file, file:line errors."""
@@ -390,9 +412,20 @@ class FetchExactlyOnceTest(FetchCase):
 
     local = None
 
+    def server_messages(self):
+        """The server's maildir; the killed client's session may still be
+        running its UPDATE (a QUIT sent just before the kill)."""
+        for _ in range(100):
+            try:
+                return self.env.messages("alice")
+            except FileNotFoundError:
+                time.sleep(0.05)
+        return self.env.messages("alice")
+
     def check_invariant(self, msgs, final=False):
+        # The client is dead: its local store no longer changes.
         local = (self.local or (lambda: local_messages(self.inbox)))()
-        on_server = self.env.messages("alice")
+        on_server = self.server_messages()
         # Never twice locally.
         self.assertEqual(len(local), len(set(local)), "a message stored twice")
         # Every message is on the server or stored locally (or both).

@@ -175,7 +175,7 @@ run(struct dt *t, int nmd, const void *body, size_t len, size_t chunk,
 	struct mem_reader m = { body, len, 0, chunk, 0, 0 };
 	struct deliver_hooks h = { fault_hook, f };
 	struct deliver_input in = { HDR, strlen(HDR), mem_read, &m, max,
-	    f != NULL ? &h : NULL, NULL };
+	    f != NULL ? &h : NULL };
 
 	for (int i = 0; i < nmd; i++)
 		r[i].maildir = t->md[i];
@@ -539,7 +539,7 @@ test_reader_errors(void **state)
 	for (size_t e = 0; e < ARRAY_SIZE(errs); e++) {
 		struct mem_reader m = { body, len, 0, 0, 70000, errs[e] };
 		struct deliver_input in = { HDR, strlen(HDR), mem_read, &m, 0,
-		    NULL, NULL };
+		    NULL };
 
 		for (int i = 0; i < NMD; i++)
 			r[i].maildir = t->md[i];
@@ -547,41 +547,6 @@ test_reader_errors(void **state)
 		    errs[e] == EIO ? DELIVER_TEMPFAIL : DELIVER_PERMFAIL);
 		assert_nothing(t, NMD);
 	}
-}
-
-/* A caller-chosen unique name (pobox fetch journals it first) is used
- * as is in new/; taken already, the delivery fails instead of renaming. */
-static void
-test_caller_unique(void **state)
-{
-	struct dt *t = *state;
-	static const char body[] = "Subject: u\n\nbody\n";
-	struct deliver_rcpt r;
-	char *p;
-
-	for (int round = 0; round < 2; round++) {
-		struct mem_reader m = { (const unsigned char *)body,
-		    sizeof(body) - 1, 0, 0, 0, 0 };
-		struct deliver_input in = { NULL, 0, mem_read, &m, 0, NULL,
-		    "1700000000.Mfetch.host" };
-
-		memset(&r, 0, sizeof(r));
-		r.maildir = t->md[0];
-		if (round == 0) {
-			assert_int_equal(maildir_deliver(&in, &r, 1), DELIVER_OK);
-			assert_string_equal(r.name, "1700000000.Mfetch.host,S=17,W=20");
-		} else {
-			/* tmp/ is free again, new/ holds the name: no
-			 * second copy under a fresh name. */
-			assert_int_equal(maildir_deliver(&in, &r, 1), DELIVER_TEMPFAIL);
-		}
-	}
-	p = xasprintf("%s/new", t->md[0]);
-	assert_int_equal(tu_count_dir(p), 1);
-	free(p);
-	p = xasprintf("%s/tmp", t->md[0]);
-	assert_int_equal(tu_count_dir(p), 0);
-	free(p);
 }
 
 /* A snapshot taken before a delivery does not see it, and its commit
@@ -630,7 +595,6 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_faults, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_one_rcpt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_caller_unique, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invisible_to_open_session, setup, teardown),
 	};
 
