@@ -5,15 +5,19 @@ delivery under SIGKILL at random moments and under cut connections.
 Results are checked on disk: every message once in the local Maildir,
 nothing deleted on the server that is not stored."""
 
+import base64
 import os
 import random
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
-from harness import POBOX, PoboxTestCase, free_port, simple_message, sized_message, uidl_of
+from harness import (POBOX, PoboxTestCase, crlf, dot_stuff, free_port,
+                     simple_message, sized_message, uidl_of)
 from test_tls import make_pki
 
 PW = "fetch-pass"
@@ -274,6 +278,51 @@ class FetchTest(FetchCase):
         ev = self.env.wait_event("logout", user="alice")
         self.assertEqual((ev["retr"], ev["dele"]), ("3", "4"))
 
+    def test_delete_after_days(self):
+        """keep + delete_after N: messages first stored more than N days
+        ago are deleted on the server, newer ones stay."""
+        self.env.start()
+        r = self.fetch("--keep")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        state = self.state / "alice@127.0.0.1.state"
+        lines = state.read_text().splitlines()
+        # Age the first two messages' first download by 10 days.
+        old = int(time.time()) - 10 * 86400
+        aged = [lines[0]]
+        for ln in lines[1:]:
+            f = ln.split()
+            if f[1] in self.uidls[:2]:
+                f[2] = str(old)
+            aged.append(" ".join(f))
+        state.write_text("\n".join(aged) + "\n")
+        r = self.fetch("--delete-after", "7")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(sorted(self.env.messages("alice")), sorted(self.uidls[2:]))
+        self.assertEqual(len(local_messages(self.inbox)), 4)
+        r = self.fetch("--delete-after", "30", "--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.count(" keep"), 2)
+
+    def test_daemon_mode(self):
+        """--daemon: polls until SIGTERM, which ends it between runs."""
+        self.env.start()
+        p = subprocess.Popen(self.fetch_args("--daemon", "1", "-q"),
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            self.env.wait_event("logout", user="alice")
+            late = simple_message("daemon late")
+            self.deliver([late])
+            self.env.wait_event("logout", user="alice", retr="1")
+            for _ in range(200):
+                if len(local_messages(self.inbox)) == 5:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(local_messages(self.inbox), sorted(self.msgs + [late]))
+        finally:
+            p.send_signal(signal.SIGTERM)
+            _, err = p.communicate(timeout=30)
+        self.assertIn(p.returncode, (0, 1), err)
+
     def test_config_file(self):
         """Shared defaults, one section per account, selection by name,
         command-line options over the file, file:line errors."""
@@ -402,6 +451,111 @@ class FetchTlsTest(FetchCase):
         r = subprocess.run(args, capture_output=True, text=True, timeout=60)
         self.assertNotEqual(r.returncode, 0, r.stderr)
         self.assertIn("--tls implicit", r.stderr)
+
+
+class FakeOAuthServer(threading.Thread):
+    """A minimal POP3 server for the OAuth mechanisms (neither poboxd nor
+    the Dovecot of the tests offers them): one message, one session at a
+    time, the AUTH lines it got kept in self.auth."""
+
+    MSG = simple_message("oauth")
+
+    def __init__(self, token):
+        super().__init__(daemon=True)
+        self.token = token
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.sock.settimeout(30)
+        self.port = self.sock.getsockname()[1]
+        self.auth = []
+        self.stop = False
+
+    def run(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with c, c.makefile("rwb") as f:
+                self.session(f)
+
+    def session(self, f):
+        def say(x):
+            f.write(x.encode() + b"\r\n")
+            f.flush()
+        say("+OK fake")
+        authed = False
+        for raw in f:
+            line = raw.decode().rstrip("\r\n")
+            cmd = line.split(" ")[0].upper()
+            if cmd == "CAPA":
+                say("+OK\r\nSASL OAUTHBEARER XOAUTH2\r\nUIDL\r\n.")
+            elif cmd == "AUTH":
+                _, mech, ir = line.split(" ")
+                got = base64.b64decode(ir).decode()
+                self.auth.append((mech, got))
+                want = (f"n,a=alice,\x01auth=Bearer {self.token}\x01\x01"
+                        if mech == "OAUTHBEARER" else
+                        f"user=alice\x01auth=Bearer {self.token}\x01\x01")
+                if got == want:
+                    authed = True
+                    say("+OK logged in")
+                elif mech == "OAUTHBEARER":
+                    say("+ " + base64.b64encode(b'{"status":"invalid_token"}').decode())
+                    f.readline()   # the client's dummy response
+                    say("-ERR [AUTH] invalid token")
+                else:
+                    say("-ERR [AUTH] invalid token")
+            elif not authed:
+                say("-ERR log in first")
+            elif cmd == "UIDL":
+                say("+OK\r\n1 fake-uidl-1\r\n.")
+            elif cmd == "LIST":
+                say(f"+OK\r\n1 {len(crlf(self.MSG))}\r\n.")
+            elif cmd == "RETR":
+                say("+OK\r\n" + dot_stuff(crlf(self.MSG)).decode() + ".")
+            elif cmd == "DELE":
+                say("+OK")
+            elif cmd == "QUIT":
+                say("+OK bye")
+                return
+            else:
+                say("-ERR unknown")
+
+    def close(self):
+        self.stop = True
+        self.sock.close()
+
+
+class FetchOAuthTest(FetchCase):
+
+    def test_oauth(self):
+        srv = FakeOAuthServer("tok-123")
+        srv.start()
+        self.addCleanup(srv.close)
+        for mech in ("oauthbearer", "xoauth2"):
+            with self.subTest(mech=mech):
+                r = self.fetch("--auth", mech, "--oauth-command", "echo tok-123",
+                               "--account", mech, "-v", port=srv.port)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn(f"with {mech.upper()}", r.stderr)
+        self.assertEqual(local_messages(self.inbox), [FakeOAuthServer.MSG] * 2)
+        # Chosen without --auth when a token command is set.
+        r = self.fetch("--oauth-command", "echo tok-123", "--account", "auto", "-v",
+                       port=srv.port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("with OAUTHBEARER", r.stderr)
+        r = self.fetch("--oauth-command", "echo wrong", "--account", "bad",
+                       port=srv.port)
+        self.assertEqual(r.returncode, 77, r.stderr)
+        self.assertIn("invalid token", r.stderr)
+        # Without TLS and without cleartext allowed, no token is sent.
+        n = len(srv.auth)
+        r = self.fetch("--oauth-command", "echo tok-123", "--account", "clear",
+                       "--no-cleartext", port=srv.port)
+        self.assertEqual(r.returncode, 77, r.stderr)
+        self.assertEqual(len(srv.auth), n)
 
 
 class FetchExactlyOnceTest(FetchCase):
