@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,6 +66,11 @@ struct session {
 	uint64_t staged_bytes;
 	uint32_t *deles;         /* DELE queue (s_transfer) */
 	uint32_t ndel;
+	struct {
+		char **u;        /* sorted UIDLs another device has */
+		size_t n;
+		bool missing;
+	} *dev;                  /* per a->devices[] */
 };
 
 static void
@@ -79,7 +85,7 @@ f_usage(FILE *out)
 	    "  --fingerprint SHA256 --auth MECH --password-command CMD\n"
 	    "  --password-file FILE --oauth-command CMD --keep --delete-after DAYS\n"
 	    "  --max-size N --oversize skip|headers --state-dir DIR --timeout SEC\n"
-	    "  --pipeline N\n"
+	    "  --pipeline N --devices-dir DIR --devices NAME (repeat) --device NAME\n"
 	    "run flags: --account NAME (state name for a command-line account)\n"
 	    "  --accept-new-uidls --dry-run --serverinfo --daemon SECONDS\n"
 	    "  --print-config -q -v\n"
@@ -373,6 +379,132 @@ s_list(struct session *s)
 	return 0;
 }
 
+/* ---- several devices: "delete only when every registered device has
+ * it". Each device writes the UIDLs it has stored (and the server still
+ * lists) to devices_dir/NAME/DEVICE.uidls (temp, fsync, rename); a
+ * message is deleted only when the file of every other device in
+ * `devices` lists it. A missing file means "has nothing". */
+
+static int
+str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char *
+dev_path(const struct fetch_account *a, const char *device)
+{
+	return xasprintf("%s/%s/%s.uidls", a->devices_dir,
+	    a->name != NULL ? a->name : a->user, device);
+}
+
+static void
+dev_write(struct session *s)
+{
+	const struct fetch_account *a = s->a;
+	char *path = dev_path(a, a->device), *tmp = xasprintf("%s.tmp", path);
+	struct buf b = BUF_INIT;
+	FILE *f;
+
+	buf_puts(&b, "pobox-fetch-uidls 1\n");
+	for (uint32_t i = 0; i < s->nmsg; i++) {
+		struct fstate_entry *e = fstate_find(s->st, s->m[i].uidl);
+
+		if (e != NULL && e->done)
+			buf_printf(&b, "%s\n", s->m[i].uidl);
+	}
+	char *dir = xasprintf("%s/%s", a->devices_dir, a->name != NULL ? a->name : a->user);
+	(void)mkdir(a->devices_dir, 0700);
+	(void)mkdir(dir, 0700);
+	free(dir);
+	if ((f = fopen(tmp, "we")) == NULL ||
+	    fwrite(buf_head(&b), 1, buf_size(&b), f) != buf_size(&b) ||
+	    fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0 ||
+	    rename(tmp, path) < 0) {
+		f_err("%s: %s", path, strerror(errno));
+		(void)unlink(tmp);
+	}
+	buf_free(&b);
+	free(tmp);
+	free(path);
+}
+
+/* Loads the other devices' lists (sorted, for bsearch). */
+static void
+dev_load(struct session *s)
+{
+	const struct fetch_account *a = s->a;
+
+	s->dev = xcalloc(a->ndevices, sizeof(*s->dev));
+	for (unsigned d = 0; d < a->ndevices; d++) {
+		char *path, *line = NULL;
+		size_t cap = 0, n = 0, ncap = 0;
+		ssize_t len;
+		FILE *f;
+
+		if (strcmp(a->devices[d], a->device) == 0)
+			continue;
+		path = dev_path(a, a->devices[d]);
+		f = fopen(path, "re");
+		free(path);
+		s->dev[d].missing = f == NULL;
+		while (f != NULL && (len = getline(&line, &cap, f)) > 0 &&
+		    n < 10000000) {
+			line[strcspn(line, "\n")] = '\0';
+			if (!pop3c_uidl_valid(line))
+				continue;
+			if (n == ncap) {
+				ncap = ncap == 0 ? 256 : 2 * ncap;
+				s->dev[d].u = xrealloc(s->dev[d].u, ncap * sizeof(char *));
+			}
+			s->dev[d].u[n++] = xstrdup(line);
+		}
+		free(line);
+		if (f != NULL)
+			fclose(f);
+		s->dev[d].n = n;
+		if (n > 0)
+			qsort(s->dev[d].u, n, sizeof(char *), str_cmp);
+	}
+}
+
+/* Every other registered device has stored uidl. */
+static bool
+dev_all_have(const struct session *s, const char *uidl)
+{
+	const struct fetch_account *a = s->a;
+
+	if (a->ndevices == 0)
+		return false;
+	for (unsigned d = 0; d < a->ndevices; d++) {
+		if (strcmp(a->devices[d], a->device) == 0)
+			continue;
+		if (s->dev[d].missing || s->dev[d].n == 0 ||
+		    bsearch(&uidl, s->dev[d].u, s->dev[d].n, sizeof(char *),
+		    str_cmp) == NULL)
+			return false;
+	}
+	return true;
+}
+
+static void
+dev_free(struct session *s)
+{
+	for (unsigned d = 0; s->dev != NULL && d < s->a->ndevices; d++) {
+		for (size_t i = 0; i < s->dev[d].n; i++)
+			free(s->dev[d].u[i]);
+		free(s->dev[d].u);
+	}
+	free(s->dev);
+}
+
+/* A message stored in this run: DELE it now? */
+static bool
+s_delete_new(const struct session *s, const struct msg *m)
+{
+	return !s->a->keep || s->a->delete_after == 0 || dev_all_have(s, m->uidl);
+}
+
 /* Decides what to do with each message; 0, or -1 when the UIDLs look
  * migrated and that was not accepted. */
 static int
@@ -411,7 +543,8 @@ s_plan(struct session *s)
 		if (e != NULL && e->done) {
 			m->act = ACT_NONE;
 			if (!a->keep || (a->delete_after >= 0 &&
-			    now - e->first >= (int64_t)a->delete_after * 86400))
+			    now - e->first >= (int64_t)a->delete_after * 86400) ||
+			    dev_all_have(s, m->uidl))
 				m->dele = true;
 			continue;
 		}
@@ -555,7 +688,7 @@ s_flushed(void *ctx, const char *ref, bool ok, const char *error)
 	if (s->a->verbose > 0)
 		f_say(s->a, "message %u (%s, %" PRIu64 " octets) stored", m->num,
 		    m->uidl, m->size);
-	if (!s->a->keep || s->a->delete_after == 0)
+	if (s_delete_new(s, m))
 		s->deles[s->ndel++] = (uint32_t)(m - s->m);
 }
 
@@ -580,7 +713,7 @@ s_flush(struct session *s)
 			return -1;
 		}
 		for (size_t i = 0; i < s->nstaged; i++)
-			if (!s->a->keep || s->a->delete_after == 0)
+			if (s_delete_new(s, &s->m[s->staged[i]]))
 				s->deles[s->ndel++] = s->staged[i];
 		s->nstaged = 0;
 		s->staged_bytes = 0;
@@ -822,6 +955,10 @@ run_account(const struct fetch_account *a)
 		}
 		goto out;
 	}
+	if (a->ndevices > 0) {
+		dev_load(&s);
+		dev_write(&s);
+	}
 	if (s_plan(&s) < 0) {
 		(void)s_simple(&s, "QUIT");
 		goto out;
@@ -831,7 +968,10 @@ run_account(const struct fetch_account *a)
 		(void)s_simple(&s, "QUIT");
 		goto out;
 	}
-	if (s_transfer(&s) < 0)
+	ret = s_transfer(&s);
+	if (a->ndevices > 0 && !a->dry_run)
+		dev_write(&s);     /* with what this run stored */
+	if (ret < 0)
 		goto out;
 	f_progress(&s, true);
 	if ((ret = s_simple(&s, "QUIT")) != 0) {
@@ -864,6 +1004,7 @@ out:
 		free(s.m[i].uidl);
 	free(s.m);
 	free(s.staged);
+	dev_free(&s);
 	ftarget_close(&s.t);
 	fstate_close(&s.st);
 	free(path);
@@ -919,6 +1060,9 @@ fetch_command(int argc, char **argv)
 		{ "state-dir", required_argument, NULL, 1 },
 		{ "timeout", required_argument, NULL, 1 },
 		{ "pipeline", required_argument, NULL, 1 },
+		{ "device", required_argument, NULL, 1 },
+		{ "devices", required_argument, NULL, 1 },
+		{ "devices-dir", required_argument, NULL, 1 },
 		{ "allow-cleartext", no_argument, NULL, 3 },
 		{ "keep", no_argument, NULL, 3 },
 		{ "config", required_argument, NULL, 'C' },

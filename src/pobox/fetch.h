@@ -48,6 +48,10 @@ struct fetch_account {
 	uint64_t max_size;      /* 0: no limit */
 	bool oversize_headers;  /* TOP the headers of an oversized message */
 	char *state_dir;
+	/* Several devices: delete when every one of devices has it. */
+	char *device, *devices_dir;
+	char **devices;
+	unsigned ndevices;
 	bool accept_new_uidls, dry_run, serverinfo;
 	unsigned timeout;       /* seconds of network silence */
 	unsigned window;        /* pipelined commands in flight */

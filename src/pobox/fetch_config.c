@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lib/config.h"
 #include "lib/util.h"
@@ -31,6 +32,8 @@ struct fetch_conf {
 	unsigned timeout;
 	unsigned pipeline;
 	char *state_dir;
+	char *device, *devices_dir;
+	struct config_list devices;
 };
 
 static const char *const tls_choices[] = { "implicit", "stls", "none", NULL };
@@ -45,6 +48,18 @@ check_days(const char *v, char **error_r)
 		return 0;
 	*error_r = xasprintf("delete_after: never or days (0 to 100000)");
 	return -1;
+}
+
+static int
+check_device(const char *v, char **error_r)
+{
+	for (const char *p = v; *p != '\0'; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || strchr("._-", *p) != NULL)) {
+			*error_r = xasprintf("device names are A-Z a-z 0-9 . _ -");
+			return -1;
+		}
+	return 0;
 }
 
 #define F(x) offsetof(struct fetch_conf, x)
@@ -85,6 +100,12 @@ static const struct config_setting fetch_table[] = {
 	  "commands in flight when the server offers PIPELINING", NULL },
 	{ "state_dir", CONFIG_STRING, F(state_dir), "", 0, 0, NULL,
 	  "UIDL journals; empty: $XDG_STATE_HOME/pobox", NULL },
+	{ "devices_dir", CONFIG_STRING, F(devices_dir), "", 0, 0, NULL,
+	  "a directory every device reads and writes (synced or shared)", NULL },
+	{ "devices", CONFIG_LIST, F(devices), "", 0, 0, NULL,
+	  "with devices_dir: delete a message once all these devices have it", check_device },
+	{ "device", CONFIG_STRING, F(device), "", 0, 0, NULL,
+	  "this device's name in devices; empty: the host name", NULL },
 };
 #undef F
 
@@ -359,6 +380,38 @@ to_account(const struct fetch_conf *c, const char *name, bool info_only,
 	a->window = c->pipeline;
 	a->state_dir = c->state_dir[0] != '\0' ? path_value(c->state_dir) :
 	    default_state_dir();
+	if (c->devices.count > 0) {
+		char host[256];
+
+		if (c->devices_dir[0] == '\0') {
+			*error_r = xasprintf("%s: devices needs devices_dir", who);
+			return -1;
+		}
+		if (c->device[0] != '\0') {
+			a->device = xstrdup(c->device);
+		} else {
+			if (gethostname(host, sizeof(host) - 1) < 0)
+				strcpy(host, "localhost");
+			host[sizeof(host) - 1] = '\0';
+			host[strcspn(host, ".")] = '\0';
+			a->device = xstrdup(host);
+		}
+		a->devices = xcalloc(c->devices.count, sizeof(char *));
+		bool self = false;
+		for (unsigned i = 0; i < c->devices.count; i++) {
+			a->devices[i] = xstrdup(c->devices.items[i]);
+			self |= strcmp(a->devices[i], a->device) == 0;
+		}
+		a->ndevices = c->devices.count;
+		a->devices_dir = path_value(c->devices_dir);
+		if (!self) {
+			*error_r = xasprintf("%s: device %s is not in devices", who,
+			    a->device);
+			return -1;
+		}
+		/* Deleting is up to the devices: keep until all have it. */
+		a->keep = true;
+	}
 	return 0;
 }
 
@@ -378,6 +431,11 @@ fetch_accounts_free(struct fetch_account *a, size_t n)
 		free(a[i].oauth_command);
 		free(a[i].target_arg);
 		free(a[i].state_dir);
+		free(a[i].device);
+		free(a[i].devices_dir);
+		for (unsigned j = 0; j < a[i].ndevices; j++)
+			free(a[i].devices[j]);
+		free(a[i].devices);
 	}
 	free(a);
 }

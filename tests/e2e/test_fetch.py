@@ -323,6 +323,40 @@ class FetchTest(FetchCase):
             _, err = p.communicate(timeout=30)
         self.assertIn(p.returncode, (0, 1), err)
 
+    def test_devices(self):
+        """Two devices, each with its own journal, share devices_dir: a
+        message is deleted on the server only once both have it."""
+        self.env.start()
+        shared = self.env.cli / "shared"
+        run = {}
+        for dev in ("laptop", "desktop"):
+            run[dev] = lambda *a, dev=dev: self.fetch(
+                "--devices-dir", str(shared), "--devices", "laptop",
+                "--devices", "desktop", "--device", dev,
+                "--state-dir", str(self.env.cli / f"state-{dev}"),
+                "--maildir", str(self.env.cli / f"inbox-{dev}"), *a)
+        r = run["laptop"]()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(self.env.messages("alice")), 4)
+        late = simple_message("devices late")
+        self.deliver([late])
+        r = run["desktop"]()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.env.cli / "inbox-desktop"),
+                         sorted(self.msgs + [late]))
+        # The desktop deleted what the laptop had; the late one stays
+        # until the laptop has it too.
+        self.assertEqual(list(self.env.messages("alice").values()), [late])
+        r = run["laptop"]()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.env.cli / "inbox-laptop"),
+                         sorted(self.msgs + [late]))
+        # The laptop fetched the late one, which the desktop has: gone.
+        self.assertEqual(self.env.messages("alice"), {})
+        r = run["desktop"]()
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(len(local_messages(self.env.cli / "inbox-desktop")), 5)
+
     def test_config_file(self):
         """Shared defaults, one section per account, selection by name,
         command-line options over the file, file:line errors."""
