@@ -1,7 +1,7 @@
 /* fetch.h: the parts of `pobox fetch`, the POP3 client, shared by its
  * files: fetch.c (options, the session and the exactly-once protocol),
  * fetch_net.c (socket, TLS, the reply stream), fetch_auth.c (login
- * mechanisms), fetch_state.c (the UIDL journal), fetch_target.c (Maildir,
+ * mechanisms), store/fstate.c (the UIDL journal), fetch_target.c (Maildir,
  * mbox, MDA). Run by the user, unprivileged. */
 #ifndef POBOX_FETCH_H
 #define POBOX_FETCH_H
@@ -13,6 +13,7 @@
 
 #include "lib/buf.h"
 #include "proto/pop3client.h"
+#include "store/fstate.h"
 
 /* Exit codes (sysexits(3) where one fits), documented in pobox.1. */
 #define FX_OK          0   /* messages fetched (or nothing to do) */
@@ -123,38 +124,6 @@ int fauth_login(struct fnet *n, const struct fetch_account *a,
  * *error_r (static) on failure. Malloc'ed (a secret: free with
  * secret_free). */
 char *fauth_command_line(const char *cmd, const char **error_r);
-
-/* ---- fetch_state.c: the UIDL journal of one account on this device. */
-struct fstate_entry {
-	char *uidl;
-	char *ref;              /* where it went: Maildir unique, mbox offset */
-	int64_t first;          /* first stored, seconds since the epoch */
-	bool done;              /* durable locally; else pending */
-	bool seen;              /* on the server in this session */
-};
-struct fstate;
-
-/* Opens (creating) path and its lock path.lock, held until close; reads
- * the journal. NULL with *error_r (malloc'ed). */
-struct fstate *fstate_open(const char *path, char **error_r);
-void fstate_close(struct fstate **st);
-struct fstate_entry *fstate_find(struct fstate *st, const char *uidl);
-/* Iteration: i from 0 while fstate_at returns non-NULL (skips holes). */
-struct fstate_entry *fstate_at(struct fstate *st, size_t i, bool *end_r);
-size_t fstate_count(const struct fstate *st);
-/* Appends "p UIDL REF" (before the local commit) / "d UIDL FIRST REF"
- * (after it), fdatasynced when sync is set (else by fstate_sync). 0 / -1
- * with errno. */
-int fstate_pending(struct fstate *st, const char *uidl, const char *ref, bool sync);
-int fstate_done(struct fstate *st, const char *uidl, const char *ref, int64_t first,
-    bool sync);
-int fstate_sync(struct fstate *st);
-/* Drops pending entries (that recovery found not stored). */
-void fstate_drop(struct fstate *st, const char *uidl);
-/* Rewrites the file with the done entries, without those for which
- * keep_seen_only is set and that were not seen on the server: temp,
- * fsync, rename, fsync dir. 0 / -1 with errno. */
-int fstate_compact(struct fstate *st, bool keep_seen_only);
 
 /* ---- fetch_target.c */
 struct ftarget;

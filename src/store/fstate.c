@@ -1,4 +1,4 @@
-/* fetch_state.c: the UIDL journal of pobox fetch, one file per account on
+/* fstate.c: the UIDL journal of pobox fetch, one file per account on
  * this device (run by the user). Lines, each appended (one write, so a
  * SIGKILL never tears one) and fdatasynced before the step it guards goes
  * on (for a batch of Maildir messages, once for the batch):
@@ -18,13 +18,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "store/fstate.h"
+
 #include "lib/buf.h"
 #include "lib/util.h"
-#include "pobox/fetch.h"
 
 #define FSTATE_HEADER "pobox-fetch-state 1\n"
-#define FSTATE_FILE_MAX (256u << 20)
-#define FSTATE_REF_MAX 255
 
 struct fstate {
 	char *path;
@@ -191,7 +190,7 @@ fs_parse_line(struct fstate *st, char *line)
 	for (t = strtok_r(line, " ", &save); t != NULL && nf < 4;
 	    t = strtok_r(NULL, " ", &save))
 		f[nf++] = t;
-	if (t != NULL || nf < 3 || strlen(f[0]) != 1 || !pop3c_uidl_valid(f[1]))
+	if (t != NULL || nf < 3 || strlen(f[0]) != 1 || !fs_token_ok(f[1], FSTATE_UIDL_MAX))
 		return;
 	if (f[0][0] == 'p' && nf == 3 && fs_token_ok(f[2], FSTATE_REF_MAX)) {
 		struct fstate_entry *e = fstate_find(st, f[1]);
@@ -208,13 +207,53 @@ fs_parse_line(struct fstate *st, char *line)
 	}
 }
 
+/* The lines of a journal (data need not be NUL-terminated); a torn last
+ * line and malformed lines are skipped. */
+static int
+fs_parse(struct fstate *st, const char *data, size_t len, char **error_r)
+{
+	char *copy = xmalloc(len + 1), *p = copy, *end = copy + len, *nl;
+
+	memcpy(copy, data, len);
+	copy[len] = '\0';
+	if (len > 0 && (len < strlen(FSTATE_HEADER) ||
+	    memcmp(copy, FSTATE_HEADER, strlen(FSTATE_HEADER)) != 0)) {
+		*error_r = xasprintf("%s: not a pobox fetch state file",
+		    st->path != NULL ? st->path : "state");
+		free(copy);
+		return -1;
+	}
+	while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		*nl = '\0';
+		if (p != copy && memchr(p, '\0', (size_t)(nl - p)) == NULL)
+			fs_parse_line(st, p);
+		p = nl + 1;
+	}
+	free(copy);
+	return 0;
+}
+
+struct fstate *
+fstate_parse(const char *data, size_t len, char **error_r)
+{
+	struct fstate *st = xcalloc(1, sizeof(*st));
+
+	st->fd = st->lock_fd = -1;
+	if (len > FSTATE_FILE_MAX || fs_parse(st, data, len, error_r) < 0) {
+		if (len > FSTATE_FILE_MAX)
+			*error_r = xstrdup("state: too large");
+		fstate_close(&st);
+		return NULL;
+	}
+	return st;
+}
+
 static int
 fs_read(struct fstate *st, char **error_r)
 {
 	struct buf b = BUF_INIT;
 	struct stat sb;
 	ssize_t r;
-	char *p, *nl, *end;
 
 	if (fstat(st->fd, &sb) < 0 || (uint64_t)sb.st_size > FSTATE_FILE_MAX) {
 		*error_r = xasprintf("%s: unreadable or larger than %u MiB", st->path,
@@ -237,19 +276,9 @@ fs_read(struct fstate *st, char **error_r)
 		if (buf_size(&b) > FSTATE_FILE_MAX)
 			break;
 	}
-	buf_append(&b, "", 1);
-	p = b.data;
-	end = b.data + b.len - 1;
-	if (end > p && strncmp(p, FSTATE_HEADER, strlen(FSTATE_HEADER)) != 0) {
-		*error_r = xasprintf("%s: not a pobox fetch state file", st->path);
+	if (fs_parse(st, b.data, buf_size(&b), error_r) < 0) {
 		buf_free(&b);
 		return -1;
-	}
-	while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-		*nl = '\0';
-		if (p != b.data)
-			fs_parse_line(st, p);
-		p = nl + 1;
 	}
 	buf_free(&b);
 	return 0;
@@ -310,6 +339,17 @@ fstate_open(const char *path, char **error_r)
 	}
 	if (fs_read(st, error_r) < 0)
 		goto fail;
+	/* A line torn by a power loss: end it, so the next append starts a
+	 * line of its own (the torn one stays malformed and is skipped). */
+	if (fstat(st->fd, &sb) == 0 && sb.st_size > 0) {
+		char last = '\n';
+
+		if (pread(st->fd, &last, 1, sb.st_size - 1) == 1 && last != '\n' &&
+		    write(st->fd, "\n", 1) != 1) {
+			*error_r = xasprintf("%s: %s", path, strerror(errno));
+			goto fail;
+		}
+	}
 	if (fstat(st->fd, &sb) == 0 && sb.st_size == 0 &&
 	    (write(st->fd, FSTATE_HEADER, strlen(FSTATE_HEADER)) < 0 ||
 	    fsync(st->fd) < 0 || fs_fsync_dir(path) < 0)) {
@@ -371,7 +411,7 @@ fstate_sync(struct fstate *st)
 int
 fstate_pending(struct fstate *st, const char *uidl, const char *ref, bool sync)
 {
-	char line[FSTATE_REF_MAX + POP3C_UIDL_MAX + 8];
+	char line[FSTATE_REF_MAX + FSTATE_UIDL_MAX + 8];
 
 	snprintf(line, sizeof(line), "p %s %s\n", uidl, ref);
 	if (fs_append(st, line, sync) < 0)
@@ -384,7 +424,7 @@ int
 fstate_done(struct fstate *st, const char *uidl, const char *ref, int64_t first,
     bool sync)
 {
-	char line[FSTATE_REF_MAX + POP3C_UIDL_MAX + 32];
+	char line[FSTATE_REF_MAX + FSTATE_UIDL_MAX + 32];
 
 	snprintf(line, sizeof(line), "d %s %" PRId64 " %s\n", uidl, first, ref);
 	if (fs_append(st, line, sync) < 0)
