@@ -149,6 +149,13 @@ fnet_tls_fail(struct fnet *n, int *code_r, const char *what)
 		fnet_err(n, "%s answered in cleartext POP3, not TLS: this port "
 		    "wants --tls stls (usually port 110), not --tls implicit",
 		    n->acct->host);
+	} else if (vr == X509_V_ERR_HOSTNAME_MISMATCH ||
+	    vr == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+		ERR_clear_error();
+		fnet_err(n, "certificate of %s not trusted: %s (it was issued for "
+		    "another name: use that name as --host, or --fingerprint SHA256 "
+		    "to accept this certificate)", n->acct->host,
+		    X509_verify_cert_error_string(vr));
 	} else if (vr != X509_V_OK) {
 		ERR_clear_error();
 		fnet_err(n, "certificate of %s not trusted: %s (--cafile FILE or "

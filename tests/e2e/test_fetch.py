@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import (POBOX, PoboxTestCase, crlf, dot_stuff, free_port,
+from harness import (POBOX, PoboxTestCase, crlf, dot_stuff, free_port, listening,
                      simple_message, sized_message, uidl_of)
 from test_tls import make_pki
 
@@ -462,6 +462,30 @@ class FetchTlsTest(FetchCase):
         r = self.fetch("--fingerprint", wrong, tls="implicit", port=self.tls_port)
         self.assertEqual(r.returncode, 69, r.stderr)
         self.assertIn("not the pinned", r.stderr)
+
+    def test_name_mismatch(self):
+        """A certificate for another name is refused with the reason."""
+        d = self.env.dir / "other"
+        d.mkdir()
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", "k.pem",
+                        "-out", "c.pem", "-days", "1", "-subj", "/CN=other.example",
+                        "-addext", "subjectAltName=DNS:other.example"],
+                       cwd=d, check=True, capture_output=True)
+        port = free_port()
+        srv = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{port}",
+                                "-cert", "c.pem", "-key", "k.pem", "-quiet"], cwd=d,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (srv.kill(), srv.wait()))
+        for _ in range(100):
+            if listening(port):
+                break
+            time.sleep(0.05)
+        r = self.fetch("--cafile", str(d / "c.pem"), tls="implicit", port=port)
+        self.assertEqual(r.returncode, 69, r.stderr)
+        self.assertIn("IP address mismatch", r.stderr)
+        self.assertIn("issued for another name", r.stderr)
 
     def test_serverinfo(self):
         r = self.fetch("--serverinfo", "--cafile", str(self.ca), tls="stls")
