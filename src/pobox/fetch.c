@@ -287,12 +287,20 @@ s_open(struct session *s)
 	}
 	if (a->verbose > 0)
 		f_say(a, "%s: logged in as %s with %s", a->host, a->user, s->mech);
+	/* RFC 2449 §6.7: EXPIRE 0 deletes what was retrieved at QUIT. */
+	if (a->keep && s->capa.expire == 0 && !a->serverinfo)
+		f_say(a, "%s announces EXPIRE 0: it deletes retrieved messages "
+		    "itself, so keep has no effect", a->host);
 	if (a->serverinfo) {
+		char ex[32] = "never or not announced", ld[32] = "not announced";
+
 		printf("login: %s\n", s->mech);
-		printf("policy: expire %s%.0d, login-delay %d, pipelining %s\n",
-		    s->capa.expire < 0 ? "never/unknown" : "days=",
-		    s->capa.expire < 0 ? 0 : s->capa.expire, s->capa.login_delay,
-		    s->capa.pipelining ? "yes" : "no");
+		if (s->capa.expire >= 0)
+			snprintf(ex, sizeof(ex), "%d days", s->capa.expire);
+		if (s->capa.login_delay >= 0)
+			snprintf(ld, sizeof(ld), "%d s", s->capa.login_delay);
+		printf("policy: expire %s; login-delay %s; pipelining %s; top %s\n",
+		    ex, ld, s->capa.pipelining ? "yes" : "no", s->capa.top ? "yes" : "no");
 	}
 	return 0;
 net_fail:
