@@ -511,22 +511,25 @@ class FetchTlsTest(FetchCase):
         self.assertIn("--tls implicit", r.stderr)
 
 
-class FakeOAuthServer(threading.Thread):
-    """A minimal POP3 server for the OAuth mechanisms (neither poboxd nor
-    the Dovecot of the tests offers them): one message, one session at a
-    time, the AUTH lines it got kept in self.auth."""
+class FakeServer(threading.Thread):
+    """A minimal POP3 server for what poboxd and the Dovecot of the tests
+    do not do: OAuth mechanisms, no UIDL, no PIPELINING, a stall in the
+    middle of RETR. One session at a time; the AUTH lines it got are kept
+    in self.auth, the commands in self.cmds."""
 
-    MSG = simple_message("oauth")
-
-    def __init__(self, token):
+    def __init__(self, token="tok", msgs=None, uidl=True, stall_at=None):
         super().__init__(daemon=True)
         self.token = token
+        self.msgs = msgs if msgs is not None else [simple_message("fake")]
+        self.uidl = uidl
+        self.stall_at = stall_at
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
-        self.sock.settimeout(30)
+        self.sock.settimeout(60)
         self.port = self.sock.getsockname()[1]
-        self.auth = []
+        self.auth, self.cmds = [], []
+        self.deleted = set()
         self.stop = False
 
     def run(self):
@@ -536,19 +539,30 @@ class FakeOAuthServer(threading.Thread):
             except OSError:
                 return
             with c, c.makefile("rwb") as f:
-                self.session(f)
+                try:
+                    self.session(f)
+                except (OSError, ValueError):
+                    pass
 
     def session(self, f):
         def say(x):
-            f.write(x.encode() + b"\r\n")
+            f.write(x.encode("latin-1") + b"\r\n")
             f.flush()
         say("+OK fake")
-        authed = False
+        authed, dele = False, set()
         for raw in f:
             line = raw.decode().rstrip("\r\n")
             cmd = line.split(" ")[0].upper()
+            self.cmds.append(line if cmd not in ("PASS", "AUTH") else cmd)
+            live = [i for i in range(len(self.msgs)) if i not in self.deleted]
             if cmd == "CAPA":
-                say("+OK\r\nSASL OAUTHBEARER XOAUTH2\r\nUIDL\r\n.")
+                say("+OK\r\nSASL OAUTHBEARER XOAUTH2\r\nUSER\r\n" +
+                    ("UIDL\r\n" if self.uidl else "") + ".")
+            elif cmd == "USER":
+                say("+OK")
+            elif cmd == "PASS":
+                authed = True
+                say("+OK")
             elif cmd == "AUTH":
                 _, mech, ir = line.split(" ")
                 got = base64.b64decode(ir).decode()
@@ -567,15 +581,26 @@ class FakeOAuthServer(threading.Thread):
                     say("-ERR [AUTH] invalid token")
             elif not authed:
                 say("-ERR log in first")
-            elif cmd == "UIDL":
-                say("+OK\r\n1 fake-uidl-1\r\n.")
+            elif cmd == "UIDL" and self.uidl:
+                say("+OK\r\n" + "".join(f"{n + 1} fake-uidl-{i}\r\n"
+                                          for n, i in enumerate(live)) + ".")
             elif cmd == "LIST":
-                say(f"+OK\r\n1 {len(crlf(self.MSG))}\r\n.")
+                say("+OK\r\n" + "".join(f"{n + 1} {len(crlf(self.msgs[i]))}\r\n"
+                                          for n, i in enumerate(live)) + ".")
             elif cmd == "RETR":
-                say("+OK\r\n" + dot_stuff(crlf(self.MSG)).decode() + ".")
+                i = live[int(line.split()[1]) - 1]
+                body = dot_stuff(crlf(self.msgs[i]))
+                if self.stall_at is not None and i == self.stall_at:
+                    f.write(b"+OK\r\n" + body[:len(body) // 2])
+                    f.flush()
+                    f.read()     # silent until the client gives up
+                    return
+                say("+OK\r\n" + body.decode("latin-1") + ".")
             elif cmd == "DELE":
+                dele.add(live[int(line.split()[1]) - 1])
                 say("+OK")
             elif cmd == "QUIT":
+                self.deleted |= dele
                 say("+OK bye")
                 return
             else:
@@ -586,22 +611,26 @@ class FakeOAuthServer(threading.Thread):
         self.sock.close()
 
 
-class FetchOAuthTest(FetchCase):
+class FetchFakeServerTest(FetchCase):
 
-    def test_oauth(self):
-        srv = FakeOAuthServer("tok-123")
+    def fake(self, **kw):
+        srv = FakeServer(**kw)
         srv.start()
         self.addCleanup(srv.close)
+        return srv
+
+    def test_oauth(self):
+        srv = self.fake(token="tok-123")
         for mech in ("oauthbearer", "xoauth2"):
             with self.subTest(mech=mech):
                 r = self.fetch("--auth", mech, "--oauth-command", "echo tok-123",
-                               "--account", mech, "-v", port=srv.port)
+                               "--account", mech, "-v", "--keep", port=srv.port)
                 self.assertEqual(r.returncode, 0, r.stderr)
                 self.assertIn(f"with {mech.upper()}", r.stderr)
-        self.assertEqual(local_messages(self.inbox), [FakeOAuthServer.MSG] * 2)
+        self.assertEqual(local_messages(self.inbox), srv.msgs * 2)
         # Chosen without --auth when a token command is set.
         r = self.fetch("--oauth-command", "echo tok-123", "--account", "auto", "-v",
-                       port=srv.port)
+                       "--keep", port=srv.port)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("with OAUTHBEARER", r.stderr)
         r = self.fetch("--oauth-command", "echo wrong", "--account", "bad",
@@ -614,6 +643,48 @@ class FetchOAuthTest(FetchCase):
                        "--no-cleartext", port=srv.port)
         self.assertEqual(r.returncode, 77, r.stderr)
         self.assertEqual(len(srv.auth), n)
+
+    def test_no_pipelining(self):
+        """One command at a time when PIPELINING is not offered; each
+        message committed before its DELE."""
+        msgs = [simple_message(f"np {i}", f"body {i}\n.\n..\n") for i in range(5)]
+        srv = self.fake(msgs=msgs)
+        r = self.fetch("--auth", "user", port=srv.port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(msgs))
+        self.assertEqual(srv.deleted, set(range(5)))
+        # RETR n, then DELE n, strictly alternating.
+        seq = [c.split()[0] for c in srv.cmds if c.split()[0] in ("RETR", "DELE")]
+        self.assertEqual(seq, ["RETR", "DELE"] * 5)
+
+    def test_no_uidl(self):
+        """Without UIDL no message can be told apart across sessions:
+        refused, nothing fetched or deleted."""
+        srv = self.fake(uidl=False)
+        r = self.fetch("--auth", "user", port=srv.port)
+        self.assertEqual(r.returncode, 76, r.stderr)
+        self.assertIn("no UIDL", r.stderr)
+        self.assertEqual(local_messages(self.inbox), [])
+        self.assertNotIn("DELE 1", srv.cmds)
+
+    def test_stall_mid_message(self):
+        """A server that stops in the middle of a message: the client gives
+        up after --timeout, keeps what it had whole, deletes nothing it
+        does not have, and the next run gets the rest."""
+        msgs = [sized_message(30000, f"st {i}") for i in range(4)]
+        srv = self.fake(msgs=msgs, stall_at=2)
+        args = self.fetch_args("--auth", "user", port=srv.port)
+        args[args.index("--timeout") + 1] = "2"
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(msgs[:2]))
+        self.assertEqual(srv.deleted, set())
+        self.assertEqual(os.listdir(self.inbox / "tmp"), [])
+        srv.stall_at = None
+        r = self.fetch("--auth", "user", port=srv.port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(msgs))
+        self.assertEqual(srv.deleted, set(range(4)))
 
 
 class FetchExactlyOnceTest(FetchCase):
