@@ -40,6 +40,7 @@ struct msg {
 	enum { ACT_NONE, ACT_FETCH, ACT_HEADERS, ACT_SKIP } act;
 	bool dele;               /* DELE it (already stored) */
 	bool deleted;            /* DELE answered +OK */
+	bool dup;                /* its UIDL is listed twice: left alone */
 };
 
 struct session {
@@ -321,6 +322,38 @@ msg_by_num(const struct session *s, uint32_t num)
 	return -1;
 }
 
+static const struct session *dup_s;
+
+static int
+dup_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	int c = strcmp(dup_s->m[x].uidl, dup_s->m[y].uidl);
+
+	return c != 0 ? c : (x < y ? -1 : x > y);
+}
+
+/* A broken server that lists one UIDL for two messages: neither is
+ * fetched or deleted (which one is which cannot be known). */
+static void
+s_mark_dups(struct session *s)
+{
+	uint32_t *ix = xcalloc(s->nmsg + 1, sizeof(*ix));
+
+	for (uint32_t i = 0; i < s->nmsg; i++)
+		ix[i] = i;
+	dup_s = s;
+	qsort(ix, s->nmsg, sizeof(*ix), dup_cmp);
+	for (uint32_t i = 1; i < s->nmsg; i++)
+		if (strcmp(s->m[ix[i]].uidl, s->m[ix[i - 1]].uidl) == 0) {
+			if (!s->m[ix[i - 1]].dup)
+				f_err("%s lists UIDL %s more than once: those messages "
+				    "are left alone", s->a->host, s->m[ix[i]].uidl);
+			s->m[ix[i]].dup = s->m[ix[i - 1]].dup = true;
+		}
+	free(ix);
+}
+
 /* UIDL and LIST, pipelined when offered. */
 static int
 s_list(struct session *s)
@@ -366,6 +399,7 @@ s_list(struct session *s)
 		s->nmsg++;
 	}
 	buf_clear(&s->net.body);
+	s_mark_dups(s);
 	if (!s->capa.pipelining && fnet_printf(&s->net, "LIST\r\n") < 0)
 		return -1;
 	if (fnet_reply(&s->net, true, 0) != POP3C_STATUS)
@@ -548,6 +582,10 @@ s_plan(struct session *s)
 		struct msg *m = &s->m[i];
 		struct fstate_entry *e = fstate_find(s->st, m->uidl);
 
+		if (m->dup) {
+			m->act = ACT_NONE;
+			continue;
+		}
 		if (e != NULL && e->done) {
 			m->act = ACT_NONE;
 			if (!a->keep || (a->delete_after >= 0 &&

@@ -517,8 +517,9 @@ class FakeServer(threading.Thread):
     middle of RETR. One session at a time; the AUTH lines it got are kept
     in self.auth, the commands in self.cmds."""
 
-    def __init__(self, token="tok", msgs=None, uidl=True, stall_at=None):
+    def __init__(self, token="tok", msgs=None, uidl=True, stall_at=None, uidls=None):
         super().__init__(daemon=True)
+        self.uidls = uidls
         self.token = token
         self.msgs = msgs if msgs is not None else [simple_message("fake")]
         self.uidl = uidl
@@ -582,8 +583,9 @@ class FakeServer(threading.Thread):
             elif not authed:
                 say("-ERR log in first")
             elif cmd == "UIDL" and self.uidl:
-                say("+OK\r\n" + "".join(f"{n + 1} fake-uidl-{i}\r\n"
-                                          for n, i in enumerate(live)) + ".")
+                say("+OK\r\n" + "".join(
+                    f"{n + 1} {self.uidls[i] if self.uidls else f'fake-uidl-{i}'}\r\n"
+                    for n, i in enumerate(live)) + ".")
             elif cmd == "LIST":
                 say("+OK\r\n" + "".join(f"{n + 1} {len(crlf(self.msgs[i]))}\r\n"
                                           for n, i in enumerate(live)) + ".")
@@ -656,6 +658,17 @@ class FetchFakeServerTest(FetchCase):
         # RETR n, then DELE n, strictly alternating.
         seq = [c.split()[0] for c in srv.cmds if c.split()[0] in ("RETR", "DELE")]
         self.assertEqual(seq, ["RETR", "DELE"] * 5)
+
+    def test_duplicate_uidls(self):
+        """A UIDL listed twice: those messages are left alone (which is
+        which cannot be known), the others are fetched."""
+        msgs = [simple_message(f"dup {i}") for i in range(3)]
+        srv = self.fake(msgs=msgs, uidls=["same", "same", "other"])
+        r = self.fetch("--auth", "user", port=srv.port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("more than once", r.stderr)
+        self.assertEqual(local_messages(self.inbox), [msgs[2]])
+        self.assertEqual(srv.deleted, {2})
 
     def test_no_uidl(self):
         """Without UIDL no message can be told apart across sessions:
