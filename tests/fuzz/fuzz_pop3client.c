@@ -22,7 +22,7 @@ lines(struct buf *body, struct buf *out)
 	const char *u;
 
 	pop3c_capa_init(&capa);
-	while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+	while (p != end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
 		size_t len = (size_t)(nl - p);
 
 		if (len < sizeof(line) && memchr(p, '\0', len) == NULL) {
