@@ -7,6 +7,8 @@ nothing deleted on the server that is not stored."""
 
 import base64
 import os
+import shlex
+import shutil
 import random
 import re
 import signal
@@ -302,6 +304,22 @@ class FetchTest(FetchCase):
         r = self.fetch("--delete-after", "30", "--dry-run")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.count(" keep"), 2)
+
+    def test_progress_and_quiet(self):
+        """On a terminal a progress line (messages, MB, rate, ETA); -q
+        prints nothing when all is well."""
+        script = shutil.which("script")
+        if script is None:
+            self.skipTest("script(1) is missing (bsdutils)")
+        self.env.start()
+        cmd = " ".join(shlex.quote(a) for a in self.fetch_args("--keep"))
+        r = subprocess.run([script, "-qec", cmd, "/dev/null"], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertRegex(r.stdout, r"4/4 messages +[0-9.]+/[0-9.]+ MB +[0-9.]+ MB/s +ETA")
+        self.deliver([simple_message("quiet")])
+        r = self.fetch("-q", "--keep")
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (0, "", ""))
 
     def test_daemon_mode(self):
         """--daemon: polls until SIGTERM, which ends it between runs."""
