@@ -544,6 +544,8 @@ dev_free(struct session *s)
 static bool
 s_delete_new(const struct session *s, const struct msg *m)
 {
+	if (m->act == ACT_HEADERS)
+		return false;    /* only its header is here */
 	return !s->a->keep || s->a->delete_after == 0 || dev_all_have(s, m->uidl);
 }
 
@@ -586,6 +588,20 @@ s_plan(struct session *s)
 			m->act = ACT_NONE;
 			continue;
 		}
+		bool fits = a->max_size == 0 || m->size <= a->max_size;
+
+		/* Only its header is here: never deleted for that; fetched
+		 * whole once it fits the size limit. */
+		if (e != NULL && e->done && e->partial && fits) {
+			m->act = ACT_FETCH;
+			s->to_fetch++;
+			s->total_bytes += m->size;
+			continue;
+		}
+		if (e != NULL && e->done && e->partial) {
+			m->act = ACT_NONE;
+			continue;
+		}
 		if (e != NULL && e->done) {
 			m->act = ACT_NONE;
 			if (!a->keep || (a->delete_after >= 0 &&
@@ -594,7 +610,7 @@ s_plan(struct session *s)
 				m->dele = true;
 			continue;
 		}
-		if (a->max_size > 0 && m->size > a->max_size) {
+		if (!fits) {
 			m->act = a->oversize_headers && s->capa.top ? ACT_HEADERS : ACT_SKIP;
 			if (m->act == ACT_SKIP)
 				s->skipped++;
@@ -636,6 +652,7 @@ struct inflight {
 struct pend {
 	struct session *s;
 	const char *uidl;
+	bool partial;            /* TOP: the header only */
 	char *ref;
 };
 
@@ -647,8 +664,8 @@ s_pending(void *ctx, const char *ref)
 	/* A batched (Maildir) "p" is synced once before its batch is
 	 * renamed into new/ (s_flush); an mbox "p" before its append; an
 	 * MDA "p" needs no sync (an MDA run cannot be checked anyway). */
-	if (fstate_pending(p->s->st, p->uidl, ref, !ftarget_batched(p->s->t) &&
-	    ftarget_checkable(p->s->t)) < 0)
+	if (fstate_pending(p->s->st, p->uidl, ref, p->partial,
+	    !ftarget_batched(p->s->t) && ftarget_checkable(p->s->t)) < 0)
 		return -1;
 	p->ref = xstrdup(ref);
 	return 0;
@@ -657,7 +674,7 @@ s_pending(void *ctx, const char *ref)
 static int
 s_store(struct session *s, struct msg *m)
 {
-	struct pend pend = { s, m->uidl, NULL };
+	struct pend pend = { s, m->uidl, m->act == ACT_HEADERS, NULL };
 	const char *error = NULL;
 	char sink[4096];
 	ssize_t r;

@@ -4,6 +4,7 @@
  * on (for a batch of Maildir messages, once for the batch):
  *   p UIDL REF          about to store UIDL locally as REF
  *   d UIDL FIRST REF    UIDL is durable locally as REF since FIRST
+ *   p UIDL REF h / h UIDL FIRST REF   the same for its header only (TOP)
  * The file is rewritten (temp, fsync, rename, fsync dir) with only "d"
  * lines at the end of a session. A torn last line (power loss) is
  * ignored. path.lock (flock) keeps two runs of one account apart. */
@@ -99,7 +100,8 @@ fstate_find(struct fstate *st, const char *uidl)
 }
 
 static struct fstate_entry *
-fs_put(struct fstate *st, const char *uidl, const char *ref, int64_t first, bool done)
+fs_put(struct fstate *st, const char *uidl, const char *ref, int64_t first, bool done,
+    bool partial)
 {
 	struct fstate_entry *e = fs_find_raw(st, uidl);
 
@@ -120,6 +122,7 @@ fs_put(struct fstate *st, const char *uidl, const char *ref, int64_t first, bool
 	e->ref = xstrdup(ref);
 	e->first = first;
 	e->done = done;
+	e->partial = partial;
 	return e;
 }
 
@@ -169,13 +172,14 @@ fs_token_ok(const char *s, size_t max)
 
 /* fs_put on a dropped entry must count it live again. */
 static struct fstate_entry *
-fs_set(struct fstate *st, const char *uidl, const char *ref, int64_t first, bool done)
+fs_set(struct fstate *st, const char *uidl, const char *ref, int64_t first, bool done,
+    bool partial)
 {
 	struct fstate_entry *e = fs_find_raw(st, uidl);
 
 	if (e != NULL && e->ref == NULL)
 		st->live++;
-	return fs_put(st, uidl, ref, first, done);
+	return fs_put(st, uidl, ref, first, done, partial);
 }
 
 /* One journal line (without LF); a malformed one is skipped. */
@@ -192,18 +196,21 @@ fs_parse_line(struct fstate *st, char *line)
 		f[nf++] = t;
 	if (t != NULL || nf < 3 || strlen(f[0]) != 1 || !fs_token_ok(f[1], FSTATE_UIDL_MAX))
 		return;
-	if (f[0][0] == 'p' && nf == 3 && fs_token_ok(f[2], FSTATE_REF_MAX)) {
+	if (f[0][0] == 'p' && fs_token_ok(f[2], FSTATE_REF_MAX) &&
+	    (nf == 3 || strcmp(f[3], "h") == 0)) {
 		struct fstate_entry *e = fstate_find(st, f[1]);
 
-		/* A "p" after a "d" of the same UIDL cannot happen; keep d. */
-		if (e == NULL || !e->done)
-			fs_set(st, f[1], f[2], -1, false);
-	} else if (f[0][0] == 'd' && nf == 4 && fs_token_ok(f[3], FSTATE_REF_MAX)) {
+		/* A "p" after a "d" of the same UIDL cannot happen (keep
+		 * the d); after an "h" it is the whole message coming. */
+		if (e == NULL || !e->done || e->partial)
+			fs_set(st, f[1], f[2], -1, false, nf == 4);
+	} else if ((f[0][0] == 'd' || f[0][0] == 'h') && nf == 4 &&
+	    fs_token_ok(f[3], FSTATE_REF_MAX)) {
 		errno = 0;
 		first = strtoll(f[2], &end, 10);
 		if (errno != 0 || *end != '\0' || first < 0)
 			return;
-		fs_set(st, f[1], f[3], first, true);
+		fs_set(st, f[1], f[3], first, true, f[0][0] == 'h');
 	}
 }
 
@@ -409,14 +416,15 @@ fstate_sync(struct fstate *st)
 }
 
 int
-fstate_pending(struct fstate *st, const char *uidl, const char *ref, bool sync)
+fstate_pending(struct fstate *st, const char *uidl, const char *ref, bool partial,
+    bool sync)
 {
 	char line[FSTATE_REF_MAX + FSTATE_UIDL_MAX + 8];
 
-	snprintf(line, sizeof(line), "p %s %s\n", uidl, ref);
+	snprintf(line, sizeof(line), "p %s %s%s\n", uidl, ref, partial ? " h" : "");
 	if (fs_append(st, line, sync) < 0)
 		return -1;
-	fs_set(st, uidl, ref, -1, false);
+	fs_set(st, uidl, ref, -1, false, partial);
 	return 0;
 }
 
@@ -425,11 +433,15 @@ fstate_done(struct fstate *st, const char *uidl, const char *ref, int64_t first,
     bool sync)
 {
 	char line[FSTATE_REF_MAX + FSTATE_UIDL_MAX + 32];
+	struct fstate_entry *e = fstate_find(st, uidl);
+	/* Done the way it was pending: header only or whole. */
+	bool partial = e != NULL && !e->done && e->partial;
 
-	snprintf(line, sizeof(line), "d %s %" PRId64 " %s\n", uidl, first, ref);
+	snprintf(line, sizeof(line), "%c %s %" PRId64 " %s\n", partial ? 'h' : 'd',
+	    uidl, first, ref);
 	if (fs_append(st, line, sync) < 0)
 		return -1;
-	fs_set(st, uidl, ref, first, true)->seen = true;
+	fs_set(st, uidl, ref, first, true, partial)->seen = true;
 	return 0;
 }
 
@@ -446,7 +458,8 @@ fstate_compact(struct fstate *st, bool keep_seen_only)
 
 		if (e->ref == NULL || !e->done || (keep_seen_only && !e->seen))
 			continue;
-		buf_printf(&b, "d %s %" PRId64 " %s\n", e->uidl, e->first, e->ref);
+		buf_printf(&b, "%c %s %" PRId64 " %s\n", e->partial ? 'h' : 'd',
+		    e->uidl, e->first, e->ref);
 	}
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
 		goto fail;

@@ -14,6 +14,7 @@ struct fstate_entry {
 	char *ref;              /* where it went: Maildir unique, mbox offset */
 	int64_t first;          /* first stored, seconds since the epoch */
 	bool done;              /* durable locally; else pending */
+	bool partial;           /* its header only (TOP n 0) */
 	bool seen;              /* on the server in this session */
 };
 struct fstate;
@@ -27,9 +28,10 @@ struct fstate_entry *fstate_find(struct fstate *st, const char *uidl);
 struct fstate_entry *fstate_at(struct fstate *st, size_t i, bool *end_r);
 size_t fstate_count(const struct fstate *st);
 /* Appends "p UIDL REF" (before the local commit) / "d UIDL FIRST REF"
- * (after it), fdatasynced when sync is set (else by fstate_sync). 0 / -1
+ * (after it; partial, a header only, as given to fstate_pending), fdatasynced when sync is set (else by fstate_sync). 0 / -1
  * with errno. */
-int fstate_pending(struct fstate *st, const char *uidl, const char *ref, bool sync);
+int fstate_pending(struct fstate *st, const char *uidl, const char *ref, bool partial,
+    bool sync);
 int fstate_done(struct fstate *st, const char *uidl, const char *ref, int64_t first,
     bool sync);
 int fstate_sync(struct fstate *st);

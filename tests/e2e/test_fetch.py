@@ -252,11 +252,21 @@ class FetchTest(FetchCase):
         r = self.fetch("--max-size", str(big - 1), "--keep")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(local_messages(self.inbox), sorted(self.msgs[:3]))
-        # Headers only via TOP for the big one.
-        r = self.fetch("--max-size", str(big - 1), "--oversize", "headers", "--keep")
+        # Headers only via TOP for the big one; in delete mode the others
+        # go, the big one stays on the server (only its header is here).
+        r = self.fetch("--max-size", str(big - 1), "--oversize", "headers")
         self.assertEqual(r.returncode, 0, r.stderr)
         head = self.msgs[3].split(b"\n\n", 1)[0] + b"\n\n"
         self.assertEqual(local_messages(self.inbox), sorted(self.msgs[:3] + [head]))
+        self.assertEqual(list(self.env.messages("alice")), [self.uidls[3]])
+        r = self.fetch("--max-size", str(big - 1), "--oversize", "headers")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(list(self.env.messages("alice")), [self.uidls[3]])
+        # Without the limit it is fetched whole, then deleted.
+        r = self.fetch()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs + [head]))
+        self.assertEqual(self.env.messages("alice"), {})
 
     def test_recovery_of_pending_records(self):
         """A journal left by a killed run: one message already in cur/ with

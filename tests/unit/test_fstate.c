@@ -56,9 +56,9 @@ test_reopen(void **state)
 	struct fstate_entry *e;
 
 	assert_int_equal(fstate_count(st), 0);
-	assert_int_equal(fstate_pending(st, "u1", "ref1", true), 0);
+	assert_int_equal(fstate_pending(st, "u1", "ref1", false, true), 0);
 	assert_int_equal(fstate_done(st, "u1", "ref1", 1700000000, false), 0);
-	assert_int_equal(fstate_pending(st, "u2", "ref2", false), 0);
+	assert_int_equal(fstate_pending(st, "u2", "ref2", false, false), 0);
 	assert_int_equal(fstate_sync(st), 0);
 	fstate_close(&st);
 	st = open_ok(t->path);
@@ -76,7 +76,7 @@ test_reopen(void **state)
 	fstate_drop(st, "u2");
 	assert_null(fstate_find(st, "u2"));
 	assert_int_equal(fstate_count(st), 1);
-	assert_int_equal(fstate_pending(st, "u2", "ref2b", false), 0);
+	assert_int_equal(fstate_pending(st, "u2", "ref2b", false, false), 0);
 	assert_int_equal(fstate_count(st), 2);
 	assert_string_equal(fstate_find(st, "u2")->ref, "ref2b");
 	fstate_close(&st);
@@ -94,7 +94,7 @@ test_compact(void **state)
 		snprintf(uidl, sizeof(uidl), "uidl-%d", i);
 		assert_int_equal(fstate_done(st, uidl, "r", i, false), 0);
 	}
-	assert_int_equal(fstate_pending(st, "pend", "r", false), 0);
+	assert_int_equal(fstate_pending(st, "pend", "r", false, false), 0);
 	/* Entries not seen on the server in this session go. */
 	for (int i = 0; i < 300; i += 2) {
 		snprintf(uidl, sizeof(uidl), "uidl-%d", i);
@@ -135,10 +135,40 @@ test_torn_and_malformed(void **state)
 	assert_non_null(fstate_find(st, "u5"));
 	assert_null(fstate_find(st, "u6"));
 	/* The next record is not glued to the torn line. */
-	assert_int_equal(fstate_pending(st, "u7", "r7", true), 0);
+	assert_int_equal(fstate_pending(st, "u7", "r7", false, true), 0);
 	fstate_close(&st);
 	st = open_ok(t->path);
 	assert_non_null(fstate_find(st, "u7"));
+	fstate_close(&st);
+}
+
+/* A header-only entry stays one across done, compaction and reopen; a
+ * whole fetch later replaces it. */
+static void
+test_partial(void **state)
+{
+	struct ft *t = *state;
+	struct fstate *st = open_ok(t->path);
+
+	assert_int_equal(fstate_pending(st, "h1", "r", true, false), 0);
+	assert_int_equal(fstate_done(st, "h1", "r", 7, false), 0);
+	assert_true(fstate_find(st, "h1")->partial);
+	assert_int_equal(fstate_pending(st, "h2", "r", true, true), 0);
+	fstate_close(&st);
+	st = open_ok(t->path);
+	assert_true(fstate_find(st, "h1")->partial && fstate_find(st, "h1")->done);
+	assert_true(fstate_find(st, "h2")->partial && !fstate_find(st, "h2")->done);
+	fstate_find(st, "h1")->seen = true;
+	assert_int_equal(fstate_compact(st, false), 0);
+	fstate_close(&st);
+	st = open_ok(t->path);
+	assert_true(fstate_find(st, "h1")->partial);
+	assert_int_equal(fstate_pending(st, "h1", "r2", false, false), 0);
+	assert_int_equal(fstate_done(st, "h1", "r2", 9, true), 0);
+	fstate_close(&st);
+	st = open_ok(t->path);
+	assert_false(fstate_find(st, "h1")->partial);
+	assert_int_equal(fstate_find(st, "h1")->first, 9);
 	fstate_close(&st);
 }
 
@@ -183,6 +213,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compact, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_and_malformed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_partial, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_header_and_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_parse_memory, setup, teardown),
 	};
