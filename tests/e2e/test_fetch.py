@@ -425,6 +425,12 @@ class FetchTest(FetchCase):
         r = run("carol")
         self.assertEqual(r.returncode, 78, r.stderr)
         self.assertIn("no account [carol]", r.stderr)
+        # The sample configuration parses (it names no account "nosuch").
+        sample = Path(__file__).resolve().parents[2] / "etc" / "fetch.conf"
+        r = subprocess.run([str(POBOX), "fetch", "-C", str(sample), "nosuch"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn("no account [nosuch]", r.stderr)
         conf.write_text(conf.read_text() + "tls = maybe\n")
         r = run()
         self.assertEqual(r.returncode, 78, r.stderr)
