@@ -158,6 +158,22 @@ class FetchTest(FetchCase):
         self.assertEqual(local_messages(self.inbox), [])
         self.env.wait_event("login_failed", user="alice")
 
+    def test_in_use_is_try_later(self):
+        """-ERR [IN-USE] (another session holds the maildrop): exit 75,
+        nothing fetched; the next run gets everything."""
+        self.env.start()
+        with self.env.connect() as c:
+            c.login("alice", PW)
+            r = self.fetch()
+            self.assertEqual(r.returncode, 75, r.stderr)
+            self.assertIn("IN-USE", r.stderr)
+            c.ok("QUIT")
+        self.assertEqual(local_messages(self.inbox), [])
+        self.env.wait_event("logout", user="alice")
+        r = self.fetch()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs))
+
     def test_password_file_mode(self):
         self.env.start()
         os.chmod(self.pwfile, 0o644)
