@@ -986,10 +986,13 @@ run_account(const struct fetch_account *a)
 	s.start_ms = clock_ms();
 	s.progress = a->verbose >= 0 && isatty(2) && !a->dry_run && !a->serverinfo;
 	if ((s.st = fstate_open(path, &error)) == NULL) {
+		/* A run already busy with this account: later, not broken. */
+		int code = errno == EWOULDBLOCK ? FX_TEMPFAIL : FX_CANTCREAT;
+
 		f_err("%s", error);
 		free(error);
 		free(path);
-		return FX_CANTCREAT;
+		return code;
 	}
 	spool = xasprintf("%s.spool", path);
 	s.t = ftarget_open(a, spool, &error);

@@ -327,6 +327,7 @@ fstate_open(const char *path, char **error_r)
 	struct fstate *st = xcalloc(1, sizeof(*st));
 	char *lock = xasprintf("%s.lock", path);
 	struct stat sb;
+	int err = 0;
 
 	st->path = xstrdup(path);
 	st->fd = st->lock_fd = -1;
@@ -338,6 +339,7 @@ fstate_open(const char *path, char **error_r)
 	if (flock(st->lock_fd, LOCK_EX | LOCK_NB) < 0) {
 		*error_r = xasprintf("another pobox fetch runs for this account "
 		    "(%s is locked)", lock);
+		err = EWOULDBLOCK;
 		goto fail;
 	}
 	if ((st->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) < 0) {
@@ -368,6 +370,7 @@ fstate_open(const char *path, char **error_r)
 fail:
 	free(lock);
 	fstate_close(&st);
+	errno = err;
 	return NULL;
 }
 

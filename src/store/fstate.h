@@ -20,7 +20,8 @@ struct fstate_entry {
 struct fstate;
 
 /* Opens (creating) path and its lock path.lock, held until close; reads
- * the journal. NULL with *error_r (malloc'ed). */
+ * the journal. NULL with *error_r (malloc'ed) and errno EWOULDBLOCK when
+ * another process holds the lock (0 otherwise). */
 struct fstate *fstate_open(const char *path, char **error_r);
 void fstate_close(struct fstate **st);
 struct fstate_entry *fstate_find(struct fstate *st, const char *uidl);

@@ -174,6 +174,20 @@ class FetchTest(FetchCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(local_messages(self.inbox), sorted(self.msgs))
 
+    def test_second_run_is_try_later(self):
+        """Two runs for one account never interleave: the second exits 75."""
+        import fcntl
+        self.env.start()
+        self.state.mkdir()
+        with open(self.state / "alice@127.0.0.1.state.lock", "w") as lk:
+            fcntl.flock(lk, fcntl.LOCK_EX)
+            r = self.fetch()
+            self.assertEqual(r.returncode, 75, r.stderr)
+            self.assertIn("another pobox fetch runs", r.stderr)
+        self.assertEqual(self.env.events("login"), [])
+        r = self.fetch()
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_password_file_mode(self):
         self.env.start()
         os.chmod(self.pwfile, 0o644)

@@ -3,6 +3,7 @@
  * and does not swallow the next record, the lock keeps two runs apart. */
 #include "testutil.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +182,7 @@ test_bad_header_and_lock(void **state)
 
 	st2 = fstate_open(t->path, &error);
 	assert_null(st2);
+	assert_int_equal(errno, EWOULDBLOCK);
 	assert_non_null(strstr(error, "locked"));
 	free(error);
 	fstate_close(&st);
