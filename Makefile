@@ -90,6 +90,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1
 	-install -m 644 docs/poboxd.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	-install -m 644 docs/pobox.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	-install -m 644 docs/pobox-fetch.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 
 clean:
 	rm -rf $(O)

@@ -324,6 +324,12 @@ parse_line(char *line, char **name_r, char **value_r, const char **error_r)
 }
 
 int
+config_parse_line(char *line, char **name_r, char **value_r, const char **error_r)
+{
+	return parse_line(line, name_r, value_r, error_r);
+}
+
+int
 config_load(const struct config_setting *table, size_t n, void *settings,
     const char *path, char **error_r)
 {

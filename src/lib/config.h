@@ -51,6 +51,11 @@ int config_load(const struct config_setting *table, size_t n, void *settings,
 /* Parses one "name = value" pair (used by the file parser and -o). */
 int config_set(const struct config_setting *table, size_t n, void *settings,
     const char *name, const char *value, char **error_r);
+/* Splits one line (no line end) in place, as config_load does: 1 with
+ * *name_r and *value_r, 0 for a blank or comment line, -1 with a static
+ * *error_r. For files with more structure than one table (pobox fetch's
+ * [account] sections), which then call config_set. */
+int config_parse_line(char *line, char **name_r, char **value_r, const char **error_r);
 /* Prints the effective configuration in file syntax, with help comments. */
 void config_print(const struct config_setting *table, size_t n, const void *settings, FILE *out);
 /* Frees strings and lists held by settings. */

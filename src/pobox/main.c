@@ -62,6 +62,8 @@ usage(FILE *out)
 	    "       pobox [-c CONFIG] user del NAME\n"
 	    "       pobox [-c CONFIG] user list\n"
 	    "       pobox [-c CONFIG] deliver -u USER [-f SENDER] < MESSAGE\n"
+	    "       pobox fetch --host HOST --user USER --maildir DIR ... "
+	    "(pobox fetch --help)\n"
 	    "       pobox --help | --version\n"
 	    "The password (then, with --apop, the APOP secret) is asked on the\n"
 	    "terminal, or read one per line from standard input.\n"
@@ -769,6 +771,8 @@ main(int argc, char **argv)
 	if (argc - optind >= 1 && strcmp(argv[optind], "deliver") == 0)
 		return deliver_command(argc - optind, argv + optind, config,
 		    given);
+	if (argc - optind >= 1 && strcmp(argv[optind], "fetch") == 0)
+		return fetch_command(argc - optind, argv + optind);
 	if (argc - optind < 2 || strcmp(argv[optind], "user") != 0) {
 		usage(stderr);
 		return EXIT_USAGE;

@@ -10,4 +10,8 @@
  * the process exit status (sysexits(3)). */
 int deliver_command(int argc, char **argv, const char *config, bool given);
 
+/* `pobox fetch ...` (fetch.c): argv[0] is "fetch". Returns the exit
+ * status (FX_* in fetch.h). */
+int fetch_command(int argc, char **argv);
+
 #endif
