@@ -75,6 +75,9 @@ enum smtp_kind { SMTP_KIND_SMTP, SMTP_KIND_LMTP };
 void smtp_session_create(struct server *srv, int fd,
     const struct sockaddr_storage *peer, enum smtp_kind kind);
 void smtp_session_close_all(struct server *srv, const char *reason);
+/* Shutdown, before the delivery workq is freed: sessions read no more,
+ * and a delivery finishing now only sends its reply. */
+void smtp_session_shutdown(struct server *srv);
 
 /* login.c: the pop3_host login callback and its asynchronous answer. */
 struct login_job;

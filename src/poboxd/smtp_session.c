@@ -124,6 +124,7 @@ struct usage_entry {
 };
 static struct usage_entry *usage_cache;
 static unsigned usage_count;
+static bool shutting_down;   /* smtp_session_shutdown() was called */
 
 static void smtp_session_status(struct smtp_session *s, enum smtp_status st);
 static void smtp_session_touch(struct smtp_session *s);
@@ -665,6 +666,10 @@ dl_job_done(void *arg)
 	free(results);
 	dl_job_free(job);
 	txn_clear(s);
+	if (shutting_down) {
+		conn_flush(s->conn);    /* the reply, and no more input */
+		return;
+	}
 	smtp_session_status(s, smtp_run(s->smtp));
 }
 
@@ -1044,6 +1049,15 @@ smtp_session_create(struct server *srv, int fd, const struct sockaddr_storage *p
 	s->smtp = smtp_new(&s->set, &smtp_session_host, s, conn_out(s->conn));
 	smtp_session_touch(s);
 	conn_flush(s->conn);
+}
+
+void
+smtp_session_shutdown(struct server *srv)
+{
+	shutting_down = true;
+	for (struct smtp_session *s = srv->smtp_sessions; s != NULL; s = s->next)
+		if (s->conn != NULL)
+			conn_pause_input(s->conn, true);
 }
 
 void
