@@ -610,8 +610,11 @@ serve(struct server *srv, unsigned worker)
 	}
 	timer_remove(&drain_timer);
 	session_close_all(srv, "shutdown");
-	smtp_session_close_all(srv, "shutdown");
+	/* Deliveries in flight are stored anyway: their 250 goes out before
+	 * the 421, or the client would send them again. */
+	smtp_session_shutdown(srv);
 	workq_free(&srv->deliver_wq);
+	smtp_session_close_all(srv, "shutdown");
 	workq_free(&srv->workq);
 	timer_remove(&sweep_timer);
 	iptable_free(&srv->ips);

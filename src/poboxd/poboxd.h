@@ -92,6 +92,9 @@ void smtp_session_create(struct server *srv, int fd,
  * loop. */
 unsigned smtp_session_drain(struct server *srv);
 void smtp_session_close_all(struct server *srv, const char *reason);
+/* Shutdown, before the delivery workq is freed: sessions read no more,
+ * and a delivery finishing now only sends its reply. */
+void smtp_session_shutdown(struct server *srv);
 
 /* login.c: the pop3_host login callback and its asynchronous answer. */
 struct login_job;

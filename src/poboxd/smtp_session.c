@@ -124,9 +124,10 @@ struct usage_entry {
 };
 static struct usage_entry *usage_cache;
 static unsigned usage_count;
+static bool reaping_at_exit; /* smtp_session_shutdown() was called */
 
 static void smtp_session_status(struct smtp_session *s, enum smtp_status st);
-static void smtp_session_shutdown(struct smtp_session *s, const char *reason);
+static void smtp_session_bye(struct smtp_session *s, const char *reason);
 static void smtp_session_touch(struct smtp_session *s);
 
 static struct usage_entry *
@@ -666,10 +667,14 @@ dl_job_done(void *arg)
 	free(results);
 	dl_job_free(job);
 	txn_clear(s);
+	if (reaping_at_exit) {
+		conn_flush(s->conn);    /* the reply, and no more input */
+		return;
+	}
 	if (s->srv->shutting_down) {
 		/* Draining (SIGTERM): the reply above is sent, then 421. */
 		struct server *srv = s->srv;
-		smtp_session_shutdown(s, "shutdown");
+		smtp_session_bye(s, "shutdown");
 		if (smtp_session_drain(srv) == 0)
 			ioloop_stop(srv->loop);
 		return;
@@ -1058,7 +1063,7 @@ smtp_session_create(struct server *srv, int fd, const struct sockaddr_storage *p
 /* RFC 5321 §3.8: 421 before closing, as far as the socket takes it now;
  * a transaction in progress is not acknowledged. */
 static void
-smtp_session_shutdown(struct smtp_session *s, const char *reason)
+smtp_session_bye(struct smtp_session *s, const char *reason)
 {
 	if (!s->closing && s->conn != NULL) {
 		buf_printf(conn_out(s->conn), "421 4.3.2 %s Service shutting "
@@ -1079,14 +1084,23 @@ smtp_session_drain(struct server *srv)
 		if (s->job != NULL)
 			waiting++;
 		else
-			smtp_session_shutdown(s, "shutdown");
+			smtp_session_bye(s, "shutdown");
 	}
 	return waiting;
+}
+
+void
+smtp_session_shutdown(struct server *srv)
+{
+	reaping_at_exit = true;
+	for (struct smtp_session *s = srv->smtp_sessions; s != NULL; s = s->next)
+		if (s->conn != NULL)
+			conn_pause_input(s->conn, true);
 }
 
 void
 smtp_session_close_all(struct server *srv, const char *reason)
 {
 	while (srv->smtp_sessions != NULL)
-		smtp_session_shutdown(srv->smtp_sessions, reason);
+		smtp_session_bye(srv->smtp_sessions, reason);
 }

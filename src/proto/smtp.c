@@ -274,6 +274,34 @@ parse_local(const char *p, bool utf8)
 	return i;
 }
 
+/* Well-formed UTF-8 (RFC 3629 §4: no overlong forms, surrogates, or
+ * code points past U+10FFFF) in [p, end). */
+static bool
+utf8_valid(const unsigned char *p, const unsigned char *end)
+{
+	while (p < end) {
+		unsigned char c = *p++, lo = 0x80, hi = 0xbf;
+		int more;
+
+		if (c < 0x80)
+			continue;
+		if (c >= 0xc2 && c <= 0xdf)
+			more = 1;
+		else if (c >= 0xe0 && c <= 0xef)
+			more = 2, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+		else if (c >= 0xf0 && c <= 0xf4)
+			more = 3, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+		else
+			return false;
+		for (int k = 0; k < more; k++, lo = 0x80, hi = 0xbf) {
+			if (p >= end || *p < lo || *p > hi)
+				return false;
+			p++;
+		}
+	}
+	return true;
+}
+
 enum path_result { PATH_OK, PATH_SYNTAX, PATH_TOO_LONG, PATH_UTF8 };
 
 /* Parses "<...>" at *pp; on PATH_OK *mailbox_r is the mailbox (malloc'ed,
@@ -297,6 +325,8 @@ parse_path(const char **pp, bool null_ok, bool postmaster_ok, bool utf8, char **
 			ascii = false;
 	if (!ascii && !utf8)
 		return PATH_UTF8;
+	if (!ascii && !utf8_valid((const unsigned char *)p, (const unsigned char *)end))
+		return PATH_SYNTAX;     /* RFC 6531 §3.3: UTF-8, not any octets */
 	p++;
 	if (*p == '>') {
 		if (!null_ok)

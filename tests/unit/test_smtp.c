@@ -528,6 +528,7 @@ test_paths(void **state)
 	char in[600];
 
 	tsess_start(&t, state, SMTP_MODE_SMTP);
+	t.set.max_errors = 100;
 	smtp_ready(&t);
 	assert_string_equal(tsess_send(&t, "MAIL FROM:<@relay.example,@r2.example:s@example.net>\r\n"),
 	    OK_MAIL);
@@ -549,6 +550,15 @@ test_paths(void **state)
 	assert_string_equal(tsess_send(&t,
 	    "MAIL FROM:<s@example.net> SMTPUTF8\r\nRCPT TO:<j\xc3\xb8rn@example.org>\r\n"),
 	    OK_MAIL OK_RCPT);
+	/* SMTPUTF8 is UTF-8 (RFC 6531 §3.3): no stray, overlong or
+	 * surrogate octets (they would go into Return-Path, Delivered-To) */
+	assert_string_equal(tsess_send(&t,
+	    "RCPT TO:<j\xffrn@example.org>\r\nRCPT TO:<j\xc3@example.org>\r\n"
+	    "RCPT TO:<j\xc0\xafrn@example.org>\r\nRCPT TO:<\xed\xa0\x80@example.org>\r\n"
+	    "RCPT TO:<x@\xc3.example.org>\r\n"),
+	    "501 5.1.3 Bad address syntax\r\n501 5.1.3 Bad address syntax\r\n"
+	    "501 5.1.3 Bad address syntax\r\n501 5.1.3 Bad address syntax\r\n"
+	    "501 5.1.3 Bad address syntax\r\n");
 	/* "SMTPUTF8" inside the path is no parameter */
 	assert_string_equal(tsess_send(&t,
 	    "RSET\r\nMAIL FROM:<\"x SMTPUTF8 \xc3\xb8\"@example.net>\r\n"),
