@@ -114,44 +114,48 @@ check_implementation(const char *value, char **error_r)
 }
 
 /* "A.B.C.D:PORT", "[V6]:PORT" or "*:PORT", numeric, as poboxd binds. */
-static int
-check_listen(const char *value, char **error_r)
+static bool
+listen_ok(const char *value)
 {
 	const char *colon = strrchr(value, ':');
 	char host[64];
 	unsigned char addr[16];
 	uint32_t port;
 	size_t n;
-	bool ok = false;
 
-	if (colon != NULL && str_to_u32(colon + 1, &port) == 0 && port >= 1 &&
-	    port <= 65535 && (n = (size_t)(colon - value)) < sizeof(host)) {
-		memcpy(host, value, n);
-		host[n] = '\0';
-		if (n > 2 && host[0] == '[' && host[n - 1] == ']') {
-			host[n - 1] = '\0';
-			ok = inet_pton(AF_INET6, host + 1, addr) == 1;
-		} else {
-			ok = strcmp(host, "*") == 0 ||
-			    inet_pton(AF_INET, host, addr) == 1;
-		}
+	if (colon == NULL || str_to_u32(colon + 1, &port) < 0 || port < 1 ||
+	    port > 65535 || (n = (size_t)(colon - value)) >= sizeof(host))
+		return false;
+	memcpy(host, value, n);
+	host[n] = '\0';
+	if (n > 2 && host[0] == '[' && host[n - 1] == ']') {
+		host[n - 1] = '\0';
+		return inet_pton(AF_INET6, host + 1, addr) == 1;
 	}
-	if (ok)
+	return strcmp(host, "*") == 0 || inet_pton(AF_INET, host, addr) == 1;
+}
+
+/* The check callbacks get no setting name: one wrapper per address list. */
+static int
+check_listen_named(const char *name, const char *value, char **error_r)
+{
+	if (listen_ok(value))
 		return 0;
-	*error_r = xasprintf("'listen' must be IPV4:PORT, [IPV6]:PORT or "
-	    "*:PORT, not '%s'", value);
+	*error_r = xasprintf("'%s' must be IPV4:PORT, [IPV6]:PORT or *:PORT, "
+	    "not '%s'", name, value);
 	return -1;
+}
+
+static int
+check_listen(const char *value, char **error_r)
+{
+	return check_listen_named("listen", value, error_r);
 }
 
 static int
 check_tls_listen(const char *value, char **error_r)
 {
-	if (check_listen(value, error_r) == 0)
-		return 0;
-	free(*error_r);
-	*error_r = xasprintf("'tls_listen' must be IPV4:PORT, [IPV6]:PORT or "
-	    "*:PORT, not '%s'", value);
-	return -1;
+	return check_listen_named("tls_listen", value, error_r);
 }
 
 /* Space-separated mechanism names (which exist is poboxd's check, as
@@ -233,9 +237,8 @@ check_lmtp_listen(const char *value, char **error_r)
 		*error_r = xasprintf("UNIX socket path '%s' is too long", value);
 		return -1;
 	}
-	if (check_listen(value, error_r) == 0)
+	if (listen_ok(value))
 		return 0;
-	free(*error_r);
 	*error_r = xasprintf("'lmtp_listen' must be IPV4:PORT, [IPV6]:PORT, "
 	    "*:PORT or an absolute socket path, not '%s'", value);
 	return -1;
@@ -244,12 +247,7 @@ check_lmtp_listen(const char *value, char **error_r)
 static int
 check_smtp_listen(const char *value, char **error_r)
 {
-	if (check_listen(value, error_r) == 0)
-		return 0;
-	free(*error_r);
-	*error_r = xasprintf("'smtp_listen' must be IPV4:PORT, [IPV6]:PORT or "
-	    "*:PORT, not '%s'", value);
-	return -1;
+	return check_listen_named("smtp_listen", value, error_r);
 }
 
 /* A domain name (RFC 5321 §4.1.2 Domain), compared without case. */
