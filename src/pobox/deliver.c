@@ -172,27 +172,6 @@ drop_root(const char *user)
 	return 0;
 }
 
-/* The maildir itself and cur/ new/ tmp/, when missing (as poboxd does
- * at login); its parent must exist. */
-static int
-maildir_make(const char *path)
-{
-	static const char *const subs[] = { "", "/cur", "/new", "/tmp" };
-
-	for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
-		char *p = xasprintf("%s%s", path, subs[i]);
-		int r = mkdir(p, 0700);
-
-		if (r < 0 && errno != EEXIST) {
-			dl_err("mkdir %s: %s", p, strerror(errno));
-			free(p);
-			return -1;
-		}
-		free(p);
-	}
-	return 0;
-}
-
 static int
 settings_get(struct pobox_settings *set, const char *path, bool given)
 {
@@ -243,8 +222,10 @@ deliver_run(const struct pobox_settings *set, const char *name,
 		ret = r == 0 ? EX_NOUSER_ : EX_TEMPFAIL_;
 		goto out;
 	}
-	if (maildir_make(u->maildir) < 0)
+	if (maildir_make(u->maildir) < 0) {
+		dl_err("create maildir %s: %s", u->maildir, strerror(errno));
 		goto out;
+	}
 	in->fd = STDIN_FILENO;
 	if (in_prepare(in, &crlf) < 0) {
 		dl_err("read message: %s", strerror(errno));

@@ -221,23 +221,6 @@ spool_write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* The maildir and cur/ new/ tmp/ when missing (its parent must exist). */
-static int
-maildir_make(const char *path)
-{
-	static const char *const subs[] = { "", "/cur", "/new", "/tmp" };
-
-	for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
-		char *p = xasprintf("%s%s", path, subs[i]);
-		int r = mkdir(p, 0700);
-
-		free(p);
-		if (r < 0 && errno != EEXIST)
-			return -1;
-	}
-	return 0;
-}
-
 /* Unlinked from the start: a crash leaves nothing to clean up. A new
  * user's maildir is made here (as delivery would). */
 static int

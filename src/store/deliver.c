@@ -462,3 +462,19 @@ deliver_fd_read(void *ctx, void *dst, size_t len)
 	} while (n < 0 && errno == EINTR);
 	return n;
 }
+
+int
+maildir_make(const char *path)
+{
+	static const char *const subs[] = { "", "/cur", "/new", "/tmp" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
+		char *p = xasprintf("%s%s", path, subs[i]);
+		int r = mkdir(p, 0700);
+
+		free(p);
+		if (r < 0 && errno != EEXIST)
+			return -1;
+	}
+	return 0;
+}

@@ -83,6 +83,10 @@ enum deliver_result maildir_deliver(const struct deliver_input *in,
  * crashed). Returns how many were removed. */
 unsigned deliver_sweep_tmp(const char *maildir, unsigned max_age);
 
+/* Makes the maildir at path and its cur/ new/ tmp/ where missing, mode
+ * 0700 (its parent must exist). 0 / -1 with errno. */
+int maildir_make(const char *path);
+
 /* A deliver_read_fn for a file descriptor (ctx: int *), EINTR retried. */
 ssize_t deliver_fd_read(void *ctx, void *dst, size_t len);
 
