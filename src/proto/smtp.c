@@ -1034,7 +1034,14 @@ bdat_chunk_end(struct smtp *s)
 {
 	s->mode = IN_CMD;
 	if (s->bdat_error != NULL) {
-		if (s->bdat_error[0] != '\0') {
+		if (s->bdat_error[0] != '\0' && s->bdat_last &&
+		    s->set->mode == SMTP_MODE_LMTP && s->rcpt_count > 0) {
+			/* A pipelined last chunk after a failed one: the
+			 * client reads one reply per recipient. */
+			s->stats.errors++;
+			reply_all(s, 503, "5.5.1", s->bdat_error);
+			txn_reset(s);
+		} else if (s->bdat_error[0] != '\0') {
 			reply_bad(s, 503, "5.5.1", s->bdat_error);
 		} else if (s->bdat_last) {
 			/* The last chunk ends the transaction; LMTP wants a

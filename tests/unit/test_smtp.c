@@ -715,6 +715,18 @@ test_lmtp_bdat_last_per_rcpt(void **state)
 	    "451 4.3.0 <bob@example.org> Temporary failure, try again later\r\n"
 	    "250 2.0.0 Ok\r\n");
 	assert_int_equal(t.ends, 0);
+	/* a chunk failed, the last one is pipelined behind it: still one
+	 * reply per recipient, and the transaction is over */
+	t.begin_fail = false;
+	tsess_send(&t, "MAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\n"
+	    "RCPT TO:<bob@example.org>\r\n");
+	memcpy(in, "BDAT 150\r\n", 10);
+	memset(in + 10, 'q', 150);
+	strcpy(in + 160, "BDAT 1 LAST\r\nqMAIL FROM:<s@example.net>\r\n");
+	assert_string_equal(tsess_send(&t, in),
+	    "552 5.3.4 Message size exceeds fixed limit\r\n"
+	    "503 5.5.1 <alice@example.org> Transaction failed, send RSET\r\n"
+	    "503 5.5.1 <bob@example.org> Transaction failed, send RSET\r\n" OK_MAIL);
 	tsess_end(&t);
 }
 
