@@ -88,6 +88,41 @@ server_config_unref(struct server_config **cp)
 	free(c);
 }
 
+/* Adds a line for config_warn(). */
+static void
+config_add_warning(struct server_config *c, const char *warning)
+{
+	char *all = xasprintf("%s%s%s", c->warnings != NULL ? c->warnings : "",
+	    c->warnings != NULL ? "\n" : "", warning);
+
+	free(c->warnings);
+	c->warnings = all;
+}
+
+/* RFC 5321 §4.5.1: postmaster of every local domain must be accepted; an
+ * alias (or the domain's catch-all) is how it reaches somebody, unless a
+ * user is named postmaster (the passwd file is not read here). */
+static void
+postmaster_check(struct server_config *c)
+{
+	const char *const *users;
+
+	for (unsigned i = 0; i < c->set.local_domains.count; i++) {
+		const char *d = c->set.local_domains.items[i];
+		char *w;
+
+		if (aliases_lookup(c->aliases, "postmaster", d, &users) > 0 ||
+		    aliases_catchall(c->aliases, d, &users) > 0)
+			continue;
+		w = xasprintf("no alias for postmaster@%s: RFC 5321 4.5.1 wants it "
+		    "accepted; add 'postmaster: USER' to aliases_file unless a "
+		    "user is named postmaster", d);
+		config_add_warning(c, w);
+		free(w);
+		return;
+	}
+}
+
 static struct server_config *
 config_read(const char *path, char **error_r)
 {
@@ -106,6 +141,7 @@ config_read(const char *path, char **error_r)
 		server_config_unref(&c);
 		return NULL;
 	}
+	postmaster_check(c);
 	if (authsasl_config(c, path, error_r) < 0) {
 		server_config_unref(&c);
 		return NULL;
@@ -131,12 +167,8 @@ config_read(const char *path, char **error_r)
 			return NULL;
 		}
 		if (warning != NULL) {
-			char *all = xasprintf("%s%s%s", c->warnings != NULL ?
-			    c->warnings : "", c->warnings != NULL ? "\n" : "", warning);
-
-			free(c->warnings);
+			config_add_warning(c, warning);
 			free(warning);
-			c->warnings = all;
 		}
 	}
 	/* After the SNI contexts: it applies to them too. */

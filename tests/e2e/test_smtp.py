@@ -504,6 +504,24 @@ class SmtpTest(SmtpBase):
         self.assertDelivered(self.env.maildir("erin"), body, "erin@example.org",
                              "s@example.net")
 
+    def test_postmaster_without_alias_is_a_warning(self):
+        # RFC 5321 4.5.1: postmaster@ each local domain must be taken.
+        # poboxd -t and the log say when it reaches nobody; an alias
+        # silences the warning and receives the mail.
+        conf = self.env.write_config(local_domains="example.org")
+        r = subprocess.run([str(POBOXD), "-t", "-c", str(conf)],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("no alias for postmaster@example.org", r.stderr)
+        aliases = self.env.srv / "aliases"
+        aliases.write_text("postmaster: bob\n")
+        self.start(aliases_file=str(aliases))
+        self.assertEqual(self.env.events("config_warning"), [])
+        body = b"Subject: pm\r\n\r\nhello postmaster\r\n"
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=TIMEOUT) as s:
+            s.sendmail("s@example.net", ["postmaster@example.org"], body)
+        self.assertEqual(len(self.files(self.bob_md)), 1)
+
     def test_aliases_errors_and_reload(self):
         aliases = self.env.srv / "aliases"
         aliases.write_text("a@example.org: alice\nbroken line\n")
