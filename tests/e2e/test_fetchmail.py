@@ -143,8 +143,8 @@ class FetchmailTlsTest(FetchmailTest):
         self.assertEqual(self.env.wait_event("logout", user="alice")["dele"], "4")
         self.assertEqual(self.env.messages("alice"), {})
 
-    def test_apop(self):
-        self.skipTest("APOP is covered in the clear (FetchmailTest)")
+    # APOP is covered in the clear (FetchmailTest); not inherited here.
+    test_apop = None
 
     def test_tls13_only(self):
         self.env.start(tls_min_version="TLSv1.3")
