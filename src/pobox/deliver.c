@@ -226,6 +226,8 @@ deliver_run(const struct pobox_settings *set, const char *name,
 		dl_err("create maildir %s: %s", u->maildir, strerror(errno));
 		goto out;
 	}
+	/* What a killed delivery left in tmp/ (one readdir, mostly empty). */
+	deliver_sweep_tmp(u->maildir, DELIVER_TMP_STALE_SECS);
 	in->fd = STDIN_FILENO;
 	if (in_prepare(in, &crlf) < 0) {
 		dl_err("read message: %s", strerror(errno));

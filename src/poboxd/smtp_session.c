@@ -33,7 +33,6 @@
  * first recipient's tmp/ (the same filesystem, nothing left on a crash). */
 #define SPOOL_MEM_MAX (256 * 1024)
 #define SPOOL_READ_MAX (64 * 1024)
-#define TMP_STALE_SECS (36 * 3600)   /* the Maildir convention */
 #define TMP_SWEEP_MS (3600 * 1000)   /* per maildir, at most hourly */
 #define USAGE_CACHE_MAX 4096         /* maildirs; then start afresh */
 
@@ -549,7 +548,7 @@ dl_job_work(void *arg)
 			if (maildir_make(grp->rcpts[i].maildir) < 0)
 				continue;       /* deliver reports it */
 			if (grp->sweep[i])
-				deliver_sweep_tmp(grp->rcpts[i].maildir, TMP_STALE_SECS);
+				deliver_sweep_tmp(grp->rcpts[i].maildir, DELIVER_TMP_STALE_SECS);
 		}
 		switch (maildir_deliver(&in, grp->rcpts, grp->n)) {
 		case DELIVER_OK:

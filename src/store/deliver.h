@@ -81,6 +81,7 @@ enum deliver_result maildir_deliver(const struct deliver_input *in,
 /* Removes files in maildir/tmp/ last changed more than max_age seconds
  * ago (36 hours by the Maildir convention: left by a delivery that
  * crashed). Returns how many were removed. */
+#define DELIVER_TMP_STALE_SECS (36 * 3600)
 unsigned deliver_sweep_tmp(const char *maildir, unsigned max_age);
 
 /* Makes the maildir at path and its cur/ new/ tmp/ where missing, mode

@@ -5,6 +5,7 @@ byte for byte, the sysexits codes (67, 65, 64, 75) with nothing left
 behind on failure (a new/ that is a file, a full tmpfs), and a delivery
 during an open POP3 session."""
 
+import os
 import poplib
 import pwd
 import re
@@ -88,6 +89,21 @@ class DeliverTest(PoboxTestCase):
         got = b"".join(line + b"\r\n" for line in lines)
         self.assertEqual(got, wire_body(stored))
         p.quit()
+
+    def test_stale_tmp_files_are_swept(self):
+        # A delivery killed mid-write leaves its file in tmp/; after 36
+        # hours (the Maildir convention) the next delivery removes it, a
+        # younger one (maybe still being written) stays.
+        tmp = self.env.maildir("alice") / "tmp"
+        stale, fresh = tmp / "1.M1P1.host", tmp / "2.M2P2.host"
+        for p in (stale, fresh):
+            p.write_bytes(b"Subject: partial\n")
+        old = time.time() - 37 * 3600
+        os.utime(stale, (old, old))
+        r = self.run_deliver("-u", "alice", data=b"Subject: x\n\nbody\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(p.name for p in tmp.iterdir()), [fresh.name])
+        self.assertEqual(len(self.new_files()), 1)
 
     def test_crlf_message_and_null_sender(self):
         msg = b"Subject: crlf\r\n\r\nline one\r\nline two\r\n"
