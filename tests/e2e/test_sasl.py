@@ -570,6 +570,47 @@ class SaslTlsTest(PoboxTestCase):
         reasons = [e["reason"] for e in self.env.events("login_failed")]
         self.assertEqual(reasons, ["authzid", "no_client_cert", "unknown_user"])
 
+    def test_external_untrusted_certificate_and_sni(self):
+        """Only a certificate from tls_client_ca maps to a user, also when
+        SNI switched the connection to another certificate's context."""
+        from test_tls import make_pki, openssl
+        crt, key = make_client_cert(self.tlsdir, "alicecert", cn="alice")
+        # Same name, not signed by the CA.
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", "selfalice.key", "-out", "selfalice.crt",
+                "-days", "2", "-subj", "/CN=alice", cwd=self.tlsdir)
+        _, mail_cert, mail_key = make_pki(self.tlsdir, "mail", "DNS:mail.example.org")
+        self.env.extra_lines.append(f"tls_sni = mail.example.org {mail_cert} {mail_key}")
+        self.env.fix_owner()
+        self.start(tls_client_ca=str(self.ca))
+
+        def attempt(certfile, keyfile, sni):
+            ctx = ssl.create_default_context(cafile=str(self.ca))
+            ctx.check_hostname = False
+            ctx.load_cert_chain(str(certfile), str(keyfile))
+            sock = ctx.wrap_socket(
+                socket.create_connection(("127.0.0.1", self.tls_port), 10),
+                server_hostname=sni)
+            c = Client.__new__(Client)
+            c.sock, c.rf = sock, sock.makefile("rb")
+            self.addCleanup(c.close)
+            self.assertTrue(c.line().startswith("+OK"))
+            leaf = ssl.PEM_cert_to_DER_cert((self.tlsdir / "mail.crt").read_text())
+            # SNI picked the other certificate.
+            self.assertEqual(sock.getpeercert(True) == leaf, sni == "mail.example.org")
+            r = c.cmd("AUTH EXTERNAL =")
+            c.cmd("QUIT")
+            return r
+
+        self_crt, self_key = self.tlsdir / "selfalice.crt", self.tlsdir / "selfalice.key"
+        for sni in ("localhost", "mail.example.org"):
+            with self.subTest(sni=sni):
+                self.assertTrue(attempt(self_crt, self_key, sni).startswith("-ERR [AUTH]"))
+                self.assertTrue(attempt(crt, key, sni).startswith("+OK"))
+                self.env.wait_event("login", user="alice", mech="EXTERNAL")
+        reasons = [e["reason"] for e in self.env.events("login_failed")]
+        self.assertEqual(reasons, ["no_client_cert", "no_client_cert"])
+
     def test_cleartext_plain_refused_non_loopback(self):
         ip = non_loopback_ipv4()
         if ip is None:
