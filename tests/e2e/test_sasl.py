@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import time
 import unittest
+from pathlib import Path
 
 from harness import (POBOXD, Client, PoboxTestCase, free_port, need_tool,
                      non_loopback_ipv4, simple_message, uidl_of)
@@ -712,6 +713,45 @@ class SaslOAuthTest(PoboxTestCase):
         reasons = [e["reason"] for e in self.env.events("login_failed")]
         self.assertEqual(reasons, ["bad_token", "bad_token", "authzid"])
         self.env.wait_event("login_tempfail", reason="oauth_verifier")
+
+
+    def test_verifier_gets_no_fds_env_or_zombies(self):
+        """The verifier sees stdin, stdout, stderr and nothing else of
+        poboxd: no sockets, a bare environment; it is reaped."""
+        out = self.env.srv / "verifier-view"
+        v = self.env.srv / "verify-probe"
+        v.write_text("#!/usr/bin/python3 -I\n"
+                     "import os, sys\n"
+                     "fds = []\n"
+                     "for f in os.listdir('/proc/self/fd'):\n"
+                     "    try:\n"
+                     "        fds.append((f, os.readlink('/proc/self/fd/' + f)))\n"
+                     "    except OSError:\n"
+                     "        pass\n"
+                     f"open('{out}.fd', 'w').write(repr(fds))\n"
+                     f"open('{out}.env', 'w').write('\\n'.join(\n"
+                     "    k + '=' + v for k, v in os.environ.items()))\n"
+                     "if sys.stdin.readline().strip() == 'probe-token':\n"
+                     "    print('alice')\n")
+        os.chmod(v, 0o755)
+        self.env.fix_owner()
+        self.env.daemons[-1].stop()
+        self.env.start(oauth_verify_command=str(v))
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer probe-token\x01\x01"))
+        self.assertTrue(r.startswith("+OK"), r + self.env.log_text()[-2000:])
+        fds = dict(eval(Path(str(out) + ".fd").read_text()))
+        extra = {f: t for f, t in fds.items() if f not in ("0", "1", "2")}
+        self.assertEqual(extra, {})
+        self.assertTrue(fds["0"].startswith("pipe:") and fds["1"].startswith("pipe:"), fds)
+        env = Path(str(out) + ".env").read_text().split("\n")
+        self.assertIn("PATH=/usr/local/bin:/usr/bin:/bin", env)
+        self.assertFalse([e for e in env if e.startswith(("HOME=", "USER=", "POBOX"))], env)
+        pid = self.env.daemons[-1].pid
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        states = [Path(f"/proc/{k}/stat").read_text().split()[2] for k in kids]
+        self.assertNotIn("Z", states)
 
 
 
