@@ -715,6 +715,35 @@ class SaslOAuthTest(PoboxTestCase):
         self.env.wait_event("login_tempfail", reason="oauth_verifier")
 
 
+    def test_session_gone_while_verifier_runs(self):
+        """A client that leaves while its token is being checked: the
+        verifier's end finds no session, and poboxd goes on."""
+        for mech, msg in (("XOAUTH2", "user=alice\x01auth=Bearer slow-token\x01\x01"),
+                          ("OAUTHBEARER", "n,,\x01auth=Bearer good-token\x01\x01")):
+            c = self.env.connect()
+            c.send(f"AUTH {mech} {b64(msg)}\r\nQUIT\r\n")
+            c.close()
+        # The slow one runs (it sleeps 30 s) until its 2 s limit kills it,
+        # and it is reaped.
+        pid = self.env.daemons[-1].pid
+        for _ in range(100):
+            if children(pid):
+                break
+            time.sleep(0.01)
+        self.assertNotEqual(children(pid), [])
+        kids = ["?"]
+        for _ in range(200):
+            kids = children(pid)
+            if not kids:
+                break
+            time.sleep(0.05)
+        self.assertEqual(kids, [])
+        self.assertTrue(self.env.daemons[-1].alive())
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer good-token\x01\x01"))
+        self.assertTrue(r.startswith("+OK"), r)
+
     def test_verifier_gets_no_fds_env_or_zombies(self):
         """The verifier sees stdin, stdout, stderr and nothing else of
         poboxd: no sockets, a bare environment; it is reaped."""
@@ -749,10 +778,22 @@ class SaslOAuthTest(PoboxTestCase):
         self.assertIn("PATH=/usr/local/bin:/usr/bin:/bin", env)
         self.assertFalse([e for e in env if e.startswith(("HOME=", "USER=", "POBOX"))], env)
         pid = self.env.daemons[-1].pid
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        kids = children(pid)
         states = [Path(f"/proc/{k}/stat").read_text().split()[2] for k in kids]
         self.assertNotIn("Z", states)
 
+
+
+def children(pid):
+    """The child processes of every thread of pid (the verifier is spawned
+    from a hashing thread)."""
+    kids = []
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += (t / "children").read_text().split()
+        except OSError:
+            pass
+    return kids
 
 
 def b64url(data):
