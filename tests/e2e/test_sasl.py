@@ -715,6 +715,21 @@ class SaslOAuthTest(PoboxTestCase):
         self.env.wait_event("login_tempfail", reason="oauth_verifier")
 
 
+    def test_token_is_a_whole_line(self):
+        """docs/sasl.md promises the token as one line: a verifier that
+        insists on its newline (read's status) accepts it."""
+        v = self.env.srv / "verify-strict"
+        v.write_text("#!/bin/sh\nread -r token || exit 3\n"
+                     "[ \"$token\" = good-token ] && echo alice\n")
+        os.chmod(v, 0o755)
+        self.env.fix_owner()
+        self.env.daemons[-1].stop()
+        self.env.start(oauth_verify_command=str(v))
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer good-token\x01\x01"))
+        self.assertTrue(r.startswith("+OK"), r)
+
     def test_session_gone_while_verifier_runs(self):
         """A client that leaves while its token is being checked: the
         verifier's end finds no session, and poboxd goes on."""
