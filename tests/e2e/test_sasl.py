@@ -612,6 +612,30 @@ class SaslTlsTest(PoboxTestCase):
         reasons = [e["reason"] for e in self.env.events("login_failed")]
         self.assertEqual(reasons, ["no_client_cert", "no_client_cert"])
 
+    def test_scram_plus_end_point_follows_sni(self):
+        """tls-server-end-point is the hash of the certificate SNI chose
+        (RFC 5929 §4.1), here ECDSA with SHA-256."""
+        _, mail_cert, mail_key = make_pki(self.tlsdir, "mail", "DNS:mail.example.org")
+        self.env.extra_lines.append(f"tls_sni = mail.example.org {mail_cert} {mail_key}")
+        self.env.fix_owner()
+        self.start()
+        for sni in ("localhost", "mail.example.org"):
+            with self.subTest(sni=sni):
+                ctx = ssl.create_default_context(cafile=str(self.ca))
+                sock = ctx.wrap_socket(
+                    socket.create_connection(("127.0.0.1", self.tls_port), 10),
+                    server_hostname=sni)
+                c = Client.__new__(Client)
+                c.sock, c.rf = sock, sock.makefile("rb")
+                self.addCleanup(c.close)
+                self.assertTrue(c.line().startswith("+OK"))
+                der = sock.getpeercert(binary_form=True)
+                sc = ScramClient("alice", PW, gs2="p=tls-server-end-point,,",
+                                 cb=hashlib.sha256(der).digest())
+                self.assertTrue(scram_exchange(c, "SCRAM-SHA-256-PLUS", sc).startswith("+OK"))
+                c.cmd("QUIT")
+                self.env.wait_event("logout", user="alice", count=1 if sni == "localhost" else 2)
+
     def test_cleartext_plain_refused_non_loopback(self):
         ip = non_loopback_ipv4()
         if ip is None:
