@@ -364,12 +364,15 @@ test_tcp_reset(void **state)
 }
 
 /* A throwaway self-signed P-256 certificate. */
-/* A self-signed EC certificate signed with sign_md (P-384 for SHA-384:
- * TLS 1.3 ties ECDSA hashes to curves). */
+/* A self-signed certificate signed with sign_md: EC (P-384 for SHA-384:
+ * TLS 1.3 ties ECDSA hashes to curves), RSA for MD5 (no ECDSA OID),
+ * Ed25519 for NULL (no separate hash). */
 static SSL_CTX *
 tls_server_ctx_md(const EVP_MD *sign_md)
 {
-	EVP_PKEY *key = EVP_EC_gen(sign_md == EVP_sha384() ? "P-384" : "P-256");
+	EVP_PKEY *key = sign_md == NULL ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519") :
+	    sign_md == EVP_md5() ? EVP_RSA_gen(2048) :
+	    EVP_EC_gen(sign_md == EVP_sha384() ? "P-384" : "P-256");
 	X509 *x = X509_new();
 	X509_NAME *name;
 	SSL_CTX *ctx;
@@ -708,6 +711,19 @@ test_tls_channel_binding_sha384_cert(void **state)
 	channel_binding_md(*state, TLS1_3_VERSION, EVP_sha384(), EVP_sha384());
 }
 
+static void
+test_tls_channel_binding_md5_cert(void **state)
+{
+	channel_binding_md(*state, TLS1_2_VERSION, EVP_md5(), EVP_sha256());
+}
+
+/* RFC 5929 does not cover EdDSA; docs/sasl.md: SHA-512, as OpenSSL picks. */
+static void
+test_tls_channel_binding_ed25519_cert(void **state)
+{
+	channel_binding_md(*state, TLS1_3_VERSION, NULL, EVP_sha512());
+}
+
 /* A client that speaks no TLS: the handshake fails with a reason. */
 static void
 test_tls_handshake_failure(void **state)
@@ -736,6 +752,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_tls_channel_binding_13, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_channel_binding_12, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_channel_binding_sha384_cert, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_tls_channel_binding_md5_cert, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_tls_channel_binding_ed25519_cert, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_tls_channel_binding_sha1_cert, setup,
 		    teardown),
