@@ -21,6 +21,9 @@
 #include "lib/util.h"
 
 #define RSA_BITS_MIN 2048
+#define RSA_BITS_MAX 8192
+/* Decoding base64 writes up to 2 octets past the value (padding). */
+#define RSA_OCTETS_BUF (RSA_BITS_MAX / 8 + 2)
 
 enum jwk_type { JWK_RSA, JWK_EC256 };
 
@@ -63,7 +66,7 @@ b64url_decode(unsigned char *dst, size_t dstlen, const char *in, size_t len)
 static BIGNUM *
 b64url_bn(const char *s)
 {
-	unsigned char buf[1024];
+	unsigned char buf[RSA_OCTETS_BUF];
 	long n = s != NULL ? b64url_decode(buf, sizeof(buf), s, strlen(s)) : -1;
 
 	return n > 0 ? BN_bin2bn(buf, (int)n, NULL) : NULL;
@@ -302,7 +305,7 @@ jwt_verify(const struct jwks *keys, const char *token, const struct jwt_policy *
 	size_t len = strlen(token);
 	const char *dot1 = memchr(token, '.', len), *dot2;
 	struct json *hdr = NULL, *claims = NULL;
-	unsigned char sig[512];
+	unsigned char sig[RSA_OCTETS_BUF]; /* a 4096-bit key signs with 512 */
 	long slen;
 	int ret = 0;
 

@@ -396,7 +396,10 @@ scram_client_final(struct sasl *s, struct scram_state *st, const char *msg,
 		    st->server_sig);
 	free(auth_msg);
 	bool ok = rc == 0 && CRYPTO_memcmp(stored, st->key.stored_key, klen) == 0;
+	/* proof XOR ClientSignature is the ClientKey: none of them stays. */
 	secret_wipe(client_key, sizeof(client_key));
+	secret_wipe(sig, sizeof(sig));
+	secret_wipe(proof, sizeof(proof));
 	if (rc < 0)
 		return sasl_fail(s, "internal");
 	if (!st->known)

@@ -565,7 +565,8 @@ oauth_start(struct session *s, struct authsasl *x)
 	job->session = s;
 	job->command = xstrdup(set->oauth_verify_command);
 	job->timeout_ms = set->oauth_verify_timeout * 1000;
-	job->token = xstrdup(sasl_token(x->sasl));
+	/* One line: a verifier's read(1) fails on text without its newline. */
+	job->token = xasprintf("%s\n", sasl_token(x->sasl));
 	x->job = job;
 	workq_submit(session_server(s)->workq, oauth_work, oauth_done, job);
 }

@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import time
 import unittest
+from pathlib import Path
 
 from harness import (POBOXD, Client, PoboxTestCase, free_port, need_tool,
                      non_loopback_ipv4, simple_message, uidl_of)
@@ -570,6 +571,71 @@ class SaslTlsTest(PoboxTestCase):
         reasons = [e["reason"] for e in self.env.events("login_failed")]
         self.assertEqual(reasons, ["authzid", "no_client_cert", "unknown_user"])
 
+    def test_external_untrusted_certificate_and_sni(self):
+        """Only a certificate from tls_client_ca maps to a user, also when
+        SNI switched the connection to another certificate's context."""
+        from test_tls import make_pki, openssl
+        crt, key = make_client_cert(self.tlsdir, "alicecert", cn="alice")
+        # Same name, not signed by the CA.
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", "selfalice.key", "-out", "selfalice.crt",
+                "-days", "2", "-subj", "/CN=alice", cwd=self.tlsdir)
+        _, mail_cert, mail_key = make_pki(self.tlsdir, "mail", "DNS:mail.example.org")
+        self.env.extra_lines.append(f"tls_sni = mail.example.org {mail_cert} {mail_key}")
+        self.env.fix_owner()
+        self.start(tls_client_ca=str(self.ca))
+
+        def attempt(certfile, keyfile, sni):
+            ctx = ssl.create_default_context(cafile=str(self.ca))
+            ctx.check_hostname = False
+            ctx.load_cert_chain(str(certfile), str(keyfile))
+            sock = ctx.wrap_socket(
+                socket.create_connection(("127.0.0.1", self.tls_port), 10),
+                server_hostname=sni)
+            c = Client.__new__(Client)
+            c.sock, c.rf = sock, sock.makefile("rb")
+            self.addCleanup(c.close)
+            self.assertTrue(c.line().startswith("+OK"))
+            leaf = ssl.PEM_cert_to_DER_cert((self.tlsdir / "mail.crt").read_text())
+            # SNI picked the other certificate.
+            self.assertEqual(sock.getpeercert(True) == leaf, sni == "mail.example.org")
+            r = c.cmd("AUTH EXTERNAL =")
+            c.cmd("QUIT")
+            return r
+
+        self_crt, self_key = self.tlsdir / "selfalice.crt", self.tlsdir / "selfalice.key"
+        for sni in ("localhost", "mail.example.org"):
+            with self.subTest(sni=sni):
+                self.assertTrue(attempt(self_crt, self_key, sni).startswith("-ERR [AUTH]"))
+                self.assertTrue(attempt(crt, key, sni).startswith("+OK"))
+                self.env.wait_event("login", user="alice", mech="EXTERNAL")
+        reasons = [e["reason"] for e in self.env.events("login_failed")]
+        self.assertEqual(reasons, ["no_client_cert", "no_client_cert"])
+
+    def test_scram_plus_end_point_follows_sni(self):
+        """tls-server-end-point is the hash of the certificate SNI chose
+        (RFC 5929 §4.1), here ECDSA with SHA-256."""
+        _, mail_cert, mail_key = make_pki(self.tlsdir, "mail", "DNS:mail.example.org")
+        self.env.extra_lines.append(f"tls_sni = mail.example.org {mail_cert} {mail_key}")
+        self.env.fix_owner()
+        self.start()
+        for sni in ("localhost", "mail.example.org"):
+            with self.subTest(sni=sni):
+                ctx = ssl.create_default_context(cafile=str(self.ca))
+                sock = ctx.wrap_socket(
+                    socket.create_connection(("127.0.0.1", self.tls_port), 10),
+                    server_hostname=sni)
+                c = Client.__new__(Client)
+                c.sock, c.rf = sock, sock.makefile("rb")
+                self.addCleanup(c.close)
+                self.assertTrue(c.line().startswith("+OK"))
+                der = sock.getpeercert(binary_form=True)
+                sc = ScramClient("alice", PW, gs2="p=tls-server-end-point,,",
+                                 cb=hashlib.sha256(der).digest())
+                self.assertTrue(scram_exchange(c, "SCRAM-SHA-256-PLUS", sc).startswith("+OK"))
+                c.cmd("QUIT")
+                self.env.wait_event("logout", user="alice", count=1 if sni == "localhost" else 2)
+
     def test_cleartext_plain_refused_non_loopback(self):
         ip = non_loopback_ipv4()
         if ip is None:
@@ -672,6 +738,101 @@ class SaslOAuthTest(PoboxTestCase):
         self.assertEqual(reasons, ["bad_token", "bad_token", "authzid"])
         self.env.wait_event("login_tempfail", reason="oauth_verifier")
 
+
+    def test_token_is_a_whole_line(self):
+        """docs/sasl.md promises the token as one line: a verifier that
+        insists on its newline (read's status) accepts it."""
+        v = self.env.srv / "verify-strict"
+        v.write_text("#!/bin/sh\nread -r token || exit 3\n"
+                     "[ \"$token\" = good-token ] && echo alice\n")
+        os.chmod(v, 0o755)
+        self.env.fix_owner()
+        self.env.daemons[-1].stop()
+        self.env.start(oauth_verify_command=str(v))
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer good-token\x01\x01"))
+        self.assertTrue(r.startswith("+OK"), r)
+
+    def test_session_gone_while_verifier_runs(self):
+        """A client that leaves while its token is being checked: the
+        verifier's end finds no session, and poboxd goes on."""
+        for mech, msg in (("XOAUTH2", "user=alice\x01auth=Bearer slow-token\x01\x01"),
+                          ("OAUTHBEARER", "n,,\x01auth=Bearer good-token\x01\x01")):
+            c = self.env.connect()
+            c.send(f"AUTH {mech} {b64(msg)}\r\nQUIT\r\n")
+            c.close()
+        # The slow one runs (it sleeps 30 s) until its 2 s limit kills it,
+        # and it is reaped.
+        pid = self.env.daemons[-1].pid
+        for _ in range(100):
+            if children(pid):
+                break
+            time.sleep(0.01)
+        self.assertNotEqual(children(pid), [])
+        kids = ["?"]
+        for _ in range(200):
+            kids = children(pid)
+            if not kids:
+                break
+            time.sleep(0.05)
+        self.assertEqual(kids, [])
+        self.assertTrue(self.env.daemons[-1].alive())
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer good-token\x01\x01"))
+        self.assertTrue(r.startswith("+OK"), r)
+
+    def test_verifier_gets_no_fds_env_or_zombies(self):
+        """The verifier sees stdin, stdout, stderr and nothing else of
+        poboxd: no sockets, a bare environment; it is reaped."""
+        out = self.env.srv / "verifier-view"
+        v = self.env.srv / "verify-probe"
+        v.write_text("#!/usr/bin/python3 -I\n"
+                     "import os, sys\n"
+                     "fds = []\n"
+                     "for f in os.listdir('/proc/self/fd'):\n"
+                     "    try:\n"
+                     "        fds.append((f, os.readlink('/proc/self/fd/' + f)))\n"
+                     "    except OSError:\n"
+                     "        pass\n"
+                     f"open('{out}.fd', 'w').write(repr(fds))\n"
+                     f"open('{out}.env', 'w').write('\\n'.join(\n"
+                     "    k + '=' + v for k, v in os.environ.items()))\n"
+                     "if sys.stdin.readline().strip() == 'probe-token':\n"
+                     "    print('alice')\n")
+        os.chmod(v, 0o755)
+        self.env.fix_owner()
+        self.env.daemons[-1].stop()
+        self.env.start(oauth_verify_command=str(v))
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer probe-token\x01\x01"))
+        self.assertTrue(r.startswith("+OK"), r + self.env.log_text()[-2000:])
+        fds = dict(eval(Path(str(out) + ".fd").read_text()))
+        extra = {f: t for f, t in fds.items() if f not in ("0", "1", "2")}
+        self.assertEqual(extra, {})
+        self.assertTrue(fds["0"].startswith("pipe:") and fds["1"].startswith("pipe:"), fds)
+        env = Path(str(out) + ".env").read_text().split("\n")
+        self.assertIn("PATH=/usr/local/bin:/usr/bin:/bin", env)
+        self.assertFalse([e for e in env if e.startswith(("HOME=", "USER=", "POBOX"))], env)
+        pid = self.env.daemons[-1].pid
+        kids = children(pid)
+        states = [Path(f"/proc/{k}/stat").read_text().split()[2] for k in kids]
+        self.assertNotIn("Z", states)
+
+
+
+def children(pid):
+    """The child processes of every thread of pid (the verifier is spawned
+    from a hashing thread)."""
+    kids = []
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += (t / "children").read_text().split()
+        except OSError:
+            pass
+    return kids
 
 
 def b64url(data):

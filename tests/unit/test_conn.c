@@ -364,10 +364,15 @@ test_tcp_reset(void **state)
 }
 
 /* A throwaway self-signed P-256 certificate. */
+/* A self-signed certificate signed with sign_md: EC (P-384 for SHA-384:
+ * TLS 1.3 ties ECDSA hashes to curves), RSA for MD5 (no ECDSA OID),
+ * Ed25519 for NULL (no separate hash). */
 static SSL_CTX *
-tls_server_ctx(void)
+tls_server_ctx_md(const EVP_MD *sign_md)
 {
-	EVP_PKEY *key = EVP_EC_gen("P-256");
+	EVP_PKEY *key = sign_md == NULL ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519") :
+	    sign_md == EVP_md5() ? EVP_RSA_gen(2048) :
+	    EVP_EC_gen(sign_md == EVP_sha384() ? "P-384" : "P-256");
 	X509 *x = X509_new();
 	X509_NAME *name;
 	SSL_CTX *ctx;
@@ -381,13 +386,19 @@ tls_server_ctx(void)
 	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
 	    (const unsigned char *)"pobox-test", -1, -1, 0);
 	X509_set_issuer_name(x, name);
-	assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+	assert_true(X509_sign(x, key, sign_md) > 0);
 	ctx = SSL_CTX_new(TLS_server_method());
 	assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
 	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
 	X509_free(x);
 	EVP_PKEY_free(key);
 	return ctx;
+}
+
+static SSL_CTX *
+tls_server_ctx(void)
+{
+	return tls_server_ctx_md(EVP_sha256());
 }
 
 struct tls_client {
@@ -602,6 +613,7 @@ test_tls_key_update(void **state)
 struct cb_client {
 	int fd;
 	int max_version;
+	const EVP_MD *cb_md;     /* RFC 5929 §4.1's choice for the certificate */
 	unsigned char exporter[32];
 	unsigned char endpoint[EVP_MAX_MD_SIZE];
 	unsigned endpoint_len;
@@ -624,8 +636,7 @@ cb_client_main(void *arg)
 	if (SSL_export_keying_material(ssl, k->exporter, 32, "EXPORTER-Channel-Binding",
 	    24, NULL, 0, 0) != 1)
 		goto out;
-	/* Our self-signed test certificate is signed with SHA-256. */
-	if (X509_digest(SSL_get0_peer_certificate(ssl), EVP_sha256(), k->endpoint,
+	if (X509_digest(SSL_get0_peer_certificate(ssl), k->cb_md, k->endpoint,
 	    &k->endpoint_len) != 1)
 		goto out;
 	if (SSL_write(ssl, "x", 1) != 1 || SSL_read(ssl, &ch, 1) != 1)
@@ -639,11 +650,12 @@ out:
 }
 
 static void
-channel_binding(struct tc *t, int max_version)
+channel_binding_md(struct tc *t, int max_version, const EVP_MD *sign_md,
+    const EVP_MD *cb_md)
 {
-	struct cb_client k = { .fd = t->peer, .max_version = max_version };
+	struct cb_client k = { .fd = t->peer, .max_version = max_version, .cb_md = cb_md };
 	unsigned char cb[CONN_CB_MAX];
-	SSL_CTX *ctx = tls_server_ctx();
+	SSL_CTX *ctx = tls_server_ctx_md(sign_md);
 	pthread_t th;
 
 	assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_EXPORTER, cb), 0);
@@ -667,6 +679,12 @@ channel_binding(struct tc *t, int max_version)
 }
 
 static void
+channel_binding(struct tc *t, int max_version)
+{
+	channel_binding_md(t, max_version, EVP_sha256(), EVP_sha256());
+}
+
+static void
 test_tls_channel_binding_13(void **state)
 {
 	channel_binding(*state, TLS1_3_VERSION);
@@ -677,6 +695,33 @@ static void
 test_tls_channel_binding_12(void **state)
 {
 	channel_binding(*state, TLS1_2_VERSION);
+}
+
+/* RFC 5929 §4.1: a certificate signed with SHA-1 (or MD5) binds with
+ * SHA-256, one signed with SHA-384 or SHA-512 with that hash. */
+static void
+test_tls_channel_binding_sha1_cert(void **state)
+{
+	channel_binding_md(*state, TLS1_3_VERSION, EVP_sha1(), EVP_sha256());
+}
+
+static void
+test_tls_channel_binding_sha384_cert(void **state)
+{
+	channel_binding_md(*state, TLS1_3_VERSION, EVP_sha384(), EVP_sha384());
+}
+
+static void
+test_tls_channel_binding_md5_cert(void **state)
+{
+	channel_binding_md(*state, TLS1_2_VERSION, EVP_md5(), EVP_sha256());
+}
+
+/* RFC 5929 does not cover EdDSA; docs/sasl.md: SHA-512, as OpenSSL picks. */
+static void
+test_tls_channel_binding_ed25519_cert(void **state)
+{
+	channel_binding_md(*state, TLS1_3_VERSION, NULL, EVP_sha512());
 }
 
 /* A client that speaks no TLS: the handshake fails with a reason. */
@@ -706,6 +751,14 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_tls_key_update, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_channel_binding_13, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_channel_binding_12, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_channel_binding_sha384_cert, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_tls_channel_binding_md5_cert, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_tls_channel_binding_ed25519_cert, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_tls_channel_binding_sha1_cert, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_output, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_want_drain_and_free, setup, teardown),

@@ -337,12 +337,44 @@ test_jwt(void **state)
 	free(p);
 }
 
+/* RFC 7518 §3.3 sets a floor, not a ceiling: an issuer's 4096-bit RSA key
+ * signs with 512 octets, which must fit. */
+static void
+test_jwt_rsa4096(void **state)
+{
+	EVP_PKEY *big = EVP_RSA_gen(4096);
+	struct jwks *k = NULL;
+	char *error = NULL, *t, *path = xasprintf("%s/jwks4096.json", dir);
+	const char *reason = NULL;
+
+	assert_non_null(big);
+	char *n = bn_b64url(big, OSSL_PKEY_PARAM_RSA_N), *e = bn_b64url(big, OSSL_PKEY_PARAM_RSA_E);
+	char *text = xasprintf("{\"keys\":[{\"kty\":\"RSA\",\"n\":\"%s\",\"e\":\"%s\"}]}",
+	    n, e);
+	tu_write_file(path, text, strlen(text));
+	assert_int_equal(jwks_load(path, &k, &error), 0);
+	t = sign("{\"alg\":\"RS256\"}", CLAIMS(""), big);
+	assert_int_equal(check(k, t, &reason), 1);
+	free(t);
+	t = sign("{\"alg\":\"RS256\"}", CLAIMS(""), rsa);
+	assert_int_equal(check(k, t, &reason), 0);
+	assert_string_equal(reason, "jwt_signature");
+	free(t);
+	jwks_free(&k);
+	free(text);
+	free(n);
+	free(e);
+	free(path);
+	EVP_PKEY_free(big);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_json),
 		cmocka_unit_test_setup_teardown(test_jwt, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_jwt_rsa4096, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
