@@ -646,8 +646,10 @@ class FakeServer(threading.Thread):
     in self.auth, the commands in self.cmds."""
 
     def __init__(self, token="tok", msgs=None, uidl=True, stall_at=None, uidls=None,
-                 scram=None, scram_mode="ok", scram_iter=4096, tls=None):
+                 scram=None, scram_mode="ok", scram_iter=4096, tls=None,
+                 trickle_at=None):
         super().__init__(daemon=True)
+        self.trickle_at = trickle_at  # RETR of this message: an octet per 0.3 s
         self.scram = scram          # SCRAM mechanisms to offer, e.g. "SCRAM-SHA-256"
         self.scram_mode = scram_mode  # ok, bad_sig, no_proof
         self.scram_iter = scram_iter
@@ -780,6 +782,13 @@ class FakeServer(threading.Thread):
             elif cmd == "RETR":
                 i = live[int(line.split()[1]) - 1]
                 body = dot_stuff(crlf(self.msgs[i]))
+                if self.trickle_at is not None and i == self.trickle_at:
+                    f.write(b"+OK\r\n")
+                    for k in range(min(len(body), 1000)):   # at most 300 s
+                        f.write(body[k:k + 1])
+                        f.flush()
+                        time.sleep(0.3)
+                    return
                 if self.stall_at is not None and i == self.stall_at:
                     f.write(b"+OK\r\n" + body[:len(body) // 2])
                     f.flush()
@@ -934,6 +943,32 @@ class FetchFakeServerTest(FetchCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(local_messages(self.inbox), sorted(msgs))
         self.assertEqual(srv.deleted, set(range(4)))
+
+
+    def test_session_timeout(self):
+        """A server that trickles a message an octet at a time, never
+        silent for --timeout, is left at --session-timeout: exit 75, the
+        messages before it kept, nothing deleted that is not stored; the
+        next run gets the rest."""
+        msgs = [simple_message(f"tr {i}") for i in range(3)]
+        srv = self.fake(msgs=msgs, trickle_at=1)
+        args = self.fetch_args("--auth", "user", "--deadline", "3", port=srv.port)
+        args[args.index("--timeout") + 1] = "2"
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertIn("session_timeout (3 s)", r.stderr)
+        self.assertEqual(local_messages(self.inbox), msgs[:1])
+        self.assertEqual(srv.deleted, set())
+        srv.trickle_at = None
+        r = self.fetch("--auth", "user", "--session-timeout", "1m", port=srv.port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(msgs))
+        self.assertEqual(srv.deleted, {0, 1, 2})
+
+    def test_session_timeout_setting(self):
+        r = self.fetch("--session-timeout", "0", port=1)
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn("session_timeout", r.stderr)
 
 
 class FetchExactlyOnceTest(FetchCase):
