@@ -274,6 +274,18 @@ scram_abort(struct fnet *n, int *code_r, int code, const char *why)
 	return POP3C_ERROR;
 }
 
+/* Logged in, but the server never showed it knows the key: anyone could
+ * have said +OK. */
+static enum pop3c_event
+scram_unproven(struct fnet *n, const struct fetch_account *a, enum mech m,
+    int *code_r)
+{
+	snprintf(n->error, sizeof(n->error), "%s accepted the %s login without "
+	    "proving it knows the password: refused", a->host, mechs[m].name);
+	*code_r = FX_NOPERM;
+	return POP3C_ERROR;
+}
+
 /* SCRAM over POP3 (RFC 5034 §4): the client-first message as the initial
  * response, the client-final as the answer to the server-first challenge;
  * the server-final comes as one more challenge, answered with an empty
@@ -322,8 +334,12 @@ run_scram(struct fnet *n, const struct fetch_account *a, enum mech m, bool tls,
 	ev = fnet_printf(n, "AUTH %s %s\r\n", mechs[m].name, enc) < 0 ? POP3C_ERROR :
 	    fnet_reply(n, false, 0);
 	free(enc);
-	if (ev != POP3C_STATUS || n->pc.status != POP3C_CONT)
+	if (ev != POP3C_STATUS || n->pc.status == POP3C_ERR)
 		goto out;
+	if (n->pc.status == POP3C_OK) {
+		ev = scram_unproven(n, a, m, code_r);
+		goto out;
+	}
 	if ((chal = unb64(n->pc.text, &clen)) == NULL ||
 	    scram_client_final(c, (const char *)chal, clen, &final, &error) < 0) {
 		free(chal);
@@ -339,12 +355,7 @@ run_scram(struct fnet *n, const struct fetch_account *a, enum mech m, bool tls,
 	if (ev != POP3C_STATUS || n->pc.status == POP3C_ERR)
 		goto out;
 	if (n->pc.status == POP3C_OK) {
-		/* Logged in, but the server never showed it knows the key. */
-		snprintf(n->error, sizeof(n->error), "%s accepted the %s login "
-		    "without proving it knows the password: refused", a->host,
-		    mechs[m].name);
-		*code_r = FX_NOPERM;
-		ev = POP3C_ERROR;
+		ev = scram_unproven(n, a, m, code_r);
 		goto out;
 	}
 	if ((chal = unb64(n->pc.text, &clen)) == NULL ||

@@ -651,7 +651,7 @@ class FakeServer(threading.Thread):
         super().__init__(daemon=True)
         self.trickle_at = trickle_at  # RETR of this message: an octet per 0.3 s
         self.scram = scram          # SCRAM mechanisms to offer, e.g. "SCRAM-SHA-256"
-        self.scram_mode = scram_mode  # ok, bad_sig, no_proof
+        self.scram_mode = scram_mode  # ok, bad_sig, no_proof, ok_at_once
         self.scram_iter = scram_iter
         self.tls = tls              # an ssl.SSLContext: STLS is offered
         self.uidls = uidls
@@ -684,6 +684,9 @@ class FakeServer(threading.Thread):
         """RFC 5802 server side, computed here from PW; returns whether
         the client logged in."""
         self.auth.append((mech, first))
+        if self.scram_mode == "ok_at_once":
+            say("+OK logged in")
+            return True
         h = "sha256" if mech.startswith("SCRAM-SHA-256") else "sha1"
         gs2a, gs2b, bare = first.split(",", 2)
         cnonce = dict(kv.split("=", 1) for kv in bare.split(","))["r"]
@@ -871,7 +874,7 @@ class FetchFakeServerTest(FetchCase):
         """Mutual authentication: a server with a wrong signature, or one
         that says +OK without any, is refused (exit 77) and nothing is
         fetched from it."""
-        for mode in ("bad_sig", "no_proof"):
+        for mode in ("bad_sig", "no_proof", "ok_at_once"):
             with self.subTest(mode=mode):
                 srv = self.fake(scram="SCRAM-SHA-256", scram_mode=mode)
                 r = self.fetch("--no-cleartext", port=srv.port)
