@@ -20,6 +20,7 @@
 
 #include "lib/buf.h"
 #include "lib/conn.h"
+#include "lib/tls.h"
 #include "lib/ioloop.h"
 
 #define BIG (2 * 1024 * 1024)
@@ -598,7 +599,8 @@ test_tls_key_update(void **state)
 	assert_null(conn_tls_error(t->c));
 }
 
-/* The client's view of the channel binding data (RFC 9266, RFC 5929). */
+/* The client's view of the channel binding data (RFC 9266, RFC 5929),
+ * computed directly and by tls_channel_binding. */
 struct cb_client {
 	int fd;
 	int max_version;
@@ -627,6 +629,14 @@ cb_client_main(void *arg)
 	/* Our self-signed test certificate is signed with SHA-256. */
 	if (X509_digest(SSL_get0_peer_certificate(ssl), EVP_sha256(), k->endpoint,
 	    &k->endpoint_len) != 1)
+		goto out;
+	/* The client side of tls_channel_binding (pobox fetch's SCRAM-PLUS)
+	 * gives the same: the exporter, and the peer's certificate hash. */
+	unsigned char mine[TLS_CB_MAX];
+	if (tls_channel_binding(ssl, TLS_CB_EXPORTER, mine) != 32 ||
+	    memcmp(mine, k->exporter, 32) != 0 ||
+	    tls_channel_binding(ssl, TLS_CB_SERVER_END_POINT, mine) != k->endpoint_len ||
+	    memcmp(mine, k->endpoint, k->endpoint_len) != 0)
 		goto out;
 	if (SSL_write(ssl, "x", 1) != 1 || SSL_read(ssl, &ch, 1) != 1)
 		goto out;
