@@ -564,6 +564,16 @@ class FetchTlsTest(FetchCase):
         self.assertEqual(local_messages(self.inbox), [])
         self.env.wait_event("login_failed", user="alice")
 
+    def test_scram_downgrade_detected(self):
+        """As if a man in the middle had removed -PLUS from CAPA (here:
+        --auth names plain SCRAM): the client, able to bind, says so with
+        gs2 "y", and poboxd, which did offer -PLUS, refuses the login."""
+        r = self.fetch("--cafile", str(self.ca), "--auth", "scram-sha-256",
+                       tls="stls", user="alice")
+        self.assertEqual(r.returncode, 77, r.stderr)
+        self.assertEqual(local_messages(self.inbox), [])
+        self.env.wait_event("login_failed", reason="downgrade", mech="SCRAM-SHA-256")
+
     def test_scram_server_without_plus(self):
         """A server offering SCRAM without -PLUS under TLS gets gs2 "y":
         poboxd that offered -PLUS (the client was told otherwise) would
