@@ -293,7 +293,7 @@ scram_unproven(struct fnet *n, const struct fetch_account *a, enum mech m,
  * proof is refused (mutual authentication). */
 static enum pop3c_event
 run_scram(struct fnet *n, const struct fetch_account *a, enum mech m, bool tls,
-    const char *secret, int *code_r)
+    const char *secret, int *code_r, const char **cb_r)
 {
 	enum sasl_hash h = m == M_SCRAM_256 || m == M_SCRAM_256_PLUS ? SASL_SHA256 :
 	    SASL_SHA1;
@@ -323,6 +323,7 @@ run_scram(struct fnet *n, const struct fetch_account *a, enum mech m, bool tls,
 	 * offer -PLUS sees that someone removed it from CAPA. */
 	c = scram_client_new(h, a->user, secret, mechs[m].plus ? cb_name : NULL, cb,
 	    cb_len, cb_len > 0, NULL);
+	*cb_r = mechs[m].plus ? cb_name : NULL;
 	secret_wipe(cb, sizeof(cb));
 	if (c == NULL) {
 		snprintf(n->error, sizeof(n->error), "%s: the user name or password "
@@ -376,7 +377,7 @@ out:
  * with n->pc.status) or ERROR (with *code_r when not a network failure). */
 static enum pop3c_event
 run_mech(struct fnet *n, const struct fetch_account *a, enum mech m,
-    const struct fauth_in *in, char *secret, int *code_r)
+    const struct fauth_in *in, char *secret, int *code_r, const char **cb_r)
 {
 	const char *apop_ts = in->apop_ts;
 	char *line = NULL, *enc, *raw;
@@ -390,7 +391,7 @@ run_mech(struct fnet *n, const struct fetch_account *a, enum mech m,
 	case M_SCRAM_256:
 	case M_SCRAM_1_PLUS:
 	case M_SCRAM_1:
-		return run_scram(n, a, m, in->tls, secret, code_r);
+		return run_scram(n, a, m, in->tls, secret, code_r, cb_r);
 	case M_USER:
 		if (fnet_printf(n, "USER %s\r\n", a->user) < 0)
 			return POP3C_ERROR;
@@ -497,7 +498,8 @@ fauth_login(struct fnet *n, const struct fetch_account *a,
 {
 	const struct pop3c_capa *capa = in->capa;
 	enum pop3c_event ev;
-	const char *error = NULL;
+	static char shown[64];
+	const char *error = NULL, *cb = NULL;
 	char *secret;
 	int m, pick = -1;
 
@@ -568,13 +570,19 @@ fauth_login(struct fnet *n, const struct fetch_account *a,
 		return -1;
 	}
 	*code_r = FX_TEMPFAIL;
-	ev = run_mech(n, a, (enum mech)pick, in, secret, code_r);
+	ev = run_mech(n, a, (enum mech)pick, in, secret, code_r, &cb);
 	secret_free(&secret);
 	if (ev != POP3C_STATUS)
 		return -1;
 	*code_r = FX_NOPERM;
-	if (n->pc.status == POP3C_OK)
+	if (n->pc.status == POP3C_OK) {
+		/* For -v and --serverinfo: which channel the login is bound to. */
+		if (cb != NULL) {
+			snprintf(shown, sizeof(shown), "%s (%s)", mechs[pick].name, cb);
+			*mech_r = shown;
+		}
 		return 0;
+	}
 	/* RFC 2449 §8.1.1 / RFC 3206: IN-USE, SYS/TEMP, LOGIN-DELAY are
 	 * "later", AUTH and anything else is "wrong credentials". */
 	if (strcmp(n->pc.code, "IN-USE") == 0 || strncmp(n->pc.code, "SYS/TEMP", 8) == 0 ||

@@ -552,8 +552,9 @@ class FetchTlsTest(FetchCase):
     def test_scram_plus_stls(self):
         """Under TLS the strongest login is SCRAM-SHA-256-PLUS, bound to
         the channel with tls-exporter."""
-        r = self.fetch("--cafile", str(self.ca), tls="stls", user="alice")
+        r = self.fetch("--cafile", str(self.ca), "-v", tls="stls", user="alice")
         self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("with SCRAM-SHA-256-PLUS (tls-exporter)", r.stderr)
         self.env.wait_event("login", user="alice", mech="SCRAM-SHA-256-PLUS")
 
     def test_scram_plus_implicit_wrong_password(self):
