@@ -23,7 +23,10 @@
 
 #define SECRET_MAX 4096   /* a password or an OAuth token */
 
-enum mech { M_SCRAM_256_PLUS, M_SCRAM_256, M_SCRAM_1_PLUS, M_SCRAM_1, M_CRAM_MD5, M_PLAIN, M_LOGIN, M_OAUTHBEARER, M_XOAUTH2, M_APOP, M_USER };
+enum mech {
+	M_SCRAM_256_PLUS, M_SCRAM_256, M_SCRAM_1_PLUS, M_SCRAM_1, M_CRAM_MD5, M_PLAIN,
+	M_LOGIN, M_OAUTHBEARER, M_XOAUTH2, M_APOP, M_USER
+};
 
 static const struct mech_def {
 	const char *name;
@@ -36,9 +39,11 @@ static const struct mech_def {
 	 * under TLS (a false server learns nothing); SCRAM also proves the
 	 * server knows the key, and -PLUS ties the login to this TLS
 	 * channel (a man in the middle with a trusted certificate fails). */
-	[M_SCRAM_256_PLUS] = { "SCRAM-SHA-256-PLUS", POP3C_SASL_SCRAM_SHA_256_PLUS, false, false, true },
+	[M_SCRAM_256_PLUS] = { "SCRAM-SHA-256-PLUS", POP3C_SASL_SCRAM_SHA_256_PLUS,
+	    false, false, true },
 	[M_SCRAM_256] = { "SCRAM-SHA-256", POP3C_SASL_SCRAM_SHA_256, false, false, false },
-	[M_SCRAM_1_PLUS] = { "SCRAM-SHA-1-PLUS", POP3C_SASL_SCRAM_SHA_1_PLUS, false, false, true },
+	[M_SCRAM_1_PLUS] = { "SCRAM-SHA-1-PLUS", POP3C_SASL_SCRAM_SHA_1_PLUS,
+	    false, false, true },
 	[M_SCRAM_1] = { "SCRAM-SHA-1", POP3C_SASL_SCRAM_SHA_1, false, false, false },
 	[M_CRAM_MD5] = { "CRAM-MD5", POP3C_SASL_CRAM_MD5, false, false },
 	[M_PLAIN] = { "PLAIN", POP3C_SASL_PLAIN, true, false },
