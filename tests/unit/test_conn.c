@@ -604,6 +604,7 @@ test_tls_key_update(void **state)
 struct cb_client {
 	int fd;
 	int max_version;
+	bool no_ems;            /* TLS 1.2 without the extended master secret */
 	unsigned char exporter[32];
 	unsigned char endpoint[EVP_MAX_MD_SIZE];
 	unsigned endpoint_len;
@@ -619,6 +620,8 @@ cb_client_main(void *arg)
 	char ch;
 
 	SSL_CTX_set_max_proto_version(ctx, k->max_version);
+	if (k->no_ems)
+		SSL_CTX_set_options(ctx, SSL_OP_NO_EXTENDED_MASTER_SECRET);
 	ssl = SSL_new(ctx);
 	SSL_set_fd(ssl, k->fd);
 	if (SSL_connect(ssl) != 1)
@@ -633,8 +636,9 @@ cb_client_main(void *arg)
 	/* The client side of tls_channel_binding (pobox fetch's SCRAM-PLUS)
 	 * gives the same: the exporter, and the peer's certificate hash. */
 	unsigned char mine[TLS_CB_MAX];
-	if (tls_channel_binding(ssl, TLS_CB_EXPORTER, mine) != 32 ||
-	    memcmp(mine, k->exporter, 32) != 0 ||
+	if (k->no_ems ? tls_channel_binding(ssl, TLS_CB_EXPORTER, mine) != 0 :
+	    (tls_channel_binding(ssl, TLS_CB_EXPORTER, mine) != 32 ||
+	    memcmp(mine, k->exporter, 32) != 0) ||
 	    tls_channel_binding(ssl, TLS_CB_SERVER_END_POINT, mine) != k->endpoint_len ||
 	    memcmp(mine, k->endpoint, k->endpoint_len) != 0)
 		goto out;
@@ -649,9 +653,10 @@ out:
 }
 
 static void
-channel_binding(struct tc *t, int max_version)
+channel_binding(struct tc *t, int max_version, bool no_ems)
 {
-	struct cb_client k = { .fd = t->peer, .max_version = max_version };
+	struct cb_client k = { .fd = t->peer, .max_version = max_version,
+	    .no_ems = no_ems };
 	unsigned char cb[CONN_CB_MAX];
 	SSL_CTX *ctx = tls_server_ctx();
 	pthread_t th;
@@ -663,8 +668,13 @@ channel_binding(struct tc *t, int max_version)
 	t->want_in = 1;
 	run(t, 5000);
 	assert_int_equal(t->tls_ready, 1);
-	assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_EXPORTER, cb), 32);
-	assert_memory_equal(cb, k.exporter, 32);
+	if (no_ems) {
+		/* RFC 9266 §3: not unique without EMS; only the end point. */
+		assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_EXPORTER, cb), 0);
+	} else {
+		assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_EXPORTER, cb), 32);
+		assert_memory_equal(cb, k.exporter, 32);
+	}
 	assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_SERVER_END_POINT, cb),
 	    k.endpoint_len);
 	assert_memory_equal(cb, k.endpoint, k.endpoint_len);
@@ -679,14 +689,22 @@ channel_binding(struct tc *t, int max_version)
 static void
 test_tls_channel_binding_13(void **state)
 {
-	channel_binding(*state, TLS1_3_VERSION);
+	channel_binding(*state, TLS1_3_VERSION, false);
 }
 
 /* TLS 1.2 with the extended master secret (OpenSSL's default). */
 static void
 test_tls_channel_binding_12(void **state)
 {
-	channel_binding(*state, TLS1_2_VERSION);
+	channel_binding(*state, TLS1_2_VERSION, false);
+}
+
+/* TLS 1.2 without it: no tls-exporter on either side (pobox fetch then
+ * binds with tls-server-end-point). */
+static void
+test_tls_channel_binding_12_no_ems(void **state)
+{
+	channel_binding(*state, TLS1_2_VERSION, true);
 }
 
 /* A client that speaks no TLS: the handshake fails with a reason. */
@@ -716,6 +734,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_tls_key_update, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_channel_binding_13, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tls_channel_binding_12, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_channel_binding_12_no_ems, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_output, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_want_drain_and_free, setup, teardown),
