@@ -15,6 +15,7 @@
 #define SASL_MSG_MAX 6144       /* decoded client message (8 KiB line in base64) */
 #define SASL_SCRAM_ITER_MIN 4096 /* RFC 7677 §4: at least 4096 */
 #define SASL_SCRAM_ITER_DEFAULT 4096
+#define SASL_SCRAM_ITER_MAX 10000000 /* bounds the work a peer can ask for */
 #define SASL_SCRAM_SALT_MAX 64
 #define SASL_SCRAM_KEY_MAX 32   /* SHA-256 */
 #define SASL_CB_MAX 64          /* channel binding data (a SHA-512 at most) */
@@ -126,6 +127,11 @@ const char *sasl_reason(const struct sasl *s);
 /* SCRAM keys from a password (RFC 5802 §3): PBKDF2 with iter rounds. */
 int sasl_scram_keys(enum sasl_hash h, const char *password, const unsigned char *salt,
     size_t salt_len, unsigned iter, struct sasl_scram_key *key_r);
+/* Client side (RFC 5802 §3): ClientProof and the ServerSignature to expect
+ * for auth_msg, from the password. 0 / -1. */
+int sasl_scram_proof(enum sasl_hash h, const char *password, const unsigned char *salt,
+    size_t salt_len, unsigned iter, const char *auth_msg,
+    unsigned char proof_r[SASL_SCRAM_KEY_MAX], unsigned char server_sig_r[SASL_SCRAM_KEY_MAX]);
 /* RFC 5803: "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>"; malloc'ed. */
 char *sasl_scram_format(enum sasl_hash h, const struct sasl_scram_key *key);
 /* Parses the RFC 5803 form for hash h; iter must be >= SASL_SCRAM_ITER_MIN.

@@ -68,30 +68,73 @@ hmac(enum sasl_hash h, const void *key, size_t klen, const void *data, size_t n,
 	return 0;
 }
 
-int
-sasl_scram_keys(enum sasl_hash h, const char *password, const unsigned char *salt,
-    size_t salt_len, unsigned iter, struct sasl_scram_key *key_r)
+/* RFC 5802 §3: SaltedPassword = Hi(password, salt, i) = PBKDF2, then
+ * ClientKey, StoredKey and ServerKey; shared by both sides. */
+static int
+scram_derive(enum sasl_hash h, const char *password, const unsigned char *salt,
+    size_t salt_len, unsigned iter, unsigned char *client_key,
+    unsigned char *stored_key, unsigned char *server_key)
 {
-	unsigned char salted[SASL_SCRAM_KEY_MAX], client_key[SASL_SCRAM_KEY_MAX];
+	unsigned char salted[SASL_SCRAM_KEY_MAX];
 	size_t n = scram_len(h);
 	unsigned int dlen = 0;
 	int ret = -1;
 
-	if (salt_len == 0 || salt_len > SASL_SCRAM_SALT_MAX || iter == 0 || iter > 10000000)
+	if (salt_len == 0 || salt_len > SASL_SCRAM_SALT_MAX || iter == 0 ||
+	    iter > SASL_SCRAM_ITER_MAX)
 		return -1;
-	memset(key_r, 0, sizeof(*key_r));
-	key_r->iter = iter;
-	memcpy(key_r->salt, salt, salt_len);
-	key_r->salt_len = salt_len;
-	/* RFC 5802 §3: SaltedPassword = Hi(password, salt, i) = PBKDF2. */
 	if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len,
 	    (int)iter, scram_md(h), (int)n, salted) == 1 &&
 	    hmac(h, salted, n, "Client Key", 10, client_key) == 0 &&
-	    EVP_Digest(client_key, n, key_r->stored_key, &dlen, scram_md(h), NULL) == 1 &&
-	    hmac(h, salted, n, "Server Key", 10, key_r->server_key) == 0)
+	    EVP_Digest(client_key, n, stored_key, &dlen, scram_md(h), NULL) == 1 &&
+	    hmac(h, salted, n, "Server Key", 10, server_key) == 0)
 		ret = 0;
 	secret_wipe(salted, sizeof(salted));
+	return ret;
+}
+
+int
+sasl_scram_keys(enum sasl_hash h, const char *password, const unsigned char *salt,
+    size_t salt_len, unsigned iter, struct sasl_scram_key *key_r)
+{
+	unsigned char client_key[SASL_SCRAM_KEY_MAX];
+	int ret;
+
+	memset(key_r, 0, sizeof(*key_r));
+	if (salt_len == 0 || salt_len > SASL_SCRAM_SALT_MAX)
+		return -1;
+	key_r->iter = iter;
+	memcpy(key_r->salt, salt, salt_len);
+	key_r->salt_len = salt_len;
+	ret = scram_derive(h, password, salt, salt_len, iter, client_key,
+	    key_r->stored_key, key_r->server_key);
 	secret_wipe(client_key, sizeof(client_key));
+	return ret;
+}
+
+int
+sasl_scram_proof(enum sasl_hash h, const char *password, const unsigned char *salt,
+    size_t salt_len, unsigned iter, const char *auth_msg,
+    unsigned char proof_r[SASL_SCRAM_KEY_MAX], unsigned char server_sig_r[SASL_SCRAM_KEY_MAX])
+{
+	unsigned char client_key[SASL_SCRAM_KEY_MAX], stored[SASL_SCRAM_KEY_MAX];
+	unsigned char server_key[SASL_SCRAM_KEY_MAX], sig[SASL_SCRAM_KEY_MAX];
+	size_t n = scram_len(h), alen = strlen(auth_msg);
+	int ret = -1;
+
+	/* ClientProof = ClientKey XOR HMAC(StoredKey, AuthMessage);
+	 * ServerSignature = HMAC(ServerKey, AuthMessage). */
+	if (scram_derive(h, password, salt, salt_len, iter, client_key, stored,
+	    server_key) == 0 &&
+	    hmac(h, stored, n, auth_msg, alen, sig) == 0 &&
+	    hmac(h, server_key, n, auth_msg, alen, server_sig_r) == 0) {
+		for (size_t i = 0; i < n; i++)
+			proof_r[i] = client_key[i] ^ sig[i];
+		ret = 0;
+	}
+	secret_wipe(client_key, sizeof(client_key));
+	secret_wipe(stored, sizeof(stored));
+	secret_wipe(server_key, sizeof(server_key));
 	return ret;
 }
 
@@ -142,7 +185,8 @@ sasl_scram_parse(enum sasl_hash h, const char *s, struct sasl_scram_key *key_r)
 		return -1;
 	memcpy(num, p, (size_t)(colon - p));
 	num[colon - p] = '\0';
-	if (str_to_u32(num, &iter) < 0 || iter < SASL_SCRAM_ITER_MIN || iter > 10000000)
+	if (str_to_u32(num, &iter) < 0 || iter < SASL_SCRAM_ITER_MIN ||
+	    iter > SASL_SCRAM_ITER_MAX)
 		return -1;
 	key_r->iter = iter;
 	if ((dollar = strchr(colon + 1, '$')) == NULL ||

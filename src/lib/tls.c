@@ -343,3 +343,49 @@ tls_ctx_client_ca(struct ssl_ctx_st *ctx, const char *ca, char **error_r)
 			return -1;
 	return 0;
 }
+
+size_t
+tls_channel_binding(struct ssl_st *ssl, enum tls_cb type, unsigned char buf[TLS_CB_MAX])
+{
+	static const char label[] = "EXPORTER-Channel-Binding";
+	ASN1_OCTET_STRING *d;
+	size_t n = 0;
+	X509 *cert;
+
+	if (ssl == NULL || !SSL_is_init_finished(ssl))
+		return 0;
+	switch (type) {
+	case TLS_CB_EXPORTER:
+		if (SSL_version(ssl) < TLS1_3_VERSION && SSL_get_extms_support(ssl) != 1)
+			return 0;
+		/* RFC 9266 §2: 32 octets, no context. */
+		if (SSL_export_keying_material(ssl, buf, 32, label, sizeof(label) - 1,
+		    NULL, 0, 0) != 1)
+			return 0;
+		return 32;
+	case TLS_CB_SERVER_END_POINT: {
+		/* RFC 5929 §4.1: the hash of the server's certificate with its
+		 * signature's hash, SHA-256 for MD5 and SHA-1. OpenSSL 3.0's
+		 * X509_digest_sig picks the signature's hash (with a fallback
+		 * for EdDSA) but keeps MD5 and SHA-1: that part is ours. */
+		EVP_MD *md = NULL;
+		unsigned int len = 0;
+
+		cert = SSL_is_server(ssl) ? SSL_get_certificate(ssl) :
+		    SSL_get0_peer_certificate(ssl);
+		if (cert == NULL || (d = X509_digest_sig(cert, &md, NULL)) == NULL)
+			return 0;
+		if (md != NULL && (EVP_MD_is_a(md, "MD5") || EVP_MD_is_a(md, "SHA1"))) {
+			if (X509_digest(cert, EVP_sha256(), buf, &len) == 1)
+				n = len;
+		} else if (d->length > 0 && d->length <= TLS_CB_MAX) {
+			n = (size_t)d->length;
+			memcpy(buf, d->data, n);
+		}
+		EVP_MD_free(md);
+		ASN1_OCTET_STRING_free(d);
+		return n;
+	}
+	}
+	return 0;
+}

@@ -6,6 +6,7 @@
 #define POBOX_TLS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct ssl_ctx_st;
 struct ssl_st;
@@ -46,6 +47,20 @@ bool tls_name_match(const char *pattern, const char *host);
  * with a malloc'ed *error_r. Applies to the SNI certificates added
  * before too. */
 int tls_ctx_client_ca(struct ssl_ctx_st *ctx, const char *ca, char **error_r);
+/* Channel binding data of an established TLS connection, either side
+ * (the SCRAM -PLUS mechanisms). */
+enum tls_cb {
+	TLS_CB_EXPORTER,          /* RFC 9266 */
+	TLS_CB_SERVER_END_POINT,  /* RFC 5929 §4.1 */
+};
+#define TLS_CB_MAX 64 /* octets of binding data at most */
+/* Writes up to TLS_CB_MAX octets to buf and returns how many, or 0 when
+ * there is none (handshake not done; tls-exporter over TLS 1.2 without
+ * the extended master secret, where it would not be unique, RFC 9266 §3).
+ * tls-server-end-point hashes the server's certificate: our own on a
+ * server, the peer's on a client. */
+size_t tls_channel_binding(struct ssl_st *ssl, enum tls_cb type,
+    unsigned char buf[TLS_CB_MAX]);
 /* The reason of OpenSSL's last queued error (or fallback when there is
  * none) into buf; the queue is cleared. Returns buf. */
 const char *tls_error_reason(char *buf, unsigned long n, const char *fallback);

@@ -86,6 +86,7 @@ f_usage(FILE *out)
 	    "  --fingerprint SHA256 --auth MECH --password-command CMD\n"
 	    "  --password-file FILE --oauth-command CMD --keep --delete-after DAYS\n"
 	    "  --max-size N --oversize skip|headers --state-dir DIR --timeout SEC\n"
+	    "  --session-timeout|--deadline SEC\n"
 	    "  --pipeline N --devices-dir DIR --devices NAME (repeat) --device NAME\n"
 	    "run flags: --account NAME (state name for a command-line account)\n"
 	    "  --accept-new-uidls --dry-run --serverinfo --daemon SECONDS\n"
@@ -1125,6 +1126,8 @@ fetch_command(int argc, char **argv)
 		{ "oversize", required_argument, NULL, 1 },
 		{ "state-dir", required_argument, NULL, 1 },
 		{ "timeout", required_argument, NULL, 1 },
+		{ "session-timeout", required_argument, NULL, 1 },
+		{ "deadline", required_argument, NULL, 1 },
 		{ "pipeline", required_argument, NULL, 1 },
 		{ "device", required_argument, NULL, 1 },
 		{ "devices", required_argument, NULL, 1 },
@@ -1166,7 +1169,8 @@ fetch_command(int argc, char **argv)
 		case 2:
 		case 3:
 			/* "password-file" -> the row "password_file". */
-			row = owned[nowned++] = xstrdup(opts[idx].name);
+			row = owned[nowned++] = xstrdup(strcmp(opts[idx].name,
+			    "deadline") == 0 ? "session_timeout" : opts[idx].name);
 			for (char *p = row; *p != '\0'; p++)
 				if (*p == '-')
 					*p = '_';

@@ -55,6 +55,7 @@ struct fetch_account {
 	unsigned ndevices;
 	bool accept_new_uidls, dry_run, serverinfo;
 	unsigned timeout;       /* seconds of network silence */
+	unsigned session_timeout; /* seconds one run may talk to the server */
 	unsigned window;        /* pipelined commands in flight */
 	int verbose;            /* -1 quiet, 0 normal, 1 verbose */
 };
@@ -88,6 +89,7 @@ struct fnet {
 	bool body_done;         /* the current body ended */
 	bool cleartext_seen;    /* a TLS record header looked like "+OK" */
 	bool timed_out;         /* a wait ran into the timeout */
+	struct timespec deadline; /* CLOCK_MONOTONIC end of the session */
 	char error[512];
 };
 

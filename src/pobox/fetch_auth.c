@@ -1,9 +1,9 @@
 /* fetch_auth.c: how pobox fetch logs in (run by the user). SASL (RFC
  * 5034) PLAIN, LOGIN, CRAM-MD5, OAUTHBEARER (RFC 7628), XOAUTH2; APOP and
- * USER/PASS (RFC 1939). The strongest offered wins; a mechanism that
+ * USER/PASS (RFC 1939), SCRAM-SHA-256/SHA-1 with and without channel
+ * binding (RFC 5802, 7677). The strongest offered wins; a mechanism that
  * shows the password (or a token) is used without TLS only when the
- * account allows cleartext. Secrets are wiped after use. SCRAM is not
- * here yet (the server side is being written). */
+ * account allows cleartext. Secrets are wiped after use. */
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -16,21 +16,35 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include "auth/scram_client.h"
+#include "lib/tls.h"
 #include "lib/util.h"
 #include "pobox/fetch.h"
 
 #define SECRET_MAX 4096   /* a password or an OAuth token */
 
-enum mech { M_CRAM_MD5, M_PLAIN, M_LOGIN, M_OAUTHBEARER, M_XOAUTH2, M_APOP, M_USER };
+enum mech {
+	M_SCRAM_256_PLUS, M_SCRAM_256, M_SCRAM_1_PLUS, M_SCRAM_1, M_CRAM_MD5, M_PLAIN,
+	M_LOGIN, M_OAUTHBEARER, M_XOAUTH2, M_APOP, M_USER
+};
 
 static const struct mech_def {
 	const char *name;
 	unsigned capa_bit;      /* POP3C_SASL_*, 0 for APOP/USER */
 	bool shows_secret;      /* the secret crosses the wire as is */
 	bool oauth;
+	bool plus;              /* channel binding: only under TLS */
 } mechs[] = {
 	/* Strongest first: a challenge-response beats a password sent even
-	 * under TLS (a false server learns nothing). */
+	 * under TLS (a false server learns nothing); SCRAM also proves the
+	 * server knows the key, and -PLUS ties the login to this TLS
+	 * channel (a man in the middle with a trusted certificate fails). */
+	[M_SCRAM_256_PLUS] = { "SCRAM-SHA-256-PLUS", POP3C_SASL_SCRAM_SHA_256_PLUS,
+	    false, false, true },
+	[M_SCRAM_256] = { "SCRAM-SHA-256", POP3C_SASL_SCRAM_SHA_256, false, false, false },
+	[M_SCRAM_1_PLUS] = { "SCRAM-SHA-1-PLUS", POP3C_SASL_SCRAM_SHA_1_PLUS,
+	    false, false, true },
+	[M_SCRAM_1] = { "SCRAM-SHA-1", POP3C_SASL_SCRAM_SHA_1, false, false, false },
 	[M_CRAM_MD5] = { "CRAM-MD5", POP3C_SASL_CRAM_MD5, false, false },
 	[M_PLAIN] = { "PLAIN", POP3C_SASL_PLAIN, true, false },
 	[M_LOGIN] = { "LOGIN", POP3C_SASL_LOGIN, true, false },
@@ -255,12 +269,122 @@ hex_md5(const char *a, const char *b, char out[33])
 	return 0;
 }
 
+/* Gives up an exchange the client refuses (RFC 5034 §4: "*"). */
+static enum pop3c_event
+scram_abort(struct fnet *n, int *code_r, int code, const char *why)
+{
+	snprintf(n->error, sizeof(n->error), "%s: %s", n->acct->host, why);
+	(void)fnet_printf(n, "*\r\n");
+	*code_r = code;
+	return POP3C_ERROR;
+}
+
+/* Logged in, but the server never showed it knows the key: anyone could
+ * have said +OK. */
+static enum pop3c_event
+scram_unproven(struct fnet *n, const struct fetch_account *a, enum mech m,
+    int *code_r)
+{
+	snprintf(n->error, sizeof(n->error), "%s accepted the %s login without "
+	    "proving it knows the password: refused", a->host, mechs[m].name);
+	*code_r = FX_NOPERM;
+	return POP3C_ERROR;
+}
+
+/* SCRAM over POP3 (RFC 5034 §4): the client-first message as the initial
+ * response, the client-final as the answer to the server-first challenge;
+ * the server-final comes as one more challenge, answered with an empty
+ * line once its signature checks. The server must send it: +OK without
+ * proof is refused (mutual authentication). */
+static enum pop3c_event
+run_scram(struct fnet *n, const struct fetch_account *a, enum mech m, bool tls,
+    const char *secret, int *code_r, const char **cb_r)
+{
+	enum sasl_hash h = m == M_SCRAM_256 || m == M_SCRAM_256_PLUS ? SASL_SHA256 :
+	    SASL_SHA1;
+	unsigned char cb[TLS_CB_MAX], *chal;
+	const char *cb_name = NULL, *error = NULL;
+	struct scram_client *c;
+	enum pop3c_event ev;
+	char *enc, *final = NULL;
+	size_t cb_len = 0, clen;
+
+	if (tls) {
+		/* RFC 9266: tls-exporter is the default; tls-server-end-point
+		 * where the exporter is not unique (TLS 1.2 without EMS). */
+		cb_name = "tls-exporter";
+		if ((cb_len = tls_channel_binding(n->ssl, TLS_CB_EXPORTER, cb)) == 0) {
+			cb_name = "tls-server-end-point";
+			cb_len = tls_channel_binding(n->ssl, TLS_CB_SERVER_END_POINT, cb);
+		}
+	}
+	if (mechs[m].plus && cb_len == 0) {
+		snprintf(n->error, sizeof(n->error), "%s needs TLS with channel "
+		    "binding data", mechs[m].name);
+		*code_r = FX_USAGE;
+		return POP3C_ERROR;
+	}
+	/* Without -PLUS but able to bind: gs2 "y", so a server that did
+	 * offer -PLUS sees that someone removed it from CAPA. */
+	c = scram_client_new(h, a->user, secret, mechs[m].plus ? cb_name : NULL, cb,
+	    cb_len, cb_len > 0, NULL);
+	*cb_r = mechs[m].plus ? cb_name : NULL;
+	secret_wipe(cb, sizeof(cb));
+	if (c == NULL) {
+		snprintf(n->error, sizeof(n->error), "%s: the user name or password "
+		    "holds control characters", mechs[m].name);
+		*code_r = FX_CONFIG;
+		return POP3C_ERROR;
+	}
+	enc = b64(scram_client_first(c), strlen(scram_client_first(c)));
+	ev = fnet_printf(n, "AUTH %s %s\r\n", mechs[m].name, enc) < 0 ? POP3C_ERROR :
+	    fnet_reply(n, false, 0);
+	free(enc);
+	if (ev != POP3C_STATUS || n->pc.status == POP3C_ERR)
+		goto out;
+	if (n->pc.status == POP3C_OK) {
+		ev = scram_unproven(n, a, m, code_r);
+		goto out;
+	}
+	if ((chal = unb64(n->pc.text, &clen)) == NULL ||
+	    scram_client_final(c, (const char *)chal, clen, &final, &error) < 0) {
+		free(chal);
+		ev = scram_abort(n, code_r, FX_DATAERR, error != NULL ? error :
+		    "malformed SCRAM challenge");
+		goto out;
+	}
+	free(chal);
+	enc = b64(final, strlen(final));
+	secret_free(&final);
+	ev = fnet_printf(n, "%s\r\n", enc) < 0 ? POP3C_ERROR : fnet_reply(n, false, 0);
+	secret_free(&enc);
+	if (ev != POP3C_STATUS || n->pc.status == POP3C_ERR)
+		goto out;
+	if (n->pc.status == POP3C_OK) {
+		ev = scram_unproven(n, a, m, code_r);
+		goto out;
+	}
+	if ((chal = unb64(n->pc.text, &clen)) == NULL ||
+	    scram_client_verify(c, (const char *)chal, clen, &error) < 0) {
+		free(chal);
+		ev = scram_abort(n, code_r, FX_NOPERM, error != NULL ? error :
+		    "malformed SCRAM server-final message");
+		goto out;
+	}
+	free(chal);
+	ev = fnet_printf(n, "\r\n") < 0 ? POP3C_ERROR : fnet_reply(n, false, 0);
+out:
+	scram_client_free(&c);
+	return ev;
+}
+
 /* The whole exchange of one mechanism; returns the final event (STATUS
- * with n->pc.status) or ERROR. */
+ * with n->pc.status) or ERROR (with *code_r when not a network failure). */
 static enum pop3c_event
 run_mech(struct fnet *n, const struct fetch_account *a, enum mech m,
-    const char *apop_ts, char *secret)
+    const struct fauth_in *in, char *secret, int *code_r, const char **cb_r)
 {
+	const char *apop_ts = in->apop_ts;
 	char *line = NULL, *enc, *raw;
 	enum pop3c_event ev;
 	unsigned char *chal;
@@ -268,6 +392,11 @@ run_mech(struct fnet *n, const struct fetch_account *a, enum mech m,
 	char hex[33];
 
 	switch (m) {
+	case M_SCRAM_256_PLUS:
+	case M_SCRAM_256:
+	case M_SCRAM_1_PLUS:
+	case M_SCRAM_1:
+		return run_scram(n, a, m, in->tls, secret, code_r, cb_r);
 	case M_USER:
 		if (fnet_printf(n, "USER %s\r\n", a->user) < 0)
 			return POP3C_ERROR;
@@ -374,7 +503,8 @@ fauth_login(struct fnet *n, const struct fetch_account *a,
 {
 	const struct pop3c_capa *capa = in->capa;
 	enum pop3c_event ev;
-	const char *error = NULL;
+	static char shown[64];
+	const char *error = NULL, *cb = NULL;
 	char *secret;
 	int m, pick = -1;
 
@@ -392,7 +522,8 @@ fauth_login(struct fnet *n, const struct fetch_account *a,
 			}
 			continue;
 		}
-		if (!offered || d->oauth != (a->oauth_command != NULL))
+		if (!offered || d->oauth != (a->oauth_command != NULL) ||
+		    (d->plus && !in->tls))
 			continue;
 		if (d->shows_secret && !in->tls && !a->allow_cleartext)
 			continue;
@@ -421,6 +552,12 @@ fauth_login(struct fnet *n, const struct fetch_account *a,
 		    mechs[pick].name);
 		return -1;
 	}
+	if (mechs[pick].plus && !in->tls) {
+		snprintf(n->error, sizeof(n->error), "--auth %s needs TLS (channel "
+		    "binding)", mechs[pick].name);
+		*code_r = FX_USAGE;
+		return -1;
+	}
 	if (pick == M_APOP && in->apop_ts == NULL) {
 		snprintf(n->error, sizeof(n->error), "%s sent no APOP timestamp", a->host);
 		return -1;
@@ -437,14 +574,20 @@ fauth_login(struct fnet *n, const struct fetch_account *a,
 		*code_r = FX_CONFIG;
 		return -1;
 	}
-	ev = run_mech(n, a, (enum mech)pick, in->apop_ts, secret);
+	*code_r = FX_TEMPFAIL;
+	ev = run_mech(n, a, (enum mech)pick, in, secret, code_r, &cb);
 	secret_free(&secret);
-	if (ev != POP3C_STATUS) {
-		*code_r = FX_TEMPFAIL;
+	if (ev != POP3C_STATUS)
 		return -1;
-	}
-	if (n->pc.status == POP3C_OK)
+	*code_r = FX_NOPERM;
+	if (n->pc.status == POP3C_OK) {
+		/* For -v and --serverinfo: which channel the login is bound to. */
+		if (cb != NULL) {
+			snprintf(shown, sizeof(shown), "%s (%s)", mechs[pick].name, cb);
+			*mech_r = shown;
+		}
 		return 0;
+	}
 	/* RFC 2449 §8.1.1 / RFC 3206: IN-USE, SYS/TEMP, LOGIN-DELAY are
 	 * "later", AUTH and anything else is "wrong credentials". */
 	if (strcmp(n->pc.code, "IN-USE") == 0 || strncmp(n->pc.code, "SYS/TEMP", 8) == 0 ||

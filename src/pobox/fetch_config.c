@@ -30,6 +30,7 @@ struct fetch_conf {
 	unsigned max_size;
 	unsigned oversize;
 	unsigned timeout;
+	unsigned session_timeout;
 	unsigned pipeline;
 	char *state_dir;
 	char *device, *devices_dir;
@@ -96,6 +97,9 @@ static const struct config_setting fetch_table[] = {
 	  "skip or headers (TOP n 0)", NULL },
 	{ "timeout", CONFIG_DURATION, F(timeout), "60", 1, 3600, NULL,
 	  "seconds of network silence before giving up", NULL },
+	{ "session_timeout", CONFIG_DURATION, F(session_timeout), "1h", 1, 7 * 86400, NULL,
+	  "the longest one run may talk to the server (a server that trickles "
+	  "octets cannot hold a run forever; what was stored is kept)", NULL },
 	{ "pipeline", CONFIG_UINT, F(pipeline), "16", 1, 256, NULL,
 	  "commands in flight when the server offers PIPELINING", NULL },
 	{ "state_dir", CONFIG_STRING, F(state_dir), "", 0, 0, NULL,
@@ -377,6 +381,7 @@ to_account(const struct fetch_conf *c, const char *name, bool info_only,
 	a->max_size = c->max_size;
 	a->oversize_headers = c->oversize == 1;
 	a->timeout = c->timeout;
+	a->session_timeout = c->session_timeout;
 	a->window = c->pipeline;
 	a->state_dir = c->state_dir[0] != '\0' ? path_value(c->state_dir) :
 	    default_state_dir();

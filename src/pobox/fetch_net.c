@@ -39,17 +39,44 @@ fnet_err(struct fnet *n, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Waits for events on the socket; 0 ready, -1 timeout or error. */
+/* Milliseconds left before the session's deadline (0 when past it). */
+static int64_t
+fnet_left_ms(const struct fnet *n)
+{
+	struct timespec now;
+	int64_t ms;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (int64_t)(n->deadline.tv_sec - now.tv_sec) * 1000 +
+	    (n->deadline.tv_nsec - now.tv_nsec) / 1000000;
+	return ms > 0 ? ms : 0;
+}
+
+/* Waits for events on the socket; 0 ready, -1 timeout or error. Each
+ * wait is bounded by the timeout (silence) and by what is left of the
+ * session_timeout, so a server sending one octet per timeout cannot hold
+ * a run forever. */
 static int
 fnet_wait(struct fnet *n, short events)
 {
 	struct pollfd pfd = { n->fd, events, 0 };
-	int r, ms = (int)n->acct->timeout * 1000;
+	int r, ms;
+	int64_t left;
 
 	for (;;) {
-		r = poll(&pfd, 1, ms);
+		ms = (int)n->acct->timeout * 1000;
+		if ((left = fnet_left_ms(n)) < ms)
+			ms = (int)left;
+		r = ms > 0 ? poll(&pfd, 1, ms) : 0;
 		if (r > 0)
 			return 0;
+		if (r == 0 && fnet_left_ms(n) == 0) {
+			fnet_err(n, "the session with %s ran past session_timeout "
+			    "(%u s)", n->acct->host, n->acct->session_timeout);
+			n->timed_out = true;
+			errno = ETIMEDOUT;
+			return -1;
+		}
 		if (r == 0) {
 			fnet_err(n, "no answer from %s within %u s", n->acct->host,
 			    n->acct->timeout);
@@ -239,6 +266,8 @@ fnet_connect(struct fnet *n, const struct fetch_account *a, int *code_r)
 	memset(n, 0, sizeof(*n));
 	n->fd = -1;
 	n->acct = a;
+	clock_gettime(CLOCK_MONOTONIC, &n->deadline);
+	n->deadline.tv_sec += (time_t)a->session_timeout;
 	pop3c_init(&n->pc);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;

@@ -245,6 +245,8 @@ sasl_bit(const char *mech, size_t n)
 		{ "XOAUTH2", POP3C_SASL_XOAUTH2 },
 		{ "SCRAM-SHA-1", POP3C_SASL_SCRAM_SHA_1 },
 		{ "SCRAM-SHA-256", POP3C_SASL_SCRAM_SHA_256 },
+		{ "SCRAM-SHA-1-PLUS", POP3C_SASL_SCRAM_SHA_1_PLUS },
+		{ "SCRAM-SHA-256-PLUS", POP3C_SASL_SCRAM_SHA_256_PLUS },
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(mechs); i++)

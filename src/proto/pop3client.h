@@ -76,6 +76,8 @@ int pop3c_status_line(struct pop3c *c, char *line);
 #define POP3C_SASL_XOAUTH2     0x10u
 #define POP3C_SASL_SCRAM_SHA_1   0x20u
 #define POP3C_SASL_SCRAM_SHA_256 0x40u
+#define POP3C_SASL_SCRAM_SHA_1_PLUS   0x80u
+#define POP3C_SASL_SCRAM_SHA_256_PLUS 0x100u
 struct pop3c_capa {
 	bool seen;                /* CAPA answered +OK */
 	bool top, uidl, user, stls, pipelining, resp_codes, auth_resp_code;

@@ -6,6 +6,8 @@ Results are checked on disk: every message once in the local Maildir,
 nothing deleted on the server that is not stored."""
 
 import base64
+import hashlib
+import hmac
 import os
 import shlex
 import shutil
@@ -13,6 +15,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -139,7 +142,10 @@ class FetchTest(FetchCase):
         self.assertEqual(len(local_messages(self.inbox)), 5)
 
     def test_cleartext_password_refused(self):
-        self.env.start()
+        """Without TLS and cleartext, only a login that keeps the password
+        secret is used: SCRAM when the server offers it, else an error."""
+        self.env.add_user_line("bob", PW)   # no SCRAM keys
+        self.env.start(sasl_mechanisms="PLAIN")
         r = self.fetch("--no-cleartext")
         self.assertEqual(r.returncode, 77, r.stderr)
         self.assertIn("--tls stls", r.stderr)
@@ -149,6 +155,38 @@ class FetchTest(FetchCase):
         r = self.fetch("--no-cleartext", "--auth", "user")
         self.assertEqual(r.returncode, 77, r.stderr)
         self.assertEqual(self.env.events("login_failed"), [])
+
+    def test_scram_without_tls(self):
+        """SCRAM sends no password: it needs neither TLS nor cleartext,
+        and binds nothing (gs2 "n")."""
+        self.env.start()
+        r = self.fetch("--no-cleartext", "-v")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("SCRAM-SHA-256", r.stderr + r.stdout)
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs))
+        self.env.wait_event("login", user="alice", mech="SCRAM-SHA-256")
+
+    def test_scram_sha1(self):
+        self.env.pobox("user", "add", "--scram-sha-1", "carol", input=PW + "\n",
+                       check=True)
+        self.env.fix_owner()
+        self.deliver([simple_message("sha1")], user="carol")
+        self.env.start(sasl_mechanisms="SCRAM-SHA-1 PLAIN")
+        r = self.fetch("--no-cleartext", user="carol")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.env.wait_event("login", user="carol", mech="SCRAM-SHA-1")
+        # alice has no SHA-1 verifier: the server cannot check her proof.
+        r = self.fetch("--no-cleartext")
+        self.assertEqual(r.returncode, 77, r.stderr)
+
+    def test_scram_bad_password(self):
+        self.env.start()
+        self.pwfile.write_text("wrong\n")
+        r = self.fetch("--no-cleartext")
+        self.assertEqual(r.returncode, 77, r.stderr)
+        self.assertIn("SCRAM-SHA-256", r.stderr)
+        self.assertEqual(local_messages(self.inbox), [])
+        self.env.wait_event("login_failed", user="alice")
 
     def test_bad_password(self):
         self.env.start()
@@ -206,7 +244,8 @@ class FetchTest(FetchCase):
         self.deliver([m], user="mrose")
         self.pwfile.write_text("tanstaafl\n")
         self.env.start(apop="yes")
-        r = self.fetch("--no-cleartext", user="mrose")
+        # mrose has no SCRAM keys, which CAPA cannot tell: name APOP.
+        r = self.fetch("--no-cleartext", "--auth", "apop", user="mrose")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(local_messages(self.inbox), [m])
         self.env.wait_event("login", user="mrose", method="apop")
@@ -510,6 +549,42 @@ class FetchTlsTest(FetchCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(local_messages(self.inbox), [self.msg])
 
+    def test_scram_plus_stls(self):
+        """Under TLS the strongest login is SCRAM-SHA-256-PLUS, bound to
+        the channel with tls-exporter."""
+        r = self.fetch("--cafile", str(self.ca), "-v", tls="stls", user="alice")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("with SCRAM-SHA-256-PLUS (tls-exporter)", r.stderr)
+        self.env.wait_event("login", user="alice", mech="SCRAM-SHA-256-PLUS")
+
+    def test_scram_plus_implicit_wrong_password(self):
+        self.pwfile.write_text("wrong\n")
+        r = self.fetch("--cafile", str(self.ca), tls="implicit", port=self.tls_port)
+        self.assertEqual(r.returncode, 77, r.stderr)
+        self.assertIn("SCRAM-SHA-256-PLUS", r.stderr)
+        self.assertEqual(local_messages(self.inbox), [])
+        self.env.wait_event("login_failed", user="alice")
+
+    def test_scram_downgrade_detected(self):
+        """As if a man in the middle had removed -PLUS from CAPA (here:
+        --auth names plain SCRAM): the client, able to bind, says so with
+        gs2 "y", and poboxd, which did offer -PLUS, refuses the login."""
+        r = self.fetch("--cafile", str(self.ca), "--auth", "scram-sha-256",
+                       tls="stls", user="alice")
+        self.assertEqual(r.returncode, 77, r.stderr)
+        self.assertEqual(local_messages(self.inbox), [])
+        self.env.wait_event("login_failed", reason="downgrade", mech="SCRAM-SHA-256")
+
+    def test_scram_server_without_plus(self):
+        """A server offering SCRAM without -PLUS under TLS gets gs2 "y":
+        poboxd that offered -PLUS (the client was told otherwise) would
+        refuse it; one that did not accepts it."""
+        self.env.daemons[-1].stop()
+        self.env.start(sasl_mechanisms="SCRAM-SHA-256")
+        r = self.fetch("--cafile", str(self.ca), tls="stls", user="alice")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.env.wait_event("login", user="alice", mech="SCRAM-SHA-256")
+
     def test_untrusted_certificate(self):
         r = self.fetch(tls="implicit", port=self.tls_port)
         self.assertEqual(r.returncode, 69, r.stderr)
@@ -581,8 +656,15 @@ class FakeServer(threading.Thread):
     middle of RETR. One session at a time; the AUTH lines it got are kept
     in self.auth, the commands in self.cmds."""
 
-    def __init__(self, token="tok", msgs=None, uidl=True, stall_at=None, uidls=None):
+    def __init__(self, token="tok", msgs=None, uidl=True, stall_at=None, uidls=None,
+                 scram=None, scram_mode="ok", scram_iter=4096, tls=None,
+                 trickle_at=None):
         super().__init__(daemon=True)
+        self.trickle_at = trickle_at  # RETR of this message: an octet per 0.3 s
+        self.scram = scram          # SCRAM mechanisms to offer, e.g. "SCRAM-SHA-256"
+        self.scram_mode = scram_mode  # ok, bad_sig, no_proof, ok_at_once
+        self.scram_iter = scram_iter
+        self.tls = tls              # an ssl.SSLContext: STLS is offered
         self.uidls = uidls
         self.token = token
         self.msgs = msgs if msgs is not None else [simple_message("fake")]
@@ -603,26 +685,84 @@ class FakeServer(threading.Thread):
                 c, _ = self.sock.accept()
             except OSError:
                 return
-            with c, c.makefile("rwb") as f:
+            with c:
                 try:
-                    self.session(f)
+                    self.session(c)
                 except (OSError, ValueError):
                     pass
 
-    def session(self, f):
+    def scram_server(self, mech, first, f, say):
+        """RFC 5802 server side, computed here from PW; returns whether
+        the client logged in."""
+        self.auth.append((mech, first))
+        if self.scram_mode == "ok_at_once":
+            say("+OK logged in")
+            return True
+        h = "sha256" if mech.startswith("SCRAM-SHA-256") else "sha1"
+        gs2a, gs2b, bare = first.split(",", 2)
+        cnonce = dict(kv.split("=", 1) for kv in bare.split(","))["r"]
+        salt = b"fake-salt-1234"
+        sf = (f"r={cnonce}fake-server-nonce,s={base64.b64encode(salt).decode()},"
+              f"i={self.scram_iter}")
+        say("+ " + base64.b64encode(sf.encode()).decode())
+        final = base64.b64decode(f.readline().strip() or b"").decode()
+        if final in ("", "*") or ",p=" not in final:
+            say("-ERR cancelled")
+            return False
+        self.auth.append((mech, final))
+        without_proof, proof = final.rsplit(",p=", 1)
+        salted = hashlib.pbkdf2_hmac(h, PW.encode(), salt, self.scram_iter)
+        mac = lambda k, m: hmac.new(k, m.encode() if isinstance(m, str) else m,
+                                    h).digest()
+        ck = mac(salted, "Client Key")
+        auth_msg = f"{bare},{sf},{without_proof}"
+        sig = mac(hashlib.new(h, ck).digest(), auth_msg)
+        if bytes(a ^ b for a, b in zip(ck, sig)) != base64.b64decode(proof) or \
+                base64.b64decode(without_proof.split(",")[0][2:]) != \
+                f"{gs2a},{gs2b},".encode():
+            say("-ERR [AUTH] bad proof")
+            return False
+        if self.scram_mode == "no_proof":
+            say("+OK logged in")
+            return True
+        ssig = mac(mac(salted, "Server Key"), auth_msg)
+        if self.scram_mode == "bad_sig":
+            ssig = bytes(len(ssig))
+        say("+ " + base64.b64encode(b"v=" + base64.b64encode(ssig)).decode())
+        if f.readline().strip() != b"":
+            say("-ERR cancelled")
+            return False
+        say("+OK logged in")
+        return True
+
+    def session(self, c):
+        f = c.makefile("rwb")
+
         def say(x):
             f.write(x.encode("latin-1") + b"\r\n")
             f.flush()
         say("+OK fake")
         authed, dele = False, set()
-        for raw in f:
+        while True:
+            raw = f.readline()
+            if not raw:
+                return
             line = raw.decode().rstrip("\r\n")
             cmd = line.split(" ")[0].upper()
             self.cmds.append(line if cmd not in ("PASS", "AUTH") else cmd)
             live = [i for i in range(len(self.msgs)) if i not in self.deleted]
             if cmd == "CAPA":
-                say("+OK\r\nSASL OAUTHBEARER XOAUTH2\r\nUSER\r\n" +
+                say("+OK\r\nSASL OAUTHBEARER XOAUTH2" +
+                    (" " + self.scram if self.scram else "") + "\r\nUSER\r\n" +
+                    ("STLS\r\n" if self.tls else "") +
                     ("UIDL\r\n" if self.uidl else "") + ".")
+            elif cmd == "STLS" and self.tls:
+                say("+OK begin TLS")
+                c = self.tls.wrap_socket(c, server_side=True)
+                f = c.makefile("rwb")
+            elif cmd == "AUTH" and line.split(" ")[1].upper().startswith("SCRAM"):
+                _, mech, ir = line.split(" ")
+                authed = self.scram_server(mech, base64.b64decode(ir).decode(), f, say)
             elif cmd == "USER":
                 say("+OK")
             elif cmd == "PASS":
@@ -656,6 +796,13 @@ class FakeServer(threading.Thread):
             elif cmd == "RETR":
                 i = live[int(line.split()[1]) - 1]
                 body = dot_stuff(crlf(self.msgs[i]))
+                if self.trickle_at is not None and i == self.trickle_at:
+                    f.write(b"+OK\r\n")
+                    for k in range(min(len(body), 1000)):   # at most 300 s
+                        f.write(body[k:k + 1])
+                        f.flush()
+                        time.sleep(0.3)
+                    return
                 if self.stall_at is not None and i == self.stall_at:
                     f.write(b"+OK\r\n" + body[:len(body) // 2])
                     f.flush()
@@ -710,6 +857,54 @@ class FetchFakeServerTest(FetchCase):
         self.assertEqual(r.returncode, 77, r.stderr)
         self.assertEqual(len(srv.auth), n)
 
+    def test_scram_gs2_without_tls(self):
+        """Without TLS there is nothing to bind: gs2 "n"; the server's
+        signature is checked and the session goes on."""
+        srv = self.fake(scram="SCRAM-SHA-256 SCRAM-SHA-1")
+        r = self.fetch("--no-cleartext", "-v", port=srv.port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("with SCRAM-SHA-256", r.stderr)
+        self.assertEqual(srv.auth[0][0], "SCRAM-SHA-256")
+        self.assertTrue(srv.auth[0][1].startswith("n,,n=alice,r="), srv.auth)
+        self.assertEqual(local_messages(self.inbox), srv.msgs)
+
+    def test_scram_downgrade_gets_y(self):
+        """Under TLS a server offering SCRAM without -PLUS gets gs2 "y":
+        a real server that did offer -PLUS can tell CAPA was tampered
+        with (RFC 5802 §6)."""
+        ca, cert, key = make_pki(self.env.cli / "tls")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        srv = self.fake(scram="SCRAM-SHA-1", tls=ctx)
+        r = self.fetch("--cafile", str(ca), "-v", tls="stls", port=srv.port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("with SCRAM-SHA-1", r.stderr)
+        self.assertTrue(srv.auth[0][1].startswith("y,,n=alice,r="), srv.auth)
+
+    def test_scram_server_must_prove(self):
+        """Mutual authentication: a server with a wrong signature, or one
+        that says +OK without any, is refused (exit 77) and nothing is
+        fetched from it."""
+        for mode in ("bad_sig", "no_proof", "ok_at_once"):
+            with self.subTest(mode=mode):
+                srv = self.fake(scram="SCRAM-SHA-256", scram_mode=mode)
+                r = self.fetch("--no-cleartext", port=srv.port)
+                self.assertEqual(r.returncode, 77, r.stderr)
+                self.assertIn("prov", r.stderr)
+                self.assertEqual(local_messages(self.inbox), [])
+                self.assertNotIn("UIDL", srv.cmds)
+
+    def test_scram_iteration_bounds(self):
+        """RFC 7677 §4: fewer than 4096 iterations is refused, and so is a
+        count that would keep the client busy for minutes."""
+        for it in (4095, 20000000):
+            with self.subTest(iterations=it):
+                srv = self.fake(scram="SCRAM-SHA-256", scram_iter=it)
+                r = self.fetch("--no-cleartext", port=srv.port)
+                self.assertEqual(r.returncode, 65, r.stderr)
+                self.assertIn("iteration", r.stderr)
+                self.assertEqual(len(srv.auth), 1)
+
     def test_no_pipelining(self):
         """One command at a time when PIPELINING is not offered; each
         message committed before its DELE."""
@@ -762,6 +957,32 @@ class FetchFakeServerTest(FetchCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(local_messages(self.inbox), sorted(msgs))
         self.assertEqual(srv.deleted, set(range(4)))
+
+
+    def test_session_timeout(self):
+        """A server that trickles a message an octet at a time, never
+        silent for --timeout, is left at --session-timeout: exit 75, the
+        messages before it kept, nothing deleted that is not stored; the
+        next run gets the rest."""
+        msgs = [simple_message(f"tr {i}") for i in range(3)]
+        srv = self.fake(msgs=msgs, trickle_at=1)
+        args = self.fetch_args("--auth", "user", "--deadline", "3", port=srv.port)
+        args[args.index("--timeout") + 1] = "2"
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertIn("session_timeout (3 s)", r.stderr)
+        self.assertEqual(local_messages(self.inbox), msgs[:1])
+        self.assertEqual(srv.deleted, set())
+        srv.trickle_at = None
+        r = self.fetch("--auth", "user", "--session-timeout", "1m", port=srv.port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(local_messages(self.inbox), sorted(msgs))
+        self.assertEqual(srv.deleted, {0, 1, 2})
+
+    def test_session_timeout_setting(self):
+        r = self.fetch("--session-timeout", "0", port=1)
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn("session_timeout", r.stderr)
 
 
 class FetchExactlyOnceTest(FetchCase):

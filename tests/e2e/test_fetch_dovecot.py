@@ -21,6 +21,19 @@ PW = "dove-pass"
 DOVECOT = "/usr/sbin/dovecot"
 
 
+def scram_sha256(password, iterations=4096):
+    """Dovecot's stored form of a SCRAM-SHA-256 verifier (no password):
+    {SCRAM-SHA-256}iter,salt,StoredKey,ServerKey in base64."""
+    import base64, hashlib, hmac
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    ck = hmac.new(salted, b"Client Key", "sha256").digest()
+    sk = hmac.new(salted, b"Server Key", "sha256").digest()
+    b = lambda x: base64.b64encode(x).decode()
+    return (f"{{SCRAM-SHA-256}}{iterations},{b(salt)},"
+            f"{b(hashlib.sha256(ck).digest())},{b(sk)}")
+
+
 class Dovecot:
     """A Dovecot master started by this test (pop3 only)."""
 
@@ -33,7 +46,8 @@ class Dovecot:
         self.port, self.tls_port = free_port(), free_port()
         pw = pwd.getpwnam(UNPRIV_USER)
         self.uid, self.gid = pw.pw_uid, pw.pw_gid
-        (self.dir / "passwd").write_text(f"alice:{{PLAIN}}{PW}::::::\n")
+        (self.dir / "passwd").write_text(f"alice:{{PLAIN}}{PW}::::::\n"
+                                         f"bob:{scram_sha256(PW)}::::::\n")
         ca, cert, key = tls
         self.conf = self.dir / "dovecot.conf"
         self.conf.write_text(f"""# Dovecot POP3 for test_fetch_dovecot.py
@@ -46,7 +60,7 @@ ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
 disable_plaintext_auth = no
-auth_mechanisms = plain login cram-md5 apop
+auth_mechanisms = plain login cram-md5 apop scram-sha-1 scram-sha-256
 auth_failure_delay = 0
 first_valid_uid = 1
 passdb {{
@@ -157,20 +171,22 @@ class FetchDovecotTest(PoboxTestCase):
                               text=True, timeout=120)
 
     def test_each_mechanism(self):
-        for mech in ("user", "plain", "login", "cram-md5", "apop"):
+        for mech in ("user", "plain", "login", "cram-md5", "apop", "scram-sha-1",
+                     "scram-sha-256"):
             with self.subTest(mech=mech):
                 r = self.fetch("--keep", "--auth", mech, "-v", "--account", mech)
                 self.assertEqual(r.returncode, 0, r.stderr)
                 self.assertIn(f"with {mech.upper()}", r.stderr)
-        self.assertEqual(local_messages(self.inbox), sorted(self.msgs * 5))
+        self.assertEqual(local_messages(self.inbox), sorted(self.msgs * 7))
         self.assertEqual(self.dv.count(), 3)
 
     def test_auto_mechanism(self):
-        # Without TLS and without cleartext allowed: CRAM-MD5 is chosen.
+        # Without TLS and without cleartext allowed: SCRAM-SHA-256 (Dovecot
+        # 2.3 offers no -PLUS) is chosen.
         args = [a for a in self.fetch_args("-v") if a != "--allow-cleartext"]
         r = subprocess.run(args, capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("with CRAM-MD5", r.stderr)
+        self.assertIn("with SCRAM-SHA-256", r.stderr)
         self.assertEqual(local_messages(self.inbox), sorted(self.msgs))
         self.assertEqual(self.dv.count(), 0)
 
@@ -178,7 +194,27 @@ class FetchDovecotTest(PoboxTestCase):
         self.pwfile.write_text("wrong\n")
         r = self.fetch()
         self.assertEqual(r.returncode, 77, r.stderr)
+        self.assertIn("SCRAM-SHA-256", r.stderr)
+        r = self.fetch("--auth", "cram-md5")
+        self.assertEqual(r.returncode, 77, r.stderr)
         self.assertEqual(self.dv.count(), 3)
+
+    def test_scram_stored_verifier(self):
+        """bob's passdb entry holds only SCRAM-SHA-256 keys: SCRAM logs in
+        (under TLS with gs2 "y", Dovecot 2.3 having no -PLUS)."""
+        self.dv.deliver(self.msgs[:1], user="bob")
+        for tls, port in (("none", None), ("implicit", self.dv.tls_port)):
+            with self.subTest(tls=tls):
+                args = self.fetch_args("-v", "--cafile", str(self.ca), tls=tls,
+                                       port=port)
+                args[args.index("--user") + 1] = "bob"
+                args[args.index("--state-dir") + 1] += "-" + tls
+                args = [a for a in args if a != "--allow-cleartext"]
+                r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+                self.assertIn(r.returncode, (0, 1), r.stderr)
+                self.assertIn("with SCRAM-SHA-256", r.stderr)
+        self.assertEqual(local_messages(self.inbox), self.msgs[:1])
+        self.assertEqual(self.dv.count("bob"), 0)
 
     def test_stls_and_implicit(self):
         r = self.fetch("--keep", "--cafile", str(self.ca), "--auth", "plain", tls="stls")

@@ -20,6 +20,7 @@
 
 #include "lib/buf.h"
 #include "lib/conn.h"
+#include "lib/tls.h"
 #include "lib/ioloop.h"
 
 #define BIG (2 * 1024 * 1024)
@@ -609,11 +610,13 @@ test_tls_key_update(void **state)
 	assert_null(conn_tls_error(t->c));
 }
 
-/* The client's view of the channel binding data (RFC 9266, RFC 5929). */
+/* The client's view of the channel binding data (RFC 9266, RFC 5929),
+ * computed directly and by tls_channel_binding. */
 struct cb_client {
 	int fd;
 	int max_version;
 	const EVP_MD *cb_md;     /* RFC 5929 §4.1's choice for the certificate */
+	bool no_ems;            /* TLS 1.2 without the extended master secret */
 	unsigned char exporter[32];
 	unsigned char endpoint[EVP_MAX_MD_SIZE];
 	unsigned endpoint_len;
@@ -629,6 +632,8 @@ cb_client_main(void *arg)
 	char ch;
 
 	SSL_CTX_set_max_proto_version(ctx, k->max_version);
+	if (k->no_ems)
+		SSL_CTX_set_options(ctx, SSL_OP_NO_EXTENDED_MASTER_SECRET);
 	ssl = SSL_new(ctx);
 	SSL_set_fd(ssl, k->fd);
 	if (SSL_connect(ssl) != 1)
@@ -638,6 +643,15 @@ cb_client_main(void *arg)
 		goto out;
 	if (X509_digest(SSL_get0_peer_certificate(ssl), k->cb_md, k->endpoint,
 	    &k->endpoint_len) != 1)
+		goto out;
+	/* The client side of tls_channel_binding (pobox fetch's SCRAM-PLUS)
+	 * gives the same: the exporter, and the peer's certificate hash. */
+	unsigned char mine[TLS_CB_MAX];
+	if (k->no_ems ? tls_channel_binding(ssl, TLS_CB_EXPORTER, mine) != 0 :
+	    (tls_channel_binding(ssl, TLS_CB_EXPORTER, mine) != 32 ||
+	    memcmp(mine, k->exporter, 32) != 0) ||
+	    tls_channel_binding(ssl, TLS_CB_SERVER_END_POINT, mine) != k->endpoint_len ||
+	    memcmp(mine, k->endpoint, k->endpoint_len) != 0)
 		goto out;
 	if (SSL_write(ssl, "x", 1) != 1 || SSL_read(ssl, &ch, 1) != 1)
 		goto out;
@@ -651,9 +665,10 @@ out:
 
 static void
 channel_binding_md(struct tc *t, int max_version, const EVP_MD *sign_md,
-    const EVP_MD *cb_md)
+    const EVP_MD *cb_md, bool no_ems)
 {
-	struct cb_client k = { .fd = t->peer, .max_version = max_version, .cb_md = cb_md };
+	struct cb_client k = { .fd = t->peer, .max_version = max_version,
+	    .cb_md = cb_md, .no_ems = no_ems };
 	unsigned char cb[CONN_CB_MAX];
 	SSL_CTX *ctx = tls_server_ctx_md(sign_md);
 	pthread_t th;
@@ -665,8 +680,13 @@ channel_binding_md(struct tc *t, int max_version, const EVP_MD *sign_md,
 	t->want_in = 1;
 	run(t, 5000);
 	assert_int_equal(t->tls_ready, 1);
-	assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_EXPORTER, cb), 32);
-	assert_memory_equal(cb, k.exporter, 32);
+	if (no_ems) {
+		/* RFC 9266 §3: not unique without EMS; only the end point. */
+		assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_EXPORTER, cb), 0);
+	} else {
+		assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_EXPORTER, cb), 32);
+		assert_memory_equal(cb, k.exporter, 32);
+	}
 	assert_int_equal(conn_tls_channel_binding(t->c, CONN_CB_TLS_SERVER_END_POINT, cb),
 	    k.endpoint_len);
 	assert_memory_equal(cb, k.endpoint, k.endpoint_len);
@@ -679,22 +699,30 @@ channel_binding_md(struct tc *t, int max_version, const EVP_MD *sign_md,
 }
 
 static void
-channel_binding(struct tc *t, int max_version)
+channel_binding(struct tc *t, int max_version, bool no_ems)
 {
-	channel_binding_md(t, max_version, EVP_sha256(), EVP_sha256());
+	channel_binding_md(t, max_version, EVP_sha256(), EVP_sha256(), no_ems);
 }
 
 static void
 test_tls_channel_binding_13(void **state)
 {
-	channel_binding(*state, TLS1_3_VERSION);
+	channel_binding(*state, TLS1_3_VERSION, false);
 }
 
 /* TLS 1.2 with the extended master secret (OpenSSL's default). */
 static void
 test_tls_channel_binding_12(void **state)
 {
-	channel_binding(*state, TLS1_2_VERSION);
+	channel_binding(*state, TLS1_2_VERSION, false);
+}
+
+/* TLS 1.2 without it: no tls-exporter on either side (pobox fetch then
+ * binds with tls-server-end-point). */
+static void
+test_tls_channel_binding_12_no_ems(void **state)
+{
+	channel_binding(*state, TLS1_2_VERSION, true);
 }
 
 /* RFC 5929 §4.1: a certificate signed with SHA-1 (or MD5) binds with
@@ -702,26 +730,26 @@ test_tls_channel_binding_12(void **state)
 static void
 test_tls_channel_binding_sha1_cert(void **state)
 {
-	channel_binding_md(*state, TLS1_3_VERSION, EVP_sha1(), EVP_sha256());
+	channel_binding_md(*state, TLS1_3_VERSION, EVP_sha1(), EVP_sha256(), false);
 }
 
 static void
 test_tls_channel_binding_sha384_cert(void **state)
 {
-	channel_binding_md(*state, TLS1_3_VERSION, EVP_sha384(), EVP_sha384());
+	channel_binding_md(*state, TLS1_3_VERSION, EVP_sha384(), EVP_sha384(), false);
 }
 
 static void
 test_tls_channel_binding_md5_cert(void **state)
 {
-	channel_binding_md(*state, TLS1_2_VERSION, EVP_md5(), EVP_sha256());
+	channel_binding_md(*state, TLS1_2_VERSION, EVP_md5(), EVP_sha256(), false);
 }
 
 /* RFC 5929 does not cover EdDSA; docs/sasl.md: SHA-512, as OpenSSL picks. */
 static void
 test_tls_channel_binding_ed25519_cert(void **state)
 {
-	channel_binding_md(*state, TLS1_3_VERSION, NULL, EVP_sha512());
+	channel_binding_md(*state, TLS1_3_VERSION, NULL, EVP_sha512(), false);
 }
 
 /* A client that speaks no TLS: the handshake fails with a reason. */
@@ -758,6 +786,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_tls_channel_binding_ed25519_cert, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_tls_channel_binding_sha1_cert, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_tls_channel_binding_12_no_ems, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_output, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),

@@ -168,6 +168,11 @@ test_capa(void **state)
 	assert_int_equal(capa.expire, 31);
 	assert_int_equal(capa.login_delay, 900);
 	assert_string_equal(capa.implementation, "pobox 0.1");
+	/* -PLUS names are their own mechanisms; a prefix is not a match. */
+	capa.sasl = 0;
+	pop3c_capa_line(&capa, "SASL scram-sha-1-plus SCRAM-SHA-256-PLUS SCRAM-SHA-256-PLU");
+	assert_int_equal(capa.sasl, POP3C_SASL_SCRAM_SHA_1_PLUS |
+	    POP3C_SASL_SCRAM_SHA_256_PLUS);
 	pop3c_capa_line(&capa, "EXPIRE NEVER");
 	assert_int_equal(capa.expire, -1);
 	pop3c_capa_line(&capa, "EXPIRE 99999999999");
