@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -34,6 +35,7 @@ struct ft_staged {
 struct ftarget {
 	enum fetch_target kind;
 	int tmpfd, newfd;       /* Maildir: tmp/ and new/ */
+	int mdafd;              /* MDA: the message spool, reused */
 	struct ft_staged *staged;
 	size_t nstaged, capstaged;
 	char *path;             /* Maildir, mbox, or the MDA command */
@@ -73,7 +75,7 @@ ftarget_open(const struct fetch_account *a, const char *spool, char **error_r)
 	t->kind = a->target;
 	t->path = xstrdup(a->target_arg);
 	t->spool = xstrdup(spool);
-	t->tmpfd = t->newfd = -1;
+	t->tmpfd = t->newfd = t->mdafd = -1;
 	ft_host(t->host, sizeof(t->host));
 	if (t->kind == FETCH_MAILDIR) {
 		for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
@@ -131,6 +133,8 @@ ftarget_close(struct ftarget **tp)
 		close((*tp)->tmpfd);
 	if ((*tp)->newfd >= 0)
 		close((*tp)->newfd);
+	if ((*tp)->mdafd >= 0)
+		close((*tp)->mdafd);
 	free((*tp)->path);
 	free((*tp)->spool);
 	free(*tp);
@@ -159,55 +163,53 @@ ft_ref(struct ftarget *t)
 	    (unsigned long long)rnd, t->host);
 }
 
-/* The message is spooled to an unlinked temp file first, so the MDA
- * never sees a message cut by a lost connection; then it is the MDA's
- * stdin. */
+/* The message is spooled first, so the MDA never sees a message cut by a
+ * lost connection; then it is the MDA's stdin. The spool is one memfd
+ * for the run, emptied per message: no file made and removed per message
+ * (as tmpfile(3) would), and it never reaches a disk. */
 static int
 ft_mda(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
     ftarget_pending_fn *pending, void *pctx, const char **error_r)
 {
 	char *ref;
 	char buf[65536];
-	int fd, status;
+	int status;
 	ssize_t got;
 	pid_t pid;
-	FILE *f;
 
-	if ((f = tmpfile()) == NULL) {
-		*error_r = "cannot create a temporary file for the MDA";
+	if (t->mdafd < 0 && (t->mdafd = memfd_create("pobox-fetch-mda", MFD_CLOEXEC)) < 0) {
+		*error_r = "cannot create the spool for the MDA";
 		return 1;
 	}
-	fd = fileno(f);
+	if (ftruncate(t->mdafd, 0) < 0 || lseek(t->mdafd, 0, SEEK_SET) < 0) {
+		*error_r = "cannot reset the spool for the MDA";
+		return 1;
+	}
 	while ((got = rd(ctx, buf, sizeof(buf))) > 0)
-		if (write(fd, buf, (size_t)got) != got) {
-			fclose(f);
-			*error_r = "cannot write the temporary file for the MDA";
+		if (write(t->mdafd, buf, (size_t)got) != got) {
+			*error_r = "cannot write the spool for the MDA";
 			return 1;
 		}
 	if (got < 0) {
-		fclose(f);
 		*error_r = "connection lost during the message";
 		return 1;
 	}
 	ref = ft_ref(t);
 	if (pending(pctx, ref) < 0) {
 		free(ref);
-		fclose(f);
 		return -2;
 	}
 	free(ref);
-	if (lseek(fd, 0, SEEK_SET) < 0 || (pid = fork()) < 0) {
-		fclose(f);
+	if (lseek(t->mdafd, 0, SEEK_SET) < 0 || (pid = fork()) < 0) {
 		*error_r = "fork failed";
 		return 1;
 	}
 	if (pid == 0) {
 		signal(SIGPIPE, SIG_DFL);
-		dup2(fd, 0);
+		dup2(t->mdafd, 0);   /* fd 0 is not close-on-exec */
 		execl("/bin/sh", "sh", "-c", t->path, (char *)NULL);
 		_exit(127);
 	}
-	fclose(f);
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
