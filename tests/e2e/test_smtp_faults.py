@@ -203,12 +203,13 @@ class SmtpWorkersTest(PoboxTestCase):
         ts = [threading.Thread(target=stream, args=(k * 1000,)) for k in range(3)]
         for t in ts:
             t.start()
-        wait_for(lambda: len(acked) >= 10, "some deliveries")
+        wait_for(lambda: len(acked) >= 10, "some deliveries", timeout=60)
         os.kill(kids[0], signal.SIGKILL)
         wait_for(lambda: len(children(d.pid)) == 2 and children(d.pid) != kids,
-                 "a replacement worker")
+                 "a replacement worker", timeout=60)
         n = len(acked)
-        wait_for(lambda: len(acked) >= n + 10, "deliveries after the kill")
+        wait_for(lambda: len(acked) >= n + 10, "deliveries after the kill",
+                 timeout=60)
         stop.set()
         for t in ts:
             t.join(TIMEOUT * 3)
