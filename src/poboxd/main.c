@@ -33,6 +33,7 @@
 #include "lib/ioloop.h"
 #include "lib/log.h"
 #include "lib/ipc.h"
+#include "lib/sandbox.h"
 #include "lib/tls.h"
 #include "lib/workq.h"
 #include "poboxd/authproto.h"
@@ -730,6 +731,32 @@ serve(struct server *srv, unsigned worker, int auth_sock)
 
 static struct authd *auth_role;
 
+/* What the auth process may do once set up: its loop (epoll, signalfd,
+ * the workq's eventfd, timers), memory, threads (the hashes), IPC with
+ * fd passing, memfds for the user table, re-reading the configuration,
+ * aliases, JWKS and passwd files (SIGHUP, and the passwd file's change
+ * check), the clock and randomness, logging (stderr, or syslog over an
+ * AF_UNIX socket: socket(2) is limited to AF_UNIX in sandbox.c). No
+ * exec, no network sockets, no ioctl, no ptrace, no chmod, unlink or
+ * rename. Taken from strace of logins of every kind, SIGHUP and a
+ * passwd file change (test_privsep runs them under the filter). */
+static const char *const auth_syscalls[] = {
+	"read", "write", "readv", "writev", "pread64", "close", "lseek",
+	"openat", "open", "fstat", "newfstatat", "stat", "lstat", "statx",
+	"access", "faccessat", "faccessat2", "fcntl", "dup", "dup3",
+	"mmap", "munmap", "mremap", "mprotect", "brk", "madvise",
+	"futex", "set_robust_list", "rseq", "clone", "clone3", "exit", "exit_group",
+	"restart_syscall", "sched_yield",
+	"epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+	"poll", "ppoll", "eventfd2", "signalfd4",
+	"rt_sigprocmask", "rt_sigaction", "rt_sigreturn", "tgkill",
+	"sendmsg", "recvmsg", "sendto", "socket", "connect",
+	"memfd_create", "getrandom", "clock_gettime", "gettimeofday", "time",
+	"nanosleep", "clock_nanosleep", "getpid", "gettid", "getppid",
+	"getuid", "geteuid", "getgid", "getegid", "uname",
+	NULL,
+};
+
 static void
 auth_on_signal(void *ctx, int signo)
 {
@@ -792,6 +819,15 @@ authd_main(struct server *srv, int ctl)
 		ioloop_add_signal(srv->loop, signals[i], auth_on_signal, srv);
 	auth_role = authd_new(srv->loop, server_config_ref(srv->config), db,
 	    srv->sasl_secret, sizeof(srv->sasl_secret), srv->hostname);
+	/* Set up (threads started, files read): from here on the process
+	 * holding every hash can only do what serving logins needs. */
+	if (sandbox_seccomp(auth_syscalls, &error) < 0) {
+		log_error("event=startup role=auth error=\"%s\"", error);
+		free(error);
+		authd_free(&auth_role);
+		ioloop_free(&srv->loop);
+		return 1;
+	}
 	ipc_out_init(&o, AUTHP_READY, 0);
 	if (ipc_send(ctl, &o, -1) < 0) {
 		authd_free(&auth_role);

@@ -4,6 +4,7 @@ groups, NoNewPrivs, /proc/PID/root), the passwd file out of the serving
 processes' reach (tried from inside them through the POBOXD_TEST_OPEN
 hook), the auth process replaced when it dies, and --single-process."""
 
+import base64
 import os
 import pwd
 import signal
@@ -32,6 +33,7 @@ def wait_for(cond, what, timeout=10):
 
 
 class PrivsepTest(PoboxTestCase):
+    """Also run as non-root: the roles split the same, without the uids."""
 
     def setUp(self):
         super().setUp()
@@ -73,7 +75,40 @@ class PrivsepTest(PoboxTestCase):
             for t in os.listdir(f"/proc/{pid}/task"):
                 tst = proc_status(f"{pid}/task/{t}")
                 self.assertEqual(ids(tst, "Uid"), [pw.pw_uid] * 4)
+                if pid in roles["auth"]:
+                    # seccomp filter mode, on every thread (TSYNC).
+                    self.assertEqual(tst["Seccomp"], "2", f"auth thread {t}")
         self.assertNotEqual(auth.pw_uid, serv.pw_uid)
+
+    def test_auth_process_is_sandboxed(self):
+        # A seccomp allowlist (lib/sandbox.c) once the passwd file is
+        # loaded: every kind of login, a reload and a passwd change still
+        # work under it (a call off the list would kill the process).
+        self.env.add_user_line("bob", PW, extra="apop=bob-secret")
+        d, roles = self.start(apop="yes", sasl_mechanisms="PLAIN SCRAM-SHA-256 CRAM-MD5")
+        auth = roles["auth"][0]
+        st = proc_status(auth)
+        self.assertEqual((st["Seccomp"], st["NoNewPrivs"]), ("2", "1"))
+        self.login_ok()
+        self.login_ok()           # the cache
+        with self.env.connect() as c:
+            c.ok("USER alice")
+            self.assertTrue(c.cmd("PASS wrong").startswith("-ERR"))
+        with self.env.connect() as c:
+            r = c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0" + PW.encode()).decode())
+            self.assertTrue(r.startswith("+OK"), r)
+        with self.env.connect() as c:
+            r = c.cmd("AUTH SCRAM-SHA-256 " +
+                      base64.b64encode(b"n,,n=alice,r=0123456789abcdef").decode())
+            self.assertTrue(r.startswith("+ "), r)
+            c.cmd("*")
+        self.env.add_user("carol", PW)     # the passwd file changes
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("auth_reloaded")
+        with self.env.connect() as c:
+            c.login("carol", PW)
+        self.assertEqual(d.roles()["auth"], [auth])
+        self.assertEqual(self.env.events("auth_died"), [])
 
     @unittest.skipUnless(IS_ROOT, "file permissions bind only below root")
     def test_serving_process_cannot_open_passwd_file(self):
