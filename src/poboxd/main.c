@@ -89,9 +89,10 @@ server_config_unref(struct server_config **cp)
 	free(c);
 }
 
-/* tls: false in the auth process, which holds no private key. */
+/* full: false in the auth process, which needs the settings only: no
+ * TLS key, no aliases, no JWKS (files it need not be able to read). */
 static struct server_config *
-config_read(const char *path, bool tls, char **error_r)
+config_read(const char *path, bool full, char **error_r)
 {
 	struct server_config *c = xcalloc(1, sizeof(*c));
 	char *tls_error = NULL;
@@ -103,6 +104,8 @@ config_read(const char *path, bool tls, char **error_r)
 	}
 	c->refs = 1;
 	c->expire_days = settings_expire_days(&c->set);
+	if (!full)
+		return c;
 	if (c->set.aliases_file[0] != '\0' &&
 	    aliases_load(c->set.aliases_file, &c->aliases, error_r) < 0) {
 		server_config_unref(&c);
@@ -113,7 +116,7 @@ config_read(const char *path, bool tls, char **error_r)
 		return NULL;
 	}
 	/* Certificates are read here, so a SIGHUP picks up renewed ones. */
-	if (tls && c->set.tls_cert[0] != '\0' &&
+	if (c->set.tls_cert[0] != '\0' &&
 	    (c->tls_ctx = tls_ctx_new(c->set.tls_cert, c->set.tls_key,
 	    (enum tls_min)c->set.tls_min_version, c->set.tls_ciphers, &tls_error)) == NULL) {
 		*error_r = xasprintf("%s: %s", path, tls_error);
@@ -439,11 +442,11 @@ on_terminate(void *ctx, int signo)
  * role) the passwd file it names, both or neither. 0 / -1 (logged). */
 static int
 reload_read(const struct server *srv, struct server_config **c_r, struct passwd_db **db_r,
-    bool tls)
+    bool full)
 {
 	char *error = NULL;
 
-	if ((*c_r = config_read(srv->config_path, tls, &error)) == NULL) {
+	if ((*c_r = config_read(srv->config_path, full, &error)) == NULL) {
 		log_error("event=reload_failed error=\"%s\"", error);
 		free(error);
 		return -1;
@@ -806,8 +809,11 @@ authd_main(struct server *srv, int ctl)
 	struct ipc_out o;
 	char *error = NULL;
 
-	/* The master's TLS keys are no business of this process. */
+	/* The master's TLS keys, aliases and JWKS are no business of this
+	 * process (nor are they re-read here on SIGHUP). */
 	tls_ctx_free(&srv->config->tls_ctx);
+	aliases_free(&srv->config->aliases);
+	jwks_free(&srv->config->jwks);
 	if (passwd_db_open(srv->config->set.passwd_file, srv->config->set.mail_root,
 	    &db, &error) < 0) {
 		log_error("event=startup role=auth error=\"%s\"", error);

@@ -111,6 +111,29 @@ class PrivsepTest(PoboxTestCase):
         self.assertEqual(self.env.events("auth_died"), [])
 
     @unittest.skipUnless(IS_ROOT, "file permissions bind only below root")
+    def test_auth_reload_needs_only_its_files(self):
+        # The aliases file is the serving user's alone: a SIGHUP reloads
+        # auth (settings and passwd file) without it, and the workers
+        # (which resolve aliases) with it.
+        aliases = self.env.srv / "aliases"
+        aliases.write_text("postmaster@example.org: alice\n")
+        lport = free_port()
+        self.env.write_config(aliases_file=aliases, local_domains="example.org",
+                              lmtp_listen=f"127.0.0.1:{lport}")
+        os.chmod(aliases, 0o600)
+        d, roles = self.start()
+        self.env.passwd = self.env.srv / "passwd.new"
+        self.env.write_config()
+        os.chmod(aliases, 0o600)
+        self.env.add_user("dora", PW)
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("auth_reloaded")
+        self.env.wait_event("reloaded")
+        self.assertEqual(self.env.events("reload_failed"), [])
+        with self.env.connect() as c:
+            c.login("dora", PW)
+
+    @unittest.skipUnless(IS_ROOT, "file permissions bind only below root")
     def test_serving_process_cannot_open_passwd_file(self):
         md = self.env.maildir("alice")
         msg = next((md / "new").iterdir())
