@@ -288,9 +288,11 @@ struct ipc_chan {
 	void *ctx;
 	struct ipc_queued *head, *tail;
 	unsigned queued;
-	bool dead;        /* on_close was called */
+	bool dead;        /* failed: on_close is due or done */
 	bool in_callback; /* a free requested now waits for the return */
 	bool free_later;
+	struct timer *report; /* on_close, from the loop */
+	const char *why;
 };
 
 static void chan_io(void *ctx, unsigned events);
@@ -321,6 +323,7 @@ chan_destroy(struct ipc_chan *c)
 			close(q->fd);
 		free(q);
 	}
+	timer_remove(&c->report);
 	io_remove(&c->io);
 	if (c->sock >= 0)
 		close(c->sock);
@@ -342,15 +345,32 @@ ipc_chan_free(struct ipc_chan **cp)
 	chan_destroy(c);
 }
 
-/* Reports the end once; the owner frees the channel. */
+static void
+chan_report(void *ctx)
+{
+	struct ipc_chan *c = ctx;
+
+	c->report = NULL;
+	c->in_callback = true;
+	c->cb.on_close(c->ctx, c->why);
+	c->in_callback = false;
+	if (c->free_later)
+		chan_destroy(c);
+}
+
+/* Reports the end once, from the loop: never from inside ipc_chan_send,
+ * where the owner may be walking a list the report would change (auth
+ * pushing a table to every client, one of them just gone). The owner
+ * frees the channel. */
 static void
 chan_fail(struct ipc_chan *c, const char *why)
 {
 	if (c->dead)
 		return;
 	c->dead = true;
+	c->why = why;
 	io_set_events(c->io, 0);
-	c->cb.on_close(c->ctx, why);
+	c->report = timer_add(c->loop, 0, chan_report, c);
 }
 
 static void

@@ -73,8 +73,8 @@ int ipc_recv(int sock, struct ipc_msg *m);
 
 /* The event-driven end of a channel: messages are queued when the socket
  * is full and sent as it drains; each received message goes to on_msg;
- * on_close runs once when the peer is gone or sent something malformed
- * (then the channel is dead: the owner frees it). */
+ * on_close runs once, from the loop, when the peer is gone or sent
+ * something malformed (then the channel is dead: the owner frees it). */
 struct ioloop;
 struct ipc_chan;
 struct ipc_chan_callbacks {
@@ -85,7 +85,8 @@ struct ipc_chan_callbacks {
 struct ipc_chan *ipc_chan_new(struct ioloop *loop, int sock,
     const struct ipc_chan_callbacks *cb, void *ctx);
 /* Queues o (and a dup of fd when fd >= 0). 0 / -1 (overflowed message,
- * dead channel or queue full; the channel then reports on_close). */
+ * dead channel or queue full). A channel that fails here reports
+ * on_close later, from the loop, never from inside this call. */
 int ipc_chan_send(struct ipc_chan *c, const struct ipc_out *o, int fd);
 void ipc_chan_free(struct ipc_chan **c);
 

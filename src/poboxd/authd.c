@@ -139,8 +139,10 @@ static void
 push_table(struct authd *a)
 {
 	a->serial = passwd_db_serial(a->db);
-	for (struct authd_client *c = a->clients; c != NULL; c = c->next)
+	for (struct authd_client *c = a->clients, *next; c != NULL; c = next) {
+		next = c->next;
 		send_table(a, c);
+	}
 }
 
 /* Re-reads the passwd file if it changed (at most once a second); the

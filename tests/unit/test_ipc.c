@@ -228,6 +228,35 @@ test_chan_queue(void **state)
 	close(pfd[1]);
 }
 
+/* A send that finds the peer gone does not report it from inside the
+ * call (the caller may be walking its list of channels): the loop does. */
+static void
+test_chan_failure_reported_from_loop(void **state)
+{
+	struct chan_state st = { 0 };
+	static const struct ipc_chan_callbacks cb = { on_msg, on_close };
+	struct ipc_chan *a;
+	struct ipc_out o;
+	int sv[2];
+
+	st.loop = ioloop_new();
+	assert_int_equal(ipc_socketpair(sv), 0);
+	a = ipc_chan_new(st.loop, sv[0], &cb, &st);
+	close(sv[1]);
+	ipc_out_init(&o, 1, 0);
+	ipc_put_str(&o, "payload");
+	(void)ipc_chan_send(a, &o, -1);
+	(void)ipc_chan_send(a, &o, -1);
+	assert_false(st.closed);
+	struct timer *t = timer_add(st.loop, 10000, stop_loop, st.loop);
+	ioloop_run(st.loop);
+	assert_true(st.closed);
+	timer_remove(&t);
+	assert_int_equal(ipc_chan_send(a, &o, -1), -1);
+	ipc_chan_free(&a);
+	ioloop_free(&st.loop);
+}
+
 int
 main(void)
 {
@@ -237,6 +266,7 @@ main(void)
 		cmocka_unit_test(test_decode_rejects),
 		cmocka_unit_test(test_recv_rejects),
 		cmocka_unit_test(test_chan_queue),
+		cmocka_unit_test(test_chan_failure_reported_from_loop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
