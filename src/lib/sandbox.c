@@ -14,21 +14,12 @@
 
 #include "lib/util.h"
 
-int
-sandbox_seccomp(const char *const *names, char **error_r)
+static int
+add_rules(scmp_filter_ctx ctx, const char *const *names, char **error_r)
 {
-	scmp_filter_ctx ctx;
 	int rc;
 
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-		*error_r = xasprintf("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
-		return -1;
-	}
-	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL) {
-		*error_r = xstrdup("seccomp_init failed");
-		return -1;
-	}
-	for (const char *const *n = names; *n != NULL; n++) {
+	for (const char *const *n = names; n != NULL && *n != NULL; n++) {
 		int nr = seccomp_syscall_resolve_name(*n);
 
 		if (nr == __NR_SCMP_ERROR)
@@ -41,11 +32,37 @@ sandbox_seccomp(const char *const *names, char **error_r)
 			rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
 		if (rc < 0) {
 			*error_r = xasprintf("seccomp rule for %s: %s", *n, strerror(-rc));
-			seccomp_release(ctx);
 			return -1;
 		}
 	}
-	/* The hashing threads exist already: they get the filter too. */
+	return 0;
+}
+
+int
+sandbox_seccomp(const char *const *names, char **error_r)
+{
+	return sandbox_seccomp2(names, NULL, error_r);
+}
+
+int
+sandbox_seccomp2(const char *const *names, const char *const *more, char **error_r)
+{
+	scmp_filter_ctx ctx;
+	int rc;
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		*error_r = xasprintf("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+		return -1;
+	}
+	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL) {
+		*error_r = xstrdup("seccomp_init failed");
+		return -1;
+	}
+	if (add_rules(ctx, names, error_r) < 0 || add_rules(ctx, more, error_r) < 0) {
+		seccomp_release(ctx);
+		return -1;
+	}
+	/* Threads that exist already (hashes, deliveries) get it too. */
 	if ((rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1)) < 0 ||
 	    (rc = seccomp_load(ctx)) < 0) {
 		*error_r = xasprintf("seccomp_load: %s", strerror(-rc));

@@ -11,5 +11,8 @@
  * this architecture lacks are skipped; "socket" is allowed for AF_UNIX
  * only. 0 / -1 with *error_r. */
 int sandbox_seccomp(const char *const *names, char **error_r);
+/* The same with a second list (may be NULL) allowed on top. */
+int sandbox_seccomp2(const char *const *names, const char *const *more,
+    char **error_r);
 
 #endif

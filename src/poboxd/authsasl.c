@@ -538,6 +538,15 @@ oauth_start(struct session *s, struct authsasl *x, const char *token)
 		free(user);
 		return;
 	}
+	if (session_server(s)->sandboxed) {
+		/* Configured by a SIGHUP after the filter went on: exec is off
+		 * the list, the verifier would kill the worker. */
+		log_error("session=%s event=login_tempfail reason=oauth_verifier "
+		    "note=\"oauth_verify_command needs a restart\"", session_id(s));
+		authsasl_abort(s);
+		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
+		return;
+	}
 	job = xcalloc(1, sizeof(*job));
 
 	job->session = s;

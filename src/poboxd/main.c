@@ -648,6 +648,73 @@ test_open_hook(const char *role)
 	free(copy);
 }
 
+/* What the auth process may do once set up: its loop (epoll, signalfd,
+ * the workq's eventfd, timers), memory, threads (the hashes), IPC with
+ * fd passing, memfds for the user table, re-reading the configuration,
+ * aliases, JWKS and passwd files (SIGHUP, and the passwd file's change
+ * check), the clock and randomness, logging (stderr, or syslog over an
+ * AF_UNIX socket: socket(2) is limited to AF_UNIX in sandbox.c). No
+ * exec, no network sockets, no ioctl, no ptrace, no chmod, unlink or
+ * rename. Taken from strace of logins of every kind, SIGHUP and a
+ * passwd file change (test_privsep runs them under the filter). */
+static const char *const auth_syscalls[] = {
+	"read", "write", "readv", "writev", "pread64", "close", "lseek",
+	"openat", "open", "fstat", "newfstatat", "stat", "lstat", "statx",
+	"access", "faccessat", "faccessat2", "fcntl", "dup", "dup3",
+	"mmap", "munmap", "mremap", "mprotect", "brk", "madvise",
+	"futex", "set_robust_list", "rseq", "clone", "clone3", "exit", "exit_group",
+	"restart_syscall", "sched_yield",
+	"epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+	"poll", "ppoll", "eventfd2", "signalfd4",
+	"rt_sigprocmask", "rt_sigaction", "rt_sigreturn", "tgkill",
+	"sendmsg", "recvmsg", "sendto", "socket", "connect",
+	"memfd_create", "getrandom", "clock_gettime", "gettimeofday", "time",
+	"nanosleep", "clock_nanosleep", "getpid", "gettid", "getppid",
+	"getuid", "geteuid", "getgid", "getegid", "uname",
+	NULL,
+};
+
+/* What a worker may do once set up (privsep): the auth process's list
+ * plus serving clients (accept, socket options, shutdown) and Maildirs
+ * (link, rename, unlink, mkdir, fsync, flock, utimensat for LOGIN-DELAY,
+ * directory reads, O_TMPFILE spools). No exec (so no OAuth verifier
+ * command: with one configured the worker runs without the filter, as
+ * the verifier would inherit it), no network socket of its own, no
+ * ptrace, no chmod/chown, no ioctl. The list for the login role after
+ * the split will be far shorter (no files at all). */
+static const char *const worker_syscalls[] = {
+	"accept4", "accept", "setsockopt", "getsockopt", "getsockname",
+	"getpeername", "shutdown", "recvfrom",
+	"link", "linkat", "rename", "renameat", "renameat2", "unlink", "unlinkat",
+	"mkdir", "mkdirat", "fsync", "fdatasync", "flock", "utimensat",
+	"getdents64", "fstatfs", "statfs", "ftruncate", "pwrite64", "umask",
+	"fadvise64", "readlink",
+	"sched_getaffinity", "sigaltstack",
+	NULL,
+};
+
+/* Privsep only (-X stays as it was); 0 / -1 (logged). */
+static int
+worker_sandbox(struct server *srv)
+{
+	char *error = NULL;
+
+	if (srv->authd_local)
+		return 0;
+	if (srv->config->set.oauth_verify_command[0] != '\0') {
+		log_warn("event=sandbox_skipped reason=oauth_verify_command "
+		    "note=\"the verifier would inherit the seccomp filter\"");
+		return 0;
+	}
+	if (sandbox_seccomp2(auth_syscalls, worker_syscalls, &error) < 0) {
+		log_error("event=startup error=\"%s\"", error);
+		free(error);
+		return -1;
+	}
+	srv->sandboxed = true;
+	return 0;
+}
+
 /* One serving process: the event loop over this worker's listeners.
  * auth_sock: its channel to the auth process; -1: --single-process, the
  * auth role runs here, on srv->db. */
@@ -700,6 +767,8 @@ serve(struct server *srv, unsigned worker, int auth_sock)
 			    listeners[i].kind == LISTEN_LMTP ? " proto=lmtp" : "");
 	}
 	sweep_timer = timer_add(srv->loop, SWEEP_INTERVAL_MS, on_sweep, srv);
+	if (worker_sandbox(srv) < 0)
+		return 1;
 	log_info("event=started version=%s worker=%u uid=%d pid=%d", POBOXD_VERSION,
 	    worker, (int)getuid(), (int)getpid());
 
@@ -734,31 +803,6 @@ serve(struct server *srv, unsigned worker, int auth_sock)
 
 static struct authd *auth_role;
 
-/* What the auth process may do once set up: its loop (epoll, signalfd,
- * the workq's eventfd, timers), memory, threads (the hashes), IPC with
- * fd passing, memfds for the user table, re-reading the configuration,
- * aliases, JWKS and passwd files (SIGHUP, and the passwd file's change
- * check), the clock and randomness, logging (stderr, or syslog over an
- * AF_UNIX socket: socket(2) is limited to AF_UNIX in sandbox.c). No
- * exec, no network sockets, no ioctl, no ptrace, no chmod, unlink or
- * rename. Taken from strace of logins of every kind, SIGHUP and a
- * passwd file change (test_privsep runs them under the filter). */
-static const char *const auth_syscalls[] = {
-	"read", "write", "readv", "writev", "pread64", "close", "lseek",
-	"openat", "open", "fstat", "newfstatat", "stat", "lstat", "statx",
-	"access", "faccessat", "faccessat2", "fcntl", "dup", "dup3",
-	"mmap", "munmap", "mremap", "mprotect", "brk", "madvise",
-	"futex", "set_robust_list", "rseq", "clone", "clone3", "exit", "exit_group",
-	"restart_syscall", "sched_yield",
-	"epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
-	"poll", "ppoll", "eventfd2", "signalfd4",
-	"rt_sigprocmask", "rt_sigaction", "rt_sigreturn", "tgkill",
-	"sendmsg", "recvmsg", "sendto", "socket", "connect",
-	"memfd_create", "getrandom", "clock_gettime", "gettimeofday", "time",
-	"nanosleep", "clock_nanosleep", "getpid", "gettid", "getppid",
-	"getuid", "geteuid", "getgid", "getegid", "uname",
-	NULL,
-};
 
 static void
 auth_on_signal(void *ctx, int signo)

@@ -75,6 +75,7 @@ struct server {
 	uint32_t auth_next_id;
 	struct authd *authd;         /* --single-process only */
 	bool authd_local;
+	bool sandboxed;              /* under the worker's seccomp filter */
 };
 
 struct server_config *server_config_ref(struct server_config *c);

@@ -75,20 +75,22 @@ class PrivsepTest(PoboxTestCase):
             for t in os.listdir(f"/proc/{pid}/task"):
                 tst = proc_status(f"{pid}/task/{t}")
                 self.assertEqual(ids(tst, "Uid"), [pw.pw_uid] * 4)
-                if pid in roles["auth"]:
-                    # seccomp filter mode, on every thread (TSYNC).
-                    self.assertEqual(tst["Seccomp"], "2", f"auth thread {t}")
+                # seccomp filter mode, on every thread (TSYNC): auth's
+                # list and the workers' (broader until the login/mail split).
+                self.assertEqual(tst["Seccomp"], "2", f"pid {pid} thread {t}")
         self.assertNotEqual(auth.pw_uid, serv.pw_uid)
 
-    def test_auth_process_is_sandboxed(self):
-        # A seccomp allowlist (lib/sandbox.c) once the passwd file is
-        # loaded: every kind of login, a reload and a passwd change still
-        # work under it (a call off the list would kill the process).
+    def test_auth_and_workers_are_sandboxed(self):
+        # Seccomp allowlists (lib/sandbox.c) once set up: every kind of
+        # login, a reload and a passwd change still work under them (a
+        # call off a list would kill the process). The whole e2e suite
+        # runs under them too.
         self.env.add_user_line("bob", PW, extra="apop=bob-secret")
         d, roles = self.start(apop="yes", sasl_mechanisms="PLAIN SCRAM-SHA-256 CRAM-MD5")
         auth = roles["auth"][0]
-        st = proc_status(auth)
-        self.assertEqual((st["Seccomp"], st["NoNewPrivs"]), ("2", "1"))
+        for pid in roles["auth"] + roles["worker"]:
+            st = proc_status(pid)
+            self.assertEqual((st["Seccomp"], st["NoNewPrivs"]), ("2", "1"), f"pid {pid}")
         self.login_ok()
         self.login_ok()           # the cache
         with self.env.connect() as c:
@@ -108,7 +110,19 @@ class PrivsepTest(PoboxTestCase):
         with self.env.connect() as c:
             c.login("carol", PW)
         self.assertEqual(d.roles()["auth"], [auth])
+        self.assertEqual(d.roles()["worker"], roles["worker"])
         self.assertEqual(self.env.events("auth_died"), [])
+        self.assertEqual(self.env.events("worker_died"), [])
+
+    def test_oauth_verifier_keeps_workers_unfiltered(self):
+        # The verifier command runs from the worker and would inherit its
+        # filter: with one configured the worker goes without (logged),
+        # auth keeps its own.
+        d, roles = self.start(oauth_verify_command="/bin/true")
+        self.env.wait_event("sandbox_skipped", reason="oauth_verify_command")
+        self.assertEqual(proc_status(roles["worker"][0])["Seccomp"], "0")
+        self.assertEqual(proc_status(roles["auth"][0])["Seccomp"], "2")
+        self.login_ok()
 
     @unittest.skipUnless(IS_ROOT, "file permissions bind only below root")
     def test_auth_reload_needs_only_its_files(self):
