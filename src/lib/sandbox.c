@@ -14,6 +14,14 @@
 
 #include "lib/util.h"
 
+#if defined(__SANITIZE_ADDRESS__)          /* gcc */
+#define SANDBOX_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)       /* clang */
+#define SANDBOX_ASAN 1
+#endif
+#endif
+
 static int
 add_rules(scmp_filter_ctx ctx, const char *const *names, char **error_r)
 {
@@ -54,6 +62,16 @@ sandbox_seccomp2(const char *const *names, const char *const *more, char **error
 		*error_r = xasprintf("PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
 		return -1;
 	}
+#if defined(SANDBOX_ASAN)
+	/* ASan and LSan need calls no list here allows (sigaltstack, and
+	 * ptrace to stop the world for the leak check at exit): a
+	 * sanitizer build runs unfiltered, so its reports are not lost. */
+	(void)ctx;
+	(void)rc;
+	(void)more;
+	(void)names;
+	return 1;
+#endif
 	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL) {
 		*error_r = xstrdup("seccomp_init failed");
 		return -1;

@@ -9,7 +9,8 @@
 /* Applies the filter to every thread of the process (TSYNC), after
  * PR_SET_NO_NEW_PRIVS. names: system call names, NULL-terminated; names
  * this architecture lacks are skipped; "socket" is allowed for AF_UNIX
- * only. 0 / -1 with *error_r. */
+ * only. 0, 1 when this build cannot be filtered (AddressSanitizer:
+ * nothing applied but PR_SET_NO_NEW_PRIVS), or -1 with *error_r. */
 int sandbox_seccomp(const char *const *names, char **error_r);
 /* The same with a second list (may be NULL) allowed on top. */
 int sandbox_seccomp2(const char *const *names, const char *const *more,

@@ -706,10 +706,14 @@ worker_sandbox(struct server *srv)
 		    "note=\"the verifier would inherit the seccomp filter\"");
 		return 0;
 	}
-	if (sandbox_seccomp2(auth_syscalls, worker_syscalls, &error) < 0) {
+	switch (sandbox_seccomp2(auth_syscalls, worker_syscalls, &error)) {
+	case -1:
 		log_error("event=startup error=\"%s\"", error);
 		free(error);
 		return -1;
+	case 1:
+		log_warn("event=sandbox_skipped reason=sanitizer");
+		return 0;
 	}
 	srv->sandboxed = true;
 	return 0;
@@ -852,6 +856,7 @@ authd_main(struct server *srv, int ctl)
 	struct ipc_chan *chan;
 	struct ipc_out o;
 	char *error = NULL;
+	int r;
 
 	/* The master's TLS keys, aliases and JWKS are no business of this
 	 * process (nor are they re-read here on SIGHUP). */
@@ -871,7 +876,9 @@ authd_main(struct server *srv, int ctl)
 	    srv->sasl_secret, sizeof(srv->sasl_secret), srv->hostname);
 	/* Set up (threads started, files read): from here on the process
 	 * holding every hash can only do what serving logins needs. */
-	if (sandbox_seccomp(auth_syscalls, &error) < 0) {
+	if ((r = sandbox_seccomp(auth_syscalls, &error)) > 0)
+		log_warn("event=sandbox_skipped role=auth reason=sanitizer");
+	if (r < 0) {
 		log_error("event=startup role=auth error=\"%s\"", error);
 		free(error);
 		authd_free(&auth_role);

@@ -950,6 +950,7 @@ test_handoff_to_transaction(void **state)
 
 	/* The mail side: the maildrop opened there, the bytes fed first. */
 	tsess_start(&m, state);
+	mem_store_free(&m.ms);
 	m.ms = t.ms;
 	t.ms = NULL;
 	assert_int_equal(mem_store_open(m.ms, &md), MAILDROP_OPEN_OK);
