@@ -7,7 +7,7 @@
 O        ?= build
 PREFIX   ?= /usr/local
 CC       ?= cc
-PKGS     := libcrypt libssl libcrypto
+PKGS     := libcrypt libssl libcrypto libseccomp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 

@@ -47,6 +47,16 @@ int passwd_db_open(const char *path, const char *mail_root,
  * most once per second). Keeps the old data if the new file is bad. */
 void passwd_db_refresh(struct passwd_db *db);
 void passwd_db_free(struct passwd_db **db);
+/* The hash-free table the auth process gives the others (privsep): the
+ * file format with every hash "*" (or "!" where login is disabled), no
+ * secrets or SCRAM keys, each maildir spelled out. dump writes it to fd
+ * (0 / -1); open_fd parses it from fd (taken; the table never refreshes
+ * itself), name is for errors. */
+int passwd_db_dump_public(const struct passwd_db *db, int fd);
+int passwd_db_open_fd(int fd, const char *name, struct passwd_db **db_r,
+    char **error_r);
+/* Counts reloads (passwd_db_refresh that loaded a new file). */
+unsigned passwd_db_serial(const struct passwd_db *db);
 /* 1 found (*user_r filled), 0 unknown, -1 temporary failure. */
 int passwd_db_lookup(struct passwd_db *db, const char *name, struct auth_user **user_r);
 

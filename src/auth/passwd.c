@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -57,6 +58,7 @@ struct passwd_db {
 	struct file_id bad_id;           /* of the last bad file, logged once */
 	bool have_bad, stat_failed;
 	uint64_t checked_ms;
+	unsigned serial;                 /* counts reloads */
 };
 
 bool
@@ -457,19 +459,21 @@ file_id_eq(const struct file_id *a, const struct stat *st)
 	    a->mtime.tv_nsec == st->st_mtim.tv_nsec;
 }
 
-/* Reads and parses path; the file's identity goes to *id_r. */
+/* Reads and parses path (or fd, when >= 0: taken and closed); the
+ * file's identity goes to *id_r. */
 static int
-passwd_load(const char *path, const char *mail_root,
+passwd_load(int fd, const char *path, const char *mail_root,
     struct passwd_table **tab_r, struct file_id *id_r, char **error_r)
 {
 	struct stat st;
 	char *data = NULL;
 	size_t len = 0, cap;
 	ssize_t r = 0;
-	int fd, ret = -1;
+	int ret = -1;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0 ||
-	    fstat(fd, &st) < 0) {
+	if (fd < 0)
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0 || fstat(fd, &st) < 0) {
 		*error_r = xasprintf("%s: %s", path, strerror(errno));
 		goto out;
 	}
@@ -519,7 +523,7 @@ passwd_db_open(const char *path, const char *mail_root,
 {
 	struct passwd_db *db = xcalloc(1, sizeof(*db));
 
-	if (passwd_load(path, mail_root, &db->tab, &db->id, error_r) < 0) {
+	if (passwd_load(-1, path, mail_root, &db->tab, &db->id, error_r) < 0) {
 		free(db);
 		return -1;
 	}
@@ -539,7 +543,7 @@ passwd_db_refresh(struct passwd_db *db)
 	uint64_t now = clock_ms();
 	char *error = NULL;
 
-	if (now - db->checked_ms < PASSWD_CHECK_MS)
+	if (db->path == NULL || now - db->checked_ms < PASSWD_CHECK_MS)
 		return;
 	db->checked_ms = now;
 	if (stat(db->path, &st) < 0) {
@@ -554,7 +558,7 @@ passwd_db_refresh(struct passwd_db *db)
 	if (file_id_eq(&db->id, &st) ||
 	    (db->have_bad && file_id_eq(&db->bad_id, &st)))
 		return;
-	if (passwd_load(db->path, db->mail_root, &tab, &id, &error) < 0) {
+	if (passwd_load(-1, db->path, db->mail_root, &tab, &id, &error) < 0) {
 		log_error("event=passwd_error error=\"%s\" "
 		    "note=\"keeping the loaded users\"", error);
 		free(error);
@@ -567,6 +571,7 @@ passwd_db_refresh(struct passwd_db *db)
 	db->tab = tab;
 	db->id = id;
 	db->have_bad = false;
+	db->serial++;
 	log_info("event=passwd_reloaded users=%u", tab->count);
 }
 
@@ -741,4 +746,60 @@ passwd_db_scheme_samples(const struct passwd_db *db, const char **out, unsigned 
 			out[n++] = h;
 	}
 	return n;
+}
+
+int
+passwd_db_open_fd(int fd, const char *name, struct passwd_db **db_r, char **error_r)
+{
+	struct passwd_db *db = xcalloc(1, sizeof(*db));
+
+	/* Every line names its maildir: mail_root is never used. */
+	if (passwd_load(fd, name, "/", &db->tab, &db->id, error_r) < 0) {
+		free(db);
+		return -1;
+	}
+	*db_r = db;
+	return 0;
+}
+
+unsigned
+passwd_db_serial(const struct passwd_db *db)
+{
+	return db->serial;
+}
+
+/* The extra fields a line needs to give u's policy back, hash-free. */
+static void
+dump_user(FILE *f, const struct auth_user *u)
+{
+	fprintf(f, "%s:%s:%s:", u->name, auth_user_disabled(u) ? "!" : "*", u->maildir);
+	if (u->login_delay >= 0)
+		fprintf(f, " login_delay=%d", u->login_delay);
+	if (u->expire == -2)
+		fputs(" expire=never", f);
+	else if (u->expire >= 0)
+		fprintf(f, " expire=%d", u->expire);
+	if (u->quota_bytes >= 0)
+		fprintf(f, " quota_bytes=%lld", (long long)u->quota_bytes);
+	if (u->quota_messages >= 0)
+		fprintf(f, " quota_messages=%lld", (long long)u->quota_messages);
+	fputc('\n', f);
+}
+
+int
+passwd_db_dump_public(const struct passwd_db *db, int fd)
+{
+	int dupfd = dup(fd);
+	FILE *f = dupfd >= 0 ? fdopen(dupfd, "w") : NULL;
+	int bad;
+
+	if (f == NULL) {
+		if (dupfd >= 0)
+			close(dupfd);
+		return -1;
+	}
+	for (unsigned i = 0; i < db->tab->count; i++)
+		dump_user(f, &db->tab->entries[i].u);
+	bad = ferror(f);
+	return fclose(f) != 0 || bad ? -1 : 0;
 }

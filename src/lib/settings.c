@@ -289,6 +289,9 @@ const struct config_setting pobox_settings_table[] = {
 	{ "user", CONFIG_STRING, S(user), "pobox", 0, 0, NULL,
 	  "Started as root, poboxd serves as this user (it owns the maildirs)",
 	  NULL },
+	{ "auth_user", CONFIG_STRING, S(auth_user), "pobox-auth", 0, 0, NULL,
+	  "Started as root, the auth process runs as this user: the only one "
+	  "that reads passwd_file (make it readable by this user alone)", NULL },
 	{ "passwd_file", CONFIG_STRING, S(passwd_file), "/etc/pobox/passwd",
 	  0, 0, NULL, "Users, hashes and maildirs (docs/passwd.md)",
 	  check_path },

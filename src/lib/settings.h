@@ -17,6 +17,7 @@ enum log_level_setting { LOGLVL_DEBUG, LOGLVL_INFO, LOGLVL_WARN, LOGLVL_ERROR };
 struct pobox_settings {
 	struct config_list listen; /* "127.0.0.1:110", "[::1]:110", "*:110" */
 	char *user;                /* drop to this user when started as root */
+	char *auth_user;           /* the auth process (privsep) */
 	char *passwd_file;
 	char *mail_root;           /* maildir of NAME: mail_root/NAME */
 	unsigned cleartext_auth;   /* enum cleartext_auth */

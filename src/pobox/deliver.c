@@ -1,8 +1,9 @@
 /* deliver.c: `pobox deliver -u USER [-f SENDER]`, the MDA: reads one
  * message on stdin and files it into USER's Maildir (store/deliver.c),
  * exiting with a sysexits(3) code an MTA understands (75: try again).
- * Called by Postfix, Exim or fetchmail; as root it drops to the
- * configured user before it reads the passwd file or touches mail. */
+ * Called by Postfix, Exim or fetchmail; as root it looks the user up in
+ * the passwd file, forgets its hashes, and drops to the configured user
+ * before it reads the message or touches mail. */
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
@@ -202,8 +203,6 @@ deliver_run(const struct pobox_settings *set, const char *name,
 	bool crlf;
 	int r, ret = EX_TEMPFAIL_;
 
-	if (drop_root(set->user) < 0)
-		goto out;
 	if (!auth_user_name_valid(name)) {
 		dl_err("unknown user '%s' (not a valid user name)", name);
 		ret = EX_NOUSER_;
@@ -222,6 +221,16 @@ deliver_run(const struct pobox_settings *set, const char *name,
 		ret = r == 0 ? EX_NOUSER_ : EX_TEMPFAIL_;
 		goto out;
 	}
+	/* The passwd file is read before the drop: with privilege separation
+	 * only root and auth_user may read it. The hashes go before any
+	 * message byte is read. */
+	passwd_db_free(&db);
+	secret_free(&u->hash);
+	secret_free(&u->apop_secret);
+	secret_free(&u->scram_sha1);
+	secret_free(&u->scram_sha256);
+	if (drop_root(set->user) < 0)
+		goto out;
 	if (maildir_make(u->maildir) < 0) {
 		dl_err("create maildir %s: %s", u->maildir, strerror(errno));
 		goto out;

@@ -1,9 +1,11 @@
-/* authsasl.c: SASL AUTH for the engine (pop3_host.sasl): runs the pure
- * mechanisms of auth/sasl.h with credentials from the passwd file, channel
- * binding data and the client certificate from conn, and the OAuth
- * verifier command. PLAIN and LOGIN end in login.c's PASS path (cache,
- * hash off the loop, failure delay); every other failure gets the same
- * fixed-time answer as a wrong password. Runs in poboxd, unprivileged. */
+/* authsasl.c: SASL AUTH for the engine (pop3_host.sasl): relays the
+ * client's messages to the mechanisms, which run in the auth process
+ * (authd.c) with the passwd file's credentials, adding what only the
+ * connection knows (channel binding data, the client certificate's
+ * user); checks OAuth tokens (JWKS or the verifier command) when the
+ * mechanism asks. PLAIN and LOGIN end in login.c's PASS path; every
+ * failure gets the same fixed-time answer as a wrong password. Runs in
+ * the serving process, unprivileged. */
 #include "poboxd/poboxd.h"
 
 #include <errno.h>
@@ -26,23 +28,29 @@
 #include "lib/conn.h"
 #include "lib/ioloop.h"
 #include "lib/log.h"
+#include "lib/ipc.h"
 #include "lib/workq.h"
+#include "poboxd/authproto.h"
 
 #define OAUTH_USER_MAX 256   /* octets of the verifier's answer */
 
 struct oauth_job;
 
+/* One exchange: the mechanism runs in the auth process; this side adds
+ * what only the connection knows and relays the client's messages. */
 struct authsasl {
-	struct sasl *sasl;
-	struct sasl_params params;
+	struct auth_req req;         /* first: the reply gets this pointer */
+	struct session *session;
+	const struct sasl_mech *mech;
+	uint32_t id;                 /* the exchange's id at auth */
+	bool open_at_auth;           /* auth holds state: END it on abort */
 	unsigned char cb_exporter[CONN_CB_MAX];
 	unsigned char cb_endpoint[CONN_CB_MAX];
+	size_t cb_exporter_len, cb_endpoint_len;
+	bool plus_offered;
 	char external_user[AUTH_USER_MAX + 1];
 	struct oauth_job *job;       /* verifier running */
-	const char *lookup_note;     /* why, for the log: a known user without a
-	                                usable credential ("disabled",
-	                                "no_scram_key", "no_secret"), or the
-	                                JWT check that failed */
+	const char *lookup_note;     /* the JWT check that failed, for the log */
 };
 
 struct oauth_job {
@@ -120,59 +128,6 @@ authsasl_config(struct server_config *c, const char *path, char **error_r)
 	return 0;
 }
 
-/* Credentials for the mechanisms: a disabled entry has none. */
-static int
-lookup_scram(void *ctx, const char *user, enum sasl_hash h, struct sasl_scram_key *key_r)
-{
-	struct session *s = ctx;
-	struct server *srv = session_server(s);
-	struct auth_user *u = NULL;
-	const char *v;
-	int found, ret = 0;
-
-	if (!auth_user_name_valid(user))
-		return 0;
-	passwd_db_refresh(srv->db);
-	if ((found = passwd_db_lookup(srv->db, user, &u)) <= 0)
-		return found;
-	v = h == SASL_SHA256 ? u->scram_sha256 : u->scram_sha1;
-	if (!auth_user_disabled(u) && v != NULL && sasl_scram_parse(h, v, key_r) == 0)
-		ret = 1;
-	else
-		/* The client is told the same as for an unknown user; the log
-		 * tells the admin. */
-		session_login_state(s)->sasl->lookup_note = auth_user_disabled(u) ?
-		    "disabled" : "no_scram_key";
-	auth_user_free(&u);
-	return ret;
-}
-
-static int
-lookup_secret(void *ctx, const char *user, char **secret_r)
-{
-	struct session *s = ctx;
-	struct server *srv = session_server(s);
-	struct auth_user *u = NULL;
-	int found, ret = 0;
-
-	if (!auth_user_name_valid(user))
-		return 0;
-	passwd_db_refresh(srv->db);
-	if ((found = passwd_db_lookup(srv->db, user, &u)) <= 0)
-		return found;
-	if (!auth_user_disabled(u) && u->apop_secret != NULL) {
-		*secret_r = xstrdup(u->apop_secret);
-		ret = 1;
-	} else {
-		session_login_state(s)->sasl->lookup_note = auth_user_disabled(u) ?
-		    "disabled" : "no_secret";
-	}
-	auth_user_free(&u);
-	return ret;
-}
-
-static const struct sasl_lookup authsasl_lookup = { lookup_scram, lookup_secret };
-
 /* The user a verified client certificate maps to: the local part of its
  * first rfc822Name (email) subjectAltName, else its subject CN. */
 static void
@@ -215,12 +170,18 @@ authsasl_abort(struct session *s)
 {
 	struct session_login *l = session_login_state(s);
 	struct authsasl *x = l->sasl;
+	struct server *srv = session_server(s);
 
 	if (x == NULL)
 		return;
 	if (x->job != NULL)
 		x->job->session = NULL; /* oauth_done frees it */
-	sasl_free(&x->sasl);
+	authclient_cancel(srv, &x->req);
+	if (x->open_at_auth) {
+		struct ipc_out o;
+		ipc_out_init(&o, AUTHP_SASL_END, x->id);
+		authclient_send(srv, NULL, &o);
+	}
 	secret_wipe(x, sizeof(*x));
 	free(x);
 	l->sasl = NULL;
@@ -239,80 +200,77 @@ authsasl_fail(struct session *s, const char *user, const char *reason, const cha
 	free(name);
 }
 
-/* Authenticated as user by mech: the account must exist and be enabled. */
+static void oauth_start(struct session *s, struct authsasl *x, const char *token);
+
+/* Acts on the auth process's answer to a step. */
 static void
-authsasl_success(struct session *s, const char *mech_name)
+authsasl_reply(struct auth_req *r, const struct ipc_msg *m)
 {
-	struct server *srv = session_server(s);
-	struct authsasl *x = session_login_state(s)->sasl;
-	char *name = xstrdup(sasl_user(x->sasl));
-	struct auth_user *u = NULL;
-	int found = 0;
+	struct authsasl *x = (struct authsasl *)r;
+	struct session *s = x->session;
+	const char *mech = x->mech->name;
+	struct auth_result_msg a;
 
-	authsasl_abort(s);
-	if (auth_user_name_valid(name)) {
-		passwd_db_refresh(srv->db);
-		found = passwd_db_lookup(srv->db, name, &u);
-	}
-	if (found < 0) {
-		log_error("session=%s event=login_tempfail reason=userdb", session_id(s));
-		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
-	} else if (found == 0 || auth_user_disabled(u)) {
-		login_fail(s, ioloop_now(srv->loop), name, found == 0 ? "unknown_user" :
-		    "disabled", mech_name, POP3_LOGIN_BAD);
-	} else {
-		login_open(s, u, "sasl", mech_name);
-	}
-	auth_user_free(&u);
-	free(name);
-}
-
-static void oauth_start(struct session *s, struct authsasl *x);
-
-/* Acts on a mechanism's answer. */
-static void
-authsasl_outcome(struct session *s, enum sasl_status st, struct buf *out)
-{
-	struct authsasl *x = session_login_state(s)->sasl;
-	const char *mech = sasl_mech(x->sasl)->name;
-
-	switch (st) {
-	case SASL_CONTINUE:
-		session_sasl_challenge(s, buf_head(out), buf_size(out));
-		return;
-	case SASL_OK:
-		authsasl_success(s, mech);
-		return;
-	case SASL_PASSWORD: {
-		char *user = xstrdup(sasl_user(x->sasl));
-		char *pw = xstrdup(sasl_password(x->sasl));
+	switch (m != NULL ? m->type : 0) {
+	case AUTHP_SASL_CHALLENGE:
+		if (m->nfields == 1 && m->f[0].p != NULL) {
+			session_sasl_challenge(s, m->f[0].p, m->f[0].len);
+			return;
+		}
+		break;
+	case AUTHP_SASL_PASSWORD: {
+		const char *user = ipc_str(m, 0), *pw = ipc_str(m, 1);
+		if (user == NULL || pw == NULL)
+			break;
+		/* The exchange is over at auth; the password goes the PASS way. */
+		x->open_at_auth = false;
 		authsasl_abort(s);
 		login_password(s, user, pw, mech);
-		free(user);
-		secret_free(&pw);
 		return;
 	}
-	case SASL_TOKEN:
-		oauth_start(s, x);
+	case AUTHP_SASL_TOKEN_CHECK:
+		if (ipc_str(m, 0) == NULL)
+			break;
+		oauth_start(s, x, ipc_str(m, 0));
 		return;
-	case SASL_FAIL: {
-		const char *reason = sasl_reason(x->sasl);
+	case AUTHP_RESULT:
+		break;
+	default:
+		m = NULL;  /* a temporary failure below */
+		break;
+	}
+	authclient_result(m != NULL && m->type == AUTHP_RESULT ? m : NULL, &a);
+	x->open_at_auth = false;
+	switch (a.res) {
+	case POP3_LOGIN_OK:
+		authsasl_abort(s);
+		login_open(s, &a.user, "sasl", mech);
+		return;
+	case POP3_LOGIN_MALFORMED:
+		authsasl_fail(s, a.user.name, "malformed", mech, POP3_LOGIN_MALFORMED);
+		return;
+	case POP3_LOGIN_BAD: {
+		const char *reason = a.reason != NULL ? a.reason : "bad_password";
 		if ((strcmp(reason, "unknown_user") == 0 || strcmp(reason, "bad_token") == 0) &&
 		    x->lookup_note != NULL)
 			reason = x->lookup_note;
-		authsasl_fail(s, sasl_user(x->sasl), reason, mech, POP3_LOGIN_BAD);
+		authsasl_fail(s, a.user.name, reason, mech, POP3_LOGIN_BAD);
 		return;
 	}
-	case SASL_MALFORMED:
-		authsasl_fail(s, sasl_user(x->sasl), "malformed", mech, POP3_LOGIN_MALFORMED);
-		return;
-	case SASL_TEMPFAIL:
-		log_error("session=%s event=login_tempfail reason=userdb mech=%s",
-		    session_id(s), mech);
+	default:
+		log_error("session=%s event=login_tempfail reason=%s mech=%s",
+		    session_id(s), a.reason != NULL ? a.reason : "auth", mech);
 		authsasl_abort(s);
 		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
 		return;
 	}
+}
+
+static void
+authsasl_send(struct session *s, struct authsasl *x, struct ipc_out *o)
+{
+	authclient_send(session_server(s), &x->req, o);
+	secret_wipe(o->data, o->len);
 }
 
 static void
@@ -320,46 +278,57 @@ authsasl_begin(struct session *s, const struct pop3_sasl *req)
 {
 	struct server *srv = session_server(s);
 	const struct server_config *cfg = session_config(s);
-	const struct sasl_mech *m = sasl_mech_find(req->mech);
 	struct authsasl *x = xcalloc(1, sizeof(*x));
 	struct conn *c = session_conn(s);
 	SSL *ssl = conn_tls(c);
-	size_t n;
+	struct ipc_out *o;
 
 	session_login_state(s)->sasl = x;
-	x->params.fake_key = srv->sasl_secret;
-	x->params.fake_key_len = sizeof(srv->sasl_secret);
-	x->params.hostname = srv->hostname;
+	x->req.reply = authsasl_reply;
+	x->session = s;
+	x->mech = sasl_mech_find(req->mech);
+	x->id = authclient_id(srv);
 	if (ssl != NULL && pop3_tls(session_pop3(s))) {
 		/* -PLUS was offered here if configured: a client that says
 		 * it could bind but thinks we cannot was misled (RFC 5802 §6). */
 		for (unsigned i = 0; i < cfg->sasl_mech_count; i++) {
-			const struct sasl_mech *o = sasl_mech_find(cfg->sasl_mechs[i].name);
-			if (o->id == SASL_SCRAM_SHA_256_PLUS || o->id == SASL_SCRAM_SHA_1_PLUS)
-				x->params.plus_offered = true;
+			const struct sasl_mech *om = sasl_mech_find(cfg->sasl_mechs[i].name);
+			if (om->id == SASL_SCRAM_SHA_256_PLUS || om->id == SASL_SCRAM_SHA_1_PLUS)
+				x->plus_offered = true;
 		}
-		if ((n = conn_tls_channel_binding(c, CONN_CB_TLS_EXPORTER, x->cb_exporter)) > 0) {
-			x->params.cb_exporter = x->cb_exporter;
-			x->params.cb_exporter_len = n;
-		}
-		if ((n = conn_tls_channel_binding(c, CONN_CB_TLS_SERVER_END_POINT,
-		    x->cb_endpoint)) > 0) {
-			x->params.cb_endpoint = x->cb_endpoint;
-			x->params.cb_endpoint_len = n;
-		}
+		x->cb_exporter_len = conn_tls_channel_binding(c, CONN_CB_TLS_EXPORTER,
+		    x->cb_exporter);
+		x->cb_endpoint_len = conn_tls_channel_binding(c, CONN_CB_TLS_SERVER_END_POINT,
+		    x->cb_endpoint);
 		external_identity(x, ssl);
-		if (x->external_user[0] != '\0')
-			x->params.external_user = x->external_user;
 	}
-	x->sasl = sasl_new(m, &x->params, &authsasl_lookup, s);
+	o = xmalloc(sizeof(*o));
+	ipc_out_init(o, AUTHP_SASL_START, x->id);
+	ipc_put_str(o, x->mech->name);
+	if (req->has_data)
+		ipc_put(o, req->data, req->len);
+	else
+		ipc_put_str(o, NULL);
+	ipc_put_u64(o, x->plus_offered);
+	if (x->cb_exporter_len > 0)
+		ipc_put(o, x->cb_exporter, x->cb_exporter_len);
+	else
+		ipc_put_str(o, NULL);
+	if (x->cb_endpoint_len > 0)
+		ipc_put(o, x->cb_endpoint, x->cb_endpoint_len);
+	else
+		ipc_put_str(o, NULL);
+	ipc_put_str(o, x->external_user[0] != '\0' ? x->external_user : NULL);
+	x->open_at_auth = true;
+	authsasl_send(s, x, o);
+	free(o);
 }
 
 void
 authsasl_request(struct session *s, const struct pop3_sasl *req)
 {
 	struct session_login *l = session_login_state(s);
-	struct buf out = BUF_INIT;
-	enum sasl_status st;
+	struct ipc_out *o;
 
 	switch (req->kind) {
 	case POP3_SASL_CANCEL:
@@ -367,8 +336,7 @@ authsasl_request(struct session *s, const struct pop3_sasl *req)
 		return;
 	case POP3_SASL_MALFORMED:
 		/* Bad base64 or an over-long line: a failed attempt. */
-		authsasl_fail(s, l->sasl != NULL ? sasl_user(l->sasl->sasl) : NULL,
-		    "malformed", l->sasl != NULL ? sasl_mech(l->sasl->sasl)->name :
+		authsasl_fail(s, NULL, "malformed", l->sasl != NULL ? l->sasl->mech->name :
 		    req->mech, POP3_LOGIN_MALFORMED);
 		return;
 	case POP3_SASL_START:
@@ -378,7 +346,7 @@ authsasl_request(struct session *s, const struct pop3_sasl *req)
 			return;
 		}
 		authsasl_begin(s, req);
-		break;
+		return;
 	case POP3_SASL_RESPONSE:
 		if (l->sasl == NULL) {
 			session_login_done(s, POP3_LOGIN_MALFORMED, NULL, NULL, NULL);
@@ -386,10 +354,14 @@ authsasl_request(struct session *s, const struct pop3_sasl *req)
 		}
 		break;
 	}
-	st = sasl_step(l->sasl->sasl, req->data, req->len, req->has_data, &out);
-	authsasl_outcome(s, st, &out);
-	secret_wipe(out.data, out.cap);
-	buf_free(&out);
+	o = xmalloc(sizeof(*o));
+	ipc_out_init(o, AUTHP_SASL_STEP, l->sasl->id);
+	if (req->has_data)
+		ipc_put(o, req->data, req->len);
+	else
+		ipc_put_str(o, NULL);
+	authsasl_send(s, l->sasl, o);
+	free(o);
 }
 
 /* ---- the OAuth verifier: oauth_verify_command, token on stdin, the user
@@ -512,6 +484,17 @@ out:
 	}
 }
 
+/* The token's verdict goes back to the mechanism at auth. */
+static void
+oauth_answer(struct session *s, struct authsasl *x, const char *user)
+{
+	struct ipc_out o;
+
+	ipc_out_init(&o, AUTHP_SASL_TOKEN, x->id);
+	ipc_put_str(&o, user);
+	authsasl_send(s, x, &o);
+}
+
 static void
 oauth_done(void *arg)
 {
@@ -520,18 +503,15 @@ oauth_done(void *arg)
 
 	if (s != NULL) {
 		struct authsasl *x = session_login_state(s)->sasl;
-		struct buf out = BUF_INIT;
 		x->job = NULL;
 		if (job->status < 0) {
 			log_error("session=%s event=login_tempfail reason=oauth_verifier mech=%s",
-			    session_id(s), sasl_mech(x->sasl)->name);
+			    session_id(s), x->mech->name);
 			authsasl_abort(s);
 			session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
 		} else {
-			authsasl_outcome(s, sasl_token_result(x->sasl,
-			    job->status > 0 ? job->user : NULL, &out), &out);
+			oauth_answer(s, x, job->status > 0 ? job->user : NULL);
 		}
-		buf_free(&out);
 	}
 	secret_free(&job->token);
 	free(job->command);
@@ -539,7 +519,7 @@ oauth_done(void *arg)
 }
 
 static void
-oauth_start(struct session *s, struct authsasl *x)
+oauth_start(struct session *s, struct authsasl *x, const char *token)
 {
 	const struct server_config *cfg = session_config(s);
 	const struct pobox_settings *set = &cfg->set;
@@ -549,15 +529,22 @@ oauth_start(struct session *s, struct authsasl *x)
 		/* A signature check is cheap: no need to leave the loop. */
 		struct jwt_policy pol = { set->oauth_issuer, set->oauth_audience,
 		    set->oauth_user_claim, time(NULL) };
-		struct buf out = BUF_INIT;
 		const char *reason = NULL;
 		char *user = NULL;
 
-		if (jwt_verify(cfg->jwks, sasl_token(x->sasl), &pol, &user, &reason) != 1)
+		if (jwt_verify(cfg->jwks, token, &pol, &user, &reason) != 1)
 			x->lookup_note = reason;
-		authsasl_outcome(s, sasl_token_result(x->sasl, user, &out), &out);
+		oauth_answer(s, x, user);
 		free(user);
-		buf_free(&out);
+		return;
+	}
+	if (session_server(s)->sandboxed) {
+		/* Configured by a SIGHUP after the filter went on: exec is off
+		 * the list, the verifier would kill the worker. */
+		log_error("session=%s event=login_tempfail reason=oauth_verifier "
+		    "note=\"oauth_verify_command needs a restart\"", session_id(s));
+		authsasl_abort(s);
+		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
 		return;
 	}
 	job = xcalloc(1, sizeof(*job));
@@ -566,7 +553,7 @@ oauth_start(struct session *s, struct authsasl *x)
 	job->command = xstrdup(set->oauth_verify_command);
 	job->timeout_ms = set->oauth_verify_timeout * 1000;
 	/* One line: a verifier's read(1) fails on text without its newline. */
-	job->token = xasprintf("%s\n", sasl_token(x->sasl));
+	job->token = xasprintf("%s\n", token);
 	x->job = job;
 	workq_submit(session_server(s)->workq, oauth_work, oauth_done, job);
 }

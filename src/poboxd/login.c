@@ -1,8 +1,9 @@
-/* login.c: answers the engine's login requests. The user lookup is a hash
- * table read in the loop; the slow crypt(3) verification runs in the work
- * queue; failures are answered after a delay that grows with recent
- * failures from the same address. Unknown users take the same path and
- * time as wrong passwords. Runs in poboxd, unprivileged. */
+/* login.c: answers the engine's login requests. The auth process
+ * (authd.c) checks the credentials (cache, crypt(3) off its loop);
+ * failures are answered here after a delay that grows with recent
+ * failures from the same address, at a time fixed from the request's
+ * start, so unknown users take the same path and time as wrong
+ * passwords. Runs in the serving process, unprivileged. */
 #include "poboxd/poboxd.h"
 
 #include <errno.h>
@@ -13,25 +14,24 @@
 #include <time.h>
 
 #include "auth/auth.h"
-#include "auth/authcache.h"
 #include "lib/ioloop.h"
 #include "lib/log.h"
-#include "lib/workq.h"
+#include "lib/ipc.h"
+#include "poboxd/authproto.h"
 #include "store/maildrop.h"
 
 #define LOGIN_DELAY_MAX_MS 30000
 #define AUTH_FLOOR_MAX_MS 2000 /* bounds what one odd slow hash can cost */
 #define LOGIN_STAMP_FILE ".pobox.lock" /* its mtime is the last login */
 
+/* A PASS, APOP or SASL-password request waiting for the auth process. */
 struct login_job {
-	struct session *session; /* NULL once the session went away */
+	struct auth_req req;     /* first: the reply gets this pointer */
+	struct session *session;
 	uint64_t start_ms;       /* when the request came in */
-	unsigned verify_ms;      /* what the hash cost (worker's clock) */
-	struct auth_user *user;  /* NULL for an unknown user */
 	const char *mech;        /* SASL mechanism (static), NULL for PASS */
+	const char *method;      /* "pass", "apop", "sasl" */
 	char *name;
-	char *password;
-	enum auth_result result;
 };
 
 /* delay_ms: the failure delay chosen (RFC 1939 §13), on top of the
@@ -146,137 +146,89 @@ login_open(struct session *s, const struct auth_user *u, const char *method,
 static void
 job_free(struct login_job *job)
 {
-	auth_user_free(&job->user);
-	secret_free(&job->password);
 	free(job->name);
 	free(job);
 }
 
+/* The auth process answered (or is gone: a temporary failure). */
 static void
-job_work(void *arg)
+job_reply(struct auth_req *r, const struct ipc_msg *m)
 {
-	struct login_job *job = arg;
+	struct login_job *job = (struct login_job *)r;
+	struct session *s = job->session;
+	struct server *srv = session_server(s);
+	struct auth_result_msg a;
+	char v[80];
 
-	uint64_t t0 = clock_ms();
-
-	job->result = auth_verify_password(job->user != NULL ? job->user->hash : NULL,
-	    job->password);
-	job->verify_ms = (unsigned)(clock_ms() - t0);
+	session_login_state(s)->job = NULL;
+	authclient_result(m, &a);
+	/* The floor only rises (to a bound): a slow scheme in the file sets
+	 * the pace of every failure. */
+	if (a.verify_ms > srv->auth_floor_ms)
+		srv->auth_floor_ms = a.verify_ms < AUTH_FLOOR_MAX_MS ? a.verify_ms :
+		    AUTH_FLOOR_MAX_MS;
+	if (a.res == POP3_LOGIN_OK)
+		login_open(s, &a.user, job->method, job->mech);
+	else if (a.res == POP3_LOGIN_TEMPFAIL) {
+		log_error("session=%s event=login_tempfail user=%s reason=%s%s%s",
+		    session_id(s), log_value(v, sizeof(v), job->name),
+		    a.reason != NULL ? a.reason : "auth", job->mech != NULL ? " mech=" : "",
+		    job->mech != NULL ? job->mech : "");
+		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
+	} else
+		login_fail(s, job->start_ms, job->name, a.reason != NULL ? a.reason :
+		    "bad_password", job->mech, POP3_LOGIN_BAD);
+	job_free(job);
 }
 
 static void
-job_done(void *arg)
+job_start(struct session *s, const char *user, const char *method, const char *mech,
+    struct ipc_out *o)
 {
-	struct login_job *job = arg;
-	struct session *s = job->session;
+	struct server *srv = session_server(s);
+	struct login_job *job = xcalloc(1, sizeof(*job));
 
-	if (s != NULL) {
-		struct server *srv = session_server(s);
-		/* The floor only rises (to a bound): a slow scheme in the file
-		 * sets the pace of every failure. */
-		if (job->verify_ms > srv->auth_floor_ms)
-			srv->auth_floor_ms = job->verify_ms < AUTH_FLOOR_MAX_MS ?
-			    job->verify_ms : AUTH_FLOOR_MAX_MS;
-		session_login_state(s)->job = NULL;
-		if (job->result == AUTH_OK && job->user != NULL) {
-			auth_cache_put(session_server(s)->auth_cache, job->user->name,
-			    job->user->hash, job->password, ioloop_now(session_server(s)->loop));
-			login_open(s, job->user, job->mech != NULL ? "sasl" : "pass",
-			    job->mech);
-		}
-		else if (job->result == AUTH_TEMPFAIL)
-			session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
-		else
-			login_fail(s, job->start_ms, job->name, job->user != NULL ?
-			    "bad_password" : "unknown_user", job->mech, POP3_LOGIN_BAD);
-	}
-	job_free(job);
+	job->req.reply = job_reply;
+	job->session = s;
+	job->start_ms = ioloop_now(srv->loop);
+	job->mech = mech;
+	job->method = method;
+	job->name = xstrdup(user);
+	session_login_state(s)->job = job;
+	authclient_send(srv, &job->req, o);
+	secret_wipe(o->data, o->len);
 }
 
 void
 login_password(struct session *s, const char *user, const char *password,
     const char *mech)
 {
-	struct server *srv = session_server(s);
-	struct auth_user *u = NULL;
-	int found = 0;
+	struct ipc_out *o = xmalloc(sizeof(*o));
 
-	if (auth_user_name_valid(user)) {
-		passwd_db_refresh(srv->db);
-		found = passwd_db_lookup(srv->db, user, &u);
-	}
-	if (found < 0) {
-		log_error("session=%s event=login_tempfail reason=userdb", session_id(s));
-		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
-		return;
-	}
-	if (u != NULL && auth_cache_hit(srv->auth_cache, u->name, u->hash, password,
-	    ioloop_now(srv->loop))) {
-		login_open(s, u, mech != NULL ? "sasl" : "pass", mech);
-		auth_user_free(&u);
-		return;
-	}
-	struct login_job *job = xcalloc(1, sizeof(*job));
-	job->session = s;
-	job->start_ms = ioloop_now(srv->loop);
-	job->user = u;
-	job->mech = mech;
-	job->name = xstrdup(user);
-	job->password = xstrdup(password);
-	session_login_state(s)->job = job;
-	workq_submit(srv->workq, job_work, job_done, job);
+	ipc_out_init(o, AUTHP_PASS, authclient_id(session_server(s)));
+	ipc_put_str(o, user);
+	ipc_put_str(o, password);
+	ipc_put_str(o, mech);
+	job_start(s, user, mech != NULL ? "sasl" : "pass", mech, o);
+	free(o);
 }
 
 void
 login_start(struct session *s, const struct pop3_login *req)
 {
-	struct server *srv = session_server(s);
-	struct auth_user *u = NULL;
-	int found = 0;
+	struct ipc_out *o;
 
 	if (req->kind != POP3_LOGIN_APOP) {
 		login_password(s, req->user, req->secret, NULL);
 		return;
 	}
-	if (auth_user_name_valid(req->user)) {
-		passwd_db_refresh(srv->db);
-		found = passwd_db_lookup(srv->db, req->user, &u);
-	}
-	if (found < 0) {
-		log_error("session=%s event=login_tempfail reason=userdb", session_id(s));
-		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
-		return;
-	}
-	/* MD5 is fast: no need to leave the loop. A disabled entry's secret
-	 * does not count. */
-	enum auth_result r = AUTH_FAIL;
-	if (u != NULL && u->apop_secret != NULL && !auth_user_disabled(u))
-		r = auth_verify_apop(u->apop_secret, req->timestamp, req->secret);
-	if (r == AUTH_OK)
-		login_open(s, u, "apop", NULL);
-	else
-		login_fail(s, ioloop_now(srv->loop), req->user,
-		    u == NULL ? "unknown_user" : "bad_password", NULL, POP3_LOGIN_BAD);
-	auth_user_free(&u);
-}
-
-void
-login_calibrate(struct server *srv)
-{
-	const char *samples[8];
-	unsigned n = passwd_db_scheme_samples(srv->db, samples, ARRAY_SIZE(samples));
-	unsigned floor = 0;
-
-	/* The dummy hash of unknown users, then each scheme in the file. */
-	for (unsigned i = 0; i <= n; i++) {
-		uint64_t t0 = clock_ms();
-		(void)auth_verify_password(i < n ? samples[i] : NULL, "calibration");
-		unsigned ms = (unsigned)(clock_ms() - t0);
-		if (ms > floor)
-			floor = ms;
-	}
-	srv->auth_floor_ms = floor < AUTH_FLOOR_MAX_MS ? floor : AUTH_FLOOR_MAX_MS;
-	log_info("event=auth_calibrated schemes=%u failure_floor_ms=%u", n, srv->auth_floor_ms);
+	o = xmalloc(sizeof(*o));
+	ipc_out_init(o, AUTHP_APOP, authclient_id(session_server(s)));
+	ipc_put_str(o, req->user);
+	ipc_put_str(o, req->timestamp);
+	ipc_put_str(o, req->secret);
+	job_start(s, req->user, "apop", NULL, o);
+	free(o);
 }
 
 void
@@ -284,8 +236,10 @@ login_abort(struct session *s)
 {
 	struct session_login *l = session_login_state(s);
 
-	if (l->job != NULL)
-		l->job->session = NULL; /* job_done frees it */
+	if (l->job != NULL) {
+		authclient_cancel(session_server(s), &l->job->req);
+		job_free(l->job);
+	}
 	l->job = NULL;
 	timer_remove(&l->delay);
 	authsasl_abort(s);

@@ -28,13 +28,15 @@
 #include <unistd.h>
 
 #include "auth/auth.h"
-#include "auth/authcache.h"
 #include "auth/aliases.h"
 #include "auth/jwt.h"
 #include "lib/ioloop.h"
 #include "lib/log.h"
+#include "lib/ipc.h"
+#include "lib/sandbox.h"
 #include "lib/tls.h"
 #include "lib/workq.h"
+#include "poboxd/authproto.h"
 
 #define POBOXD_VERSION "0.1.0"
 #define LISTEN_MAX 256 /* addresses x workers */
@@ -45,7 +47,6 @@
 #define ACCEPT_BATCH 64 /* per wakeup, so one listener cannot starve sessions */
 #define SWEEP_INTERVAL_MS 60000
 #define DRAIN_TIMEOUT_MS 30000  /* SIGTERM: deliveries in flight get this long */
-#define AUTH_CACHE_ENTRIES 65536
 #define DELIVER_THREADS 8 /* per worker, for SMTP/LMTP deliveries */
 
 enum listener_kind { LISTEN_POP3, LISTEN_SMTP, LISTEN_LMTP };
@@ -123,8 +124,10 @@ postmaster_check(struct server_config *c)
 	}
 }
 
+/* full: false in the auth process, which needs the settings only: no
+ * TLS key, no aliases, no JWKS (files it need not be able to read). */
 static struct server_config *
-config_read(const char *path, char **error_r)
+config_read(const char *path, bool full, char **error_r)
 {
 	struct server_config *c = xcalloc(1, sizeof(*c));
 	char *tls_error = NULL;
@@ -136,6 +139,8 @@ config_read(const char *path, char **error_r)
 	}
 	c->refs = 1;
 	c->expire_days = settings_expire_days(&c->set);
+	if (!full)
+		return c;
 	if (c->set.aliases_file[0] != '\0' &&
 	    aliases_load(c->set.aliases_file, &c->aliases, error_r) < 0) {
 		server_config_unref(&c);
@@ -467,19 +472,21 @@ on_terminate(void *ctx, int signo)
 		drain_timer = timer_add(srv->loop, DRAIN_TIMEOUT_MS, on_drain_timeout, srv);
 }
 
-/* SIGHUP, in the master and in each worker: the configuration and the
- * passwd file it names, both or neither. 0 / -1 (logged). */
+/* SIGHUP: the configuration, and (where the passwd db is read: the auth
+ * role) the passwd file it names, both or neither. 0 / -1 (logged). */
 static int
-reload_read(const struct server *srv, struct server_config **c_r, struct passwd_db **db_r)
+reload_read(const struct server *srv, struct server_config **c_r, struct passwd_db **db_r,
+    bool full)
 {
 	char *error = NULL;
 
-	if ((*c_r = config_read(srv->config_path, &error)) == NULL) {
+	if ((*c_r = config_read(srv->config_path, full, &error)) == NULL) {
 		log_error("event=reload_failed error=\"%s\"", error);
 		free(error);
 		return -1;
 	}
-	if (passwd_db_open((*c_r)->set.passwd_file, (*c_r)->set.mail_root, db_r, &error) < 0) {
+	if (db_r != NULL && passwd_db_open((*c_r)->set.passwd_file, (*c_r)->set.mail_root,
+	    db_r, &error) < 0) {
 		log_error("event=reload_failed error=\"%s\"", error);
 		free(error);
 		server_config_unref(c_r);
@@ -493,17 +500,13 @@ on_reload(void *ctx, int signo)
 {
 	struct server *srv = ctx;
 	struct server_config *c;
-	struct passwd_db *db;
+	struct passwd_db *db = NULL;
 
-	if (reload_read(srv, &c, &db) < 0)
+	/* --single-process: this process is the auth role too. */
+	if (reload_read(srv, &c, srv->authd != NULL ? &db : NULL, true) < 0)
 		return;
-	passwd_db_free(&srv->db);
-	srv->db = db;
-	login_calibrate(srv);
-	/* A reload is how an admin says "forget what you knew". */
-	auth_cache_free(&srv->auth_cache);
-	srv->auth_cache = auth_cache_new((uint64_t)c->set.auth_cache_ttl * 1000,
-	    AUTH_CACHE_ENTRIES);
+	if (srv->authd != NULL)
+		authd_reload(srv->authd, server_config_ref(c), db);
 	if (c->set.listen.count != srv->config->set.listen.count ||
 	    c->set.tls_listen.count != srv->config->set.tls_listen.count ||
 	    c->set.smtp_listen.count != srv->config->set.smtp_listen.count ||
@@ -531,68 +534,230 @@ on_sweep(void *ctx)
 	sweep_timer = timer_add(srv->loop, SWEEP_INTERVAL_MS, on_sweep, srv);
 }
 
-/* poboxd -t as root: what the serving user must reach, checked as that
- * user in a child, so a permission problem shows before the start. */
+/* Privsep as root: the serving user and the auth user exist, are not
+ * root and are not the same (else the passwd file is open to the code
+ * that reads client bytes). 0 / -1 with a message in err. */
 static int
-check_as_user(const struct pobox_settings *set)
+check_users(const struct pobox_settings *set, bool single, char *err, size_t len)
 {
-	struct passwd *pw;
+	const char *names[2] = { set->user, set->auth_user };
+	uid_t uids[2];
+
+	for (unsigned i = 0; i < (single ? 1u : 2u); i++) {
+		struct passwd *pw = names[i][0] != '\0' ? getpwnam(names[i]) : NULL;
+
+		if (pw == NULL || pw->pw_uid == 0) {
+			snprintf(err, len, "%s '%s' does not exist or is root; create it "
+			    "(useradd --system %s); poboxd never serves as root",
+			    i == 0 ? "user" : "auth_user", names[i], names[i]);
+			return -1;
+		}
+		uids[i] = pw->pw_uid;
+	}
+	if (!single && uids[0] == uids[1]) {
+		snprintf(err, len, "auth_user '%s' has the uid of user '%s': the "
+		    "passwd file must be readable by the auth process alone",
+		    set->auth_user, set->user);
+		return -1;
+	}
+	return 0;
+}
+
+/* Runs fn(set) in a child as user: 0 if it exits 0. */
+static int
+check_as(const char *user, const struct pobox_settings *set,
+    int (*fn)(const char *user, const struct pobox_settings *set))
+{
+	struct passwd *pw = getpwnam(user);
 	int status;
 	pid_t pid;
 
-	if (geteuid() != 0)
-		return 0;
-	if (set->user[0] == '\0' || (pw = getpwnam(set->user)) == NULL || pw->pw_uid == 0) {
-		fprintf(stderr, "poboxd: user '%s' does not exist or is root; poboxd "
-		    "never serves as root\n", set->user);
-		return -1;
-	}
-	if ((pid = fork()) < 0)
+	if (pw == NULL || (pid = fork()) < 0)
 		return 0;
 	if (pid == 0) {
-		int bad = 0;
 		if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
 			_exit(2);
-		if (access(set->passwd_file, R_OK) < 0) {
-			fprintf(stderr, "poboxd: user %s cannot read passwd_file %s: %s\n",
-			    set->user, set->passwd_file, strerror(errno));
-			bad = 1;
-		}
-		/* SIGHUP re-reads the aliases as this user. */
-		if (set->aliases_file[0] != '\0' && access(set->aliases_file, R_OK) < 0) {
-			fprintf(stderr, "poboxd: user %s cannot read aliases_file %s: %s\n",
-			    set->user, set->aliases_file, strerror(errno));
-			bad = 1;
-		}
-		if (access(set->mail_root, R_OK | W_OK | X_OK) < 0) {
-			/* Missing is fine when every entry names its maildir. */
-			fprintf(stderr, "poboxd: %suser %s cannot use mail_root %s: %s\n",
-			    errno == ENOENT ? "warning: " : "", set->user,
-			    set->mail_root, strerror(errno));
-			bad = errno != ENOENT;
-		}
-		_exit(bad);
+		_exit(fn(user, set) == 0 ? 0 : 1);
 	}
 	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
 		return -1;
 	return WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+static int
+check_passwd_file(const char *user, const struct pobox_settings *set)
+{
+	if (access(set->passwd_file, R_OK) < 0) {
+		fprintf(stderr, "poboxd: user %s cannot read passwd_file %s: %s\n",
+		    user, set->passwd_file, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int
+check_serving(const char *user, const struct pobox_settings *set)
+{
+	int bad = 0;
+
+	/* SIGHUP re-reads the aliases as this user. */
+	if (set->aliases_file[0] != '\0' && access(set->aliases_file, R_OK) < 0) {
+		fprintf(stderr, "poboxd: user %s cannot read aliases_file %s: %s\n",
+		    user, set->aliases_file, strerror(errno));
+		bad = 1;
+	}
+	if (access(set->mail_root, R_OK | W_OK | X_OK) < 0) {
+		/* Missing is fine when every entry names its maildir. */
+		fprintf(stderr, "poboxd: %suser %s cannot use mail_root %s: %s\n",
+		    errno == ENOENT ? "warning: " : "", user, set->mail_root, strerror(errno));
+		bad = errno != ENOENT;
+	}
+	return bad ? -1 : 0;
+}
+
+/* poboxd -t as root: what each role's user must reach, checked as that
+ * user in a child, so a permission problem shows before the start. */
+static int
+check_as_user(const struct pobox_settings *set, bool single)
+{
+	char err[400];
+	int bad = 0;
+
+	if (geteuid() != 0)
+		return 0;
+	if (check_users(set, single, err, sizeof(err)) < 0) {
+		fprintf(stderr, "poboxd: %s\n", err);
+		return -1;
+	}
+	if (check_as(single ? set->user : set->auth_user, set, check_passwd_file) < 0)
+		bad = 1;
+	if (!single && check_as(set->user, set, check_passwd_file) == 0)
+		fprintf(stderr, "poboxd: warning: user %s can read passwd_file %s: "
+		    "make it readable by auth_user %s alone\n", set->user,
+		    set->passwd_file, set->auth_user);
+	if (check_as(set->user, set, check_serving) < 0)
+		bad = 1;
+	return bad ? -1 : 0;
+}
+
 static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: poboxd [-c FILE] [-f] [-n | -t] [-V]\n"
+	    "usage: poboxd [-c FILE] [-f] [-X] [-n | -t] [-V]\n"
 	    "  -c FILE  configuration file (default " POBOX_DEFAULT_CONFIG ")\n"
 	    "  -f       stay in the foreground and log to stderr\n"
 	    "  -n       print the effective configuration and exit\n"
 	    "  -t       check the configuration and exit\n"
+	    "  -X, --single-process\n"
+	    "           no privilege separation: each worker reads the passwd\n"
+	    "           file itself, as `user` (tests, gdb)\n"
 	    "  -V       print the version and exit\n");
 }
 
-/* One serving process: the event loop over this worker's listeners. */
+/* Test hook: POBOXD_TEST_OPEN names files (separated by ':') that this
+ * process tries to open read-only as it starts, logging each outcome
+ * (event=test_open), so the e2e tests can show what a role cannot reach
+ * with its real credentials. Reads nothing from the files. */
+static void
+test_open_hook(const char *role)
+{
+	const char *list = getenv("POBOXD_TEST_OPEN");
+	char *copy, *save = NULL;
+
+	if (list == NULL || list[0] == '\0')
+		return;
+	copy = xstrdup(list);
+	for (char *p = strtok_r(copy, ":", &save); p != NULL; p = strtok_r(NULL, ":", &save)) {
+		char v[300];
+		int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+		log_info("event=test_open role=%s pid=%d path=%s result=%s", role,
+		    (int)getpid(), log_value(v, sizeof(v), p),
+		    fd >= 0 ? "opened" : errno == EACCES || errno == EPERM ? "denied" :
+		    "failed");
+		if (fd >= 0)
+			close(fd);
+	}
+	free(copy);
+}
+
+/* What the auth process may do once set up: its loop (epoll, signalfd,
+ * the workq's eventfd, timers), memory, threads (the hashes), IPC with
+ * fd passing, memfds for the user table, re-reading the configuration,
+ * aliases, JWKS and passwd files (SIGHUP, and the passwd file's change
+ * check), the clock and randomness, logging (stderr, or syslog over an
+ * AF_UNIX socket: socket(2) is limited to AF_UNIX in sandbox.c). No
+ * exec, no network sockets, no ioctl, no ptrace, no chmod, unlink or
+ * rename. Taken from strace of logins of every kind, SIGHUP and a
+ * passwd file change (test_privsep runs them under the filter). */
+static const char *const auth_syscalls[] = {
+	"read", "write", "readv", "writev", "pread64", "close", "lseek",
+	"openat", "open", "fstat", "newfstatat", "stat", "lstat", "statx",
+	"access", "faccessat", "faccessat2", "fcntl", "dup", "dup3",
+	"mmap", "munmap", "mremap", "mprotect", "brk", "madvise",
+	"futex", "set_robust_list", "rseq", "clone", "clone3", "exit", "exit_group",
+	"restart_syscall", "sched_yield",
+	"epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+	"poll", "ppoll", "eventfd2", "signalfd4",
+	"rt_sigprocmask", "rt_sigaction", "rt_sigreturn", "tgkill",
+	"sendmsg", "recvmsg", "sendto", "socket", "connect",
+	"memfd_create", "getrandom", "clock_gettime", "gettimeofday", "time",
+	"nanosleep", "clock_nanosleep", "getpid", "gettid", "getppid",
+	"getuid", "geteuid", "getgid", "getegid", "uname",
+	NULL,
+};
+
+/* What a worker may do once set up (privsep): the auth process's list
+ * plus serving clients (accept, socket options, shutdown) and Maildirs
+ * (link, rename, unlink, mkdir, fsync, flock, utimensat for LOGIN-DELAY,
+ * directory reads, O_TMPFILE spools). No exec (so no OAuth verifier
+ * command: with one configured the worker runs without the filter, as
+ * the verifier would inherit it), no network socket of its own, no
+ * ptrace, no chmod/chown, no ioctl. The list for the login role after
+ * the split will be far shorter (no files at all). */
+static const char *const worker_syscalls[] = {
+	"accept4", "accept", "setsockopt", "getsockopt", "getsockname",
+	"getpeername", "shutdown", "recvfrom",
+	"link", "linkat", "rename", "renameat", "renameat2", "unlink", "unlinkat",
+	"mkdir", "mkdirat", "fsync", "fdatasync", "flock", "utimensat",
+	"getdents64", "fstatfs", "statfs", "ftruncate", "pwrite64", "umask",
+	"fadvise64", "readlink",
+	"sched_getaffinity", "sigaltstack",
+	NULL,
+};
+
+/* Privsep only (-X stays as it was); 0 / -1 (logged). */
 static int
-serve(struct server *srv, unsigned worker)
+worker_sandbox(struct server *srv)
+{
+	char *error = NULL;
+
+	if (srv->authd_local)
+		return 0;
+	if (srv->config->set.oauth_verify_command[0] != '\0') {
+		log_warn("event=sandbox_skipped reason=oauth_verify_command "
+		    "note=\"the verifier would inherit the seccomp filter\"");
+		return 0;
+	}
+	switch (sandbox_seccomp2(auth_syscalls, worker_syscalls, &error)) {
+	case -1:
+		log_error("event=startup error=\"%s\"", error);
+		free(error);
+		return -1;
+	case 1:
+		log_warn("event=sandbox_skipped reason=sanitizer");
+		return 0;
+	}
+	srv->sandboxed = true;
+	return 0;
+}
+
+/* One serving process: the event loop over this worker's listeners.
+ * auth_sock: its channel to the auth process; -1: --single-process, the
+ * auth role runs here, on srv->db. */
+static int
+serve(struct server *srv, unsigned worker, int auth_sock)
 {
 	srv->worker = worker;
 	for (unsigned i = 0; i < listener_count; i++) {
@@ -603,8 +768,6 @@ serve(struct server *srv, unsigned worker)
 	}
 	srv->loop = ioloop_new();
 	srv->ips = iptable_new();
-	srv->auth_cache = auth_cache_new((uint64_t)srv->config->set.auth_cache_ttl * 1000,
-	    AUTH_CACHE_ENTRIES);
 	/* Signals first: the hashing threads inherit the blocked mask. */
 	ioloop_add_signal(srv->loop, SIGTERM, on_terminate, srv);
 	ioloop_add_signal(srv->loop, SIGINT, on_terminate, srv);
@@ -615,7 +778,21 @@ serve(struct server *srv, unsigned worker)
 	 * fsyncs share journal commits. */
 	if (srv->config->set.smtp_listen.count > 0 || srv->config->set.lmtp_listen.count > 0)
 		srv->deliver_wq = workq_new(srv->loop, DELIVER_THREADS);
-	login_calibrate(srv);
+	if (auth_sock < 0) {
+		int sv[2];
+
+		if (ipc_socketpair(sv) < 0)
+			log_fatal("event=startup error=\"socketpair: %s\"", strerror(errno));
+		srv->authd_local = true;
+		srv->authd = authd_new(srv->loop, server_config_ref(srv->config), srv->db,
+		    srv->sasl_secret, sizeof(srv->sasl_secret), srv->hostname);
+		srv->db = NULL;  /* the authd's now; ours comes over the channel */
+		authd_add_client(srv->authd, sv[0]);
+		auth_sock = sv[1];
+	}
+	if (authclient_connect(srv, auth_sock) < 0)
+		return 1;
+	test_open_hook("worker");
 	for (unsigned i = 0; i < listener_count; i++) {
 		if (listeners[i].fd < 0)
 			continue;
@@ -628,6 +805,8 @@ serve(struct server *srv, unsigned worker)
 			    listeners[i].kind == LISTEN_LMTP ? " proto=lmtp" : "");
 	}
 	sweep_timer = timer_add(srv->loop, SWEEP_INTERVAL_MS, on_sweep, srv);
+	if (worker_sandbox(srv) < 0)
+		return 1;
 	log_info("event=started version=%s worker=%u uid=%d pid=%d", POBOXD_VERSION,
 	    worker, (int)getuid(), (int)getpid());
 
@@ -648,9 +827,10 @@ serve(struct server *srv, unsigned worker)
 	workq_free(&srv->deliver_wq);
 	smtp_session_close_all(srv, "shutdown");
 	workq_free(&srv->workq);
+	authclient_close(srv);
+	authd_free(&srv->authd);
 	timer_remove(&sweep_timer);
 	iptable_free(&srv->ips);
-	auth_cache_free(&srv->auth_cache);
 	passwd_db_free(&srv->db);
 	server_config_unref(&srv->config);
 	limits_free(&srv->limits);
@@ -659,23 +839,205 @@ serve(struct server *srv, unsigned worker)
 	return 0;
 }
 
-/* The supervising parent: forwards signals, restarts a worker that died. */
+/* ---- the auth process (privsep): the passwd db, the cache, the hashing
+ * threads and the SASL mechanisms (authd.c), as auth_user. */
+
+static struct authd *auth_role;
+
+
+static void
+auth_on_signal(void *ctx, int signo)
+{
+	struct server *srv = ctx;
+	struct server_config *c;
+	struct passwd_db *db;
+
+	if (signo != SIGHUP) {
+		ioloop_stop(srv->loop);
+		return;
+	}
+	if (reload_read(srv, &c, &db, false) == 0) {
+		server_config_unref(&srv->config);
+		srv->config = server_config_ref(c);
+		authd_reload(auth_role, c, db);
+		log_info("event=auth_reloaded");
+	}
+}
+
+static void
+auth_ctl_msg(void *ctx, struct ipc_msg *m)
+{
+	if (m->type == AUTHP_CLIENT && m->fd >= 0) {
+		authd_add_client(auth_role, m->fd);
+		m->fd = -1;
+		return;
+	}
+	log_error("event=auth_ctl_error error=\"unexpected message %u\"", m->type);
+}
+
+static void
+auth_ctl_close(void *ctx, const char *why)
+{
+	struct server *srv = ctx;
+
+	/* The master is gone: so are we. */
+	ioloop_stop(srv->loop);
+}
+
+int
+authd_main(struct server *srv, int ctl)
+{
+	static const struct ipc_chan_callbacks cb = { auth_ctl_msg, auth_ctl_close };
+	static const int signals[] = { SIGTERM, SIGINT, SIGHUP };
+	struct passwd_db *db;
+	struct ipc_chan *chan;
+	struct ipc_out o;
+	char *error = NULL;
+	int r;
+
+	/* The master's TLS keys, aliases and JWKS are no business of this
+	 * process (nor are they re-read here on SIGHUP). */
+	tls_ctx_free(&srv->config->tls_ctx);
+	aliases_free(&srv->config->aliases);
+	jwks_free(&srv->config->jwks);
+	if (passwd_db_open(srv->config->set.passwd_file, srv->config->set.mail_root,
+	    &db, &error) < 0) {
+		log_error("event=startup role=auth error=\"%s\"", error);
+		free(error);
+		return 1;
+	}
+	srv->loop = ioloop_new();
+	for (size_t i = 0; i < ARRAY_SIZE(signals); i++)
+		ioloop_add_signal(srv->loop, signals[i], auth_on_signal, srv);
+	auth_role = authd_new(srv->loop, server_config_ref(srv->config), db,
+	    srv->sasl_secret, sizeof(srv->sasl_secret), srv->hostname);
+	/* Set up (threads started, files read): from here on the process
+	 * holding every hash can only do what serving logins needs. */
+	if ((r = sandbox_seccomp(auth_syscalls, &error)) > 0)
+		log_warn("event=sandbox_skipped role=auth reason=sanitizer");
+	if (r < 0) {
+		log_error("event=startup role=auth error=\"%s\"", error);
+		free(error);
+		authd_free(&auth_role);
+		ioloop_free(&srv->loop);
+		return 1;
+	}
+	ipc_out_init(&o, AUTHP_READY, 0);
+	if (ipc_send(ctl, &o, -1) < 0) {
+		authd_free(&auth_role);
+		ioloop_free(&srv->loop);
+		return 1;
+	}
+	chan = ipc_chan_new(srv->loop, ctl, &cb, srv);
+	log_info("event=auth_started uid=%d pid=%d", (int)getuid(), (int)getpid());
+	ioloop_run(srv->loop);
+	ipc_chan_free(&chan);
+	authd_free(&auth_role);
+	server_config_unref(&srv->config);
+	ioloop_free(&srv->loop);
+	log_info("event=stopped role=auth");
+	return 0;
+}
+
+/* The supervising parent: forwards signals, restarts a process that
+ * died. Privsep (the default): it stays root, starts the auth process
+ * (auth_user) first and gives each worker a channel to it; each child
+ * drops to its own user. --single-process: it has dropped to `user`
+ * already and each worker is whole (the auth role in it). */
 struct master {
 	struct server *srv;
 	struct ioloop *loop;
 	struct timer *respawn;
 	pid_t pids[WORKERS_MAX];
-	unsigned live;
+	unsigned live;           /* workers */
+	pid_t auth_pid;          /* 0: not running */
+	int auth_ctl;            /* to the auth process; -1: none */
+	bool single;
 	bool stopping;
 };
+
+static void master_schedule_respawn(struct master *m);
+
+/* Starts the auth process and waits for it to load the passwd file.
+ * 0 / -1 (logged). */
+static int
+master_spawn_auth(struct master *m)
+{
+	struct ipc_msg *msg;
+	int sv[2], r;
+	pid_t pid;
+
+	if (ipc_socketpair(sv) < 0) {
+		log_error("event=fork_failed role=auth error=\"%s\"", strerror(errno));
+		return -1;
+	}
+	if ((pid = fork()) < 0) {
+		log_error("event=fork_failed role=auth error=\"%s\"", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+		if (getppid() == 1)
+			_exit(0);
+		close(sv[0]);
+		/* No client socket ever reaches the auth process. */
+		for (unsigned i = 0; i < listener_count; i++)
+			close(listeners[i].fd);
+		/* ps and the tests tell the roles apart by name. */
+		prctl(PR_SET_NAME, "poboxd-auth", 0, 0, 0);
+		if (drop_privileges(m->srv->config->set.auth_user) < 0)
+			_exit(1);
+		_exit(authd_main(m->srv, sv[1]));
+	}
+	close(sv[1]);
+	m->auth_pid = pid;
+	msg = xmalloc(sizeof(*msg));
+	r = ipc_recv(sv[0], msg);
+	if (r <= 0 || msg->type != AUTHP_READY) {
+		ipc_msg_clear(msg);
+		free(msg);
+		close(sv[0]);
+		log_error("event=auth_failed note=\"the auth process did not start\"");
+		return -1;
+	}
+	free(msg);
+	m->auth_ctl = sv[0];
+	return 0;
+}
 
 static void
 master_spawn(struct master *m, unsigned w)
 {
-	pid_t pid = fork();
+	int sock = -1;
+	pid_t pid;
 
+	if (!m->single) {
+		struct ipc_out o;
+		int sv[2];
+
+		if (m->auth_ctl < 0 || ipc_socketpair(sv) < 0) {
+			master_schedule_respawn(m);
+			return;
+		}
+		ipc_out_init(&o, AUTHP_CLIENT, 0);
+		if (ipc_send(m->auth_ctl, &o, sv[0]) < 0) {
+			log_error("event=fork_failed worker=%u error=\"auth: %s\"", w,
+			    strerror(errno));
+			close(sv[0]);
+			close(sv[1]);
+			master_schedule_respawn(m);
+			return;
+		}
+		close(sv[0]);
+		sock = sv[1];
+	}
+	pid = fork();
 	if (pid < 0) {
 		log_error("event=fork_failed worker=%u error=\"%s\"", w, strerror(errno));
+		if (sock >= 0)
+			close(sock);
 		return;
 	}
 	if (pid == 0) {
@@ -683,9 +1045,15 @@ master_spawn(struct master *m, unsigned w)
 		prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
 		if (getppid() == 1)
 			_exit(0);
+		if (m->auth_ctl >= 0)
+			close(m->auth_ctl);
+		if (!m->single && drop_privileges(m->srv->config->set.user) < 0)
+			_exit(1);
 		/* The child leaves the parent's loop alone and builds its own. */
-		_exit(serve(m->srv, w));
+		_exit(serve(m->srv, w, sock));
 	}
+	if (sock >= 0)
+		close(sock);
 	m->pids[w] = pid;
 	m->live++;
 }
@@ -696,9 +1064,34 @@ master_respawn(void *ctx)
 	struct master *m = ctx;
 
 	m->respawn = NULL;
-	for (unsigned w = 0; w < m->srv->workers && !m->stopping; w++)
+	if (m->stopping)
+		return;
+	if (!m->single && m->auth_pid == 0 && master_spawn_auth(m) < 0) {
+		master_schedule_respawn(m);
+		return;
+	}
+	for (unsigned w = 0; w < m->srv->workers; w++)
 		if (m->pids[w] == 0)
 			master_spawn(m, w);
+}
+
+static void
+master_schedule_respawn(struct master *m)
+{
+	if (m->respawn == NULL && !m->stopping)
+		m->respawn = timer_add(m->loop, RESPAWN_DELAY_MS, master_respawn, m);
+}
+
+/* Stopping: the workers first (SMTP deliveries drain), then auth. */
+static void
+master_check_stopped(struct master *m)
+{
+	if (!m->stopping || m->live > 0)
+		return;
+	if (m->auth_pid > 0)
+		kill(m->auth_pid, SIGTERM);
+	else
+		ioloop_stop(m->loop);
 }
 
 static void
@@ -710,6 +1103,20 @@ master_signal(void *ctx, int signo)
 
 	if (signo == SIGCHLD) {
 		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			if (pid == m->auth_pid) {
+				m->auth_pid = 0;
+				if (m->auth_ctl >= 0)
+					close(m->auth_ctl);
+				m->auth_ctl = -1;
+				/* The workers lose their channel and end; all
+				 * come back once auth is running again. */
+				if (!m->stopping) {
+					log_error("event=auth_died pid=%d status=%d",
+					    (int)pid, status);
+					master_schedule_respawn(m);
+				}
+				continue;
+			}
 			for (unsigned w = 0; w < m->srv->workers; w++) {
 				if (m->pids[w] != pid)
 					continue;
@@ -719,53 +1126,67 @@ master_signal(void *ctx, int signo)
 				if (!m->stopping) {
 					log_error("event=worker_died worker=%u pid=%d status=%d",
 					    w, (int)pid, status);
-					if (m->respawn == NULL)
-						m->respawn = timer_add(m->loop, RESPAWN_DELAY_MS,
-						    master_respawn, m);
+					master_schedule_respawn(m);
 				}
 			}
 		}
-		if (m->stopping && m->live == 0)
-			ioloop_stop(m->loop);
+		master_check_stopped(m);
 		return;
 	}
 	if (signo == SIGHUP) {
-		/* A worker started later must run the new configuration and
-		 * passwd file too. */
+		/* A worker started later must run the new configuration (and,
+		 * --single-process, passwd file) too. */
 		struct server_config *c;
-		struct passwd_db *db;
-		if (reload_read(m->srv, &c, &db) == 0) {
+		struct passwd_db *db = NULL;
+		if (reload_read(m->srv, &c, m->single ? &db : NULL, true) == 0) {
 			server_config_unref(&m->srv->config);
 			m->srv->config = c;
-			passwd_db_free(&m->srv->db);
-			m->srv->db = db;
+			if (m->single) {
+				passwd_db_free(&m->srv->db);
+				m->srv->db = db;
+			}
 		}
+		if (m->auth_pid > 0)
+			kill(m->auth_pid, SIGHUP);
 	} else {
 		log_info("event=shutdown signal=%s workers=%u", strsignal(signo), m->live);
 		m->stopping = true;
 		timer_remove(&m->respawn);
-		if (m->live == 0)
-			ioloop_stop(m->loop);
 	}
 	for (unsigned w = 0; w < m->srv->workers; w++)
 		if (m->pids[w] > 0)
 			kill(m->pids[w], signo == SIGINT ? SIGTERM : signo);
+	if (signo != SIGHUP)
+		master_check_stopped(m);
 }
 
 static int
-master_run(struct server *srv)
+master_run(struct server *srv, bool single)
 {
-	struct master m = { .srv = srv };
+	struct master m = { .srv = srv, .auth_ctl = -1, .single = single };
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
+	int ret = 0;
 
 	m.loop = ioloop_new();
 	for (size_t i = 0; i < ARRAY_SIZE(signals); i++)
 		ioloop_add_signal(m.loop, signals[i], master_signal, &m);
+	if (!single && master_spawn_auth(&m) < 0) {
+		ret = 1;
+		goto out;
+	}
 	for (unsigned w = 0; w < srv->workers; w++)
 		master_spawn(&m, w);
-	log_info("event=master_started workers=%u pid=%d", srv->workers, (int)getpid());
+	log_info("event=master_started workers=%u pid=%d uid=%d%s", srv->workers,
+	    (int)getpid(), (int)getuid(), single ? " mode=single" : "");
 	ioloop_run(m.loop);
+out:
 	timer_remove(&m.respawn);
+	if (m.auth_ctl >= 0)
+		close(m.auth_ctl);
+	if (ret != 0 && m.auth_pid > 0) {
+		kill(m.auth_pid, SIGTERM);
+		waitpid(m.auth_pid, NULL, 0);
+	}
 	ioloop_free(&m.loop);
 	for (unsigned i = 0; i < listener_count; i++)
 		close(listeners[i].fd);
@@ -773,20 +1194,25 @@ master_run(struct server *srv)
 	server_config_unref(&srv->config);
 	limits_free(&srv->limits);
 	log_info("event=stopped");
-	return 0;
+	return ret;
 }
 
 int
 main(int argc, char **argv)
 {
 	struct server srv = { 0 };
-	bool foreground = false, print = false, test = false;
+	bool foreground = false, print = false, test = false, single = false;
 	char *error = NULL;
 	int opt;
+	static const struct option longopts[] = {
+		{ "single-process", no_argument, NULL, 'X' },
+		{ NULL, 0, NULL, 0 },
+	};
 
 	srv.config_path = POBOX_DEFAULT_CONFIG;
-	while ((opt = getopt(argc, argv, "c:fntVh")) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:fntVhX", longopts, NULL)) != -1) {
 		switch (opt) {
+		case 'X': single = true; break;
 		case 'c': srv.config_path = optarg; break;
 		case 'f': foreground = true; break;
 		case 'n': print = true; break;
@@ -800,7 +1226,7 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 64;
 	}
-	if ((srv.config = config_read(srv.config_path, &error)) == NULL) {
+	if ((srv.config = config_read(srv.config_path, true, &error)) == NULL) {
 		fprintf(stderr, "poboxd: %s\n", error);
 		return 1;
 	}
@@ -815,7 +1241,7 @@ main(int argc, char **argv)
 			fprintf(stderr, "poboxd: %s\n", error);
 			return 1;
 		}
-		if (check_as_user(&srv.config->set) < 0) {
+		if (check_as_user(&srv.config->set, single) < 0) {
 			passwd_db_free(&srv.db);
 			server_config_unref(&srv.config);
 			return 1;
@@ -865,6 +1291,28 @@ main(int argc, char **argv)
 		if (a[0] == '/' && listener_bind_unix(&srv, a, srv.config->set.user) < 0)
 			goto fail;
 	}
+	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)
+		strcpy(srv.hostname, "localhost");
+	/* Before the fork: every worker (--single-process) or the one auth
+	 * process gives an unknown user the same fake SCRAM salt. */
+	if (getrandom(srv.sasl_secret, sizeof(srv.sasl_secret), 0) !=
+	    (ssize_t)sizeof(srv.sasl_secret)) {
+		log_error("event=startup error=\"getrandom failed\"");
+		goto fail;
+	}
+	if (!single && geteuid() == 0) {
+		char err[400];
+
+		if (check_users(&srv.config->set, false, err, sizeof(err)) < 0) {
+			log_error("event=privileges error=\"%s\"", err);
+			goto fail;
+		}
+	}
+	srv.limits = limits_new(srv.workers);
+	if (!single)
+		/* Privilege separation: the master keeps root to start each
+		 * role as its own user and never reads the passwd file. */
+		return master_run(&srv, false);
 	if (drop_privileges(srv.config->set.user) < 0)
 		goto fail;
 	if (passwd_db_open(srv.config->set.passwd_file, srv.config->set.mail_root,
@@ -873,19 +1321,9 @@ main(int argc, char **argv)
 		free(error);
 		goto fail;
 	}
-	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)
-		strcpy(srv.hostname, "localhost");
-	/* Before the fork: every worker gives an unknown user the same fake
-	 * SCRAM salt. */
-	if (getrandom(srv.sasl_secret, sizeof(srv.sasl_secret), 0) !=
-	    (ssize_t)sizeof(srv.sasl_secret)) {
-		log_error("event=startup error=\"getrandom failed\"");
-		goto fail;
-	}
-	srv.limits = limits_new(srv.workers);
 	if (srv.workers == 1)
-		return serve(&srv, 0);
-	return master_run(&srv);
+		return serve(&srv, 0, -1);
+	return master_run(&srv, true);
 fail:
 	for (unsigned i = 0; i < listener_count; i++)
 		close(listeners[i].fd);

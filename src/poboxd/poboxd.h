@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth/auth.h"
 #include "lib/settings.h"
 #include "proto/pop3.h"
 
@@ -26,6 +27,11 @@ struct conn;
 struct auth_user;
 struct authsasl;
 struct jwks;
+struct ipc_chan;
+struct ipc_msg;
+struct ipc_out;
+struct authd;
+struct auth_req;
 
 #define POBOXD_SASL_MAX 16 /* mechanisms offered at most */
 
@@ -48,8 +54,7 @@ struct server {
 	struct workq *workq;
 	struct workq *deliver_wq;  /* SMTP/LMTP deliveries (fsync-bound); NULL
 	                              when no receiver is configured */
-	struct passwd_db *db;
-	struct auth_cache *auth_cache;
+	struct passwd_db *db;      /* the hash-free user table from auth */
 	struct server_config *config;
 	const char *config_path;
 	struct iptable *ips;
@@ -63,6 +68,14 @@ struct server {
 	char hostname[256];
 	unsigned char sasl_secret[32]; /* fake SCRAM salts; same in every worker */
 	bool shutting_down;
+	/* The auth role (authd.c) over a channel (authclient.c); with
+	 * --single-process it runs in this process (authd_local). */
+	struct ipc_chan *auth_chan;
+	struct auth_req *auth_reqs;  /* waiting for their answer */
+	uint32_t auth_next_id;
+	struct authd *authd;         /* --single-process only */
+	bool authd_local;
+	bool sandboxed;              /* under the worker's seccomp filter */
 };
 
 struct server_config *server_config_ref(struct server_config *c);
@@ -96,6 +109,49 @@ void smtp_session_close_all(struct server *srv, const char *reason);
  * and a delivery finishing now only sends its reply. */
 void smtp_session_shutdown(struct server *srv);
 
+/* authclient.c: requests to the auth process. A request is answered
+ * once (reply with the message, or NULL when auth is gone); the
+ * requester embeds the auth_req and cancels it if it goes away first. */
+struct auth_req {
+	struct auth_req *next, *prev;
+	uint32_t id;
+	void (*reply)(struct auth_req *r, const struct ipc_msg *m);
+};
+/* A new request id (never 0). */
+uint32_t authclient_id(struct server *srv);
+/* Sends o; r (may be NULL: no answer wanted) waits under o's id. */
+void authclient_send(struct server *srv, struct auth_req *r, const struct ipc_out *o);
+void authclient_cancel(struct server *srv, struct auth_req *r);
+/* An AUTHP_RESULT (or NULL) decoded: strings point into the message. */
+struct auth_result_msg {
+	enum pop3_login_result res;
+	const char *reason;     /* may be NULL */
+	unsigned verify_ms;
+	struct auth_user user;  /* name (may be NULL), maildir, login_delay,
+	                           expire; no hash */
+};
+void authclient_result(const struct ipc_msg *m, struct auth_result_msg *r);
+/* Waits for the first user table on sock (taken), then serves it on the
+ * loop. 0 / -1 (logged). */
+int authclient_connect(struct server *srv, int sock);
+void authclient_close(struct server *srv);
+
+/* authd.c: the auth role (see the file). The secret and hostname must
+ * outlive it; it takes config's reference and db. */
+struct authd *authd_new(struct ioloop *loop, struct server_config *config,
+    struct passwd_db *db, const unsigned char *secret, size_t secret_len,
+    const char *hostname);
+/* Takes sock, a channel to a serving process; sends it the user table. */
+void authd_add_client(struct authd *a, int sock);
+/* SIGHUP: new settings and passwd db (taken); recalibrates, forgets the
+ * cache, sends every client the new table. */
+void authd_reload(struct authd *a, struct server_config *config,
+    struct passwd_db *db);
+void authd_free(struct authd **a);
+/* The auth process: serves the clients the master sends on ctl until
+ * SIGTERM or the master goes. */
+int authd_main(struct server *srv, int ctl);
+
 /* login.c: the pop3_host login callback and its asynchronous answer. */
 struct login_job;
 struct session_login {
@@ -118,9 +174,6 @@ void login_fail(struct session *s, uint64_t start_ms, const char *name,
 /* Credentials are good: LOGIN-DELAY, then the maildrop; answers the engine. */
 void login_open(struct session *s, const struct auth_user *u, const char *method,
     const char *mech);
-/* Times one verification per hash scheme in the passwd file: failed
- * logins are answered no sooner than the slowest (no timing oracle). */
-void login_calibrate(struct server *srv);
 /* The session is going away: detach from a job still in flight. */
 void login_abort(struct session *s);
 

@@ -896,6 +896,34 @@ pop3_new(const struct pop3_settings *set, const struct pop3_host *host,
 	return p;
 }
 
+struct pop3 *
+pop3_new_transaction(const struct pop3_settings *set, const struct pop3_host *host,
+    void *host_ctx, struct buf *out, const char *user, struct maildrop *md,
+    const struct pop3_user_policy *policy)
+{
+	struct pop3 *p = xcalloc(1, sizeof(*p));
+
+	p->set = set;
+	p->host = host;
+	p->host_ctx = host_ctx;
+	p->out = out;
+	p->out_high = POP3_OUT_HIGH_DEFAULT;
+	p->state = STATE_AUTHORIZATION;
+	p->tls = set->tls;
+	linebuf_init(&p->in, POP3_LINE_MAX);
+	/* The answer to the login command the other process read. */
+	p->user = xstrdup(user);
+	pop3_login_done(p, POP3_LOGIN_OK, md, policy);
+	return p;
+}
+
+const void *
+pop3_pending_data(const struct pop3 *p, size_t *len_r)
+{
+	*len_r = buf_size(&p->in.in);
+	return buf_head(&p->in.in);
+}
+
 void
 pop3_free(struct pop3 **pp)
 {

@@ -120,6 +120,18 @@ struct pop3_stats {
  * settings' strings must outlive it too. The greeting is written at once. */
 struct pop3 *pop3_new(const struct pop3_settings *set, const struct pop3_host *host,
     void *host_ctx, struct buf *out);
+/* Privilege separation (the mail role): the engine of a session whose
+ * login another process read and had checked. No greeting: it writes the
+ * "+OK Logged in" answer to that login command and starts in TRANSACTION
+ * with md (owned from now on) as user's maildrop, as pop3_login_done()
+ * would have. set->tls: the connection is under TLS (CAPA, STLS). */
+struct pop3 *pop3_new_transaction(const struct pop3_settings *set,
+    const struct pop3_host *host, void *host_ctx, struct buf *out, const char *user,
+    struct maildrop *md, const struct pop3_user_policy *policy);
+/* The input read and not processed yet (commands pipelined behind the
+ * login command), to go with the connection to the mail role. Valid
+ * until the next call into the engine. */
+const void *pop3_pending_data(const struct pop3 *p, size_t *len_r);
 /* Closes the maildrop without UPDATE unless QUIT already did it. */
 void pop3_free(struct pop3 **p);
 

@@ -30,6 +30,9 @@ POBOX = BUILD / "bin" / "pobox"
 IS_ROOT = os.geteuid() == 0
 CI = os.environ.get("CI", "").lower() == "true"
 UNPRIV_USER = "nobody"
+# Privilege separation: the auth process's user, the only one that reads
+# the passwd file (made here when missing, like a package would).
+AUTH_USER = "pobox-auth"
 KEEP = os.environ.get("E2E_KEEP") == "1"   # keep temp dirs for debugging
 TIMEOUT = 10.0
 
@@ -371,6 +374,28 @@ def _unpriv_ids():
     return pw.pw_uid, pw.pw_gid
 
 
+def ensure_auth_user():
+    if not IS_ROOT:
+        return
+    try:
+        pwd.getpwnam(AUTH_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home",
+                        "--home-dir", "/nonexistent", "--shell",
+                        "/usr/sbin/nologin", AUTH_USER], check=False,
+                       capture_output=True)
+
+
+def own_passwd(path):
+    """As root, the passwd file goes to the auth user alone (0600): the
+    serving processes must not be able to read it."""
+    if not IS_ROOT or not os.path.exists(path):
+        return
+    pw = pwd.getpwnam(AUTH_USER)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+    os.chmod(path, 0o600)
+
+
 def chown_tree(path):
     """As root, hands path over to the unprivileged user poboxd drops to."""
     if not IS_ROOT:
@@ -396,6 +421,7 @@ class Env:
 
     def __init__(self, test_id="e2e"):
         need_binaries()
+        ensure_auth_user()
         self.dir = Path(tempfile.mkdtemp(prefix="pobox-e2e-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
         self.srv = self.dir / "srv"
@@ -421,6 +447,7 @@ class Env:
         lines += [f"listen = {a}" for a in self.listen]
         if IS_ROOT:
             lines.append(f"user = {UNPRIV_USER}")
+            lines.append(f"auth_user = {AUTH_USER}")
         lines.append(f"passwd_file = {self.passwd}")
         lines.append(f"mail_root = {self.mail_root}")
         lines += [f"{k} = {quote(v)}" for k, v in self.settings.items()]
@@ -431,6 +458,7 @@ class Env:
         self.settings.update({k: str(v) for k, v in overrides.items()})
         self.conf.write_text(self.config_text())
         chown_tree(self.srv)
+        own_passwd(self.passwd)
         return self.conf
 
     # ---- pobox admin tool
@@ -463,6 +491,7 @@ class Env:
 
     def fix_owner(self):
         chown_tree(self.srv)
+        own_passwd(self.passwd)
 
     # ---- maildirs
     def maildir(self, user):
@@ -632,13 +661,60 @@ class Daemon:
         if not self.logf.closed:
             self.logf.close()
 
-    def proc_status(self):
-        """{key: value} of /proc/PID/status."""
-        out = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            k, _, v = line.partition(":")
-            out[k] = v.strip()
+    def proc_status(self, pid=None):
+        """{key: value} of /proc/PID/status (default: the daemon's)."""
+        return proc_status(self.pid if pid is None else pid)
+
+    def roles(self):
+        """{"auth": [pids], "worker": [pids]}: the daemon's children by
+        name (the auth process calls itself poboxd-auth); with no
+        children (--single-process, one worker) the daemon is the worker."""
+        out = {"auth": [], "worker": []}
+        for pid in child_pids(self.pid):
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            out["auth" if comm == "poboxd-auth" else "worker"].append(pid)
+        if not out["auth"] and not out["worker"]:
+            out["worker"] = [self.pid]
         return out
+
+    def worker_pids(self, count=1, timeout=TIMEOUT):
+        """The serving processes, once count of them run."""
+        end = time.monotonic() + timeout
+        while True:
+            w = self.roles()["worker"]
+            if len(w) >= count:
+                return w
+            if time.monotonic() > end:
+                raise AssertionError(f"{count} workers not running")
+            time.sleep(0.05)
+
+
+def proc_status(pid):
+    """{key: value} of /proc/PID/status."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+def child_pids(pid):
+    """PIDs whose parent is pid."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, split after ')'.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(p.name))
+    return sorted(out)
 
 
 class PoboxTestCase(unittest.TestCase):

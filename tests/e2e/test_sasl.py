@@ -6,6 +6,7 @@ from the ssl module's certificate and, for tls-exporter, openssl s_client's
 keying material), cancel, bad base64, the cleartext rule on a non-loopback
 address, the failure delay and the log's mech= field."""
 
+import ast
 import base64
 import hashlib
 import hmac
@@ -764,7 +765,9 @@ class SaslOAuthTest(PoboxTestCase):
             c.close()
         # The slow one runs (it sleeps 30 s) until its 2 s limit kills it,
         # and it is reaped.
-        pid = self.env.daemons[-1].pid
+        # The verifier is a child of the worker (of poboxd itself with
+        # --single-process).
+        pid = self.env.daemons[-1].worker_pids()[0]
         for _ in range(100):
             if children(pid):
                 break
@@ -809,14 +812,14 @@ class SaslOAuthTest(PoboxTestCase):
         self.addCleanup(c.close)
         r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer probe-token\x01\x01"))
         self.assertTrue(r.startswith("+OK"), r + self.env.log_text()[-2000:])
-        fds = dict(eval(Path(str(out) + ".fd").read_text()))
+        fds = dict(ast.literal_eval(Path(str(out) + ".fd").read_text()))
         extra = {f: t for f, t in fds.items() if f not in ("0", "1", "2")}
         self.assertEqual(extra, {})
         self.assertTrue(fds["0"].startswith("pipe:") and fds["1"].startswith("pipe:"), fds)
         env = Path(str(out) + ".env").read_text().split("\n")
         self.assertIn("PATH=/usr/local/bin:/usr/bin:/bin", env)
         self.assertFalse([e for e in env if e.startswith(("HOME=", "USER=", "POBOX"))], env)
-        pid = self.env.daemons[-1].pid
+        pid = self.env.daemons[-1].worker_pids()[0]
         kids = children(pid)
         states = [Path(f"/proc/{k}/stat").read_text().split()[2] for k in kids]
         self.assertNotIn("Z", states)

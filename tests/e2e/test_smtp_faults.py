@@ -184,8 +184,11 @@ class SmtpWorkersTest(PoboxTestCase):
         self.env.wait_event("listening", addr=str(sock), proto="lmtp")
         acked, stop = [], threading.Event()
 
+        # Bounded by stop, and by a count no run reaches: with 400 each,
+        # all 1200 were sometimes delivered before the replacement worker
+        # was up (1 s), and nothing was left to deliver "after the kill".
         def stream(n0):
-            for i in range(n0, n0 + 400):
+            for i in range(n0, n0 + 4000):
                 if stop.is_set():
                     return
                 tag = f"w{i}"
@@ -200,7 +203,7 @@ class SmtpWorkersTest(PoboxTestCase):
                 except (smtplib.SMTPException, OSError):
                     pass
 
-        ts = [threading.Thread(target=stream, args=(k * 1000,)) for k in range(3)]
+        ts = [threading.Thread(target=stream, args=(k * 10000,)) for k in range(3)]
         for t in ts:
             t.start()
         wait_for(lambda: len(acked) >= 10, "some deliveries", timeout=60)

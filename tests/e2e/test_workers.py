@@ -13,7 +13,7 @@ PW = "workers-pw"
 
 
 def children(pid):
-    """PIDs whose parent is pid."""
+    """Worker PIDs: children of pid but the auth process."""
     out = []
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
@@ -24,7 +24,7 @@ def children(pid):
             continue
         # pid (comm) state ppid ...: comm may hold spaces, split after ')'.
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
+        if ppid == pid and "(poboxd-auth)" not in stat:
             out.append(int(p.name))
     return sorted(out)
 
@@ -61,7 +61,9 @@ class WorkersTest(PoboxTestCase):
         d, kids = self.start_two()
         self.assertEqual(len(self.env.events("started")), 2)
         self.assertEqual(len(self.env.events("master_started", workers=2)), 1)
-        for pid in [d.pid] + kids:
+        # The master keeps root to start the roles (privsep); it accepts
+        # nothing. Every process that serves drops it.
+        for pid in kids + d.roles()["auth"]:
             uids = uid_of(pid)
             if IS_ROOT:
                 self.assertNotIn(0, uids, f"pid {pid} serves as root")

@@ -408,6 +408,67 @@ test_refresh(void **state)
 	assert_int_equal(passwd_db_lookup(fx->db, "bob", &u), 0);
 }
 
+/* The table the auth process gives the serving processes: the same
+ * users, maildirs and policy, no hash, secret or SCRAM key. */
+static void
+test_public_table(void **state)
+{
+	struct fx *fx = *state;
+	struct passwd_db *pub = NULL;
+	struct auth_user *u = NULL;
+	char *text = xasprintf(
+	    "alice:%s::quota_bytes=10M quota_messages=7 login_delay=60\n"
+	    "bob:%s:/srv/mail/bob:apop=s3cret expire=never\n"
+	    "carol:!%s:/srv/carol:expire=30 scram-sha-1=SCRAM-SHA-1$4096:"
+	    "QSXCR+Q6sek8bf92$6dlGYMOdZcOPutkcNY8U2g7vK9Y=:D+CSWLOshSulAsxiupA+qs2/fTE=\n",
+	    hash_alice, hash_alice, hash_alice);
+	char *path = xasprintf("%s/public", fx->dir), *out, *md;
+	FILE *f;
+	size_t len;
+
+	assert_int_equal(open_str(fx, text), 0);
+	free(text);
+	f = fopen(path, "w+");
+	assert_non_null(f);
+	assert_int_equal(passwd_db_dump_public(fx->db, fileno(f)), 0);
+	fclose(f);
+	out = tu_read_file(path, &len);
+	assert_null(strstr(out, hash_alice));
+	assert_null(strstr(out, "s3cret"));
+	assert_null(strstr(out, "SCRAM"));
+	assert_null(strstr(out, "$"));
+	free(out);
+
+	assert_int_equal(passwd_db_open_fd(open(path, O_RDONLY), "table", &pub,
+	    &fx->error), 0);
+	assert_int_equal(passwd_db_lookup(pub, "alice", &u), 1);
+	md = xasprintf("%s/alice", fx->mail_root);
+	assert_string_equal(u->maildir, md);
+	free(md);
+	assert_true(u->quota_bytes == 10 << 20);
+	assert_true(u->quota_messages == 7);
+	assert_int_equal(u->login_delay, 60);
+	assert_int_equal(u->expire, -1);
+	assert_true(auth_user_disabled(u));  /* never verifiable here */
+	auth_user_free(&u);
+	assert_int_equal(passwd_db_lookup(pub, "bob", &u), 1);
+	assert_string_equal(u->maildir, "/srv/mail/bob");
+	assert_null(u->apop_secret);
+	assert_int_equal(u->expire, -2);
+	auth_user_free(&u);
+	assert_int_equal(passwd_db_lookup(pub, "carol", &u), 1);
+	assert_null(u->scram_sha1);
+	assert_int_equal(u->expire, 30);
+	auth_user_free(&u);
+	assert_int_equal(passwd_db_lookup(pub, "dave", &u), 0);
+	assert_int_equal(passwd_db_policy_range(pub)->max_login_delay, 60);
+	assert_int_equal(passwd_db_policy_range(pub)->min_expire, 30);
+	/* It never refreshes itself (it has no file). */
+	passwd_db_refresh(pub);
+	passwd_db_free(&pub);
+	free(path);
+}
+
 int
 main(void)
 {
@@ -420,6 +481,7 @@ main(void)
 		cmocka_unit_test(test_verify_null_and_disabled),
 		cmocka_unit_test(test_apop),
 		cmocka_unit_test_setup_teardown(test_refresh, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_public_table, setup, teardown),
 	};
 	int ret;
 

@@ -914,6 +914,66 @@ test_auth_cancel_and_malformed(void **state)
 	tsess_end(&t);
 }
 
+/* Privsep handoff: the login side reads PASS with commands pipelined
+ * behind it; the mail side starts in TRANSACTION with the same maildrop
+ * and those bytes, and the client sees what one engine would have sent. */
+static void
+test_handoff_to_transaction(void **state)
+{
+	struct tsess t, m;
+	struct maildrop *md = NULL;
+	const char *pipelined = "STAT\r\nLIST 2\r\nUIDL 3\r\nQUIT\r\n";
+	const void *rest;
+	char *want, *carried;
+	size_t len;
+
+	/* One engine: the reference transcript. */
+	tsess_start(&t, state);
+	add_three(&t);
+	tsess_connect(&t);
+	assert_string_equal(tsess_send(&t, "USER alice\r\n"), "+OK Send PASS\r\n");
+	want = xstrdup(tsess_send(&t, "PASS secret word\r\nSTAT\r\nLIST 2\r\nUIDL 3\r\nQUIT\r\n"));
+	tsess_end(&t);
+
+	/* The login side: it holds the login; what came behind PASS waits. */
+	tsess_start(&t, state);
+	add_three(&t);
+	t.async_login = true;
+	tsess_connect(&t);
+	tsess_send(&t, "USER alice\r\n");
+	assert_string_equal(tsess_send_n(&t, "PASS secret word\r\n", 18), "");
+	tsess_send(&t, pipelined);
+	assert_int_equal(t.logins, 1);
+	rest = pop3_pending_data(t.p, &len);
+	carried = xstrndup(rest, len);
+	assert_string_equal(carried, pipelined);
+
+	/* The mail side: the maildrop opened there, the bytes fed first. */
+	tsess_start(&m, state);
+	mem_store_free(&m.ms);
+	m.ms = t.ms;
+	t.ms = NULL;
+	assert_int_equal(mem_store_open(m.ms, &md), MAILDROP_OPEN_OK);
+	m.p = pop3_new_transaction(&m.set, &test_host, &m, &m.out, "alice", md, &m.policy);
+	m.st = POP3_WANT_INPUT;
+	drain(&m);
+	assert_true(pop3_in_transaction(m.p));
+	assert_string_equal(pop3_user(m.p), "alice");
+	{
+		char *first = xstrdup(tsess_take(&m));
+		char *all = xasprintf("%s%s", first, tsess_send(&m, carried));
+		assert_string_equal(all, want);
+		free(all);
+		free(first);
+	}
+	assert_int_equal(m.st, POP3_CLOSE);
+	assert_true(pop3_stats(m.p)->updated);
+	free(carried);
+	free(want);
+	tsess_end(&t);
+	tsess_end(&m);
+}
+
 static bool whole = false, bytewise = true;
 
 #define BOTH(fn) \
@@ -929,6 +989,7 @@ main(void)
 		BOTH(test_greeting_apop),
 		BOTH(test_login_failures),
 		BOTH(test_transaction),
+		BOTH(test_handoff_to_transaction),
 		BOTH(test_top),
 		BOTH(test_strict_numbers),
 		BOTH(test_long_line_stays_in_sync),

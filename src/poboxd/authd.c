@@ -1,0 +1,658 @@
+/* authd.c: the auth role. The only holder of the passwd db, the auth
+ * cache and the hashing threads; runs the SASL mechanisms. Serving
+ * processes send it login requests over lib/ipc channels (authproto.h)
+ * and get yes / no / tempfail with the user's maildir and policy, never
+ * a hash, a secret or a SCRAM key; each also gets the hash-free user
+ * table (for recipients and CAPA) at start and after every change. Runs
+ * as auth_user in its own process (privsep), or inside the serving
+ * process with --single-process (then over an in-process socketpair). */
+#include "poboxd/poboxd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "auth/auth.h"
+#include "auth/authcache.h"
+#include "auth/sasl.h"
+#include "lib/ioloop.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "lib/workq.h"
+#include "poboxd/authproto.h"
+
+#define AUTH_CACHE_ENTRIES 65536
+#define AUTH_FLOOR_MAX_MS 2000   /* bounds what one odd slow hash can cost */
+#define AUTHD_CONVS_MAX 4096     /* SASL exchanges open per client */
+#define AUTHD_REFRESH_MS 1000    /* passwd file check, pushed on change */
+
+struct authd_client;
+
+/* One SASL exchange. */
+struct authd_conv {
+	struct authd_conv *next;
+	uint32_t id;
+	struct authd_client *client;
+	struct sasl *sasl;
+	struct sasl_params params;
+	unsigned char cb_exporter[SASL_CB_MAX];
+	unsigned char cb_endpoint[SASL_CB_MAX];
+	char external_user[AUTH_USER_MAX + 1];
+	const char *lookup_note;
+};
+
+struct authd_client {
+	struct authd_client *next;
+	struct authd *a;
+	struct ipc_chan *chan;
+	struct authd_conv *convs;
+	unsigned nconvs;
+	unsigned refs;           /* the list's, plus one per hash job */
+	bool dead;
+};
+
+struct authd {
+	struct ioloop *loop;
+	struct workq *workq;
+	struct auth_cache *cache;
+	struct passwd_db *db;
+	struct server_config *config;
+	struct authd_client *clients;
+	struct timer *refresh;
+	unsigned serial;         /* of the table last pushed */
+	unsigned floor_ms;
+	const unsigned char *secret;
+	size_t secret_len;
+	const char *hostname;
+};
+
+struct authd_job {
+	struct authd_client *client;
+	uint32_t id;
+	struct auth_user *user;  /* NULL: unknown */
+	char *name;
+	char *password;
+	unsigned verify_ms;
+	enum auth_result result;
+};
+
+static void
+client_unref(struct authd_client *c)
+{
+	if (--c->refs > 0)
+		return;
+	free(c);
+}
+
+/* ---- answers */
+
+static void
+client_send(struct authd_client *c, const struct ipc_out *o, int fd)
+{
+	if (!c->dead)
+		(void)ipc_chan_send(c->chan, o, fd);
+}
+
+static void
+send_result(struct authd_client *c, uint32_t id, enum pop3_login_result res,
+    const char *reason, const char *name, unsigned verify_ms, const struct auth_user *u)
+{
+	struct ipc_out o;
+
+	ipc_out_init(&o, AUTHP_RESULT, id);
+	ipc_put_i64(&o, res);
+	ipc_put_str(&o, reason);
+	ipc_put_str(&o, u != NULL ? u->name : name);
+	ipc_put_u64(&o, verify_ms);
+	ipc_put_str(&o, u != NULL ? u->maildir : NULL);
+	ipc_put_i64(&o, u != NULL ? u->login_delay : -1);
+	ipc_put_i64(&o, u != NULL ? u->expire : -1);
+	client_send(c, &o, -1);
+}
+
+/* The hash-free table in a sealed memfd: one message whatever its size,
+ * parsed by the passwd parser on the other side. */
+static void
+send_table(struct authd *a, struct authd_client *c)
+{
+	struct ipc_out o;
+	int fd = memfd_create("pobox-users", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0 || passwd_db_dump_public(a->db, fd) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
+	    F_SEAL_SEAL) < 0 || lseek(fd, 0, SEEK_SET) < 0) {
+		log_error("event=auth_table_failed error=\"%s\"", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	ipc_out_init(&o, AUTHP_TABLE, 0);
+	ipc_put_u64(&o, a->floor_ms);
+	client_send(c, &o, fd);
+	close(fd);
+}
+
+static void
+push_table(struct authd *a)
+{
+	a->serial = passwd_db_serial(a->db);
+	for (struct authd_client *c = a->clients, *next; c != NULL; c = next) {
+		next = c->next;
+		send_table(a, c);
+	}
+}
+
+/* Re-reads the passwd file if it changed (at most once a second); the
+ * serving processes get the new table. */
+static void
+refresh(struct authd *a)
+{
+	passwd_db_refresh(a->db);
+	if (passwd_db_serial(a->db) != a->serial)
+		push_table(a);
+}
+
+static int
+lookup(struct authd *a, const char *name, struct auth_user **u_r)
+{
+	*u_r = NULL;
+	if (!auth_user_name_valid(name))
+		return 0;
+	refresh(a);
+	return passwd_db_lookup(a->db, name, u_r);
+}
+
+/* ---- USER/PASS and the SASL password mechanisms */
+
+static void
+job_work(void *arg)
+{
+	struct authd_job *job = arg;
+	uint64_t t0 = clock_ms();
+
+	job->result = auth_verify_password(job->user != NULL ? job->user->hash : NULL,
+	    job->password);
+	job->verify_ms = (unsigned)(clock_ms() - t0);
+}
+
+static void
+job_done(void *arg)
+{
+	struct authd_job *job = arg;
+	struct authd_client *c = job->client;
+	struct authd *a = c->a;
+
+	/* The floor only rises (to a bound): a slow scheme in the file sets
+	 * the pace of every failure; the answer carries the time so the
+	 * serving side's floor follows. */
+	if (job->verify_ms > a->floor_ms)
+		a->floor_ms = job->verify_ms < AUTH_FLOOR_MAX_MS ?
+		    job->verify_ms : AUTH_FLOOR_MAX_MS;
+	if (job->result == AUTH_OK && job->user != NULL) {
+		auth_cache_put(a->cache, job->user->name, job->user->hash, job->password,
+		    ioloop_now(a->loop));
+		send_result(c, job->id, POP3_LOGIN_OK, NULL, NULL, job->verify_ms, job->user);
+	} else if (job->result == AUTH_TEMPFAIL) {
+		send_result(c, job->id, POP3_LOGIN_TEMPFAIL, "verify", job->name,
+		    job->verify_ms, NULL);
+	} else {
+		send_result(c, job->id, POP3_LOGIN_BAD, job->user != NULL ?
+		    "bad_password" : "unknown_user", job->name, job->verify_ms, NULL);
+	}
+	auth_user_free(&job->user);
+	secret_free(&job->password);
+	free(job->name);
+	free(job);
+	client_unref(c);
+}
+
+static void
+do_pass(struct authd_client *c, uint32_t id, const char *user, const char *password)
+{
+	struct authd *a = c->a;
+	struct auth_user *u = NULL;
+	struct authd_job *job;
+	int found;
+
+	if (user == NULL || password == NULL) {
+		send_result(c, id, POP3_LOGIN_BAD, "unknown_user", NULL, 0, NULL);
+		return;
+	}
+	if ((found = lookup(a, user, &u)) < 0) {
+		send_result(c, id, POP3_LOGIN_TEMPFAIL, "userdb", user, 0, NULL);
+		return;
+	}
+	if (u != NULL && auth_cache_hit(a->cache, u->name, u->hash, password,
+	    ioloop_now(a->loop))) {
+		send_result(c, id, POP3_LOGIN_OK, NULL, NULL, 0, u);
+		auth_user_free(&u);
+		return;
+	}
+	job = xcalloc(1, sizeof(*job));
+	job->client = c;
+	c->refs++;
+	job->id = id;
+	job->user = u;
+	job->name = xstrdup(user);
+	job->password = xstrdup(password);
+	workq_submit(a->workq, job_work, job_done, job);
+}
+
+static void
+do_apop(struct authd_client *c, uint32_t id, const struct ipc_msg *m)
+{
+	const char *user = ipc_str(m, 0), *ts = ipc_str(m, 1), *digest = ipc_str(m, 2);
+	struct auth_user *u = NULL;
+	enum auth_result r = AUTH_FAIL;
+	int found;
+
+	if (user == NULL || ts == NULL || digest == NULL) {
+		send_result(c, id, POP3_LOGIN_BAD, "unknown_user", NULL, 0, NULL);
+		return;
+	}
+	if ((found = lookup(c->a, user, &u)) < 0) {
+		send_result(c, id, POP3_LOGIN_TEMPFAIL, "userdb", user, 0, NULL);
+		return;
+	}
+	/* MD5 is fast: no need to leave the loop. A disabled entry's secret
+	 * does not count. */
+	if (u != NULL && u->apop_secret != NULL && !auth_user_disabled(u))
+		r = auth_verify_apop(u->apop_secret, ts, digest);
+	if (r == AUTH_OK)
+		send_result(c, id, POP3_LOGIN_OK, NULL, NULL, 0, u);
+	else
+		send_result(c, id, POP3_LOGIN_BAD, u == NULL ? "unknown_user" :
+		    "bad_password", user, 0, NULL);
+	auth_user_free(&u);
+}
+
+/* ---- SASL */
+
+static int
+lookup_scram(void *ctx, const char *user, enum sasl_hash h, struct sasl_scram_key *key_r)
+{
+	struct authd_conv *x = ctx;
+	struct auth_user *u = NULL;
+	const char *v;
+	int found, ret = 0;
+
+	if ((found = lookup(x->client->a, user, &u)) <= 0)
+		return found;
+	v = h == SASL_SHA256 ? u->scram_sha256 : u->scram_sha1;
+	if (!auth_user_disabled(u) && v != NULL && sasl_scram_parse(h, v, key_r) == 0)
+		ret = 1;
+	else
+		/* The client is told the same as for an unknown user; the log
+		 * tells the admin. */
+		x->lookup_note = auth_user_disabled(u) ? "disabled" : "no_scram_key";
+	auth_user_free(&u);
+	return ret;
+}
+
+static int
+lookup_secret(void *ctx, const char *user, char **secret_r)
+{
+	struct authd_conv *x = ctx;
+	struct auth_user *u = NULL;
+	int found, ret = 0;
+
+	if ((found = lookup(x->client->a, user, &u)) <= 0)
+		return found;
+	if (!auth_user_disabled(u) && u->apop_secret != NULL) {
+		*secret_r = xstrdup(u->apop_secret);
+		ret = 1;
+	} else {
+		x->lookup_note = auth_user_disabled(u) ? "disabled" : "no_secret";
+	}
+	auth_user_free(&u);
+	return ret;
+}
+
+static const struct sasl_lookup authd_lookup = { lookup_scram, lookup_secret };
+
+static struct authd_conv *
+conv_find(struct authd_client *c, uint32_t id)
+{
+	for (struct authd_conv *x = c->convs; x != NULL; x = x->next)
+		if (x->id == id)
+			return x;
+	return NULL;
+}
+
+static void
+conv_free(struct authd_conv *x)
+{
+	struct authd_client *c = x->client;
+
+	for (struct authd_conv **p = &c->convs; *p != NULL; p = &(*p)->next) {
+		if (*p == x) {
+			*p = x->next;
+			break;
+		}
+	}
+	c->nconvs--;
+	sasl_free(&x->sasl);
+	secret_wipe(x, sizeof(*x));
+	free(x);
+}
+
+/* Authenticated by the mechanism: the account must exist and be enabled. */
+static void
+conv_success(struct authd_conv *x)
+{
+	struct authd_client *c = x->client;
+	uint32_t id = x->id;
+	char *name = xstrdup(sasl_user(x->sasl));
+	struct auth_user *u = NULL;
+	int found;
+
+	conv_free(x);
+	found = lookup(c->a, name, &u);
+	if (found < 0)
+		send_result(c, id, POP3_LOGIN_TEMPFAIL, "userdb", name, 0, NULL);
+	else if (found == 0 || auth_user_disabled(u))
+		send_result(c, id, POP3_LOGIN_BAD, found == 0 ? "unknown_user" : "disabled",
+		    name, 0, NULL);
+	else
+		send_result(c, id, POP3_LOGIN_OK, NULL, NULL, 0, u);
+	auth_user_free(&u);
+	free(name);
+}
+
+static void
+conv_outcome(struct authd_conv *x, enum sasl_status st, struct buf *out)
+{
+	struct authd_client *c = x->client;
+	struct ipc_out o;
+
+	switch (st) {
+	case SASL_CONTINUE:
+		ipc_out_init(&o, AUTHP_SASL_CHALLENGE, x->id);
+		ipc_put(&o, buf_head(out), buf_size(out));
+		client_send(c, &o, -1);
+		return;
+	case SASL_OK:
+		conv_success(x);
+		return;
+	case SASL_PASSWORD:
+		ipc_out_init(&o, AUTHP_SASL_PASSWORD, x->id);
+		ipc_put_str(&o, sasl_user(x->sasl));
+		ipc_put_str(&o, sasl_password(x->sasl));
+		client_send(c, &o, -1);
+		secret_wipe(o.data, o.len);
+		conv_free(x);
+		return;
+	case SASL_TOKEN:
+		ipc_out_init(&o, AUTHP_SASL_TOKEN_CHECK, x->id);
+		ipc_put_str(&o, sasl_token(x->sasl));
+		client_send(c, &o, -1);
+		secret_wipe(o.data, o.len);
+		return;
+	case SASL_FAIL: {
+		const char *reason = sasl_reason(x->sasl);
+		if ((strcmp(reason, "unknown_user") == 0 || strcmp(reason, "bad_token") == 0) &&
+		    x->lookup_note != NULL)
+			reason = x->lookup_note;
+		send_result(c, x->id, POP3_LOGIN_BAD, reason, sasl_user(x->sasl), 0, NULL);
+		conv_free(x);
+		return;
+	}
+	case SASL_MALFORMED:
+		send_result(c, x->id, POP3_LOGIN_MALFORMED, "malformed", sasl_user(x->sasl),
+		    0, NULL);
+		conv_free(x);
+		return;
+	case SASL_TEMPFAIL:
+		send_result(c, x->id, POP3_LOGIN_TEMPFAIL, "userdb", sasl_user(x->sasl), 0,
+		    NULL);
+		conv_free(x);
+		return;
+	}
+}
+
+/* Copies an optional binary field of at most max octets; -1 if longer. */
+static int
+opt_field(const struct ipc_msg *m, unsigned i, unsigned char *dst, size_t max,
+    const unsigned char **p_r, size_t *len_r)
+{
+	if (i >= m->nfields || m->f[i].p == NULL)
+		return 0;
+	if (m->f[i].len > max)
+		return -1;
+	memcpy(dst, m->f[i].p, m->f[i].len);
+	*p_r = dst;
+	*len_r = m->f[i].len;
+	return 0;
+}
+
+static void
+do_sasl_start(struct authd_client *c, const struct ipc_msg *m)
+{
+	const struct sasl_mech *mech = ipc_str(m, 0) != NULL ?
+	    sasl_mech_find(ipc_str(m, 0)) : NULL;
+	const char *ext = ipc_str(m, 5);
+	struct authd_conv *x;
+	struct buf out = BUF_INIT;
+	uint64_t plus = 0;
+
+	if (conv_find(c, m->id) != NULL)
+		conv_free(conv_find(c, m->id));
+	if (mech == NULL || c->nconvs >= AUTHD_CONVS_MAX || m->nfields != 6 ||
+	    ipc_u64(m, 2, &plus) < 0) {
+		send_result(c, m->id, mech == NULL ? POP3_LOGIN_MALFORMED :
+		    POP3_LOGIN_TEMPFAIL, mech == NULL ? "malformed" : "busy", NULL, 0, NULL);
+		return;
+	}
+	x = xcalloc(1, sizeof(*x));
+	x->id = m->id;
+	x->client = c;
+	x->next = c->convs;
+	c->convs = x;
+	c->nconvs++;
+	x->params.plus_offered = plus != 0;
+	x->params.fake_key = c->a->secret;
+	x->params.fake_key_len = c->a->secret_len;
+	x->params.hostname = c->a->hostname;
+	if (opt_field(m, 3, x->cb_exporter, sizeof(x->cb_exporter),
+	    &x->params.cb_exporter, &x->params.cb_exporter_len) < 0 ||
+	    opt_field(m, 4, x->cb_endpoint, sizeof(x->cb_endpoint),
+	    &x->params.cb_endpoint, &x->params.cb_endpoint_len) < 0) {
+		send_result(c, x->id, POP3_LOGIN_MALFORMED, "malformed", NULL, 0, NULL);
+		conv_free(x);
+		return;
+	}
+	if (ext != NULL && auth_user_name_valid(ext)) {
+		memcpy(x->external_user, ext, strlen(ext) + 1);
+		x->params.external_user = x->external_user;
+	}
+	x->sasl = sasl_new(mech, &x->params, &authd_lookup, x);
+	conv_outcome(x, sasl_step(x->sasl, (const unsigned char *)m->f[1].p,
+	    m->f[1].len, m->f[1].p != NULL, &out), &out);
+	secret_wipe(out.data, out.cap);
+	buf_free(&out);
+}
+
+static void
+do_sasl_step(struct authd_client *c, const struct ipc_msg *m)
+{
+	struct authd_conv *x = conv_find(c, m->id);
+	struct buf out = BUF_INIT;
+	enum sasl_status st;
+
+	if (x == NULL || m->nfields != 1) {
+		send_result(c, m->id, POP3_LOGIN_MALFORMED, "malformed", NULL, 0, NULL);
+		return;
+	}
+	if (m->type == AUTHP_SASL_STEP)
+		st = sasl_step(x->sasl, (const unsigned char *)m->f[0].p, m->f[0].len,
+		    m->f[0].p != NULL, &out);
+	else
+		st = sasl_token_result(x->sasl, ipc_str(m, 0), &out);
+	conv_outcome(x, st, &out);
+	secret_wipe(out.data, out.cap);
+	buf_free(&out);
+}
+
+/* ---- clients */
+
+static void client_drop(struct authd_client *c);
+
+static void
+client_msg(void *ctx, struct ipc_msg *m)
+{
+	struct authd_client *c = ctx;
+
+	switch (m->type) {
+	case AUTHP_PASS:
+		do_pass(c, m->id, ipc_str(m, 0), ipc_str(m, 1));
+		return;
+	case AUTHP_APOP:
+		do_apop(c, m->id, m);
+		return;
+	case AUTHP_SASL_START:
+		do_sasl_start(c, m);
+		return;
+	case AUTHP_SASL_STEP:
+	case AUTHP_SASL_TOKEN:
+		do_sasl_step(c, m);
+		return;
+	case AUTHP_SASL_END:
+		if (conv_find(c, m->id) != NULL)
+			conv_free(conv_find(c, m->id));
+		return;
+	}
+	/* An unknown type is a bug or an attack: the client goes. */
+	log_error("event=auth_client_error error=\"unknown message type %u\"", m->type);
+	client_drop(c);
+}
+
+static void
+client_drop(struct authd_client *c)
+{
+	struct authd *a = c->a;
+
+	for (struct authd_client **p = &a->clients; *p != NULL; p = &(*p)->next) {
+		if (*p == c) {
+			*p = c->next;
+			break;
+		}
+	}
+	while (c->convs != NULL)
+		conv_free(c->convs);
+	c->dead = true;
+	ipc_chan_free(&c->chan);
+	client_unref(c);
+}
+
+static void
+client_close(void *ctx, const char *why)
+{
+	struct authd_client *c = ctx;
+
+	log_debug("event=auth_client_closed why=\"%s\"", why);
+	client_drop(c);
+}
+
+void
+authd_add_client(struct authd *a, int sock)
+{
+	static const struct ipc_chan_callbacks cb = { client_msg, client_close };
+	struct authd_client *c = xcalloc(1, sizeof(*c));
+
+	c->a = a;
+	c->refs = 1;
+	c->chan = ipc_chan_new(a->loop, sock, &cb, c);
+	c->next = a->clients;
+	a->clients = c;
+	send_table(a, c);
+}
+
+/* ---- the server */
+
+/* Times one verification per hash scheme in the passwd file: failed
+ * logins are answered no sooner than the slowest (no timing oracle). */
+static void
+calibrate(struct authd *a)
+{
+	const char *samples[8];
+	unsigned n = passwd_db_scheme_samples(a->db, samples, ARRAY_SIZE(samples));
+	unsigned floor = 0;
+
+	/* The dummy hash of unknown users, then each scheme in the file. */
+	for (unsigned i = 0; i <= n; i++) {
+		uint64_t t0 = clock_ms();
+		(void)auth_verify_password(i < n ? samples[i] : NULL, "calibration");
+		unsigned ms = (unsigned)(clock_ms() - t0);
+		if (ms > floor)
+			floor = ms;
+	}
+	a->floor_ms = floor < AUTH_FLOOR_MAX_MS ? floor : AUTH_FLOOR_MAX_MS;
+	log_info("event=auth_calibrated schemes=%u failure_floor_ms=%u", n, a->floor_ms);
+}
+
+static void
+on_refresh(void *ctx)
+{
+	struct authd *a = ctx;
+
+	refresh(a);
+	a->refresh = timer_add(a->loop, AUTHD_REFRESH_MS, on_refresh, a);
+}
+
+struct authd *
+authd_new(struct ioloop *loop, struct server_config *config, struct passwd_db *db,
+    const unsigned char *secret, size_t secret_len, const char *hostname)
+{
+	struct authd *a = xcalloc(1, sizeof(*a));
+
+	a->loop = loop;
+	a->config = config;
+	a->db = db;
+	a->serial = passwd_db_serial(db);
+	a->secret = secret;
+	a->secret_len = secret_len;
+	a->hostname = hostname;
+	a->cache = auth_cache_new((uint64_t)config->set.auth_cache_ttl * 1000,
+	    AUTH_CACHE_ENTRIES);
+	a->workq = workq_new(loop, config->set.auth_workers);
+	calibrate(a);
+	a->refresh = timer_add(loop, AUTHD_REFRESH_MS, on_refresh, a);
+	return a;
+}
+
+void
+authd_reload(struct authd *a, struct server_config *config, struct passwd_db *db)
+{
+	server_config_unref(&a->config);
+	a->config = config;
+	passwd_db_free(&a->db);
+	a->db = db;
+	calibrate(a);
+	/* A reload is how an admin says "forget what you knew". */
+	auth_cache_free(&a->cache);
+	a->cache = auth_cache_new((uint64_t)config->set.auth_cache_ttl * 1000,
+	    AUTH_CACHE_ENTRIES);
+	push_table(a);
+}
+
+void
+authd_free(struct authd **ap)
+{
+	struct authd *a = *ap;
+
+	if (a == NULL)
+		return;
+	*ap = NULL;
+	timer_remove(&a->refresh);
+	/* Jobs in flight finish here (their clients still referenced). */
+	workq_free(&a->workq);
+	while (a->clients != NULL)
+		client_drop(a->clients);
+	auth_cache_free(&a->cache);
+	passwd_db_free(&a->db);
+	server_config_unref(&a->config);
+	free(a);
+}

@@ -1,0 +1,253 @@
+"""test_privsep.py: the privilege-separated process model. Each role's
+credentials as the kernel sees them (/proc/PID/status: uids, gids,
+groups, NoNewPrivs, /proc/PID/root), the passwd file out of the serving
+processes' reach (tried from inside them through the POBOXD_TEST_OPEN
+hook), the auth process replaced when it dies, and --single-process."""
+
+import base64
+import os
+import pwd
+import signal
+import socket
+import time
+import unittest
+
+from harness import (AUTH_USER, IS_ROOT, Daemon, UNPRIV_USER, PoboxTestCase, child_pids,
+                     free_port, proc_status, simple_message)
+
+PW = "privsep-pw"
+
+
+def ids(st, key):
+    return [int(x) for x in st[key].split()]
+
+
+def wait_for(cond, what, timeout=10):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class PrivsepTest(PoboxTestCase):
+    """Also run as non-root: the roles split the same, without the uids."""
+
+    def setUp(self):
+        super().setUp()
+        self.env.add_user("alice", PW)
+        self.env.deliver("alice", simple_message("privsep"))
+
+    def start(self, **kw):
+        d = self.env.start(**kw)
+        roles = wait_for(lambda: (lambda r: r if r["auth"] and r["worker"] else None)(
+            d.roles()), "auth and worker processes")
+        return d, roles
+
+    def filtered(self):
+        """False for a sanitizer build: it runs without seccomp (logged)."""
+        time.sleep(0.1)
+        return not self.env.events("sandbox_skipped", reason="sanitizer")
+
+    def login_ok(self):
+        with self.env.connect() as c:
+            c.login("alice", PW)
+            self.assertTrue(c.ok("STAT").startswith("+OK 1 "))
+            c.ok("QUIT")
+
+    @unittest.skipUnless(IS_ROOT, "the roles' users need root")
+    def test_role_credentials(self):
+        d, roles = self.start(workers="2")
+        roles["worker"] = d.worker_pids(2)
+        self.login_ok()
+        auth = pwd.getpwnam(AUTH_USER)
+        serv = pwd.getpwnam(UNPRIV_USER)
+        self.assertEqual(len(roles["auth"]), 1, roles)
+        # The master: root, to start each role as its user; it serves
+        # nothing (no session is ever logged with its pid).
+        st = d.proc_status()
+        self.assertEqual(ids(st, "Uid"), [0] * 4)
+        for pid, pw in [(roles["auth"][0], auth)] + [(w, serv) for w in roles["worker"]]:
+            st = proc_status(pid)
+            self.assertEqual(ids(st, "Uid"), [pw.pw_uid] * 4, f"pid {pid}")
+            self.assertEqual(ids(st, "Gid"), [pw.pw_gid] * 4, f"pid {pid}")
+            self.assertNotIn(0, [int(x) for x in st.get("Groups", "").split()])
+            self.assertEqual(st["NoNewPrivs"], "1", f"pid {pid}")
+            self.assertEqual(os.readlink(f"/proc/{pid}/root"), "/")
+            # Every thread too (the auth process's hashing threads).
+            for t in os.listdir(f"/proc/{pid}/task"):
+                tst = proc_status(f"{pid}/task/{t}")
+                self.assertEqual(ids(tst, "Uid"), [pw.pw_uid] * 4)
+                # seccomp filter mode, on every thread (TSYNC): auth's
+                # list and the workers' (broader until the login/mail split).
+                if self.filtered():
+                    self.assertEqual(tst["Seccomp"], "2", f"pid {pid} thread {t}")
+        self.assertNotEqual(auth.pw_uid, serv.pw_uid)
+
+    def test_auth_and_workers_are_sandboxed(self):
+        # Seccomp allowlists (lib/sandbox.c) once set up: every kind of
+        # login, a reload and a passwd change still work under them (a
+        # call off a list would kill the process). The whole e2e suite
+        # runs under them too.
+        self.env.add_user_line("bob", PW, extra="apop=bob-secret")
+        d, roles = self.start(apop="yes", sasl_mechanisms="PLAIN SCRAM-SHA-256 CRAM-MD5")
+        auth = roles["auth"][0]
+        for pid in roles["auth"] + roles["worker"]:
+            st = proc_status(pid)
+            self.assertEqual(st["NoNewPrivs"], "1", f"pid {pid}")
+            if self.filtered():
+                self.assertEqual(st["Seccomp"], "2", f"pid {pid}")
+        self.login_ok()
+        self.login_ok()           # the cache
+        with self.env.connect() as c:
+            c.ok("USER alice")
+            self.assertTrue(c.cmd("PASS wrong").startswith("-ERR"))
+        with self.env.connect() as c:
+            r = c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0" + PW.encode()).decode())
+            self.assertTrue(r.startswith("+OK"), r)
+        with self.env.connect() as c:
+            r = c.cmd("AUTH SCRAM-SHA-256 " +
+                      base64.b64encode(b"n,,n=alice,r=0123456789abcdef").decode())
+            self.assertTrue(r.startswith("+ "), r)
+            c.cmd("*")
+        self.env.add_user("carol", PW)     # the passwd file changes
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("auth_reloaded")
+        with self.env.connect() as c:
+            c.login("carol", PW)
+        self.assertEqual(d.roles()["auth"], [auth])
+        self.assertEqual(d.roles()["worker"], roles["worker"])
+        self.assertEqual(self.env.events("auth_died"), [])
+        self.assertEqual(self.env.events("worker_died"), [])
+
+    def test_oauth_verifier_keeps_workers_unfiltered(self):
+        # The verifier command runs from the worker and would inherit its
+        # filter: with one configured the worker goes without (logged),
+        # auth keeps its own.
+        d, roles = self.start(oauth_verify_command="/bin/true")
+        self.env.wait_event("sandbox_skipped", reason="oauth_verify_command")
+        self.assertEqual(proc_status(roles["worker"][0])["Seccomp"], "0")
+        if self.filtered():
+            self.assertEqual(proc_status(roles["auth"][0])["Seccomp"], "2")
+        self.login_ok()
+
+    @unittest.skipUnless(IS_ROOT, "file permissions bind only below root")
+    def test_auth_reload_needs_only_its_files(self):
+        # The aliases file is the serving user's alone: a SIGHUP reloads
+        # auth (settings and passwd file) without it, and the workers
+        # (which resolve aliases) with it.
+        aliases = self.env.srv / "aliases"
+        aliases.write_text("postmaster@example.org: alice\n")
+        lport = free_port()
+        self.env.write_config(aliases_file=aliases, local_domains="example.org",
+                              lmtp_listen=f"127.0.0.1:{lport}")
+        os.chmod(aliases, 0o600)
+        d, roles = self.start()
+        self.env.passwd = self.env.srv / "passwd.new"
+        self.env.write_config()
+        os.chmod(aliases, 0o600)
+        self.env.add_user("dora", PW)
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("auth_reloaded")
+        self.env.wait_event("reloaded")
+        self.assertEqual(self.env.events("reload_failed"), [])
+        with self.env.connect() as c:
+            c.login("dora", PW)
+
+    @unittest.skipUnless(IS_ROOT, "file permissions bind only below root")
+    def test_serving_process_cannot_open_passwd_file(self):
+        md = self.env.maildir("alice")
+        msg = next((md / "new").iterdir())
+        os.environ["POBOXD_TEST_OPEN"] = f"{self.env.passwd}:{msg}"
+        try:
+            d, roles = self.start()
+        finally:
+            del os.environ["POBOXD_TEST_OPEN"]
+        ev = self.env.wait_event("test_open", role="worker", path=str(self.env.passwd))
+        self.assertEqual(ev["result"], "denied", ev["_line"])
+        self.assertIn(int(ev["pid"]), roles["worker"])
+        # The same process reaches the mail: it is the mail role too
+        # until the login/mail split.
+        ev = self.env.wait_event("test_open", role="worker", path=str(msg))
+        self.assertEqual(ev["result"], "opened", ev["_line"])
+        # And the passwd file is open in no serving process.
+        for pid in roles["worker"]:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                self.assertNotEqual(target, str(self.env.passwd))
+        self.login_ok()
+
+    def test_user_table_reaches_workers_without_hashes(self):
+        # Recipients come from the table auth sends (LMTP RCPT needs no
+        # password data): a user added while running is found.
+        lport = free_port()
+        d, roles = self.start(lmtp_listen=f"127.0.0.1:{lport}",
+                              local_domains="example.org")
+        self.env.add_user("bob", PW)
+        end = time.monotonic() + 10
+        while True:
+            with socket.create_connection(("127.0.0.1", lport), timeout=10) as s:
+                f = s.makefile("rb")
+                f.readline()
+                s.sendall(b"LHLO t\r\n")
+                while not f.readline().startswith(b"250 "):
+                    pass
+                s.sendall(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.org>\r\n")
+                f.readline()
+                r = f.readline()
+                s.sendall(b"QUIT\r\n")
+            if r.startswith(b"250") or time.monotonic() > end:
+                break
+            time.sleep(0.3)
+        self.assertTrue(r.startswith(b"250"), r)
+
+    def test_auth_process_replaced_when_it_dies(self):
+        d, roles = self.start()
+        old_auth, old_workers = roles["auth"], roles["worker"]
+        self.login_ok()
+        os.kill(old_auth[0], signal.SIGKILL)
+        self.env.wait_event("auth_died")
+        wait_for(lambda: (lambda r: r["auth"] and r["auth"] != old_auth and
+                          r["worker"] and set(r["worker"]).isdisjoint(old_workers))(
+            d.roles()), "a new auth process and new workers")
+        end = time.monotonic() + 10
+        while True:
+            try:
+                self.login_ok()
+                break
+            except (AssertionError, OSError):
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.2)
+        self.assertEqual(len(self.env.events("auth_started")), 2)
+
+    def test_sigterm_stops_every_role(self):
+        d, roles = self.start()
+        self.assertEqual(d.stop(), 0)
+        for pid in roles["auth"] + roles["worker"]:
+            self.assertFalse(os.path.exists(f"/proc/{pid}/status") and
+                             "State:\tZ" not in open(f"/proc/{pid}/status").read(),
+                             f"pid {pid} still running")
+
+    def test_single_process(self):
+        # --single-process: today's model, one process that reads the
+        # passwd file itself (as the serving user).
+        if IS_ROOT:
+            serv = pwd.getpwnam(UNPRIV_USER)
+            self.env.write_config()
+            os.chown(self.env.passwd, serv.pw_uid, serv.pw_gid)
+        # Not env.start: it would give the passwd file back to auth.
+        d = Daemon(self.env, ("--single-process",))
+        self.env.daemons.append(d)
+        d.wait_ready()
+        self.login_ok()
+        self.assertEqual(child_pids(d.pid), [])
+        self.assertEqual(self.env.events("auth_started"), [])
+        if IS_ROOT:
+            self.assertEqual(ids(d.proc_status(), "Uid"),
+                             [pwd.getpwnam(UNPRIV_USER).pw_uid] * 4)
