@@ -701,6 +701,17 @@ def proc_status(pid):
     return out
 
 
+def wait_for(cond, what, timeout=10):
+    """cond()'s first true value, polled every 50 ms for up to timeout s."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def child_pids(pid):
     """PIDs whose parent is pid."""
     out = []

@@ -13,7 +13,7 @@ import time
 import unittest
 
 from harness import (AUTH_USER, IS_ROOT, Daemon, UNPRIV_USER, PoboxTestCase, child_pids,
-                     free_port, proc_status, simple_message)
+                     free_port, proc_status, simple_message, wait_for)
 
 PW = "privsep-pw"
 
@@ -21,15 +21,6 @@ PW = "privsep-pw"
 def ids(st, key):
     return [int(x) for x in st[key].split()]
 
-
-def wait_for(cond, what, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class PrivsepTest(PoboxTestCase):

@@ -172,7 +172,8 @@ class SmtpWorkersTest(PoboxTestCase):
     streams in loses nothing acknowledged, and its replacement serves."""
 
     def test_worker_killed_lmtp_socket_shared(self):
-        from test_workers import children, wait_for
+        from test_workers import children
+        from harness import wait_for
         md = self.env.add_user("alice", "pw")
         sock = self.env.srv / "lmtp.sock"
         self.env.settings.update({"local_domains": "example.org",

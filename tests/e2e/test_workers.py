@@ -7,25 +7,20 @@ import signal
 import time
 from pathlib import Path
 
-from harness import IS_ROOT, PoboxTestCase, simple_message
+from harness import IS_ROOT, PoboxTestCase, child_pids, simple_message, wait_for
 
 PW = "workers-pw"
 
 
 def children(pid):
-    """Worker PIDs: children of pid but the auth process."""
+    """Worker PIDs: children of pid but the auth process, sorted."""
     out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
+    for c in child_pids(pid):
         try:
-            stat = (p / "stat").read_text()
+            if Path(f"/proc/{c}/comm").read_text().strip() != "poboxd-auth":
+                out.append(c)
         except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, split after ')'.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and "(poboxd-auth)" not in stat:
-            out.append(int(p.name))
+            pass
     return sorted(out)
 
 
@@ -35,15 +30,6 @@ def uid_of(pid):
             return [int(x) for x in line.split()[1:]]
     raise AssertionError("no Uid line")
 
-
-def wait_for(cond, what, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class WorkersTest(PoboxTestCase):
