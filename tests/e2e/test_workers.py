@@ -4,7 +4,6 @@ processes, signals forwarded, a dead worker replaced."""
 
 import os
 import signal
-import time
 from pathlib import Path
 
 from harness import IS_ROOT, PoboxTestCase, child_pids, simple_message, wait_for
