@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +164,31 @@ ft_ref(struct ftarget *t)
 	    (unsigned long long)rnd, t->host);
 }
 
+/* sh -c MDA with the spool as stdin and SIGPIPE at its default.
+ * posix_spawn (vfork-like in glibc) copies no page tables: cheaper than
+ * fork per message. */
+static int
+ft_spawn_mda(struct ftarget *t, pid_t *pid_r)
+{
+	char *argv[] = { "sh", "-c", t->path, NULL };
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t deflt;
+	int r;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	sigemptyset(&deflt);
+	sigaddset(&deflt, SIGPIPE);
+	posix_spawn_file_actions_adddup2(&fa, t->mdafd, 0);
+	posix_spawnattr_setsigdefault(&attr, &deflt);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+	r = posix_spawn(pid_r, "/bin/sh", &fa, &attr, argv, environ);
+	posix_spawnattr_destroy(&attr);
+	posix_spawn_file_actions_destroy(&fa);
+	return r;
+}
+
 /* The message is spooled first, so the MDA never sees a message cut by a
  * lost connection; then it is the MDA's stdin. The spool is one memfd
  * for the run, emptied per message: no file made and removed per message
@@ -200,15 +226,9 @@ ft_mda(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
 		return -2;
 	}
 	free(ref);
-	if (lseek(t->mdafd, 0, SEEK_SET) < 0 || (pid = fork()) < 0) {
-		*error_r = "fork failed";
+	if (lseek(t->mdafd, 0, SEEK_SET) < 0 || ft_spawn_mda(t, &pid) != 0) {
+		*error_r = "cannot start the MDA";
 		return 1;
-	}
-	if (pid == 0) {
-		signal(SIGPIPE, SIG_DFL);
-		dup2(t->mdafd, 0);   /* fd 0 is not close-on-exec */
-		execl("/bin/sh", "sh", "-c", t->path, (char *)NULL);
-		_exit(127);
 	}
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
