@@ -225,6 +225,19 @@ class SmtpWorkersTest(PoboxTestCase):
         self.env.wait_event("worker_died")
 
 
+def data_code(port, rcpts, body, timeout=TIMEOUT):
+    """The reply code to the end of DATA for one SMTP transaction."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=timeout) as s:
+        s.ehlo("c.example.net")
+        s.mail("s@example.net")
+        for r in rcpts:
+            s.rcpt(r)
+        try:
+            return s.data(body)[0]
+        except smtplib.SMTPDataError as e:
+            return e.smtp_code
+
+
 def start_with_iofault(tc, mode="", users=("alice",), settings=None,
                        extra_lines=()):
     """Starts tc.env's poboxd (SMTP on a free port, local domain
@@ -281,15 +294,7 @@ class SmtpIoFaultTest(PoboxTestCase):
             with self.subTest(mode=mode, size=size):
                 body = body_for(f"{mode}{size}", size)
                 ctl.write_text(mode)
-                with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as s:
-                    s.ehlo("c.example.net")
-                    s.mail("s@example.net")
-                    s.rcpt("alice@example.org")
-                    try:
-                        code = s.data(body)[0]
-                    except smtplib.SMTPDataError as e:
-                        code = e.smtp_code
-                    self.assertEqual(code, 451)
+                self.assertEqual(data_code(port, ["alice@example.org"], body), 451)
                 self.assertEqual(list((md / "tmp").iterdir()), [])
                 self.assertEqual(list((md / "new").iterdir()), [])
                 ctl.write_text("")
@@ -315,11 +320,7 @@ class SmtpIoFaultTest(PoboxTestCase):
             s.ehlo("c.example.net")
             s.mail("s@example.net")
             s.rcpt("alice@example.org")
-            try:
-                code = s.data(body)[0]
-            except smtplib.SMTPDataError as e:
-                code = e.smtp_code
-            self.assertEqual(code, 250)
+            self.assertEqual(s.data(body)[0], 250)
             self.assertEqual(s.noop()[0], 250)
         self.assertEqual(list(stored_messages(self, md).values()), [[body]])
 
@@ -338,16 +339,8 @@ class SmtpIoFaultTest(PoboxTestCase):
         alice = self.env.maildir("alice")
         self.env.wait_event("listening", proto="smtp")
         body = body_for("both", 2000)
-        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as s:
-            s.ehlo("c.example.net")
-            s.mail("s@example.net")
-            s.rcpt("alice@example.org")
-            s.rcpt("bob@example.org")
-            try:
-                code = s.data(body)[0]
-            except smtplib.SMTPDataError as e:
-                code = e.smtp_code
-            self.assertEqual(code, 451)
+        self.assertEqual(data_code(port, ["alice@example.org", "bob@example.org"],
+                                   body), 451)
         self.assertEqual(list((alice / "new").iterdir()), [])
         self.assertEqual(list((bob / "new").iterdir()), [])
         lm = smtplib.LMTP("127.0.0.1", lport, timeout=TIMEOUT)
