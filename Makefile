@@ -63,7 +63,11 @@ $(O)/bin/%: $$(addprefix $(O)/,$$(subst .c,.o,$$(wildcard src/$$*/*.c))) $(LIBPO
 
 $(O)/tests/test_%: $(O)/tests/unit/test_%.o $(O)/tests/unit/testutil.o $(LIBPOBOX)
 	@mkdir -p $(dir $@)
-	$(Q)$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) $(shell pkg-config --libs cmocka)
+	$(Q)$(call say,LD,$@)$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) \
+	    $(PKG_LIBS) $(shell pkg-config --libs cmocka)
+
+# The auth role's trust boundary, tested on its own (test_authd.c).
+$(O)/tests/test_authd: $(O)/src/poboxd/authd.o
 
 $(O)/tests/replay_%: $(O)/tests/fuzz/%.o $(O)/tests/fuzz/replay.o $(LIBPOBOX)
 	@mkdir -p $(dir $@)

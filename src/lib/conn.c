@@ -387,6 +387,13 @@ conn_new(struct ioloop *loop, int fd, const struct conn_callbacks *cb, void *ctx
 }
 
 void
+conn_set_callbacks(struct conn *c, const struct conn_callbacks *cb, void *ctx)
+{
+	c->cb = *cb;
+	c->ctx = ctx;
+}
+
+void
 conn_free(struct conn **cp)
 {
 	struct conn *c = *cp;

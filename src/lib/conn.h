@@ -41,6 +41,8 @@ struct conn_callbacks {
  * conn_pause_input or conn_want_drain: a write error found by conn_flush
  * reaches closed() on the next loop pass. */
 struct conn *conn_new(struct ioloop *loop, int fd, const struct conn_callbacks *cb, void *ctx);
+/* A new owner (a session handed over to a TLS proxy). */
+void conn_set_callbacks(struct conn *c, const struct conn_callbacks *cb, void *ctx);
 /* Closes fd and frees. Safe inside any callback of this conn. */
 void conn_free(struct conn **c);
 struct buf *conn_out(struct conn *c);

@@ -292,6 +292,12 @@ const struct config_setting pobox_settings_table[] = {
 	{ "auth_user", CONFIG_STRING, S(auth_user), "pobox-auth", 0, 0, NULL,
 	  "Started as root, the auth process runs as this user: the only one "
 	  "that reads passwd_file (make it readable by this user alone)", NULL },
+	{ "login_user", CONFIG_STRING, S(login_user), "pobox-login", 0, 0, NULL,
+	  "Started as root, the login processes (pre-login POP3 and TLS) run "
+	  "as this user, chrooted; must differ from user and auth_user", NULL },
+	{ "login_chroot", CONFIG_STRING, S(login_chroot), "/run/pobox/login", 0, 0,
+	  NULL, "The empty, root-owned directory the login processes are "
+	  "chrooted into (made if missing)", check_path },
 	{ "passwd_file", CONFIG_STRING, S(passwd_file), "/etc/pobox/passwd",
 	  0, 0, NULL, "Users, hashes and maildirs (docs/passwd.md)",
 	  check_path },

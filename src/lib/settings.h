@@ -18,6 +18,8 @@ struct pobox_settings {
 	struct config_list listen; /* "127.0.0.1:110", "[::1]:110", "*:110" */
 	char *user;                /* drop to this user when started as root */
 	char *auth_user;           /* the auth process (privsep) */
+	char *login_user;          /* the login processes (privsep) */
+	char *login_chroot;        /* ...chrooted here */
 	char *passwd_file;
 	char *mail_root;           /* maildir of NAME: mail_root/NAME */
 	unsigned cleartext_auth;   /* enum cleartext_auth */

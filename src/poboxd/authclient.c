@@ -67,6 +67,7 @@ authclient_result(const struct ipc_msg *m, struct auth_result_msg *r)
 
 	memset(r, 0, sizeof(*r));
 	r->user.login_delay = r->user.expire = -1;
+	r->grant = NULL;
 	r->user.quota_bytes = r->user.quota_messages = -1;
 	r->res = POP3_LOGIN_TEMPFAIL;
 	r->reason = "auth_gone";
@@ -86,6 +87,7 @@ authclient_result(const struct ipc_msg *m, struct auth_result_msg *r)
 		r->user.login_delay = (int)v;
 	if (ipc_i64(m, AUTHP_R_EXPIRE, &v) == 0 && v >= -2 && v <= INT32_MAX)
 		r->user.expire = (int)v;
+	r->grant = ipc_str(m, AUTHP_R_GRANT);
 	/* An OK names the user and the maildir. */
 	if (r->res == POP3_LOGIN_OK && (r->user.name == NULL || r->user.maildir == NULL ||
 	    r->user.maildir[0] != '/')) {

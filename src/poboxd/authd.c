@@ -12,7 +12,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "auth/auth.h"
@@ -28,6 +30,8 @@
 #define AUTH_FLOOR_MAX_MS 2000   /* bounds what one odd slow hash can cost */
 #define AUTHD_CONVS_MAX 4096     /* SASL exchanges open per client */
 #define AUTHD_REFRESH_MS 1000    /* passwd file check, pushed on change */
+#define AUTHD_GRANTS_MAX 4096    /* outstanding; the oldest go first */
+#define AUTHD_GRANT_TTL_MS 30000 /* a login's mail process redeems at once */
 
 struct authd_client;
 
@@ -44,9 +48,18 @@ struct authd_conv {
 	const char *lookup_note;
 };
 
+/* A good login of a login process, until its mail process redeems it. */
+struct authd_grant {
+	struct authd_grant *next;
+	char token[AUTHP_GRANT_LEN + 1];
+	uint64_t expires_ms;
+	struct auth_user user;   /* name, maildir and policy only: no hash */
+};
+
 struct authd_client {
 	struct authd_client *next;
 	struct authd *a;
+	enum authp_kind kind;
 	struct ipc_chan *chan;
 	struct authd_conv *convs;
 	unsigned nconvs;
@@ -67,6 +80,8 @@ struct authd {
 	const unsigned char *secret;
 	size_t secret_len;
 	const char *hostname;
+	struct authd_grant *grants; /* newest first */
+	unsigned grant_count;
 };
 
 struct authd_job {
@@ -96,12 +111,103 @@ client_send(struct authd_client *c, const struct ipc_out *o, int fd)
 		(void)ipc_chan_send(c->chan, o, fd);
 }
 
+static void send_result(struct authd_client *c, uint32_t id, enum pop3_login_result res,
+    const char *reason, const char *name, unsigned verify_ms, const struct auth_user *u);
+
+static void
+grant_free(struct authd_grant *g)
+{
+	free(g->user.name);
+	free(g->user.maildir);
+	secret_wipe(g->token, sizeof(g->token));
+	free(g);
+}
+
+/* Drops expired grants, and the oldest beyond the bound. */
+static void
+grants_trim(struct authd *a, uint64_t now)
+{
+	unsigned kept = 0;
+
+	for (struct authd_grant **p = &a->grants; *p != NULL; ) {
+		struct authd_grant *g = *p;
+
+		if (g->expires_ms <= now || kept >= AUTHD_GRANTS_MAX - 1) {
+			*p = g->next;
+			a->grant_count--;
+			grant_free(g);
+			continue;
+		}
+		kept++;
+		p = &g->next;
+	}
+}
+
+/* A new grant for u; its token, or NULL. */
+static const char *
+grant_new(struct authd *a, const struct auth_user *u)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char r[AUTHP_GRANT_LEN / 2];
+	struct authd_grant *g;
+	uint64_t now = ioloop_now(a->loop);
+
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return NULL;
+	grants_trim(a, now);
+	g = xcalloc(1, sizeof(*g));
+	for (size_t i = 0; i < sizeof(r); i++) {
+		g->token[2 * i] = hex[r[i] >> 4];
+		g->token[2 * i + 1] = hex[r[i] & 15];
+	}
+	g->expires_ms = now + AUTHD_GRANT_TTL_MS;
+	g->user.name = xstrdup(u->name);
+	g->user.maildir = xstrdup(u->maildir);
+	g->user.login_delay = u->login_delay;
+	g->user.expire = u->expire;
+	g->next = a->grants;
+	a->grants = g;
+	a->grant_count++;
+	return g->token;
+}
+
+/* A mail process redeems a grant: the user it was made for, once. */
+static void
+do_redeem(struct authd_client *c, uint32_t id, const char *token)
+{
+	struct authd *a = c->a;
+
+	grants_trim(a, ioloop_now(a->loop));
+	for (struct authd_grant **p = &a->grants; token != NULL && *p != NULL;
+	    p = &(*p)->next) {
+		struct authd_grant *g = *p;
+
+		if (strlen(token) != AUTHP_GRANT_LEN ||
+		    CRYPTO_memcmp(g->token, token, AUTHP_GRANT_LEN) != 0)
+			continue;
+		*p = g->next;
+		a->grant_count--;
+		send_result(c, id, POP3_LOGIN_OK, NULL, NULL, 0, &g->user);
+		grant_free(g);
+		return;
+	}
+	send_result(c, id, POP3_LOGIN_BAD, "bad_grant", NULL, 0, NULL);
+}
+
 static void
 send_result(struct authd_client *c, uint32_t id, enum pop3_login_result res,
     const char *reason, const char *name, unsigned verify_ms, const struct auth_user *u)
 {
 	struct ipc_out o;
+	const char *grant = NULL;
 
+	/* A good login of a login process: its mail process needs the
+	 * grant to open the maildrop. */
+	if (res == POP3_LOGIN_OK && u != NULL && c->kind == AUTHP_KIND_LOGIN &&
+	    !c->dead && (grant = grant_new(c->a, u)) == NULL) {
+		res = POP3_LOGIN_TEMPFAIL;
+		reason = "grant";
+	}
 	ipc_out_init(&o, AUTHP_RESULT, id);
 	ipc_put_i64(&o, res);
 	ipc_put_str(&o, reason);
@@ -110,6 +216,7 @@ send_result(struct authd_client *c, uint32_t id, enum pop3_login_result res,
 	ipc_put_str(&o, u != NULL ? u->maildir : NULL);
 	ipc_put_i64(&o, u != NULL ? u->login_delay : -1);
 	ipc_put_i64(&o, u != NULL ? u->expire : -1);
+	ipc_put_str(&o, grant);
 	client_send(c, &o, -1);
 }
 
@@ -505,7 +612,17 @@ client_msg(void *ctx, struct ipc_msg *m)
 {
 	struct authd_client *c = ctx;
 
+	/* A mail process only redeems grants; the others never do. */
+	if ((c->kind == AUTHP_KIND_MAIL) != (m->type == AUTHP_REDEEM)) {
+		log_error("event=auth_client_error error=\"message type %u from a "
+		    "%s process\"", m->type, c->kind == AUTHP_KIND_MAIL ? "mail" : "login");
+		client_drop(c);
+		return;
+	}
 	switch (m->type) {
+	case AUTHP_REDEEM:
+		do_redeem(c, m->id, ipc_str(m, 0));
+		return;
 	case AUTHP_PASS:
 		do_pass(c, m->id, ipc_str(m, 0), ipc_str(m, 1));
 		return;
@@ -557,12 +674,13 @@ client_close(void *ctx, const char *why)
 }
 
 void
-authd_add_client(struct authd *a, int sock)
+authd_add_client(struct authd *a, int sock, enum authp_kind kind)
 {
 	static const struct ipc_chan_callbacks cb = { client_msg, client_close };
 	struct authd_client *c = xcalloc(1, sizeof(*c));
 
 	c->a = a;
+	c->kind = kind;
 	c->refs = 1;
 	c->chan = ipc_chan_new(a->loop, sock, &cb, c);
 	c->next = a->clients;
@@ -651,6 +769,11 @@ authd_free(struct authd **ap)
 	workq_free(&a->workq);
 	while (a->clients != NULL)
 		client_drop(a->clients);
+	while (a->grants != NULL) {
+		struct authd_grant *g = a->grants;
+		a->grants = g->next;
+		grant_free(g);
+	}
 	auth_cache_free(&a->cache);
 	passwd_db_free(&a->db);
 	server_config_unref(&a->config);

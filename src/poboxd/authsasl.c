@@ -244,7 +244,7 @@ authsasl_reply(struct auth_req *r, const struct ipc_msg *m)
 	switch (a.res) {
 	case POP3_LOGIN_OK:
 		authsasl_abort(s);
-		login_open(s, &a.user, "sasl", mech);
+		login_open(s, &a.user, a.grant, "sasl", mech);
 		return;
 	case POP3_LOGIN_MALFORMED:
 		authsasl_fail(s, a.user.name, "malformed", mech, POP3_LOGIN_MALFORMED);

@@ -99,6 +99,13 @@ limits_acquire(struct session_limits *l, unsigned w, const char *ip,
 }
 
 void
+limits_add(struct session_limits *l, unsigned w, const char *ip)
+{
+	add(&l->rows[w].total, 1);
+	add(&l->rows[w].per_ip[ip_bucket(ip)], 1);
+}
+
+void
 limits_release(struct session_limits *l, unsigned w, const char *ip)
 {
 	add(&l->rows[w].total, -1);

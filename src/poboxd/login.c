@@ -92,48 +92,81 @@ policy_value(int user_value, int global)
 	return user_value == -1 ? global : user_value == -2 ? -1 : user_value;
 }
 
-/* Credentials are good: enforce LOGIN-DELAY, then lock the maildrop. */
-void
-login_open(struct session *s, const struct auth_user *u, const char *method,
-    const char *mech)
+enum pop3_login_result
+login_maildrop(const char *maildir, const struct pop3_user_policy *policy,
+    struct maildrop **md_r, const char **error_r)
 {
-	const struct server_config *cfg = session_config(s);
-	struct pop3_user_policy policy;
-	struct maildrop *md;
-	const char *error = NULL;
-	char *stamp;
+	char *stamp = xasprintf("%s/%s", maildir, LOGIN_STAMP_FILE);
 	struct stat st;
 
-	policy.login_delay = policy_value(u->login_delay,
-	    cfg->set.login_delay > 0 ? (int)cfg->set.login_delay : -1);
-	policy.expire = policy_value(u->expire, cfg->expire_days);
-
-	stamp = xasprintf("%s/%s", u->maildir, LOGIN_STAMP_FILE);
-	if (policy.login_delay > 0 && stat(stamp, &st) == 0 &&
-	    time(NULL) - st.st_mtime < policy.login_delay) {
-		log_failure(s, u->name, "login_delay", 0, mech);
+	*md_r = NULL;
+	*error_r = NULL;
+	if (policy->login_delay > 0 && stat(stamp, &st) == 0 &&
+	    time(NULL) - st.st_mtime < policy->login_delay) {
 		free(stamp);
-		session_login_done(s, POP3_LOGIN_DELAYED, NULL, NULL, NULL);
-		return;
+		return POP3_LOGIN_DELAYED;
 	}
-	switch (maildir_open(u->maildir, true, &md, &error)) {
+	switch (maildir_open(maildir, true, md_r, error_r)) {
 	case MAILDROP_OPEN_OK:
 		break;
 	case MAILDROP_OPEN_IN_USE:
-		log_failure(s, u->name, "in_use", 0, mech);
 		free(stamp);
-		session_login_done(s, POP3_LOGIN_IN_USE, NULL, NULL, NULL);
-		return;
+		return POP3_LOGIN_IN_USE;
 	case MAILDROP_OPEN_ERROR:
-		log_error("session=%s event=maildrop_error user=%s path=%s error=\"%s\"",
-		    session_id(s), u->name, u->maildir, error != NULL ? error : "unknown");
+		if (*error_r == NULL)
+			*error_r = "unknown";
 		free(stamp);
-		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
-		return;
+		return POP3_LOGIN_TEMPFAIL;
 	}
-	if (policy.login_delay > 0)
+	if (policy->login_delay > 0)
 		(void)utimensat(AT_FDCWD, stamp, NULL, 0);
 	free(stamp);
+	return POP3_LOGIN_OK;
+}
+
+void
+login_refused(struct session *s, const char *name, enum pop3_login_result res,
+    const char *mech)
+{
+	if (res == POP3_LOGIN_DELAYED || res == POP3_LOGIN_IN_USE)
+		log_failure(s, name, res == POP3_LOGIN_DELAYED ? "login_delay" : "in_use",
+		    0, mech);
+	session_login_done(s, res, NULL, NULL, NULL);
+}
+
+/* Credentials are good: enforce LOGIN-DELAY, then lock the maildrop,
+ * here or (privsep) in the mail process. */
+void
+login_policy(const struct server_config *cfg, const struct auth_user *u,
+    struct pop3_user_policy *policy)
+{
+	policy->login_delay = policy_value(u->login_delay,
+	    cfg->set.login_delay > 0 ? (int)cfg->set.login_delay : -1);
+	policy->expire = policy_value(u->expire, cfg->expire_days);
+}
+
+void
+login_open(struct session *s, const struct auth_user *u, const char *grant,
+    const char *method, const char *mech)
+{
+	struct pop3_user_policy policy;
+	struct maildrop *md;
+	enum pop3_login_result res;
+	const char *error;
+
+	if (session_server(s)->role == ROLE_LOGIN) {
+		handoff_open(s, u->name, grant, method, mech);
+		return;
+	}
+	login_policy(session_config(s), u, &policy);
+	res = login_maildrop(u->maildir, &policy, &md, &error);
+	if (res == POP3_LOGIN_TEMPFAIL)
+		log_error("session=%s event=maildrop_error user=%s path=%s error=\"%s\"",
+		    session_id(s), u->name, u->maildir, error);
+	if (res != POP3_LOGIN_OK) {
+		login_refused(s, u->name, res, mech);
+		return;
+	}
 	log_info("session=%s event=login user=%s method=%s%s%s ip=%s messages=%u",
 	    session_id(s), u->name, method, mech != NULL ? " mech=" : "",
 	    mech != NULL ? mech : "", session_ip(s), md->count);
@@ -168,7 +201,7 @@ job_reply(struct auth_req *r, const struct ipc_msg *m)
 		srv->auth_floor_ms = a.verify_ms < AUTH_FLOOR_MAX_MS ? a.verify_ms :
 		    AUTH_FLOOR_MAX_MS;
 	if (a.res == POP3_LOGIN_OK)
-		login_open(s, &a.user, job->method, job->mech);
+		login_open(s, &a.user, a.grant, job->method, job->mech);
 	else if (a.res == POP3_LOGIN_TEMPFAIL) {
 		log_error("session=%s event=login_tempfail user=%s reason=%s%s%s",
 		    session_id(s), log_value(v, sizeof(v), job->name),
@@ -243,4 +276,5 @@ login_abort(struct session *s)
 	l->job = NULL;
 	timer_remove(&l->delay);
 	authsasl_abort(s);
+	handoff_abort(s);
 }

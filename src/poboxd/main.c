@@ -37,6 +37,7 @@
 #include "lib/tls.h"
 #include "lib/workq.h"
 #include "poboxd/authproto.h"
+#include "poboxd/mailproto.h"
 
 #define POBOXD_VERSION "0.1.0"
 #define LISTEN_MAX 256 /* addresses x workers */
@@ -385,9 +386,10 @@ listener_accept(void *ctx, unsigned events)
 	}
 }
 
-/* Never serve as root: switch to the configured user for good. */
+/* Never serve as root: switch to the configured user for good; root:
+ * chroot there first (NULL: none). */
 static int
-drop_privileges(const char *user)
+drop_privileges(const char *user, const char *root)
 {
 	struct passwd *pw;
 
@@ -402,6 +404,10 @@ drop_privileges(const char *user)
 		log_error("event=privileges error=\"user '%s' is root; poboxd never serves as root\"", user);
 		return -1;
 	}
+	if (root != NULL && (chroot(root) < 0 || chdir("/") < 0)) {
+		log_error("event=privileges error=\"chroot %s: %s\"", root, strerror(errno));
+		return -1;
+	}
 	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
 		log_error("event=privileges error=\"%s\"", strerror(errno));
 		return -1;
@@ -411,6 +417,44 @@ drop_privileges(const char *user)
 		return -1;
 	}
 	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	return 0;
+}
+
+/* login_chroot, made if missing: a directory only root may change (the
+ * login processes live in it). 0 / -1 with a message in err. */
+static int
+login_chroot_ready(const char *path, bool make, char *err, size_t len)
+{
+	struct stat st;
+
+	if (make) {
+		char *copy = xstrdup(path);
+
+		for (char *p = copy + 1; ; p++) {
+			if (*p != '/' && *p != '\0')
+				continue;
+			char c = *p;
+			*p = '\0';
+			if (mkdir(copy, 0755) < 0 && errno != EEXIST) {
+				snprintf(err, len, "login_chroot: mkdir %s: %s", copy, strerror(errno));
+				free(copy);
+				return -1;
+			}
+			*p = c;
+			if (c == '\0')
+				break;
+		}
+		free(copy);
+	}
+	if (lstat(path, &st) < 0) {
+		snprintf(err, len, "login_chroot %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & 022) != 0) {
+		snprintf(err, len, "login_chroot %s must be a directory owned by root and "
+		    "writable by root alone", path);
+		return -1;
+	}
 	return 0;
 }
 
@@ -502,6 +546,11 @@ on_reload(void *ctx, int signo)
 	struct server_config *c;
 	struct passwd_db *db = NULL;
 
+	if (srv->role == ROLE_LOGIN) {
+		/* Chrooted: the master starts new login processes instead. */
+		log_info("event=reload note=\"login processes are replaced by the master\"");
+		return;
+	}
 	/* --single-process: this process is the auth role too. */
 	if (reload_read(srv, &c, srv->authd != NULL ? &db : NULL, true) < 0)
 		return;
@@ -520,6 +569,30 @@ on_reload(void *ctx, int signo)
 	log_info("event=reloaded sessions=%u", srv->session_count);
 }
 
+/* SIGUSR2, a login process replaced after a reload: accept nothing
+ * more and end with the last session (proxied ones included). */
+static void
+on_retire(void *ctx, int signo)
+{
+	struct server *srv = ctx;
+
+	if (srv->retiring)
+		return;
+	srv->retiring = true;
+	for (unsigned i = 0; i < listener_count; i++) {
+		if (listeners[i].fd < 0)
+			continue;
+		timer_remove(&listeners[i].pause);
+		io_remove(&listeners[i].io);
+		close(listeners[i].fd);
+		listeners[i].fd = -1;
+	}
+	log_info("event=retiring sessions=%u proxied=%u", srv->session_count,
+	    srv->proxy_count);
+	if (srv->session_count == 0 && srv->proxy_count == 0)
+		ioloop_stop(srv->loop);
+}
+
 static void
 on_sweep(void *ctx);
 
@@ -534,31 +607,34 @@ on_sweep(void *ctx)
 	sweep_timer = timer_add(srv->loop, SWEEP_INTERVAL_MS, on_sweep, srv);
 }
 
-/* Privsep as root: the serving user and the auth user exist, are not
+/* Privsep as root: the serving, auth and login users exist, are not
  * root and are not the same (else the passwd file is open to the code
- * that reads client bytes). 0 / -1 with a message in err. */
+ * that reads client bytes, or the mail to the code before login). 0 /
+ * -1 with a message in err. */
 static int
 check_users(const struct pobox_settings *set, bool single, char *err, size_t len)
 {
-	const char *names[2] = { set->user, set->auth_user };
-	uid_t uids[2];
+	static const char *const what[3] = { "user", "auth_user", "login_user" };
+	const char *names[3] = { set->user, set->auth_user, set->login_user };
+	uid_t uids[3];
 
-	for (unsigned i = 0; i < (single ? 1u : 2u); i++) {
+	for (unsigned i = 0; i < (single ? 1u : 3u); i++) {
 		struct passwd *pw = names[i][0] != '\0' ? getpwnam(names[i]) : NULL;
 
 		if (pw == NULL || pw->pw_uid == 0) {
 			snprintf(err, len, "%s '%s' does not exist or is root; create it "
 			    "(useradd --system %s); poboxd never serves as root",
-			    i == 0 ? "user" : "auth_user", names[i], names[i]);
+			    what[i], names[i], names[i]);
 			return -1;
 		}
 		uids[i] = pw->pw_uid;
-	}
-	if (!single && uids[0] == uids[1]) {
-		snprintf(err, len, "auth_user '%s' has the uid of user '%s': the "
-		    "passwd file must be readable by the auth process alone",
-		    set->auth_user, set->user);
-		return -1;
+		for (unsigned j = 0; j < i; j++) {
+			if (uids[j] != uids[i])
+				continue;
+			snprintf(err, len, "%s '%s' has the uid of %s '%s': each role "
+			    "needs its own user", what[i], names[i], what[j], names[j]);
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -631,12 +707,20 @@ check_as_user(const struct pobox_settings *set, bool single)
 	}
 	if (check_as(single ? set->user : set->auth_user, set, check_passwd_file) < 0)
 		bad = 1;
-	if (!single && check_as(set->user, set, check_passwd_file) == 0)
-		fprintf(stderr, "poboxd: warning: user %s can read passwd_file %s: "
-		    "make it readable by auth_user %s alone\n", set->user,
-		    set->passwd_file, set->auth_user);
+	for (unsigned i = 0; !single && i < 2; i++) {
+		const char *u = i == 0 ? set->user : set->login_user;
+		if (check_as(u, set, check_passwd_file) == 0)
+			fprintf(stderr, "poboxd: warning: %s %s can read passwd_file %s: "
+			    "make it readable by auth_user %s alone\n",
+			    i == 0 ? "user" : "login_user", u, set->passwd_file, set->auth_user);
+	}
 	if (check_as(set->user, set, check_serving) < 0)
 		bad = 1;
+	if (!single && access(set->login_chroot, F_OK) == 0 &&
+	    login_chroot_ready(set->login_chroot, false, err, sizeof(err)) < 0) {
+		fprintf(stderr, "poboxd: %s\n", err);
+		bad = 1;
+	}
 	return bad ? -1 : 0;
 }
 
@@ -708,14 +792,11 @@ static const char *const auth_syscalls[] = {
 	NULL,
 };
 
-/* What a worker may do once set up (privsep): the auth process's list
- * plus serving clients (accept, socket options, shutdown) and Maildirs
- * (link, rename, unlink, mkdir, fsync, flock, utimensat for LOGIN-DELAY,
- * directory reads, O_TMPFILE spools). No exec (so no OAuth verifier
- * command: with one configured the worker runs without the filter, as
- * the verifier would inherit it), no network socket of its own, no
- * ptrace, no chmod/chown, no ioctl. The list for the login role after
- * the split will be far shorter (no files at all). */
+/* What a mail process may do once set up (privsep): the auth process's
+ * list plus serving clients (accept, socket options, shutdown) and
+ * Maildirs (link, rename, unlink, mkdir, fsync, flock, utimensat for
+ * LOGIN-DELAY, directory reads, O_TMPFILE spools). No exec, no network
+ * socket of its own, no ptrace, no chmod/chown, no ioctl. */
 static const char *const worker_syscalls[] = {
 	"accept4", "accept", "setsockopt", "getsockopt", "getsockname",
 	"getpeername", "shutdown", "recvfrom",
@@ -723,6 +804,16 @@ static const char *const worker_syscalls[] = {
 	"mkdir", "mkdirat", "fsync", "fdatasync", "flock", "utimensat",
 	"getdents64", "fstatfs", "statfs", "ftruncate", "pwrite64", "umask",
 	"fadvise64", "readlink",
+	"sched_getaffinity", "sigaltstack",
+	NULL,
+};
+
+/* What a login process may do on top of the auth process's list: serve
+ * clients (accept, socket options, shutdown) and make the socketpair of
+ * a TLS proxy. Its file calls find an empty chroot. */
+static const char *const login_syscalls[] = {
+	"accept4", "accept", "setsockopt", "getsockopt", "getsockname",
+	"getpeername", "shutdown", "recvfrom", "socketpair",
 	"sched_getaffinity", "sigaltstack",
 	NULL,
 };
@@ -735,12 +826,13 @@ worker_sandbox(struct server *srv)
 
 	if (srv->authd_local)
 		return 0;
-	if (srv->config->set.oauth_verify_command[0] != '\0') {
+	if (srv->config->set.oauth_verify_command[0] != '\0' && srv->role != ROLE_MAIL) {
 		log_warn("event=sandbox_skipped reason=oauth_verify_command "
 		    "note=\"the verifier would inherit the seccomp filter\"");
 		return 0;
 	}
-	switch (sandbox_seccomp2(auth_syscalls, worker_syscalls, &error)) {
+	switch (sandbox_seccomp2(auth_syscalls, srv->role == ROLE_LOGIN ? login_syscalls :
+	    worker_syscalls, &error)) {
 	case -1:
 		log_error("event=startup error=\"%s\"", error);
 		free(error);
@@ -753,15 +845,33 @@ worker_sandbox(struct server *srv)
 	return 0;
 }
 
-/* One serving process: the event loop over this worker's listeners.
- * auth_sock: its channel to the auth process; -1: --single-process, the
- * auth role runs here, on srv->db. */
+static bool
+role_serves(enum server_role role, enum listener_kind kind)
+{
+	return role == ROLE_WHOLE || (role == ROLE_LOGIN) == (kind == LISTEN_POP3);
+}
+
+static const char *
+role_name(enum server_role role)
+{
+	return role == ROLE_LOGIN ? "login" : role == ROLE_MAIL ? "mail" : "worker";
+}
+
+/* One serving process: the event loop over this worker's listeners of
+ * its role. auth_sock: its channel to the auth process; -1:
+ * --single-process, the auth role runs here, on srv->db. peer_sock: a
+ * login process's channel to its mail process, a mail process's from
+ * the master; -1 for ROLE_WHOLE. announce: log the listeners. */
 static int
-serve(struct server *srv, unsigned worker, int auth_sock)
+serve(struct server *srv, unsigned worker, unsigned row, enum server_role role,
+    int auth_sock, int peer_sock, bool announce)
 {
 	srv->worker = worker;
+	srv->limits_row = row;
+	srv->role = role;
 	for (unsigned i = 0; i < listener_count; i++) {
-		if (listeners[i].worker != worker && listeners[i].worker != WORKER_ALL) {
+		if ((listeners[i].worker != worker && listeners[i].worker != WORKER_ALL) ||
+		    !role_serves(role, listeners[i].kind)) {
 			close(listeners[i].fd);
 			listeners[i].fd = -1;
 		}
@@ -772,11 +882,14 @@ serve(struct server *srv, unsigned worker, int auth_sock)
 	ioloop_add_signal(srv->loop, SIGTERM, on_terminate, srv);
 	ioloop_add_signal(srv->loop, SIGINT, on_terminate, srv);
 	ioloop_add_signal(srv->loop, SIGHUP, on_reload, srv);
+	if (role == ROLE_LOGIN)
+		ioloop_add_signal(srv->loop, SIGUSR2, on_retire, srv);
 	srv->workq = workq_new(srv->loop, srv->config->set.auth_workers);
 	/* Deliveries wait on the disk, not the CPU: their own threads, so
 	 * an fsync never delays a login, and enough of them that concurrent
 	 * fsyncs share journal commits. */
-	if (srv->config->set.smtp_listen.count > 0 || srv->config->set.lmtp_listen.count > 0)
+	if (role != ROLE_LOGIN && (srv->config->set.smtp_listen.count > 0 ||
+	    srv->config->set.lmtp_listen.count > 0))
 		srv->deliver_wq = workq_new(srv->loop, DELIVER_THREADS);
 	if (auth_sock < 0) {
 		int sv[2];
@@ -787,18 +900,22 @@ serve(struct server *srv, unsigned worker, int auth_sock)
 		srv->authd = authd_new(srv->loop, server_config_ref(srv->config), srv->db,
 		    srv->sasl_secret, sizeof(srv->sasl_secret), srv->hostname);
 		srv->db = NULL;  /* the authd's now; ours comes over the channel */
-		authd_add_client(srv->authd, sv[0]);
+		authd_add_client(srv->authd, sv[0], AUTHP_KIND_WHOLE);
 		auth_sock = sv[1];
 	}
 	if (authclient_connect(srv, auth_sock) < 0)
 		return 1;
-	test_open_hook("worker");
+	if (role == ROLE_LOGIN)
+		handoff_connect(srv, peer_sock);
+	else if (role == ROLE_MAIL)
+		mailrole_start(srv, peer_sock);
+	test_open_hook(role_name(role));
 	for (unsigned i = 0; i < listener_count; i++) {
 		if (listeners[i].fd < 0)
 			continue;
 		listeners[i].io = io_add(srv->loop, listeners[i].fd, IO_READ,
 		    listener_accept, &listeners[i]);
-		if (worker == 0)
+		if (worker == 0 && announce)
 			log_info("event=listening addr=%s%s%s", listeners[i].name,
 			    listeners[i].tls ? " tls=yes" : "",
 			    listeners[i].kind == LISTEN_SMTP ? " proto=smtp" :
@@ -807,8 +924,8 @@ serve(struct server *srv, unsigned worker, int auth_sock)
 	sweep_timer = timer_add(srv->loop, SWEEP_INTERVAL_MS, on_sweep, srv);
 	if (worker_sandbox(srv) < 0)
 		return 1;
-	log_info("event=started version=%s worker=%u uid=%d pid=%d", POBOXD_VERSION,
-	    worker, (int)getuid(), (int)getpid());
+	log_info("event=started version=%s worker=%u role=%s uid=%d pid=%d", POBOXD_VERSION,
+	    worker, role_name(role), (int)getuid(), (int)getpid());
 
 	ioloop_run(srv->loop);
 
@@ -820,12 +937,16 @@ serve(struct server *srv, unsigned worker, int auth_sock)
 		close(listeners[i].fd);
 	}
 	timer_remove(&drain_timer);
+	srv->retiring = false; /* no stop from inside the frees below */
 	session_close_all(srv, "shutdown");
+	proxy_close_all(srv);
+	handoff_close(srv);
 	/* Deliveries in flight are stored anyway: their 250 goes out before
 	 * the 421, or the client would send them again. */
 	smtp_session_shutdown(srv);
 	workq_free(&srv->deliver_wq);
 	smtp_session_close_all(srv, "shutdown");
+	mailrole_close(srv);
 	workq_free(&srv->workq);
 	authclient_close(srv);
 	authd_free(&srv->authd);
@@ -835,7 +956,7 @@ serve(struct server *srv, unsigned worker, int auth_sock)
 	server_config_unref(&srv->config);
 	limits_free(&srv->limits);
 	ioloop_free(&srv->loop);
-	log_info("event=stopped worker=%u", worker);
+	log_info("event=stopped worker=%u role=%s", worker, role_name(role));
 	return 0;
 }
 
@@ -867,8 +988,11 @@ auth_on_signal(void *ctx, int signo)
 static void
 auth_ctl_msg(void *ctx, struct ipc_msg *m)
 {
-	if (m->type == AUTHP_CLIENT && m->fd >= 0) {
-		authd_add_client(auth_role, m->fd);
+	uint64_t kind;
+
+	if (m->type == AUTHP_CLIENT && m->fd >= 0 && ipc_u64(m, 0, &kind) == 0 &&
+	    (kind == AUTHP_KIND_LOGIN || kind == AUTHP_KIND_MAIL)) {
+		authd_add_client(auth_role, m->fd, (enum authp_kind)kind);
 		m->fd = -1;
 		return;
 	}
@@ -941,22 +1065,53 @@ authd_main(struct server *srv, int ctl)
 
 /* The supervising parent: forwards signals, restarts a process that
  * died. Privsep (the default): it stays root, starts the auth process
- * (auth_user) first and gives each worker a channel to it; each child
- * drops to its own user. --single-process: it has dropped to `user`
- * already and each worker is whole (the auth role in it). */
+ * (auth_user) first, then per slot (`workers` of them) a mail process
+ * (user: the maildrops, SMTP/LMTP) and a login process (login_user,
+ * chrooted: pre-login POP3 and TLS) with a channel between them; every
+ * process gets a channel to auth. A reload replaces the login processes
+ * (they cannot re-read certificates in their chroot): the new ones take
+ * the listeners, the old ones end with their last session.
+ * --single-process: it has dropped to `user` already and each worker is
+ * whole (login, mail and the auth role in it). */
+#define LOGIN_GENERATIONS 4 /* login processes per slot, retiring included */
+
 struct master {
 	struct server *srv;
 	struct ioloop *loop;
 	struct timer *respawn;
-	pid_t pids[WORKERS_MAX];
-	unsigned live;           /* workers */
-	pid_t auth_pid;          /* 0: not running */
-	int auth_ctl;            /* to the auth process; -1: none */
+	pid_t pids[WORKERS_MAX];   /* whole workers, or (privsep) mail processes */
+	int mail_ctl[WORKERS_MAX]; /* to each mail process; -1: none */
+	/* Login processes: row W + g * W + w of the limits is generation g
+	 * of slot w; login_cur[w] is the generation accepting, or -1. */
+	pid_t login_pids[LOGIN_GENERATIONS][WORKERS_MAX];
+	int login_cur[WORKERS_MAX];
+	bool chroot;               /* login processes are chrooted */
+	unsigned live;             /* children but auth */
+	pid_t auth_pid;            /* 0: not running */
+	int auth_ctl;              /* to the auth process; -1: none */
 	bool single;
 	bool stopping;
 };
 
 static void master_schedule_respawn(struct master *m);
+
+/* In a new child: the master's channels are not its business. */
+static void
+child_setup(struct master *m, const char *name)
+{
+	/* A child must not outlive its supervisor, holding the ports. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+	if (getppid() == 1)
+		_exit(0);
+	if (m->auth_ctl >= 0)
+		close(m->auth_ctl);
+	for (unsigned w = 0; w < m->srv->workers; w++)
+		if (m->mail_ctl[w] >= 0)
+			close(m->mail_ctl[w]);
+	/* ps and the tests tell the roles apart by name. */
+	if (name != NULL)
+		prctl(PR_SET_NAME, name, 0, 0, 0);
+}
 
 /* Starts the auth process and waits for it to load the passwd file.
  * 0 / -1 (logged). */
@@ -978,16 +1133,12 @@ master_spawn_auth(struct master *m)
 		return -1;
 	}
 	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
-		if (getppid() == 1)
-			_exit(0);
 		close(sv[0]);
+		child_setup(m, "poboxd-auth");
 		/* No client socket ever reaches the auth process. */
 		for (unsigned i = 0; i < listener_count; i++)
 			close(listeners[i].fd);
-		/* ps and the tests tell the roles apart by name. */
-		prctl(PR_SET_NAME, "poboxd-auth", 0, 0, 0);
-		if (drop_privileges(m->srv->config->set.auth_user) < 0)
+		if (drop_privileges(m->srv->config->set.auth_user, NULL) < 0)
 			_exit(1);
 		_exit(authd_main(m->srv, sv[1]));
 	}
@@ -1007,55 +1158,128 @@ master_spawn_auth(struct master *m)
 	return 0;
 }
 
-static void
-master_spawn(struct master *m, unsigned w)
+/* A new channel to the auth process for a process of kind: the
+ * serving end, or -1. */
+static int
+master_auth_channel(struct master *m, enum authp_kind kind)
 {
-	int sock = -1;
-	pid_t pid;
+	struct ipc_out o;
+	int sv[2];
 
-	if (!m->single) {
-		struct ipc_out o;
-		int sv[2];
-
-		if (m->auth_ctl < 0 || ipc_socketpair(sv) < 0) {
-			master_schedule_respawn(m);
-			return;
-		}
-		ipc_out_init(&o, AUTHP_CLIENT, 0);
-		if (ipc_send(m->auth_ctl, &o, sv[0]) < 0) {
-			log_error("event=fork_failed worker=%u error=\"auth: %s\"", w,
-			    strerror(errno));
-			close(sv[0]);
-			close(sv[1]);
-			master_schedule_respawn(m);
-			return;
-		}
+	if (m->auth_ctl < 0 || ipc_socketpair(sv) < 0)
+		return -1;
+	ipc_out_init(&o, AUTHP_CLIENT, 0);
+	ipc_put_u64(&o, kind);
+	if (ipc_send(m->auth_ctl, &o, sv[0]) < 0) {
+		log_error("event=fork_failed error=\"auth: %s\"", strerror(errno));
 		close(sv[0]);
-		sock = sv[1];
+		close(sv[1]);
+		return -1;
 	}
-	pid = fork();
+	close(sv[0]);
+	return sv[1];
+}
+
+/* --single-process: worker w, whole. */
+static void
+master_spawn_whole(struct master *m, unsigned w)
+{
+	pid_t pid = fork();
+
 	if (pid < 0) {
 		log_error("event=fork_failed worker=%u error=\"%s\"", w, strerror(errno));
-		if (sock >= 0)
-			close(sock);
 		return;
 	}
 	if (pid == 0) {
-		/* A worker must not outlive its supervisor, holding the ports. */
-		prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
-		if (getppid() == 1)
-			_exit(0);
-		if (m->auth_ctl >= 0)
-			close(m->auth_ctl);
-		if (!m->single && drop_privileges(m->srv->config->set.user) < 0)
-			_exit(1);
+		child_setup(m, NULL);
 		/* The child leaves the parent's loop alone and builds its own. */
-		_exit(serve(m->srv, w, sock));
+		_exit(serve(m->srv, w, w, ROLE_WHOLE, -1, -1, true));
 	}
-	if (sock >= 0)
-		close(sock);
 	m->pids[w] = pid;
 	m->live++;
+}
+
+static void
+master_spawn_mail(struct master *m, unsigned w)
+{
+	int auth = master_auth_channel(m, AUTHP_KIND_MAIL), ctl[2];
+	pid_t pid;
+
+	if (auth < 0) {
+		master_schedule_respawn(m);
+		return;
+	}
+	if (ipc_socketpair(ctl) < 0 || (pid = fork()) < 0) {
+		log_error("event=fork_failed worker=%u role=mail error=\"%s\"", w,
+		    strerror(errno));
+		close(auth);
+		master_schedule_respawn(m);
+		return;
+	}
+	if (pid == 0) {
+		close(ctl[0]);
+		child_setup(m, "poboxd-mail");
+		if (drop_privileges(m->srv->config->set.user, NULL) < 0)
+			_exit(1);
+		_exit(serve(m->srv, w, w, ROLE_MAIL, auth, ctl[1], true));
+	}
+	close(auth);
+	close(ctl[1]);
+	m->pids[w] = pid;
+	m->mail_ctl[w] = ctl[0];
+	m->live++;
+}
+
+/* A login process for slot w, taking the slot's listeners over; 0, or
+ * -1 (no free generation, or no mail process yet). */
+static int
+master_spawn_login(struct master *m, unsigned w, bool announce)
+{
+	const struct pobox_settings *set = &m->srv->config->set;
+	unsigned g, W = m->srv->workers;
+	struct ipc_out o;
+	int auth, link[2];
+	pid_t pid;
+
+	for (g = 0; g < LOGIN_GENERATIONS && m->login_pids[g][w] != 0; g++)
+		;
+	if (g == LOGIN_GENERATIONS || m->mail_ctl[w] < 0)
+		return -1;
+	if (ipc_socketpair(link) < 0)
+		return -1;
+	ipc_out_init(&o, MAILP_LOGIN, 0);
+	if (ipc_send(m->mail_ctl[w], &o, link[0]) < 0) {
+		close(link[0]);
+		close(link[1]);
+		return -1;
+	}
+	close(link[0]);
+	if ((auth = master_auth_channel(m, AUTHP_KIND_LOGIN)) < 0) {
+		close(link[1]);
+		return -1;
+	}
+	if ((pid = fork()) < 0) {
+		log_error("event=fork_failed worker=%u role=login error=\"%s\"", w,
+		    strerror(errno));
+		close(auth);
+		close(link[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		child_setup(m, "poboxd-login");
+		/* The OAuth verifier command needs the file system (and exec):
+		 * then no chroot (and no filter, worker_sandbox). */
+		if (drop_privileges(set->login_user, m->chroot &&
+		    set->oauth_verify_command[0] == '\0' ? set->login_chroot : NULL) < 0)
+			_exit(1);
+		_exit(serve(m->srv, w, W + g * W + w, ROLE_LOGIN, auth, link[1], announce));
+	}
+	close(auth);
+	close(link[1]);
+	m->login_pids[g][w] = pid;
+	m->login_cur[w] = (int)g;
+	m->live++;
+	return 0;
 }
 
 static void
@@ -1070,9 +1294,18 @@ master_respawn(void *ctx)
 		master_schedule_respawn(m);
 		return;
 	}
-	for (unsigned w = 0; w < m->srv->workers; w++)
+	for (unsigned w = 0; w < m->srv->workers; w++) {
+		if (m->single) {
+			if (m->pids[w] == 0)
+				master_spawn_whole(m, w);
+			continue;
+		}
 		if (m->pids[w] == 0)
-			master_spawn(m, w);
+			master_spawn_mail(m, w);
+		if (m->login_cur[w] < 0 && m->pids[w] != 0 &&
+		    master_spawn_login(m, w, true) < 0)
+			master_schedule_respawn(m);
+	}
 }
 
 static void
@@ -1082,7 +1315,8 @@ master_schedule_respawn(struct master *m)
 		m->respawn = timer_add(m->loop, RESPAWN_DELAY_MS, master_respawn, m);
 }
 
-/* Stopping: the workers first (SMTP deliveries drain), then auth. */
+/* Stopping: the serving processes first (SMTP deliveries drain), then
+ * auth. */
 static void
 master_check_stopped(struct master *m)
 {
@@ -1094,6 +1328,101 @@ master_check_stopped(struct master *m)
 		ioloop_stop(m->loop);
 }
 
+/* Calls fn for every serving process. */
+static void
+master_each(struct master *m, void (*fn)(struct master *m, pid_t pid, int arg), int arg)
+{
+	for (unsigned w = 0; w < m->srv->workers; w++) {
+		if (m->pids[w] > 0)
+			fn(m, m->pids[w], arg);
+		for (unsigned g = 0; g < LOGIN_GENERATIONS; g++)
+			if (m->login_pids[g][w] > 0)
+				fn(m, m->login_pids[g][w], arg);
+	}
+}
+
+static void
+send_signal(struct master *m, pid_t pid, int signo)
+{
+	kill(pid, signo);
+}
+
+static void
+master_reaped(struct master *m, pid_t pid, int status)
+{
+	unsigned W = m->srv->workers;
+
+	if (pid == m->auth_pid) {
+		m->auth_pid = 0;
+		if (m->auth_ctl >= 0)
+			close(m->auth_ctl);
+		m->auth_ctl = -1;
+		/* The serving processes lose their channel and end; all come
+		 * back once auth is running again. */
+		if (!m->stopping) {
+			log_error("event=auth_died pid=%d status=%d", (int)pid, status);
+			master_schedule_respawn(m);
+		}
+		return;
+	}
+	for (unsigned w = 0; w < W; w++) {
+		if (m->pids[w] == pid) {
+			m->pids[w] = 0;
+			m->live--;
+			if (m->mail_ctl[w] >= 0)
+				close(m->mail_ctl[w]);
+			m->mail_ctl[w] = -1;
+			limits_reset_worker(m->srv->limits, w);
+			if (!m->stopping) {
+				log_error("event=worker_died worker=%u%s pid=%d status=%d", w,
+				    m->single ? "" : " role=mail", (int)pid, status);
+				master_schedule_respawn(m);
+			}
+			return;
+		}
+		for (unsigned g = 0; g < LOGIN_GENERATIONS; g++) {
+			if (m->login_pids[g][w] != pid)
+				continue;
+			m->login_pids[g][w] = 0;
+			m->live--;
+			limits_reset_worker(m->srv->limits, W + g * W + w);
+			if (m->login_cur[w] != (int)g) {
+				log_info("event=login_retired worker=%u pid=%d", w, (int)pid);
+				return;
+			}
+			m->login_cur[w] = -1;
+			if (!m->stopping) {
+				log_error("event=worker_died worker=%u role=login pid=%d status=%d",
+				    w, (int)pid, status);
+				master_schedule_respawn(m);
+			}
+			return;
+		}
+	}
+}
+
+/* SIGHUP, privsep: new login processes with the new settings and
+ * certificates; the old ones stop accepting and end with their last
+ * session. */
+static void
+master_replace_logins(struct master *m)
+{
+	for (unsigned w = 0; w < m->srv->workers; w++) {
+		int old = m->login_cur[w];
+
+		if (old < 0)
+			continue;
+		if (master_spawn_login(m, w, false) < 0) {
+			m->login_cur[w] = old;
+			log_warn("event=reload worker=%u note=\"login processes of %d earlier "
+			    "reloads still serve sessions: this one keeps the old settings "
+			    "and certificates\"", w, LOGIN_GENERATIONS - 1);
+			continue;
+		}
+		kill(m->login_pids[old][w], SIGUSR2);
+	}
+}
+
 static void
 master_signal(void *ctx, int signo)
 {
@@ -1102,43 +1431,19 @@ master_signal(void *ctx, int signo)
 	pid_t pid;
 
 	if (signo == SIGCHLD) {
-		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-			if (pid == m->auth_pid) {
-				m->auth_pid = 0;
-				if (m->auth_ctl >= 0)
-					close(m->auth_ctl);
-				m->auth_ctl = -1;
-				/* The workers lose their channel and end; all
-				 * come back once auth is running again. */
-				if (!m->stopping) {
-					log_error("event=auth_died pid=%d status=%d",
-					    (int)pid, status);
-					master_schedule_respawn(m);
-				}
-				continue;
-			}
-			for (unsigned w = 0; w < m->srv->workers; w++) {
-				if (m->pids[w] != pid)
-					continue;
-				m->pids[w] = 0;
-				m->live--;
-				limits_reset_worker(m->srv->limits, w);
-				if (!m->stopping) {
-					log_error("event=worker_died worker=%u pid=%d status=%d",
-					    w, (int)pid, status);
-					master_schedule_respawn(m);
-				}
-			}
-		}
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+			master_reaped(m, pid, status);
 		master_check_stopped(m);
 		return;
 	}
 	if (signo == SIGHUP) {
-		/* A worker started later must run the new configuration (and,
+		/* A process started later must run the new configuration (and,
 		 * --single-process, passwd file) too. */
 		struct server_config *c;
 		struct passwd_db *db = NULL;
-		if (reload_read(m->srv, &c, m->single ? &db : NULL, true) == 0) {
+		bool ok = reload_read(m->srv, &c, m->single ? &db : NULL, true) == 0;
+
+		if (ok) {
 			server_config_unref(&m->srv->config);
 			m->srv->config = c;
 			if (m->single) {
@@ -1148,16 +1453,18 @@ master_signal(void *ctx, int signo)
 		}
 		if (m->auth_pid > 0)
 			kill(m->auth_pid, SIGHUP);
-	} else {
-		log_info("event=shutdown signal=%s workers=%u", strsignal(signo), m->live);
-		m->stopping = true;
-		timer_remove(&m->respawn);
+		for (unsigned w = 0; w < m->srv->workers; w++)
+			if (m->pids[w] > 0)
+				kill(m->pids[w], SIGHUP);
+		if (ok && !m->single)
+			master_replace_logins(m);
+		return;
 	}
-	for (unsigned w = 0; w < m->srv->workers; w++)
-		if (m->pids[w] > 0)
-			kill(m->pids[w], signo == SIGINT ? SIGTERM : signo);
-	if (signo != SIGHUP)
-		master_check_stopped(m);
+	log_info("event=shutdown signal=%s workers=%u", strsignal(signo), m->live);
+	m->stopping = true;
+	timer_remove(&m->respawn);
+	master_each(m, send_signal, SIGTERM);
+	master_check_stopped(m);
 }
 
 static int
@@ -1167,15 +1474,37 @@ master_run(struct server *srv, bool single)
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
 	int ret = 0;
 
+	for (unsigned w = 0; w < WORKERS_MAX; w++) {
+		m.mail_ctl[w] = -1;
+		m.login_cur[w] = -1;
+	}
 	m.loop = ioloop_new();
 	for (size_t i = 0; i < ARRAY_SIZE(signals); i++)
 		ioloop_add_signal(m.loop, signals[i], master_signal, &m);
+	if (!single && geteuid() == 0) {
+		char err[400];
+
+		if (login_chroot_ready(srv->config->set.login_chroot, true, err,
+		    sizeof(err)) < 0) {
+			log_error("event=startup error=\"%s\"", err);
+			ret = 1;
+			goto out;
+		}
+		m.chroot = true;
+	}
 	if (!single && master_spawn_auth(&m) < 0) {
 		ret = 1;
 		goto out;
 	}
-	for (unsigned w = 0; w < srv->workers; w++)
-		master_spawn(&m, w);
+	for (unsigned w = 0; w < srv->workers; w++) {
+		if (single) {
+			master_spawn_whole(&m, w);
+			continue;
+		}
+		master_spawn_mail(&m, w);
+		if (master_spawn_login(&m, w, true) < 0)
+			master_schedule_respawn(&m);
+	}
 	log_info("event=master_started workers=%u pid=%d uid=%d%s", srv->workers,
 	    (int)getpid(), (int)getuid(), single ? " mode=single" : "");
 	ioloop_run(m.loop);
@@ -1183,6 +1512,9 @@ out:
 	timer_remove(&m.respawn);
 	if (m.auth_ctl >= 0)
 		close(m.auth_ctl);
+	for (unsigned w = 0; w < srv->workers; w++)
+		if (m.mail_ctl[w] >= 0)
+			close(m.mail_ctl[w]);
 	if (ret != 0 && m.auth_pid > 0) {
 		kill(m.auth_pid, SIGTERM);
 		waitpid(m.auth_pid, NULL, 0);
@@ -1308,12 +1640,14 @@ main(int argc, char **argv)
 			goto fail;
 		}
 	}
-	srv.limits = limits_new(srv.workers);
+	/* Rows: a whole worker or mail process per slot, and (privsep) the
+	 * login processes' generations (master.c). */
+	srv.limits = limits_new(single ? srv.workers : srv.workers * (1 + LOGIN_GENERATIONS));
 	if (!single)
 		/* Privilege separation: the master keeps root to start each
 		 * role as its own user and never reads the passwd file. */
 		return master_run(&srv, false);
-	if (drop_privileges(srv.config->set.user) < 0)
+	if (drop_privileges(srv.config->set.user, NULL) < 0)
 		goto fail;
 	if (passwd_db_open(srv.config->set.passwd_file, srv.config->set.mail_root,
 	    &srv.db, &error) < 0) {
@@ -1322,7 +1656,7 @@ main(int argc, char **argv)
 		goto fail;
 	}
 	if (srv.workers == 1)
-		return serve(&srv, 0, -1);
+		return serve(&srv, 0, 0, ROLE_WHOLE, -1, -1, true);
 	return master_run(&srv, true);
 fail:
 	for (unsigned i = 0; i < listener_count; i++)

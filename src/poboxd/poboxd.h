@@ -1,7 +1,7 @@
 /* poboxd.h: the daemon's internal interfaces: the server context, sessions,
- * the login glue and the per-address table. One process today (see
- * docs/ARCHITECTURE.md for the privilege-separated target); never root
- * while it serves. */
+ * the login glue, the handoff from login to mail processes and the
+ * per-address table (docs/ARCHITECTURE.md: the roles); never root while
+ * it serves. */
 #ifndef POBOX_POBOXD_H
 #define POBOX_POBOXD_H
 
@@ -11,6 +11,7 @@
 
 #include "auth/auth.h"
 #include "lib/settings.h"
+#include "poboxd/authproto.h"
 #include "proto/pop3.h"
 
 struct ioloop;
@@ -32,6 +33,9 @@ struct ipc_msg;
 struct ipc_out;
 struct authd;
 struct auth_req;
+struct handoff;
+struct proxy;
+struct mail_link;
 
 #define POBOXD_SASL_MAX 16 /* mechanisms offered at most */
 
@@ -48,6 +52,12 @@ struct server_config {
 	struct jwks *jwks;       /* oauth_jwks_file's keys, or NULL */
 	char *warnings;         /* NULL, or lines to log once (tls_sni) */
 };
+
+/* What a serving process does. WHOLE: login and mail in one process
+ * (--single-process); LOGIN: pre-login POP3 and TLS, chrooted, handing
+ * sessions to its mail process; MAIL: logged-in POP3 sessions and
+ * SMTP/LMTP, as the virtual-mail user. */
+enum server_role { ROLE_WHOLE, ROLE_LOGIN, ROLE_MAIL };
 
 struct server {
 	struct ioloop *loop;
@@ -76,6 +86,19 @@ struct server {
 	struct authd *authd;         /* --single-process only */
 	bool authd_local;
 	bool sandboxed;              /* under the worker's seccomp filter */
+	enum server_role role;
+	unsigned limits_row;         /* this process's row in limits */
+	/* ROLE_LOGIN (handoff.c, proxy.c) */
+	struct ipc_chan *mail_chan;  /* to the mail process */
+	struct handoff *handoffs;    /* waiting for MAILP_OPENED */
+	uint32_t handoff_next_id;
+	struct proxy *proxies;       /* TLS sessions served by the mail process */
+	unsigned proxy_count;
+	bool retiring;               /* replaced after a reload: ends with its
+	                                last session */
+	/* ROLE_MAIL (mailrole.c) */
+	struct mail_link *mail_links; /* one per login process */
+	struct ipc_chan *master_chan;
 };
 
 struct server_config *server_config_ref(struct server_config *c);
@@ -85,6 +108,23 @@ void server_config_unref(struct server_config **c);
 /* Takes over an accepted socket; tls: a POP3S listener (TLS at once). */
 void session_create(struct server *srv, int fd, const struct sockaddr_storage *peer,
     bool tls);
+/* ROLE_MAIL: a session another process logged in (mailrole.c). */
+struct session_attach {
+	const char *id, *ip, *user, *method, *mech;
+	unsigned port;
+	bool tls;                /* over the login process's TLS proxy */
+	bool counted;            /* count it in this process's limits row */
+	struct maildrop *md;     /* taken */
+	struct pop3_user_policy policy;
+	const void *pending;     /* commands pipelined behind the login */
+	size_t pending_len;
+	unsigned commands, bad_commands; /* before the handoff */
+	uint64_t age_ms;         /* since connect */
+};
+void session_attach(struct server *srv, int fd, const struct session_attach *a);
+/* ROLE_LOGIN: the mail process has the maildrop open: once every reply
+ * is out, the connection goes to it (handoff.c). */
+void session_hand_over(struct session *s);
 /* Closes every session without UPDATE (SIGTERM). */
 void session_close_all(struct server *srv, const char *reason);
 /* A new session id (12 characters of base32) into id. */
@@ -129,6 +169,7 @@ struct auth_result_msg {
 	unsigned verify_ms;
 	struct auth_user user;  /* name (may be NULL), maildir, login_delay,
 	                           expire; no hash */
+	const char *grant;      /* ok to a login process: for its mail process */
 };
 void authclient_result(const struct ipc_msg *m, struct auth_result_msg *r);
 /* Waits for the first user table on sock (taken), then serves it on the
@@ -142,7 +183,7 @@ struct authd *authd_new(struct ioloop *loop, struct server_config *config,
     struct passwd_db *db, const unsigned char *secret, size_t secret_len,
     const char *hostname);
 /* Takes sock, a channel to a serving process; sends it the user table. */
-void authd_add_client(struct authd *a, int sock);
+void authd_add_client(struct authd *a, int sock, enum authp_kind kind);
 /* SIGHUP: new settings and passwd db (taken); recalibrates, forgets the
  * cache, sends every client the new table. */
 void authd_reload(struct authd *a, struct server_config *config,
@@ -156,6 +197,7 @@ int authd_main(struct server *srv, int ctl);
 struct login_job;
 struct session_login {
 	struct login_job *job;   /* verification in flight */
+	struct handoff *handoff; /* ROLE_LOGIN: the mail process's part */
 	struct timer *delay;     /* failure delay in progress */
 	bool in_request;         /* inside login_start: the engine's loop
 	                            goes on by itself after an answer */
@@ -171,11 +213,52 @@ void login_password(struct session *s, const char *user, const char *password,
  * delay of the address. name may be NULL (not known). */
 void login_fail(struct session *s, uint64_t start_ms, const char *name,
     const char *reason, const char *mech, enum pop3_login_result res);
-/* Credentials are good: LOGIN-DELAY, then the maildrop; answers the engine. */
-void login_open(struct session *s, const struct auth_user *u, const char *method,
-    const char *mech);
+/* Credentials are good: LOGIN-DELAY, then the maildrop (here, or with
+ * grant in the mail process); answers the engine. */
+void login_open(struct session *s, const struct auth_user *u, const char *grant,
+    const char *method, const char *mech);
+/* The user's LOGIN-DELAY and EXPIRE from the entry and the settings. */
+void login_policy(const struct server_config *cfg, const struct auth_user *u,
+    struct pop3_user_policy *policy);
 /* The session is going away: detach from a job still in flight. */
 void login_abort(struct session *s);
+/* LOGIN-DELAY, then the maildrop locked and read (here, or in the mail
+ * process); *error_r for TEMPFAIL. */
+enum pop3_login_result login_maildrop(const char *maildir,
+    const struct pop3_user_policy *policy, struct maildrop **md_r,
+    const char **error_r);
+/* Answers a refused login (LOGIN-DELAY, in use: logged as failures). */
+void login_refused(struct session *s, const char *name, enum pop3_login_result res,
+    const char *mech);
+
+/* handoff.c (ROLE_LOGIN): the mail process opens the maildrop
+ * (MAILP_OPEN), then gets the connection (MAILP_ATTACH). */
+void handoff_open(struct session *s, const char *user, const char *grant,
+    const char *method, const char *mech);
+/* Sends the connection: fd (a dup is sent), the input pending after the
+ * login command, whether the session's limits slot moves, and how old
+ * the session is. 0 / -1. */
+int handoff_attach(struct session *s, const void *pending, size_t len, bool tls,
+    bool counted, uint64_t age_ms, int fd);
+/* The session is going away: forget its handoff (the mail process
+ * closes the maildrop). */
+void handoff_abort(struct session *s);
+/* Takes sock, the channel to the mail process. */
+void handoff_connect(struct server *srv, int sock);
+void handoff_close(struct server *srv);
+
+/* proxy.c (ROLE_LOGIN): a TLS session after login: the client conn
+ * (taken) and mail_fd (taken), one end of a socketpair whose other end
+ * the mail process serves. counted: holds a limits slot until it ends;
+ * client_eof: the client half-closed already. */
+void proxy_start(struct server *srv, struct conn *client, int mail_fd,
+    const char *id, const char *ip, bool counted, bool client_eof);
+void proxy_close_all(struct server *srv);
+
+/* mailrole.c (ROLE_MAIL): the channel from the master (master_sock,
+ * taken), which sends one channel per login process (MAILP_LOGIN). */
+void mailrole_start(struct server *srv, int master_sock);
+void mailrole_close(struct server *srv);
 
 /* Session accessors used by login.c. */
 struct server *session_server(struct session *s);
@@ -183,6 +266,7 @@ struct pop3 *session_pop3(struct session *s);
 struct session_login *session_login_state(struct session *s);
 const char *session_id(const struct session *s);
 const char *session_ip(const struct session *s);
+unsigned session_port(const struct session *s);
 const struct server_config *session_config(const struct session *s);
 struct conn *session_conn(struct session *s);
 /* Answer a SASL step with a challenge and resume processing input. */
@@ -200,11 +284,14 @@ void authsasl_request(struct session *s, const struct pop3_sasl *req);
 /* The session is going away or the exchange ended: forget it. */
 void authsasl_abort(struct session *s);
 
-/* limits.c: session counts shared by the workers (see the file). */
-struct session_limits *limits_new(unsigned workers);
+/* limits.c: session counts shared by the serving processes (see the
+ * file), one row per process. */
+struct session_limits *limits_new(unsigned rows);
 void limits_free(struct session_limits **l);
-/* The parent, when worker w died: its sessions are gone. */
+/* The parent, when the process of row w died: its sessions are gone. */
 void limits_reset_worker(struct session_limits *l, unsigned w);
+/* Counts a session handed over from another row (no limit checked). */
+void limits_add(struct session_limits *l, unsigned w, const char *ip);
 /* Counts a session of worker w from ip, or returns which limit is
  * reached ("max_sessions", "max_sessions_per_ip") and counts nothing. */
 const char *limits_acquire(struct session_limits *l, unsigned w, const char *ip,

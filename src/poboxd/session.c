@@ -4,11 +4,13 @@
 #include "poboxd/poboxd.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "auth/auth.h"
@@ -35,6 +37,8 @@ struct session {
 	bool peer_eof;            /* the client half-closed: finish, then close */
 	bool counted;             /* holds a slot in the shared limits */
 	bool tls_failed;          /* conn_start_tls failed inside STLS */
+	bool handing_over;        /* ROLE_LOGIN: waiting for the output to drain */
+	bool handed_over;         /* ...gone to the mail process: no logout here */
 	char id[17];
 	char ip[INET6_ADDRSTRLEN];
 	unsigned port;
@@ -47,6 +51,8 @@ static void session_closed(void *ctx, const char *reason);
 static void session_status(struct session *s, enum pop3_status st);
 
 static void session_eof(void *ctx);
+static void session_attach_now(struct session *s);
+static void session_capa_policy(struct session *s, const struct passwd_policy_range *r);
 static void session_tls_ready(void *ctx);
 
 static const struct conn_callbacks session_conn_callbacks = {
@@ -96,6 +102,7 @@ struct pop3 *session_pop3(struct session *s) { return s->pop3; }
 struct session_login *session_login_state(struct session *s) { return &s->login; }
 const char *session_id(const struct session *s) { return s->id; }
 const char *session_ip(const struct session *s) { return s->ip; }
+unsigned session_port(const struct session *s) { return s->port; }
 const struct server_config *session_config(const struct session *s) { return s->config; }
 struct conn *session_conn(struct session *s) { return s->conn; }
 
@@ -104,7 +111,7 @@ session_free(struct session *s, const char *reason)
 {
 	struct server *srv = s->srv;
 
-	if (s->pop3 != NULL) {
+	if (s->pop3 != NULL && !s->handed_over) {
 		const struct pop3_stats *st = pop3_stats(s->pop3);
 		const char *user = pop3_user(s->pop3);
 		char userv[80], reasonv[80];
@@ -124,13 +131,13 @@ session_free(struct session *s, const char *reason)
 		    st->update_failed ? "failed" : st->updated ? "done" : "none",
 		    st->uidl_digest[0] != '\0' ? st->uidl_digest : "-",
 		    (unsigned long long)(ioloop_now(srv->loop) - s->start_ms));
-		login_abort(s);
 	}
+	login_abort(s);
 	timer_remove(&s->timer);
 	pop3_free(&s->pop3);
 	conn_free(&s->conn);
 	if (s->counted)
-		limits_release(srv->limits, srv->worker, s->ip);
+		limits_release(srv->limits, srv->limits_row, s->ip);
 	server_config_unref(&s->config);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
@@ -140,6 +147,8 @@ session_free(struct session *s, const char *reason)
 		s->next->prev = s->prev;
 	srv->session_count--;
 	free(s);
+	if (srv->retiring && srv->session_count == 0 && srv->proxy_count == 0)
+		ioloop_stop(srv->loop);
 }
 
 static void
@@ -248,6 +257,10 @@ session_drained(void *ctx)
 		session_free(s, NULL);
 		return;
 	}
+	if (s->handing_over) {
+		session_attach_now(s);
+		return;
+	}
 	session_touch(s); /* a client reading a long reply is not idle */
 	session_status(s, pop3_run(s->pop3));
 }
@@ -258,7 +271,7 @@ session_eof(void *ctx)
 	struct session *s = ctx;
 
 	s->peer_eof = true;
-	if (!s->closing)
+	if (!s->closing && !s->handing_over)
 		session_status(s, pop3_run(s->pop3));
 }
 
@@ -314,6 +327,107 @@ session_sasl_challenge(struct session *s, const void *data, size_t len)
 	if (s->login.in_request)
 		return;
 	session_status(s, pop3_run(s->pop3));
+}
+
+/* ROLE_LOGIN, the maildrop is open in the mail process. In the clear
+ * the socket itself goes, so every reply of ours must be out first (the
+ * mail process writes next); under TLS ours and the mail process's
+ * output share the conn, in order. */
+void
+session_hand_over(struct session *s)
+{
+	s->handing_over = true;
+	if (conn_tls(s->conn) == NULL && conn_out_pending(s->conn) > 0) {
+		conn_flush(s->conn);
+		conn_want_drain(s->conn);
+		return;
+	}
+	session_attach_now(s);
+}
+
+static void
+session_attach_now(struct session *s)
+{
+	struct server *srv = s->srv;
+	bool tls = conn_tls(s->conn) != NULL;
+	int sv[2] = { -1, -1 };
+	const void *pending;
+	size_t len;
+
+	pending = pop3_pending_data(s->pop3, &len);
+	if (tls && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_error("session=%s event=handoff_failed error=\"socketpair: %s\"", s->id,
+		    strerror(errno));
+		goto fail;
+	}
+	if (handoff_attach(s, pending, len, tls, s->counted && !tls,
+	    ioloop_now(srv->loop) - s->start_ms, tls ? sv[1] : conn_fd(s->conn)) < 0) {
+		log_error("session=%s event=handoff_failed error=\"mail process\"", s->id);
+		goto fail;
+	}
+	if (tls) {
+		close(sv[1]);
+		proxy_start(srv, s->conn, sv[0], s->id, s->ip, s->counted, s->peer_eof);
+		s->conn = NULL;
+	} else if (s->counted)
+		limits_release(srv->limits, srv->limits_row, s->ip);
+	s->counted = false;
+	s->handed_over = true;
+	session_free(s, NULL);
+	return;
+fail:
+	if (sv[0] >= 0) {
+		close(sv[0]);
+		close(sv[1]);
+	}
+	s->handing_over = false;
+	handoff_abort(s);
+	session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
+}
+
+/* ROLE_MAIL: a session another process logged in: the engine starts in
+ * TRANSACTION and answers the login command; then the commands that
+ * came behind it. */
+void
+session_attach(struct server *srv, int fd, const struct session_attach *a)
+{
+	struct session *s = xcalloc(1, sizeof(*s));
+	const struct pobox_settings *set;
+
+	s->srv = srv;
+	s->config = server_config_ref(srv->config);
+	set = &s->config->set;
+	s->start_ms = ioloop_now(srv->loop) - a->age_ms;
+	snprintf(s->id, sizeof(s->id), "%s", a->id);
+	snprintf(s->ip, sizeof(s->ip), "%s", a->ip);
+	s->port = a->port;
+	s->next = srv->sessions;
+	if (s->next != NULL)
+		s->next->prev = s;
+	srv->sessions = s;
+	srv->session_count++;
+	if (a->counted) {
+		limits_add(srv->limits, srv->limits_row, s->ip);
+		s->counted = true;
+	}
+	s->conn = conn_new(srv->loop, fd, &session_conn_callbacks, s);
+	s->pop3_set.tls = a->tls;
+	s->pop3_set.implementation = set->implementation;
+	s->pop3_set.max_bad_commands = set->max_bad_commands;
+	s->pop3_set.sasl_mechs = s->config->sasl_mechs;
+	s->pop3_set.sasl_mech_count = s->config->sasl_mech_count;
+	session_capa_policy(s, passwd_db_policy_range(srv->db));
+	log_info("session=%s event=login user=%s method=%s%s%s ip=%s messages=%u",
+	    s->id, a->user, a->method, a->mech != NULL ? " mech=" : "",
+	    a->mech != NULL ? a->mech : "", s->ip, a->md->count);
+	s->pop3 = pop3_new_transaction(&s->pop3_set, &session_pop3_host, s, conn_out(s->conn),
+	    a->user, a->md, &a->policy);
+	pop3_carry_stats(s->pop3, a->commands, a->bad_commands);
+	session_touch(s);
+	if (a->pending_len > 0)
+		session_status(s, pop3_input(s->pop3, a->pending, a->pending_len));
+	else
+		session_status(s, pop3_run(s->pop3));
 }
 
 void
@@ -417,7 +531,7 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer,
 	}
 	log_info("session=%s event=connect ip=%s port=%u%s", s->id, s->ip, s->port,
 	    tls ? " tls=yes" : "");
-	limit = limits_acquire(srv->limits, srv->worker, s->ip, set->max_sessions,
+	limit = limits_acquire(srv->limits, srv->limits_row, s->ip, set->max_sessions,
 	    set->max_sessions_per_ip);
 	s->counted = limit == NULL;
 	if (limit != NULL && tls) {

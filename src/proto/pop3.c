@@ -917,6 +917,13 @@ pop3_new_transaction(const struct pop3_settings *set, const struct pop3_host *ho
 	return p;
 }
 
+void
+pop3_carry_stats(struct pop3 *p, unsigned commands, unsigned bad_commands)
+{
+	p->stats.commands += commands;
+	p->stats.bad_commands += bad_commands;
+}
+
 const void *
 pop3_pending_data(const struct pop3 *p, size_t *len_r)
 {

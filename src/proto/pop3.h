@@ -128,6 +128,10 @@ struct pop3 *pop3_new(const struct pop3_settings *set, const struct pop3_host *h
 struct pop3 *pop3_new_transaction(const struct pop3_settings *set,
     const struct pop3_host *host, void *host_ctx, struct buf *out, const char *user,
     struct maildrop *md, const struct pop3_user_policy *policy);
+/* The counts of the login process's engine carried over (the commands
+ * before and including the login, the bad ones among them), so one
+ * session has one set of figures and one bad-command limit. */
+void pop3_carry_stats(struct pop3 *p, unsigned commands, unsigned bad_commands);
 /* The input read and not processed yet (commands pipelined behind the
  * login command), to go with the connection to the mail role. Valid
  * until the next call into the engine. */

@@ -33,6 +33,7 @@ UNPRIV_USER = "nobody"
 # Privilege separation: the auth process's user, the only one that reads
 # the passwd file (made here when missing, like a package would).
 AUTH_USER = "pobox-auth"
+LOGIN_USER = "pobox-login"
 KEEP = os.environ.get("E2E_KEEP") == "1"   # keep temp dirs for debugging
 TIMEOUT = 10.0
 
@@ -375,15 +376,17 @@ def _unpriv_ids():
 
 
 def ensure_auth_user():
+    """As root, the users of the auth and login processes."""
     if not IS_ROOT:
         return
-    try:
-        pwd.getpwnam(AUTH_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home",
-                        "--home-dir", "/nonexistent", "--shell",
-                        "/usr/sbin/nologin", AUTH_USER], check=False,
-                       capture_output=True)
+    for name in (AUTH_USER, LOGIN_USER):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home",
+                            "--home-dir", "/nonexistent", "--shell",
+                            "/usr/sbin/nologin", name], check=False,
+                           capture_output=True)
 
 
 def own_passwd(path):
@@ -448,6 +451,7 @@ class Env:
         if IS_ROOT:
             lines.append(f"user = {UNPRIV_USER}")
             lines.append(f"auth_user = {AUTH_USER}")
+            lines.append(f"login_user = {LOGIN_USER}")
         lines.append(f"passwd_file = {self.passwd}")
         lines.append(f"mail_root = {self.mail_root}")
         lines += [f"{k} = {quote(v)}" for k, v in self.settings.items()]
@@ -666,29 +670,39 @@ class Daemon:
         return proc_status(self.pid if pid is None else pid)
 
     def roles(self):
-        """{"auth": [pids], "worker": [pids]}: the daemon's children by
-        name (the auth process calls itself poboxd-auth); with no
-        children (--single-process, one worker) the daemon is the worker."""
-        out = {"auth": [], "worker": []}
+        """{"auth": [pids], "login": [pids], "mail": [pids], "worker":
+        [pids]}: the daemon's children by name (poboxd-auth, poboxd-login,
+        poboxd-mail; "worker" is every serving process: login and mail,
+        or the whole workers of --single-process); with no children
+        (--single-process, one worker) the daemon is every role but auth."""
+        out = {"auth": [], "login": [], "mail": [], "worker": []}
         for pid in child_pids(self.pid):
             try:
                 comm = Path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
                 continue
-            out["auth" if comm == "poboxd-auth" else "worker"].append(pid)
+            role = {"poboxd-auth": "auth", "poboxd-login": "login",
+                    "poboxd-mail": "mail"}.get(comm)
+            if role is not None:
+                out[role].append(pid)
+            if role != "auth":
+                out["worker"].append(pid)
         if not out["auth"] and not out["worker"]:
-            out["worker"] = [self.pid]
+            out["worker"] = out["login"] = out["mail"] = [self.pid]
+        elif not out["login"] and not out["mail"]:
+            # --single-process with several workers: each is whole.
+            out["login"] = out["mail"] = list(out["worker"])
         return out
 
-    def worker_pids(self, count=1, timeout=TIMEOUT):
-        """The serving processes, once count of them run."""
+    def worker_pids(self, count=1, timeout=TIMEOUT, role="worker"):
+        """The serving processes of role, once count of them run."""
         end = time.monotonic() + timeout
         while True:
-            w = self.roles()["worker"]
+            w = self.roles()[role]
             if len(w) >= count:
                 return w
             if time.monotonic() > end:
-                raise AssertionError(f"{count} workers not running")
+                raise AssertionError(f"{count} {role} processes not running")
             time.sleep(0.05)
 
 

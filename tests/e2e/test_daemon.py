@@ -167,9 +167,9 @@ class DaemonTest(PoboxTestCase):
         c.login("alice", PW)
         c.cmd("RETR 1")
         c.multi_raw()
-        # The serving process (the master stays root to start the roles;
+        # The mail process (the master stays root to start the roles;
         # test_privsep checks each role).
-        pid = d.worker_pids()[0]
+        pid = d.worker_pids(role="mail")[0]
         st = d.proc_status(pid)
         nob = pwd.getpwnam(UNPRIV_USER)
         uids = [int(x) for x in st["Uid"].split()]

@@ -1,8 +1,10 @@
 """test_privsep.py: the privilege-separated process model. Each role's
 credentials as the kernel sees them (/proc/PID/status: uids, gids,
-groups, NoNewPrivs, /proc/PID/root), the passwd file out of the serving
-processes' reach (tried from inside them through the POBOXD_TEST_OPEN
-hook), the auth process replaced when it dies, and --single-process."""
+groups, NoNewPrivs, Seccomp, /proc/PID/root: the login processes'
+chroot), the passwd file out of the serving processes' reach and the
+mail out of the login processes' (tried from inside them through the
+POBOXD_TEST_OPEN hook), the auth process replaced when it dies, and
+--single-process."""
 
 import base64
 import os
@@ -12,8 +14,10 @@ import socket
 import time
 import unittest
 
-from harness import (AUTH_USER, IS_ROOT, Daemon, UNPRIV_USER, PoboxTestCase, child_pids,
-                     free_port, proc_status, simple_message, wait_for)
+from harness import (AUTH_USER, IS_ROOT, LOGIN_USER, Daemon, UNPRIV_USER, PoboxTestCase,
+                     child_pids, free_port, proc_status, simple_message, wait_for)
+
+LOGIN_CHROOT = "/run/pobox/login"   # the default
 
 PW = "privsep-pw"
 
@@ -33,8 +37,8 @@ class PrivsepTest(PoboxTestCase):
 
     def start(self, **kw):
         d = self.env.start(**kw)
-        roles = wait_for(lambda: (lambda r: r if r["auth"] and r["worker"] else None)(
-            d.roles()), "auth and worker processes")
+        roles = wait_for(lambda: (lambda r: r if r["auth"] and r["login"] and r["mail"]
+                                  else None)(d.roles()), "auth, login and mail processes")
         return d, roles
 
     def filtered(self):
@@ -51,31 +55,43 @@ class PrivsepTest(PoboxTestCase):
     @unittest.skipUnless(IS_ROOT, "the roles' users need root")
     def test_role_credentials(self):
         d, roles = self.start(workers="2")
-        roles["worker"] = d.worker_pids(2)
+        roles["login"] = d.worker_pids(2, role="login")
+        roles["mail"] = d.worker_pids(2, role="mail")
         self.login_ok()
         auth = pwd.getpwnam(AUTH_USER)
         serv = pwd.getpwnam(UNPRIV_USER)
+        login = pwd.getpwnam(LOGIN_USER)
         self.assertEqual(len(roles["auth"]), 1, roles)
         # The master: root, to start each role as its user; it serves
         # nothing (no session is ever logged with its pid).
         st = d.proc_status()
         self.assertEqual(ids(st, "Uid"), [0] * 4)
-        for pid, pw in [(roles["auth"][0], auth)] + [(w, serv) for w in roles["worker"]]:
+        expect = ([(roles["auth"][0], auth, "/")] +
+                  [(p, login, LOGIN_CHROOT) for p in roles["login"]] +
+                  [(p, serv, "/") for p in roles["mail"]])
+        for pid, pw, root in expect:
             st = proc_status(pid)
             self.assertEqual(ids(st, "Uid"), [pw.pw_uid] * 4, f"pid {pid}")
             self.assertEqual(ids(st, "Gid"), [pw.pw_gid] * 4, f"pid {pid}")
             self.assertNotIn(0, [int(x) for x in st.get("Groups", "").split()])
             self.assertEqual(st["NoNewPrivs"], "1", f"pid {pid}")
-            self.assertEqual(os.readlink(f"/proc/{pid}/root"), "/")
+            # The login processes live in an empty root-owned directory.
+            self.assertEqual(os.readlink(f"/proc/{pid}/root"), root, f"pid {pid}")
+            # No capability left in any of them.
+            self.assertEqual(int(st["CapEff"], 16), 0, f"pid {pid}")
+            self.assertEqual(int(st["CapPrm"], 16), 0, f"pid {pid}")
             # Every thread too (the auth process's hashing threads).
             for t in os.listdir(f"/proc/{pid}/task"):
                 tst = proc_status(f"{pid}/task/{t}")
                 self.assertEqual(ids(tst, "Uid"), [pw.pw_uid] * 4)
-                # seccomp filter mode, on every thread (TSYNC): auth's
-                # list and the workers' (broader until the login/mail split).
+                # seccomp filter mode, on every thread (TSYNC): each
+                # role's own list.
                 if self.filtered():
                     self.assertEqual(tst["Seccomp"], "2", f"pid {pid} thread {t}")
-        self.assertNotEqual(auth.pw_uid, serv.pw_uid)
+        cst = os.stat(LOGIN_CHROOT)
+        self.assertEqual((cst.st_uid, cst.st_mode & 0o022), (0, 0))
+        self.assertEqual(os.listdir(LOGIN_CHROOT), [])
+        self.assertEqual(len({auth.pw_uid, serv.pw_uid, login.pw_uid}), 3)
 
     def test_auth_and_workers_are_sandboxed(self):
         # Seccomp allowlists (lib/sandbox.c) once set up: every kind of
@@ -85,7 +101,8 @@ class PrivsepTest(PoboxTestCase):
         self.env.add_user_line("bob", PW, extra="apop=bob-secret")
         d, roles = self.start(apop="yes", sasl_mechanisms="PLAIN SCRAM-SHA-256 CRAM-MD5")
         auth = roles["auth"][0]
-        for pid in roles["auth"] + roles["worker"]:
+        mail = roles["mail"]
+        for pid in roles["auth"] + roles["login"] + roles["mail"]:
             st = proc_status(pid)
             self.assertEqual(st["NoNewPrivs"], "1", f"pid {pid}")
             if self.filtered():
@@ -108,20 +125,25 @@ class PrivsepTest(PoboxTestCase):
         self.env.wait_event("auth_reloaded")
         with self.env.connect() as c:
             c.login("carol", PW)
+        # Auth and mail reload in place; login processes are replaced.
         self.assertEqual(d.roles()["auth"], [auth])
-        self.assertEqual(d.roles()["worker"], roles["worker"])
+        self.assertEqual(d.roles()["mail"], mail)
+        self.env.wait_event("login_retired")
         self.assertEqual(self.env.events("auth_died"), [])
         self.assertEqual(self.env.events("worker_died"), [])
 
     def test_oauth_verifier_keeps_workers_unfiltered(self):
-        # The verifier command runs from the worker and would inherit its
-        # filter: with one configured the worker goes without (logged),
-        # auth keeps its own.
+        # The verifier command runs from the login process and would
+        # inherit its filter and find nothing in its chroot: with one
+        # configured the login process goes without both (logged); auth
+        # and mail keep theirs.
         d, roles = self.start(oauth_verify_command="/bin/true")
         self.env.wait_event("sandbox_skipped", reason="oauth_verify_command")
-        self.assertEqual(proc_status(roles["worker"][0])["Seccomp"], "0")
+        self.assertEqual(proc_status(roles["login"][0])["Seccomp"], "0")
+        self.assertEqual(os.readlink(f"/proc/{roles['login'][0]}/root"), "/")
         if self.filtered():
             self.assertEqual(proc_status(roles["auth"][0])["Seccomp"], "2")
+            self.assertEqual(proc_status(roles["mail"][0])["Seccomp"], "2")
         self.login_ok()
 
     @unittest.skipUnless(IS_ROOT, "file permissions bind only below root")
@@ -151,27 +173,35 @@ class PrivsepTest(PoboxTestCase):
     def test_serving_process_cannot_open_passwd_file(self):
         md = self.env.maildir("alice")
         msg = next((md / "new").iterdir())
-        os.environ["POBOXD_TEST_OPEN"] = f"{self.env.passwd}:{msg}"
+        os.environ["POBOXD_TEST_OPEN"] = f"{self.env.passwd}:{msg}:{md / 'new'}"
         try:
             d, roles = self.start()
         finally:
             del os.environ["POBOXD_TEST_OPEN"]
-        ev = self.env.wait_event("test_open", role="worker", path=str(self.env.passwd))
+        # The mail process: the mail, not the passwd file.
+        ev = self.env.wait_event("test_open", role="mail", path=str(self.env.passwd))
         self.assertEqual(ev["result"], "denied", ev["_line"])
-        self.assertIn(int(ev["pid"]), roles["worker"])
-        # The same process reaches the mail: it is the mail role too
-        # until the login/mail split.
-        ev = self.env.wait_event("test_open", role="worker", path=str(msg))
+        self.assertIn(int(ev["pid"]), roles["mail"])
+        ev = self.env.wait_event("test_open", role="mail", path=str(msg))
         self.assertEqual(ev["result"], "opened", ev["_line"])
-        # And the passwd file is open in no serving process.
-        for pid in roles["worker"]:
+        # The login process, which reads every client byte before login:
+        # neither (its chroot is empty; the paths do not exist there).
+        for path in (self.env.passwd, msg, md / "new"):
+            ev = self.env.wait_event("test_open", role="login", path=str(path))
+            self.assertNotEqual(ev["result"], "opened", ev["_line"])
+            self.assertIn(int(ev["pid"]), roles["login"])
+        # And the passwd file is open in no serving process, nor any
+        # maildir in a login process, even after a login.
+        self.login_ok()
+        for pid in roles["mail"] + roles["login"]:
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 try:
                     target = os.readlink(f"/proc/{pid}/fd/{fd}")
                 except OSError:
                     continue
                 self.assertNotEqual(target, str(self.env.passwd))
-        self.login_ok()
+                if pid in roles["login"]:
+                    self.assertFalse(target.startswith(str(self.env.mail_root)), target)
 
     def test_user_table_reaches_workers_without_hashes(self):
         # Recipients come from the table auth sends (LMTP RCPT needs no
@@ -199,13 +229,14 @@ class PrivsepTest(PoboxTestCase):
 
     def test_auth_process_replaced_when_it_dies(self):
         d, roles = self.start()
-        old_auth, old_workers = roles["auth"], roles["worker"]
+        old_auth, old_workers = roles["auth"], roles["login"] + roles["mail"]
         self.login_ok()
         os.kill(old_auth[0], signal.SIGKILL)
         self.env.wait_event("auth_died")
         wait_for(lambda: (lambda r: r["auth"] and r["auth"] != old_auth and
-                          r["worker"] and set(r["worker"]).isdisjoint(old_workers))(
-            d.roles()), "a new auth process and new workers")
+                          r["login"] and r["mail"] and
+                          set(r["worker"]).isdisjoint(old_workers))(
+            d.roles()), "a new auth process and new login and mail processes")
         end = time.monotonic() + 10
         while True:
             try:

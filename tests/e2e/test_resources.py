@@ -398,17 +398,18 @@ class ResourceTest(PoboxTestCase):
 
         idle(0.5)
         # Another user is served normally meanwhile, by the very process that
-        # holds the stalled session (with several workers, connect until
-        # the kernel hands a connection to that one).
+        # holds the stalled session (the mail process it was handed to;
+        # with several workers, connect until the kernel hands a
+        # connection to that one).
         for _ in range(64):
             b = self.env.connect(timeout=30)
             self.addCleanup(b.close)
+            b.login("bob", PW)
             if serving_pid(daemon, b) == srv:
                 break
             b.close()
         else:
             self.fail("no connection reached the stalled session's process")
-        b.login("bob", PW)
         self.assertEqual(b.cmd("STAT"), f"+OK 1 {len(crlf(small))}")
         b.send("RETR 1\r\n")
         self.assertTrue(b.line().startswith("+OK"))
@@ -515,8 +516,9 @@ class ResourceTest(PoboxTestCase):
         # or thread per session, and the sessions' sockets are in those.
         self.assertEqual(now_procs, procs, "poboxd processes changed with sessions")
         if env.settings.get("workers", "1") == "1":
-            # The master, the auth process and one serving process.
-            self.assertEqual(len(now_procs), 3, "poboxd is not master, auth, one worker")
+            # The master, the auth process, one login and one mail process.
+            self.assertEqual(len(now_procs), 4,
+                             "poboxd is not master, auth, one login, one mail process")
         self.assertEqual(threads, base_threads, "poboxd threads changed with sessions")
         self.assertGreaterEqual(sum(sockets.values()), n_conn,
                                 "sessions not held by poboxd")

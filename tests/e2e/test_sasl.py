@@ -765,9 +765,9 @@ class SaslOAuthTest(PoboxTestCase):
             c.close()
         # The slow one runs (it sleeps 30 s) until its 2 s limit kills it,
         # and it is reaped.
-        # The verifier is a child of the worker (of poboxd itself with
-        # --single-process).
-        pid = self.env.daemons[-1].worker_pids()[0]
+        # The verifier is a child of the login process (of poboxd itself
+        # with --single-process).
+        pid = self.env.daemons[-1].worker_pids(role="login")[0]
         for _ in range(100):
             if children(pid):
                 break
@@ -789,7 +789,10 @@ class SaslOAuthTest(PoboxTestCase):
     def test_verifier_gets_no_fds_env_or_zombies(self):
         """The verifier sees stdin, stdout, stderr and nothing else of
         poboxd: no sockets, a bare environment; it is reaped."""
-        out = self.env.srv / "verifier-view"
+        # It runs as login_user, who may write nothing of ours.
+        outdir = self.env.srv / "verifier-out"
+        outdir.mkdir()
+        out = outdir / "verifier-view"
         v = self.env.srv / "verify-probe"
         v.write_text("#!/usr/bin/python3 -I\n"
                      "import os, sys\n"
@@ -806,6 +809,7 @@ class SaslOAuthTest(PoboxTestCase):
                      "    print('alice')\n")
         os.chmod(v, 0o755)
         self.env.fix_owner()
+        os.chmod(outdir, 0o1777)
         self.env.daemons[-1].stop()
         self.env.start(oauth_verify_command=str(v))
         c = self.env.connect()
@@ -819,7 +823,7 @@ class SaslOAuthTest(PoboxTestCase):
         env = Path(str(out) + ".env").read_text().split("\n")
         self.assertIn("PATH=/usr/local/bin:/usr/bin:/bin", env)
         self.assertFalse([e for e in env if e.startswith(("HOME=", "USER=", "POBOX"))], env)
-        pid = self.env.daemons[-1].worker_pids()[0]
+        pid = self.env.daemons[-1].worker_pids(role="login")[0]
         kids = children(pid)
         states = [Path(f"/proc/{k}/stat").read_text().split()[2] for k in kids]
         self.assertNotIn("Z", states)

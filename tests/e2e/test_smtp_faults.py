@@ -172,7 +172,6 @@ class SmtpWorkersTest(PoboxTestCase):
     streams in loses nothing acknowledged, and its replacement serves."""
 
     def test_worker_killed_lmtp_socket_shared(self):
-        from test_workers import children
         from harness import wait_for
         md = self.env.add_user("alice", "pw")
         sock = self.env.srv / "lmtp.sock"
@@ -180,8 +179,9 @@ class SmtpWorkersTest(PoboxTestCase):
                                   "workers": "2"})
         self.env.extra_lines = [f"lmtp_listen = {sock}"]
         d = self.env.start()
-        kids = wait_for(lambda: len(children(d.pid)) == 2 and children(d.pid),
-                        "two workers")
+        # The mail processes serve LMTP (two, and two login processes).
+        kids = wait_for(lambda: len(d.roles()["mail"]) == 2 and sorted(d.roles()["mail"]),
+                        "two mail processes")
         self.env.wait_event("listening", addr=str(sock), proto="lmtp")
         acked, stop = [], threading.Event()
 
@@ -209,8 +209,8 @@ class SmtpWorkersTest(PoboxTestCase):
             t.start()
         wait_for(lambda: len(acked) >= 10, "some deliveries", timeout=60)
         os.kill(kids[0], signal.SIGKILL)
-        wait_for(lambda: len(children(d.pid)) == 2 and children(d.pid) != kids,
-                 "a replacement worker", timeout=60)
+        wait_for(lambda: len(d.roles()["mail"]) == 2 and kids[0] not in d.roles()["mail"],
+                 "a replacement mail process", timeout=60)
         n = len(acked)
         wait_for(lambda: len(acked) >= n + 10, "deliveries after the kill",
                  timeout=60)

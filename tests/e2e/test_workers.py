@@ -1,6 +1,7 @@
 """test_workers.py: poboxd with several serving processes (workers = 2): a
-supervising parent and SO_REUSEPORT children, maildrop locks across
-processes, signals forwarded, a dead worker replaced."""
+supervising parent and, per slot, a login and a mail process with their
+own SO_REUSEPORT listeners; maildrop locks across processes, signals
+forwarded, a dead process replaced, login processes replaced on reload."""
 
 import os
 import signal
@@ -12,7 +13,8 @@ PW = "workers-pw"
 
 
 def children(pid):
-    """Worker PIDs: children of pid but the auth process, sorted."""
+    """Serving PIDs (login and mail): children of pid but the auth
+    process, sorted."""
     out = []
     for c in child_pids(pid):
         try:
@@ -37,14 +39,21 @@ class WorkersTest(PoboxTestCase):
         for u in users:
             self.env.add_user(u, PW)
         d = self.env.start(workers="2", **overrides)
-        kids = wait_for(lambda: len(children(d.pid)) == 2 and children(d.pid),
-                        "two workers")
-        self.env.wait_event("started", count=2)
+        kids = wait_for(lambda: len(children(d.pid)) == 4 and children(d.pid),
+                        "two login and two mail processes")
+        self.env.wait_event("started", count=4)
         return d, kids
+
+    def role(self, d, name):
+        return sorted(d.roles()[name])
 
     def test_processes_and_privileges(self):
         d, kids = self.start_two()
-        self.assertEqual(len(self.env.events("started")), 2)
+        self.assertEqual(len(self.env.events("started")), 4)
+        self.assertEqual(len(self.env.events("started", role="login")), 2)
+        self.assertEqual(len(self.env.events("started", role="mail")), 2)
+        self.assertEqual(len(self.role(d, "login")), 2)
+        self.assertEqual(len(self.role(d, "mail")), 2)
         self.assertEqual(len(self.env.events("master_started", workers=2)), 1)
         # The master keeps root to start the roles (privsep); it accepts
         # nothing. Every process that serves drops it.
@@ -72,7 +81,7 @@ class WorkersTest(PoboxTestCase):
                 r = c.cmd(f"PASS {PW}")
                 self.assertTrue(r.startswith("-ERR [IN-USE]"), r)
         pids = {e["pid"] for e in self.env.events("started")}
-        self.assertEqual(len(pids), 2)
+        self.assertEqual(len(pids), 4)
         for c in holders:
             c.ok("QUIT")
             c.close()
@@ -81,18 +90,47 @@ class WorkersTest(PoboxTestCase):
         self.assertEqual(len(self.env.events("logout", reason="quit")), len(users))
 
     def test_sighup_reaches_workers(self):
+        # The mail processes reload; the login processes (chrooted, they
+        # cannot read the configuration) are replaced by new ones started
+        # with it, and the old ones end.
         d, kids = self.start_two()
+        mail, login = self.role(d, "mail"), self.role(d, "login")
         self.env.write_config(workers="2", implementation="reloaded-impl")
         d.signal(signal.SIGHUP)
         self.env.wait_event("reloaded", count=2)
+        self.env.wait_event("login_retired", count=2)
         for _ in range(6):
             with self.env.connect() as c:
                 r = c.cmd("CAPA")
                 self.assertTrue(r.startswith("+OK"), r)
                 lines = c.multi_raw()
                 self.assertIn(b"IMPLEMENTATION reloaded-impl", lines)
+                c.login("alice", PW)
                 c.ok("QUIT")
-        self.assertEqual(children(d.pid), kids)
+        self.assertEqual(self.role(d, "mail"), mail)
+        new = self.role(d, "login")
+        self.assertEqual(len(new), 2)
+        self.assertEqual(set(new) & set(login), set())
+        self.assertEqual(self.env.events("worker_died"), [])
+
+    def test_reload_keeps_sessions_of_old_login_process(self):
+        # A TLS-less session still in AUTHORIZATION at the reload stays
+        # with its old login process, which ends after it.
+        d, kids = self.start_two()
+        held = [self.env.connect() for _ in range(4)]
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("retiring", count=2)
+        # The old processes still answer them; one logs in and is handed
+        # to the mail process as ever.
+        for c in held[1:]:
+            self.assertTrue(c.cmd("NOOP").startswith("-ERR"))
+        held[0].login("alice", PW)
+        self.assertTrue(held[0].ok("STAT").startswith("+OK 0 "))
+        held[0].ok("QUIT")
+        for c in held[1:]:
+            c.ok("QUIT")
+        self.env.wait_event("login_retired", count=2)
+        self.assertEqual(len(self.role(d, "login")), 2)
 
     def test_sigterm_stops_all_and_deletes_nothing(self):
         d, kids = self.start_two()
@@ -111,20 +149,39 @@ class WorkersTest(PoboxTestCase):
 
     def test_dead_worker_is_replaced(self):
         d, kids = self.start_two()
-        os.kill(kids[0], signal.SIGKILL)
-        self.env.wait_event("worker_died")
-        new = wait_for(lambda: (len(children(d.pid)) == 2 and
-                                children(d.pid) != kids and children(d.pid)),
-                       "a replacement worker")
-        self.assertIn(kids[1], new)
-        self.env.wait_event("started", count=3)
+        login = self.role(d, "login")
+        os.kill(login[0], signal.SIGKILL)
+        self.env.wait_event("worker_died", role="login")
+        new = wait_for(lambda: (len(children(d.pid)) == 4 and
+                                login[0] not in children(d.pid) and children(d.pid)),
+                       "a replacement login process")
+        self.assertIn(login[1], new)
+        self.env.wait_event("started", count=5)
         for _ in range(4):
             with self.env.connect() as c:
                 c.login("alice", PW)
                 c.ok("QUIT")
 
+    def test_dead_mail_process_is_replaced(self):
+        # A session handed over in the clear lives in the mail process:
+        # it dies with it; its login process ends too (it cannot hand
+        # over any more) and both come back.
+        d, kids = self.start_two()
+        mail = self.role(d, "mail")
+        os.kill(mail[0], signal.SIGKILL)
+        self.env.wait_event("worker_died", role="mail")
+        wait_for(lambda: (len(self.role(d, "mail")) == 2 and
+                          mail[0] not in self.role(d, "mail") and
+                          len(self.role(d, "login")) == 2),
+                 "a replacement mail process and its login process")
+        self.env.wait_event("started", count=6)
+        for _ in range(6):
+            with self.env.connect() as c:
+                c.login("alice", PW)
+                c.ok("QUIT")
+
     def test_reload_reaches_replacement_workers(self):
-        # A worker started after a SIGHUP runs the new configuration and
+        # A process started after a SIGHUP runs the new configuration and
         # the passwd file it names, not the ones the parent started with.
         d, kids = self.start_two()
         self.env.passwd = self.env.srv / "passwd.new"
@@ -132,11 +189,13 @@ class WorkersTest(PoboxTestCase):
         self.env.add_user("bob", PW)
         os.kill(d.pid, signal.SIGHUP)
         self.env.wait_event("reloaded", count=2)
-        os.kill(kids[0], signal.SIGKILL)
-        self.env.wait_event("worker_died")
-        wait_for(lambda: len(children(d.pid)) == 2 and children(d.pid) != kids,
-                 "a replacement worker")
-        self.env.wait_event("started", count=3)
+        mail = self.role(d, "mail")
+        os.kill(mail[0], signal.SIGKILL)
+        self.env.wait_event("worker_died", role="mail")
+        wait_for(lambda: len(children(d.pid)) == 4 and mail[0] not in children(d.pid),
+                 "a replacement mail process")
+        # 4, 2 new login processes at the reload, then mail and login.
+        self.env.wait_event("started", count=8)
         # SO_REUSEPORT spreads connections by source port: eight reach
         # the replacement too, all but surely.
         for _ in range(8):
@@ -161,12 +220,13 @@ class WorkersTest(PoboxTestCase):
                                            else x.close())(self.env.connect()),
                      "a free slot")
         held.append(c)
-        # A worker that dies takes its sessions' slots with it.
-        os.kill(kids[0], signal.SIGKILL)
-        self.env.wait_event("worker_died")
-        wait_for(lambda: len(children(d.pid)) == 2 and children(d.pid) != kids,
-                 "a replacement worker")
-        self.env.wait_event("started", count=3)
+        # A login process that dies takes its sessions' slots with it.
+        login = self.role(d, "login")
+        os.kill(login[0], signal.SIGKILL)
+        self.env.wait_event("worker_died", role="login")
+        wait_for(lambda: len(children(d.pid)) == 4 and login[0] not in children(d.pid),
+                 "a replacement login process")
+        self.env.wait_event("started", count=5)
         alive = []
         for c in held:
             try:

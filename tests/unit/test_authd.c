@@ -1,0 +1,265 @@
+/* test_authd.c: the auth role's trust boundary (src/poboxd/authd.c): a
+ * login process gets a grant for each good login, only a mail process
+ * may redeem one, a grant is good once, and a client that asks for what
+ * its kind may not is dropped. Over real socketpairs and a real event
+ * loop, as the processes speak. */
+#include <crypt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#include "auth/auth.h"
+#include "lib/ioloop.h"
+#include "lib/ipc.h"
+#include "lib/util.h"
+#include "poboxd/poboxd.h"
+
+/* authd.c's only reference outside libpobox (main.c owns configs). */
+void
+server_config_unref(struct server_config **cp)
+{
+	struct server_config *c = *cp;
+
+	*cp = NULL;
+	if (c == NULL || --c->refs > 0)
+		return;
+	settings_free(&c->set);
+	free(c);
+}
+
+struct fixture {
+	char *dir;
+	struct ioloop *loop;
+	struct authd *authd;
+	unsigned char secret[32];
+};
+
+static struct fixture fx;
+
+static int
+setup(void **state)
+{
+	char path[512], conf[2048], line[512];
+	struct server_config *c = calloc(1, sizeof(*c));
+	struct passwd_db *db;
+	char *error = NULL;
+	const char *hash = crypt("right-pw", "$6$rounds=1000$authdtest$");
+
+	assert_non_null(hash);
+	fx.dir = tu_tmpdir();
+	snprintf(line, sizeof(line), "alice:%s:%s/alice:\n", hash, fx.dir);
+	snprintf(path, sizeof(path), "%s/passwd", fx.dir);
+	tu_write_file(path, line, strlen(line));
+	snprintf(conf, sizeof(conf), "passwd_file = %s/passwd\nmail_root = %s\n",
+	    fx.dir, fx.dir);
+	snprintf(path, sizeof(path), "%s/poboxd.conf", fx.dir);
+	tu_write_file(path, conf, strlen(conf));
+	assert_int_equal(settings_load(&c->set, path, &error), 0);
+	c->refs = 1;
+	snprintf(path, sizeof(path), "%s/passwd", fx.dir);
+	assert_int_equal(passwd_db_open(path, fx.dir, &db, &error), 0);
+	fx.loop = ioloop_new();
+	fx.authd = authd_new(fx.loop, c, db, fx.secret, sizeof(fx.secret), "test");
+	*state = &fx;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	authd_free(&fx.authd);
+	ioloop_free(&fx.loop);
+	tu_rmtree(fx.dir);
+	free(fx.dir);
+	return 0;
+}
+
+static void
+on_readable(void *ctx, unsigned events)
+{
+	ioloop_stop(ctx);
+}
+
+static void
+on_timeout(void *ctx)
+{
+	fail_msg("no answer from authd in 5 s");
+}
+
+/* Runs the loop until fd has something (a message, or EOF). */
+static void
+pump(int fd)
+{
+	struct io *io = io_add(fx.loop, fd, IO_READ, on_readable, fx.loop);
+	struct timer *t = timer_add(fx.loop, 5000, on_timeout, NULL);
+
+	ioloop_run(fx.loop);
+	io_remove(&io);
+	timer_remove(&t);
+}
+
+/* A client of kind: our end of its channel, the user table read. */
+static int
+connect_client(enum authp_kind kind)
+{
+	struct ipc_msg *m = malloc(sizeof(*m));
+	int sv[2];
+
+	assert_int_equal(ipc_socketpair(sv), 0);
+	authd_add_client(fx.authd, sv[0], kind);
+	assert_int_equal(ipc_recv(sv[1], m), 1);
+	assert_int_equal(m->type, AUTHP_TABLE);
+	ipc_msg_clear(m);
+	free(m);
+	return sv[1];
+}
+
+/* Sends o on fd and returns the answer (NULL: the channel was dropped). */
+static struct ipc_msg *
+ask(int fd, const struct ipc_out *o)
+{
+	struct ipc_msg *m = malloc(sizeof(*m));
+
+	assert_int_equal(ipc_send(fd, o, -1), 0);
+	pump(fd);
+	if (ipc_recv(fd, m) != 1) {
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+static struct ipc_msg *
+pass(int fd, const char *user, const char *pw)
+{
+	struct ipc_out o;
+
+	ipc_out_init(&o, AUTHP_PASS, 7);
+	ipc_put_str(&o, user);
+	ipc_put_str(&o, pw);
+	ipc_put_str(&o, NULL);
+	return ask(fd, &o);
+}
+
+static struct ipc_msg *
+redeem(int fd, const char *grant)
+{
+	struct ipc_out o;
+
+	ipc_out_init(&o, AUTHP_REDEEM, 9);
+	ipc_put_str(&o, grant);
+	return ask(fd, &o);
+}
+
+static int64_t
+result_of(const struct ipc_msg *m)
+{
+	int64_t res = -1;
+
+	assert_int_equal(m->type, AUTHP_RESULT);
+	assert_int_equal(m->nfields, AUTHP_R_COUNT);
+	assert_int_equal(ipc_i64(m, AUTHP_R_RES, &res), 0);
+	return res;
+}
+
+static void
+test_grant_redeemed_once_by_mail(void **state)
+{
+	int login = connect_client(AUTHP_KIND_LOGIN), mail = connect_client(AUTHP_KIND_MAIL);
+	struct ipc_msg *m = pass(login, "alice", "right-pw"), *r;
+	char grant[AUTHP_GRANT_LEN + 1];
+
+	assert_non_null(m);
+	assert_int_equal(result_of(m), POP3_LOGIN_OK);
+	assert_non_null(ipc_str(m, AUTHP_R_GRANT));
+	assert_int_equal(strlen(ipc_str(m, AUTHP_R_GRANT)), AUTHP_GRANT_LEN);
+	snprintf(grant, sizeof(grant), "%s", ipc_str(m, AUTHP_R_GRANT));
+	free(m);
+
+	/* The mail process learns the user and maildir from auth. */
+	r = redeem(mail, grant);
+	assert_non_null(r);
+	assert_int_equal(result_of(r), POP3_LOGIN_OK);
+	assert_string_equal(ipc_str(r, AUTHP_R_NAME), "alice");
+	assert_non_null(strstr(ipc_str(r, AUTHP_R_MAILDIR), "/alice"));
+	free(r);
+	/* Once. */
+	r = redeem(mail, grant);
+	assert_non_null(r);
+	assert_int_equal(result_of(r), POP3_LOGIN_BAD);
+	assert_string_equal(ipc_str(r, AUTHP_R_REASON), "bad_grant");
+	free(r);
+	close(login);
+	close(mail);
+}
+
+static void
+test_no_grant_without_good_login(void **state)
+{
+	int login = connect_client(AUTHP_KIND_LOGIN), mail = connect_client(AUTHP_KIND_MAIL);
+	struct ipc_msg *m = pass(login, "alice", "wrong-pw"), *r;
+
+	assert_non_null(m);
+	assert_int_equal(result_of(m), POP3_LOGIN_BAD);
+	assert_null(ipc_str(m, AUTHP_R_GRANT));
+	free(m);
+	/* Made-up grants: the right length, another length, none. */
+	r = redeem(mail, "0123456789abcdef0123456789abcdef");
+	assert_int_equal(result_of(r), POP3_LOGIN_BAD);
+	free(r);
+	r = redeem(mail, "00");
+	assert_int_equal(result_of(r), POP3_LOGIN_BAD);
+	free(r);
+	r = redeem(mail, NULL);
+	assert_int_equal(result_of(r), POP3_LOGIN_BAD);
+	free(r);
+	close(login);
+	close(mail);
+}
+
+static void
+test_kinds_ask_only_their_part(void **state)
+{
+	int login = connect_client(AUTHP_KIND_LOGIN), mail = connect_client(AUTHP_KIND_MAIL);
+	int whole = connect_client(AUTHP_KIND_WHOLE);
+	struct ipc_msg *m;
+	char grant[AUTHP_GRANT_LEN + 1];
+
+	m = pass(login, "alice", "right-pw");
+	assert_int_equal(result_of(m), POP3_LOGIN_OK);
+	snprintf(grant, sizeof(grant), "%s", ipc_str(m, AUTHP_R_GRANT));
+	free(m);
+	/* A login process redeeming its own grant is dropped. */
+	assert_null(redeem(login, grant));
+	/* A mail process never checks passwords. */
+	assert_null(pass(mail, "alice", "right-pw"));
+	/* --single-process opens the maildrop itself: no grant. */
+	m = pass(whole, "alice", "right-pw");
+	assert_int_equal(result_of(m), POP3_LOGIN_OK);
+	assert_null(ipc_str(m, AUTHP_R_GRANT));
+	free(m);
+	/* The dropped login's grant is still good for a mail process. */
+	close(mail);
+	mail = connect_client(AUTHP_KIND_MAIL);
+	m = redeem(mail, grant);
+	assert_int_equal(result_of(m), POP3_LOGIN_OK);
+	free(m);
+	close(login);
+	close(mail);
+	close(whole);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_grant_redeemed_once_by_mail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_grant_without_good_login, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kinds_ask_only_their_part, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
