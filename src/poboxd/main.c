@@ -569,6 +569,20 @@ on_reload(void *ctx, int signo)
 	log_info("event=reloaded sessions=%u", srv->session_count);
 }
 
+/* This process accepts nothing more. */
+static void
+listeners_close(void)
+{
+	for (unsigned i = 0; i < listener_count; i++) {
+		if (listeners[i].fd < 0)
+			continue;
+		timer_remove(&listeners[i].pause);
+		io_remove(&listeners[i].io);
+		close(listeners[i].fd);
+		listeners[i].fd = -1;
+	}
+}
+
 /* SIGUSR2, a login process replaced after a reload: accept nothing
  * more and end with the last session (proxied ones included). */
 static void
@@ -579,14 +593,7 @@ on_retire(void *ctx, int signo)
 	if (srv->retiring)
 		return;
 	srv->retiring = true;
-	for (unsigned i = 0; i < listener_count; i++) {
-		if (listeners[i].fd < 0)
-			continue;
-		timer_remove(&listeners[i].pause);
-		io_remove(&listeners[i].io);
-		close(listeners[i].fd);
-		listeners[i].fd = -1;
-	}
+	listeners_close();
 	log_info("event=retiring sessions=%u proxied=%u", srv->session_count,
 	    srv->proxy_count);
 	if (srv->session_count == 0 && srv->proxy_count == 0)
@@ -929,13 +936,7 @@ serve(struct server *srv, unsigned worker, unsigned row, enum server_role role,
 
 	ioloop_run(srv->loop);
 
-	for (unsigned i = 0; i < listener_count; i++) {
-		if (listeners[i].fd < 0)
-			continue;
-		timer_remove(&listeners[i].pause);
-		io_remove(&listeners[i].io);
-		close(listeners[i].fd);
-	}
+	listeners_close();
 	timer_remove(&drain_timer);
 	srv->retiring = false; /* no stop from inside the frees below */
 	session_close_all(srv, "shutdown");
