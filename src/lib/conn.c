@@ -23,7 +23,7 @@
 
 #include "lib/ioloop.h"
 
-#define CONN_READ_SIZE (16 * 1024)
+#define CONN_READ_SIZE (64 * 1024) /* a TLS read gets one record, 16 KiB */
 
 struct conn {
 	struct io *io;
