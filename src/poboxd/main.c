@@ -1561,6 +1561,7 @@ main(int argc, char **argv)
 	}
 	if ((srv.config = config_read(srv.config_path, true, &error)) == NULL) {
 		fprintf(stderr, "poboxd: %s\n", error);
+		free(error);
 		return 1;
 	}
 	if (print) {
@@ -1572,6 +1573,8 @@ main(int argc, char **argv)
 		if (passwd_db_open(srv.config->set.passwd_file, srv.config->set.mail_root,
 		    &srv.db, &error) < 0) {
 			fprintf(stderr, "poboxd: %s\n", error);
+			free(error);
+			server_config_unref(&srv.config);
 			return 1;
 		}
 		if (check_as_user(&srv.config->set, single) < 0) {
