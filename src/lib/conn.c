@@ -24,6 +24,7 @@
 #include "lib/ioloop.h"
 
 #define CONN_READ_SIZE (64 * 1024) /* a TLS read gets one record, 16 KiB */
+#define CONN_TLS_RECORD (16 * 1024)
 
 struct conn {
 	struct io *io;
@@ -45,6 +46,8 @@ struct conn {
 	 * read then would make OpenSSL write its answer in the middle of
 	 * that record and fail ("bad length", openssl#8677, #12485). */
 	bool tls_write_pending;
+	bool tls_bulk;      /* a long reply: record buffers kept (conn_write) */
+	bool no_wipe;       /* input holds no secrets (conn_input_secret) */
 	char *tls_error;
 };
 
@@ -181,11 +184,24 @@ conn_write(struct conn *c)
 
 	if (buf_size(&c->out) >= CONN_OUT_HIGH)
 		c->high = true;
+	/* Idle TLS sessions give their record buffers back (tls.c sets
+	 * SSL_MODE_RELEASE_BUFFERS), but a long reply would free, wipe and
+	 * allocate one per 16 KiB record: keep them until it is out. */
+	if (c->ssl != NULL && !c->tls_bulk && !c->handshaking &&
+	    buf_size(&c->out) > CONN_TLS_RECORD) {
+		SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+		c->tls_bulk = true;
+	}
 	while (c->error == NULL && buf_size(&c->out) > 0) {
 		n = conn_send(c, buf_head(&c->out), buf_size(&c->out));
 		if (n <= 0)
 			break;
 		buf_consume(&c->out, (size_t)n);
+	}
+	if (c->tls_bulk && buf_size(&c->out) == 0 && !c->tls_write_pending) {
+		SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+		(void)SSL_free_buffers(c->ssl); /* refused while a record is unsent */
+		c->tls_bulk = false;
 	}
 	/* Give an idle session's memory back, but not in the middle of a
 	 * long reply (high set): that would free and regrow it per chunk. */
@@ -278,7 +294,8 @@ conn_read(struct conn *c)
 		c->cb.input(c->ctx, data, (size_t)n);
 		/* It may hold a PASS line or an AUTH response: the engine wipes
 		 * its copy once consumed, this one goes here. */
-		secret_wipe(data, (size_t)n);
+		if (!c->no_wipe)
+			secret_wipe(data, (size_t)n);
 	} else if (n == RECV_EOF && c->cb.eof != NULL) {
 		c->read_eof = true;
 		c->cb.eof(c->ctx);
@@ -384,6 +401,12 @@ conn_new(struct ioloop *loop, int fd, const struct conn_callbacks *cb, void *ctx
 	c->ctx = ctx;
 	c->io = io_add(loop, fd, IO_READ, conn_io, c);
 	return c;
+}
+
+void
+conn_input_secret(struct conn *c, bool secret)
+{
+	c->no_wipe = !secret;
 }
 
 void

@@ -41,6 +41,11 @@ struct conn_callbacks {
  * conn_pause_input or conn_want_drain: a write error found by conn_flush
  * reaches closed() on the next loop pass. */
 struct conn *conn_new(struct ioloop *loop, int fd, const struct conn_callbacks *cb, void *ctx);
+/* Whether input may hold secrets (the default: passwords before login),
+ * so each read is wiped from the stack once handed on. Off after login
+ * and for message data: wiping every 64 KiB read of a long transfer is
+ * work for nothing. */
+void conn_input_secret(struct conn *c, bool secret);
 /* A new owner (a session handed over to a TLS proxy). */
 void conn_set_callbacks(struct conn *c, const struct conn_callbacks *cb, void *ctx);
 /* Closes fd and frees. Safe inside any callback of this conn. */

@@ -201,6 +201,9 @@ proxy_start(struct server *srv, struct conn *client, int mail_fd, const char *id
 	if (!eof_seen)
 		conn_pause_input(client, false);
 	p->mail = conn_new(srv->loop, mail_fd, &mail_callbacks, p);
+	/* After login: commands and mail, no password. */
+	conn_input_secret(client, false);
+	conn_input_secret(p->mail, false);
 	p->next = srv->proxies;
 	if (p->next != NULL)
 		p->next->prev = p;

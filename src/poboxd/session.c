@@ -180,6 +180,7 @@ session_touch(struct session *s)
 	if (logged_in && !s->logged_in) {
 		s->logged_in = true;
 		timer_remove(&s->timer);
+		conn_input_secret(s->conn, false);
 	}
 	if (s->timer != NULL)
 		timer_reset(s->timer, secs * 1000);
@@ -411,6 +412,7 @@ session_attach(struct server *srv, int fd, const struct session_attach *a)
 		s->counted = true;
 	}
 	s->conn = conn_new(srv->loop, fd, &session_conn_callbacks, s);
+	conn_input_secret(s->conn, false); /* logged in already */
 	s->pop3_set.tls = a->tls;
 	s->pop3_set.implementation = set->implementation;
 	s->pop3_set.max_bad_commands = set->max_bad_commands;

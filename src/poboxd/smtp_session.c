@@ -1018,6 +1018,7 @@ smtp_session_create(struct server *srv, int fd, const struct sockaddr_storage *p
 	srv->smtp_sessions = s;
 	srv->session_count++;
 	s->conn = conn_new(srv->loop, fd, &smtp_session_conn_callbacks, s);
+	conn_input_secret(s->conn, false); /* no AUTH here: commands and mail */
 	log_info("session=%s event=connect ip=%s port=%u proto=%s", s->id, s->ip,
 	    s->port, kind == SMTP_KIND_LMTP ? "lmtp" : "smtp");
 	limit = limits_acquire(srv->limits, srv->worker, s->ip, set->max_sessions,
