@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/pidfd.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -24,6 +25,19 @@
 
 #include "lib/util.h"
 #include "pobox/fetch.h"
+
+/* MDA messages spooled and waiting, the head one's MDA running: at most
+ * MDA_AHEAD behind it, fewer when they pass MDA_AHEAD_BYTES. */
+#define MDA_AHEAD 8
+#define MDA_AHEAD_BYTES (16u << 20)
+#define MDA_QUEUE (MDA_AHEAD + 2)
+
+struct ft_mda_msg {
+	uint32_t id;
+	int fd;                 /* the message, a memfd */
+	uint64_t size;
+	char *ref;              /* set when its MDA starts */
+};
 
 /* A Maildir message written into tmp/, not yet synced or in new/. */
 struct ft_staged {
@@ -36,7 +50,12 @@ struct ft_staged {
 struct ftarget {
 	enum fetch_target kind;
 	int tmpfd, newfd;       /* Maildir: tmp/ and new/ */
-	int mdafd;              /* MDA: the message spool, reused */
+	struct ft_mda_msg mq[MDA_QUEUE]; /* MDA: spooled, head running */
+	size_t mqhead, mqlen;
+	uint64_t mqbytes;
+	pid_t mpid;             /* the running MDA, 0: none */
+	int mpidfd;             /* its pidfd, -1 */
+	struct ftarget_mda_hooks hooks;
 	struct ft_staged *staged;
 	size_t nstaged, capstaged;
 	char *path;             /* Maildir, mbox, or the MDA command */
@@ -76,7 +95,7 @@ ftarget_open(const struct fetch_account *a, const char *spool, char **error_r)
 	t->kind = a->target;
 	t->path = xstrdup(a->target_arg);
 	t->spool = xstrdup(spool);
-	t->tmpfd = t->newfd = t->mdafd = -1;
+	t->tmpfd = t->newfd = t->mpidfd = -1;
 	ft_host(t->host, sizeof(t->host));
 	if (t->kind == FETCH_MAILDIR) {
 		for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
@@ -134,8 +153,19 @@ ftarget_close(struct ftarget **tp)
 		close((*tp)->tmpfd);
 	if ((*tp)->newfd >= 0)
 		close((*tp)->newfd);
-	if ((*tp)->mdafd >= 0)
-		close((*tp)->mdafd);
+	/* The session waits for every MDA before it ends; this is for
+	 * failed paths: no zombie left, no hooks (the session is gone). */
+	if ((*tp)->mpid > 0)
+		while (waitpid((*tp)->mpid, NULL, 0) < 0 && errno == EINTR)
+			;
+	if ((*tp)->mpidfd >= 0)
+		close((*tp)->mpidfd);
+	for (size_t i = 0; i < (*tp)->mqlen; i++) {
+		struct ft_mda_msg *q = &(*tp)->mq[((*tp)->mqhead + i) % MDA_QUEUE];
+
+		close(q->fd);
+		free(q->ref);
+	}
 	free((*tp)->path);
 	free((*tp)->spool);
 	free(*tp);
@@ -164,11 +194,11 @@ ft_ref(struct ftarget *t)
 	    (unsigned long long)rnd, t->host);
 }
 
-/* sh -c MDA with the spool as stdin and SIGPIPE at its default.
- * posix_spawn (vfork-like in glibc) copies no page tables: cheaper than
- * fork per message. */
+/* sh -c MDA with fd as stdin and SIGPIPE at its default. posix_spawn
+ * (vfork-like in glibc) copies no page tables: cheaper than fork per
+ * message. */
 static int
-ft_spawn_mda(struct ftarget *t, pid_t *pid_r)
+ft_spawn_mda(struct ftarget *t, int fd, pid_t *pid_r)
 {
 	char *argv[] = { "sh", "-c", t->path, NULL };
 	posix_spawn_file_actions_t fa;
@@ -180,7 +210,7 @@ ft_spawn_mda(struct ftarget *t, pid_t *pid_r)
 	posix_spawnattr_init(&attr);
 	sigemptyset(&deflt);
 	sigaddset(&deflt, SIGPIPE);
-	posix_spawn_file_actions_adddup2(&fa, t->mdafd, 0);
+	posix_spawn_file_actions_adddup2(&fa, fd, 0);
 	posix_spawnattr_setsigdefault(&attr, &deflt);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
 	r = posix_spawn(pid_r, "/bin/sh", &fa, &attr, argv, environ);
@@ -189,60 +219,175 @@ ft_spawn_mda(struct ftarget *t, pid_t *pid_r)
 	return r;
 }
 
-/* The message is spooled first, so the MDA never sees a message cut by a
- * lost connection; then it is the MDA's stdin. The spool is one memfd
- * for the run, emptied per message: no file made and removed per message
- * (as tmpfile(3) would), and it never reaches a disk. */
-static int
-ft_mda(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
-    ftarget_pending_fn *pending, void *pctx, const char **error_r)
+/* Removes the head of the queue with its verdict. */
+static void
+ft_mda_pop(struct ftarget *t, int rc, const char *error)
 {
-	char *ref;
-	char buf[65536];
-	int status;
-	ssize_t got;
-	pid_t pid;
+	struct ft_mda_msg q = t->mq[t->mqhead];
 
-	if (t->mdafd < 0 && (t->mdafd = memfd_create("pobox-fetch-mda", MFD_CLOEXEC)) < 0) {
+	t->mqhead = (t->mqhead + 1) % MDA_QUEUE;
+	t->mqlen--;
+	t->mqbytes -= q.size;
+	close(q.fd);
+	t->hooks.done(t->hooks.ctx, q.id, q.ref, rc, error);
+	free(q.ref);
+}
+
+/* Starts the MDA of the head of the queue unless one runs. Its "p" is
+ * journalled first (the start hook). */
+static void
+ft_mda_start(struct ftarget *t)
+{
+	while (t->mpid == 0 && t->mqlen > 0) {
+		struct ft_mda_msg *q = &t->mq[t->mqhead];
+
+		q->ref = ft_ref(t);
+		if (t->hooks.start(t->hooks.ctx, q->id, q->ref) < 0) {
+			ft_mda_pop(t, -2, "cannot write the state journal");
+			continue;
+		}
+		if (lseek(q->fd, 0, SEEK_SET) < 0 || ft_spawn_mda(t, q->fd, &t->mpid) != 0) {
+			t->mpid = 0;
+			ft_mda_pop(t, 1, "cannot start the MDA");
+			continue;
+		}
+		/* Without a pidfd (a kernel before 5.3) the MDA is waited for
+		 * when the queue is full or at the end: no overlap, as before. */
+		t->mpidfd = pidfd_open(t->mpid, 0);
+	}
+}
+
+/* The running MDA ended with status: its verdict to the session, the
+ * next queued message started. */
+static void
+ft_mda_ended(struct ftarget *t, int status)
+{
+	const char *error = NULL;
+	int rc;
+
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		rc = 0;
+	} else if (WIFEXITED(status) && WEXITSTATUS(status) == 75) {
+		rc = 1;
+		error = "the MDA said try later (exit 75)";
+	} else {
+		rc = -1;
+		snprintf(t->error, sizeof(t->error), "the MDA failed (%s %d)",
+		    WIFEXITED(status) ? "exit" : "signal",
+		    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+		error = t->error;
+	}
+	if (t->mpidfd >= 0)
+		close(t->mpidfd);
+	t->mpidfd = -1;
+	t->mpid = 0;
+	ft_mda_pop(t, rc, error);
+	ft_mda_start(t);
+}
+
+int
+ftarget_mda_fd(void *ctx)
+{
+	const struct ftarget *t = ctx;
+
+	return t->mpid > 0 ? t->mpidfd : -1;
+}
+
+void
+ftarget_mda_poll(void *ctx)
+{
+	struct ftarget *t = ctx;
+	int status;
+	pid_t r;
+
+	if (t->mpid <= 0)
+		return;
+	while ((r = waitpid(t->mpid, &status, WNOHANG)) < 0 && errno == EINTR)
+		;
+	if (r == t->mpid)
+		ft_mda_ended(t, status);
+	else if (r < 0)
+		ft_mda_ended(t, 127 << 8);   /* not our child: cannot tell */
+}
+
+void
+ftarget_mda_wait(struct ftarget *t)
+{
+	int status;
+	pid_t r;
+
+	if (t->mpid <= 0)
+		return;
+	while ((r = waitpid(t->mpid, &status, 0)) < 0 && errno == EINTR)
+		;
+	ft_mda_ended(t, r == t->mpid ? status : 127 << 8);
+}
+
+size_t
+ftarget_mda_queued(const struct ftarget *t)
+{
+	return t->mqlen;
+}
+
+bool
+ftarget_pipelined(const struct ftarget *t)
+{
+	return t->kind == FETCH_MDA;
+}
+
+void
+ftarget_mda_hooks(struct ftarget *t, const struct ftarget_mda_hooks *h)
+{
+	t->hooks = *h;
+}
+
+/* The message is spooled whole first, so the MDA never sees a message
+ * cut by a lost connection: one memfd per message (never on a disk),
+ * given to the MDA as stdin, so an MDA that reads slowly, stops early or
+ * never reads cannot block the client (no pipe). While it is spooled the
+ * previous message's MDA runs; at most MDA_AHEAD messages / MDA_AHEAD_BYTES
+ * wait behind it. */
+int
+ftarget_mda_queue(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
+    void *ctx, uint32_t id, const char **error_r)
+{
+	char buf[65536];
+	struct ft_mda_msg *q;
+	uint64_t size = 0;
+	ssize_t got;
+	int fd;
+
+	while (t->mpid > 0 && (t->mqlen > MDA_AHEAD ||
+	    (t->mqlen > 1 && t->mqbytes >= MDA_AHEAD_BYTES)))
+		ftarget_mda_wait(t);
+	if ((fd = memfd_create("pobox-fetch-mda", MFD_CLOEXEC)) < 0) {
 		*error_r = "cannot create the spool for the MDA";
 		return 1;
 	}
-	if (ftruncate(t->mdafd, 0) < 0 || lseek(t->mdafd, 0, SEEK_SET) < 0) {
-		*error_r = "cannot reset the spool for the MDA";
-		return 1;
-	}
-	while ((got = rd(ctx, buf, sizeof(buf))) > 0)
-		if (write(t->mdafd, buf, (size_t)got) != got) {
+	while ((got = rd(ctx, buf, sizeof(buf))) > 0) {
+		if (write(fd, buf, (size_t)got) != got) {
+			close(fd);
 			*error_r = "cannot write the spool for the MDA";
 			return 1;
 		}
+		size += (uint64_t)got;
+		/* The previous MDA may be done: start the next at once. */
+		ftarget_mda_poll(t);
+	}
 	if (got < 0) {
+		close(fd);
 		*error_r = "connection lost during the message";
 		return 1;
 	}
-	ref = ft_ref(t);
-	if (pending(pctx, ref) < 0) {
-		free(ref);
-		return -2;
-	}
-	free(ref);
-	if (lseek(t->mdafd, 0, SEEK_SET) < 0 || ft_spawn_mda(t, &pid) != 0) {
-		*error_r = "cannot start the MDA";
-		return 1;
-	}
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-		return 0;
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 75) {
-		*error_r = "the MDA said try later (exit 75)";
-		return 1;
-	}
-	snprintf(t->error, sizeof(t->error), "the MDA failed (%s %d)",
-	    WIFEXITED(status) ? "exit" : "signal",
-	    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-	*error_r = t->error;
-	return -1;
+	q = &t->mq[(t->mqhead + t->mqlen) % MDA_QUEUE];
+	q->id = id;
+	q->fd = fd;
+	q->size = size;
+	q->ref = NULL;
+	t->mqlen++;
+	t->mqbytes += size;
+	ft_mda_start(t);
+	return 0;
 }
 
 /* Takes the mbox locks: a dotlock (path.lock holding our pid; one left
@@ -627,8 +772,6 @@ int
 ftarget_store(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
     void *ctx, ftarget_pending_fn *pending, void *pctx, const char **error_r)
 {
-	if (t->kind == FETCH_MDA)
-		return ft_mda(t, rd, ctx, pending, pctx, error_r);
 	if (t->kind == FETCH_MBOX)
 		return ft_mbox(t, rd, ctx, pending, pctx, error_r);
 	return ft_stage(t, rd, ctx, pending, pctx, error_r);
