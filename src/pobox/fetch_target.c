@@ -26,6 +26,11 @@
 #include "lib/util.h"
 #include "pobox/fetch.h"
 
+/* A Maildir file at least this big starts its writeback as soon as it
+ * is written (smaller ones wait for the batch's syncfs, where the kernel
+ * merges their writes). */
+#define FT_KICK_SIZE (256u << 10)
+
 /* MDA messages spooled and waiting, the head one's MDA running: at most
  * MDA_AHEAD behind it, fewer when they pass MDA_AHEAD_BYTES. */
 #define MDA_AHEAD 8
@@ -646,10 +651,11 @@ ft_stage(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
 	if (fd < 0)
 		err = errno;
 	while ((got = rd(ctx, buf, sizeof(buf))) > 0) {
-		for (ssize_t i = 0; i < got; i++) {
-			wsize += buf[i] == '\n' && prev != '\r' ? 2 : 1;
-			prev = buf[i];
-		}
+		wsize += (uint64_t)got;
+		for (const char *lf = buf; (lf = memchr(lf, '\n',
+		    (size_t)(buf + got - lf))) != NULL; lf++)
+			wsize += (lf == buf ? prev : lf[-1]) != '\r';
+		prev = buf[got - 1];
 		size += (uint64_t)got;
 		for (ssize_t off = 0; fd >= 0 && err == 0 && off < got;) {
 			ssize_t w = write(fd, buf + off, (size_t)(got - off));
@@ -660,6 +666,10 @@ ft_stage(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
 				off += w;
 		}
 	}
+	/* Start writing it out now, while the next messages arrive: the
+	 * batch's syncfs then waits for less (it is still the barrier). */
+	if (fd >= 0 && err == 0 && got == 0 && size >= FT_KICK_SIZE)
+		(void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	if (fd >= 0 && close(fd) < 0 && err == 0)
 		err = errno;
 	if (got < 0 || err != 0) {
