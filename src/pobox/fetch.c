@@ -1307,6 +1307,10 @@ fetch_command(int argc, char **argv)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
+	/* SIGCHLD ignored by whoever started us would reap the MDAs before
+	 * their exit status could be read. */
+	sa.sa_handler = SIG_DFL;
+	sigaction(SIGCHLD, &sa, NULL);
 	/* A signal may kill a single run at any instant (that is what the
 	 * journal is for); a daemon ends between runs. */
 	sa.sa_handler = on_stop;
