@@ -627,6 +627,35 @@ ft_mbox(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
 	return 0;
 }
 
+/* The size of p[0..n) with each LF not after a CR counted twice (prev:
+ * the octet before p). LFs are counted eight octets at a time (a word
+ * with a flag per zero octet of w ^ LF), then the rare CR LF pairs are
+ * taken off. */
+static uint64_t
+ft_crlf_size(const char *p, size_t n, char prev)
+{
+	const uint64_t ones = 0x0101010101010101ull, lfs = ones * '\n';
+	const uint64_t low7 = 0x7f7f7f7f7f7f7f7full;
+	uint64_t lf = 0, w;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		w ^= lfs;
+		/* High bit set exactly in the octets of w that are zero. */
+		lf += (uint64_t)__builtin_popcountll(~(((w & low7) + low7) | w | low7));
+	}
+	for (; i < n; i++)
+		lf += p[i] == '\n';
+	if (n > 0 && prev == '\r' && p[0] == '\n')
+		lf--;
+	for (const char *cr = p; (cr = memchr(cr, '\r', n - (size_t)(cr - p))) != NULL;
+	    cr++)
+		if (cr + 1 < p + n && cr[1] == '\n')
+			lf--;
+	return n + lf;
+}
+
 /* Maildir, first half: the body into tmp/REF (O_EXCL), no sync yet. The
  * size with CRLF line ends (",W=", what poboxd serves as the RFC 1939
  * size) is counted as deliver.c counts it: a LF not after a CR counts
@@ -651,10 +680,7 @@ ft_stage(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t), void *ctx,
 	if (fd < 0)
 		err = errno;
 	while ((got = rd(ctx, buf, sizeof(buf))) > 0) {
-		wsize += (uint64_t)got;
-		for (const char *lf = buf; (lf = memchr(lf, '\n',
-		    (size_t)(buf + got - lf))) != NULL; lf++)
-			wsize += (lf == buf ? prev : lf[-1]) != '\r';
+		wsize += ft_crlf_size(buf, (size_t)got, prev);
 		prev = buf[got - 1];
 		size += (uint64_t)got;
 		for (ssize_t off = 0; fd >= 0 && err == 0 && off < got;) {

@@ -143,32 +143,28 @@ pop3c_parse(struct pop3c *c, const void *in, size_t len, size_t *used_r,
 		case POP3C_S_MID:
 			/* The common case: whole lines at once, straight into
 			 * the body (which never grows more than the input
-			 * used). A line ending CRLF becomes the line and LF;
-			 * the next line stays here unless it starts with '.',
-			 * CR or LF. Each memchr ends at the line's end, so a
-			 * long run without CR stays linear. */
+			 * used). Only LF is searched for: a line ending CRLF
+			 * becomes the line and LF, a bare CR inside a line is
+			 * copied as it is, and a CR at the end of the input
+			 * waits in state CR for what follows it. The next line
+			 * stays here unless it starts with '.', CR or LF. */
 			start = i;
 			out = buf_space(body, len - i);
 			k = 0;
 			for (;;) {
 				const unsigned char *nl = memchr(p + i, '\n', len - i);
 				size_t lim = nl != NULL ? (size_t)(nl - p) : len;
-				const unsigned char *cr = memchr(p + i, '\r', lim - i);
-				size_t stop = cr != NULL ? (size_t)(cr - p) : lim;
+				size_t stop = lim > i && p[lim - 1] == '\r' ? lim - 1 : lim;
 
 				memcpy(out + k, p + i, stop - i);
 				k += stop - i;
-				i = stop;
-				if (i == len)
-					break;
-				if (cr != NULL && (stop + 1 == len || p[stop + 1] != '\n')) {
-					/* A CR not before LF (or not known yet). */
-					i++;
-					c->state = POP3C_S_CR;
+				if (nl == NULL) {
+					i = len;
+					if (stop < lim)
+						c->state = POP3C_S_CR;
 					break;
 				}
-				/* CRLF, or a bare LF. */
-				i += cr != NULL ? 2 : 1;
+				i = lim + 1;
 				out[k++] = '\n';
 				if (i == len || p[i] == '.' || p[i] == '\r' || p[i] == '\n') {
 					c->state = POP3C_S_BOL;
