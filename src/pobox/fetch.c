@@ -881,7 +881,8 @@ s_transfer(struct session *s)
 	int ret = 0;
 
 	if (ftarget_pipelined(s->t)) {
-		struct ftarget_mda_hooks h = { s_mda_start, s_mda_done, s };
+		struct ftarget_mda_hooks h = { s_mda_start, s_mda_done, s,
+			clock_ms() + (uint64_t)fnet_left_ms(&s->net) };
 
 		ftarget_mda_hooks(s->t, &h);
 		/* MDAs are reaped while the client waits for the server. */

@@ -118,6 +118,8 @@ enum pop3c_event fnet_reply(struct fnet *n, bool multi, size_t max_body);
 /* Reads body octets of the current multi-line reply: >0, 0 at its end,
  * -1 with errno EIO and n->error. */
 ssize_t fnet_body_read(void *ctx, void *dst, size_t len);
+/* Milliseconds left before the session_timeout (0 when past it). */
+int64_t fnet_left_ms(const struct fnet *n);
 /* TLS details for --serverinfo and -v ("TLSv1.3 TLS_AES_256_GCM_SHA384"). */
 void fnet_tls_info(struct fnet *n, char *out, size_t size);
 
@@ -187,6 +189,10 @@ struct ftarget_mda_hooks {
 	void (*done)(void *ctx, uint32_t id, const char *ref, int rc,
 	    const char *error);
 	void *ctx;
+	/* clock_ms() when the session ends: no MDA starts after it, and
+	 * one still running is stopped (SIGTERM, then SIGKILL) and its
+	 * message gets rc 1; queued ones are dropped (fetched again). */
+	uint64_t deadline_ms;
 };
 bool ftarget_pipelined(const struct ftarget *t);
 void ftarget_mda_hooks(struct ftarget *t, const struct ftarget_mda_hooks *h);
@@ -200,7 +206,8 @@ size_t ftarget_mda_queued(const struct ftarget *t);
 /* Reaps the running MDA if it ended and starts the next; never blocks.
  * ctx is the target (the shape fnet.side wants). */
 void ftarget_mda_poll(void *ctx);
-/* Waits for the running MDA to end (and starts the next). */
+/* Waits for the running MDA to end (and starts the next), at most until
+ * the hooks' deadline_ms. */
 void ftarget_mda_wait(struct ftarget *t);
 /* The running MDA's pidfd, readable when it ends; -1 none. */
 int ftarget_mda_fd(void *ctx);

@@ -39,8 +39,7 @@ fnet_err(struct fnet *n, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Milliseconds left before the session's deadline (0 when past it). */
-static int64_t
+int64_t
 fnet_left_ms(const struct fnet *n)
 {
 	struct timespec now;

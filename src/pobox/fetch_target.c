@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -60,6 +61,7 @@ struct ftarget {
 	uint64_t mqbytes;
 	pid_t mpid;             /* the running MDA, 0: none */
 	int mpidfd;             /* its pidfd, -1 */
+	unsigned long mended;   /* MDAs ended so far */
 	struct ftarget_mda_hooks hooks;
 	struct ft_staged *staged;
 	size_t nstaged, capstaged;
@@ -69,6 +71,8 @@ struct ftarget {
 	char host[32];
 	char error[512];
 };
+
+static void ft_mda_kill(struct ftarget *t);
 
 /* The host name as Maildir-safe octets, cut short (the unique part must
  * fit a UIDL of 70 octets for a poboxd serving this Maildir). */
@@ -101,6 +105,7 @@ ftarget_open(const struct fetch_account *a, const char *spool, char **error_r)
 	t->path = xstrdup(a->target_arg);
 	t->spool = xstrdup(spool);
 	t->tmpfd = t->newfd = t->mpidfd = -1;
+	t->hooks.deadline_ms = UINT64_MAX;
 	ft_host(t->host, sizeof(t->host));
 	if (t->kind == FETCH_MAILDIR) {
 		for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
@@ -161,8 +166,7 @@ ftarget_close(struct ftarget **tp)
 	/* The session waits for every MDA before it ends; this is for
 	 * failed paths: no zombie left, no hooks (the session is gone). */
 	if ((*tp)->mpid > 0)
-		while (waitpid((*tp)->mpid, NULL, 0) < 0 && errno == EINTR)
-			;
+		ft_mda_kill(*tp);
 	if ((*tp)->mpidfd >= 0)
 		close((*tp)->mpidfd);
 	for (size_t i = 0; i < (*tp)->mqlen; i++) {
@@ -199,7 +203,8 @@ ft_ref(struct ftarget *t)
 	    (unsigned long long)rnd, t->host);
 }
 
-/* sh -c MDA with fd as stdin and SIGPIPE at its default. posix_spawn
+/* sh -c MDA with fd as stdin and SIGPIPE at its default, in a new
+ * process group. posix_spawn
  * (vfork-like in glibc) copies no page tables: cheaper than fork per
  * message. */
 static int
@@ -217,11 +222,42 @@ ft_spawn_mda(struct ftarget *t, int fd, pid_t *pid_r)
 	sigaddset(&deflt, SIGPIPE);
 	posix_spawn_file_actions_adddup2(&fa, fd, 0);
 	posix_spawnattr_setsigdefault(&attr, &deflt);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+	/* A process group of its own, so that an MDA that overruns the
+	 * session is stopped with whatever it started. */
+	posix_spawnattr_setpgroup(&attr, 0);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 	r = posix_spawn(pid_r, "/bin/sh", &fa, &attr, argv, environ);
 	posix_spawnattr_destroy(&attr);
 	posix_spawn_file_actions_destroy(&fa);
 	return r;
+}
+
+/* Stops the running MDA and what it started (its process group):
+ * SIGTERM, SIGKILL after 5 s, then reaps it. The group is signalled
+ * again before the leader is reaped, while its id cannot be reused. */
+static void
+ft_mda_kill(struct ftarget *t)
+{
+	siginfo_t si;
+	int i;
+
+	(void)kill(-t->mpid, SIGTERM);
+	for (i = 0; i < 500; i++) {
+		memset(&si, 0, sizeof(si));
+		if (waitid(P_PID, (id_t)t->mpid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 &&
+		    errno != EINTR)
+			break;
+		if (si.si_pid == t->mpid)
+			break;
+		(void)usleep(10000);
+	}
+	(void)kill(-t->mpid, SIGKILL);
+	while (waitpid(t->mpid, NULL, 0) < 0 && errno == EINTR)
+		;
+	if (t->mpidfd >= 0)
+		close(t->mpidfd);
+	t->mpidfd = -1;
+	t->mpid = 0;
 }
 
 /* Removes the head of the queue with its verdict. */
@@ -243,7 +279,7 @@ ft_mda_pop(struct ftarget *t, int rc, const char *error)
 static void
 ft_mda_start(struct ftarget *t)
 {
-	while (t->mpid == 0 && t->mqlen > 0) {
+	while (t->mpid == 0 && t->mqlen > 0 && clock_ms() < t->hooks.deadline_ms) {
 		struct ft_mda_msg *q = &t->mq[t->mqhead];
 
 		q->ref = ft_ref(t);
@@ -286,6 +322,7 @@ ft_mda_ended(struct ftarget *t, int status)
 		close(t->mpidfd);
 	t->mpidfd = -1;
 	t->mpid = 0;
+	t->mended++;
 	ft_mda_pop(t, rc, error);
 	ft_mda_start(t);
 }
@@ -315,17 +352,52 @@ ftarget_mda_poll(void *ctx)
 		ft_mda_ended(t, 127 << 8);   /* not our child: cannot tell */
 }
 
+/* Drops the queued messages whose MDA never started (no "p" line: they
+ * are fetched again next time). */
+static void
+ft_mda_drop(struct ftarget *t)
+{
+	while (t->mqlen > 0) {
+		close(t->mq[t->mqhead].fd);
+		free(t->mq[t->mqhead].ref);
+		t->mqhead = (t->mqhead + 1) % MDA_QUEUE;
+		t->mqlen--;
+	}
+	t->mqbytes = 0;
+}
+
 void
 ftarget_mda_wait(struct ftarget *t)
 {
-	int status;
-	pid_t r;
+	unsigned long ended = t->mended;
+	struct pollfd pfd;
+	uint64_t now;
 
-	if (t->mpid <= 0)
-		return;
-	while ((r = waitpid(t->mpid, &status, 0)) < 0 && errno == EINTR)
-		;
-	ft_mda_ended(t, r == t->mpid ? status : 127 << 8);
+	while (t->mpid > 0 && t->mended == ended) {
+		if ((now = clock_ms()) >= t->hooks.deadline_ms) {
+			/* Past the session's end: stopped, its message not
+			 * stored (it may have been: its "p" says so). */
+			ft_mda_kill(t);
+			t->mended++;
+			ft_mda_pop(t, 1, "the MDA ran past session_timeout and was "
+			    "stopped; it is run again next time (the message may "
+			    "arrive twice)");
+			ft_mda_drop(t);
+			return;
+		}
+		uint64_t left = t->hooks.deadline_ms - now;
+
+		pfd.fd = t->mpidfd;
+		pfd.events = POLLIN;
+		/* Without a pidfd: looked at every 10 ms. */
+		if (t->mpidfd < 0)
+			(void)usleep(10000);
+		else if (poll(&pfd, 1, left > 60000 ? 60000 : (int)left) <= 0)
+			continue;
+		ftarget_mda_poll(t);
+	}
+	if (t->mpid == 0 && t->mqlen > 0)
+		ft_mda_drop(t);      /* not started: past the deadline */
 }
 
 size_t
@@ -365,6 +437,10 @@ ftarget_mda_queue(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
 	while (t->mpid > 0 && (t->mqlen > MDA_AHEAD ||
 	    (t->mqlen > 1 && t->mqbytes >= MDA_AHEAD_BYTES)))
 		ftarget_mda_wait(t);
+	if (clock_ms() >= t->hooks.deadline_ms) {
+		*error_r = "no time left in session_timeout for the MDA";
+		return 1;
+	}
 	if ((fd = memfd_create("pobox-fetch-mda", MFD_CLOEXEC)) < 0) {
 		*error_r = "cannot create the spool for the MDA";
 		return 1;

@@ -1099,6 +1099,45 @@ class FetchMdaTest(FetchCase):
         self.assertEqual(mda_outputs(self.out), [b"From:"] * 4)
         self.assertEqual(self.env.messages("alice"), {})
 
+    def test_hung_mda_stopped_at_session_timeout(self):
+        """An MDA that never ends is stopped, with what it started, when
+        the session_timeout is reached: exit 75, its message not stored
+        (with a warning that it may arrive twice), the messages queued
+        behind it fetched again next time."""
+        msgs = [simple_message(f"hang {i}") for i in range(5)]
+        uidls = self.deliver(msgs)
+        self.env.start()
+        pids = self.env.cli / "pids"
+        mda = (f"echo $$ >> {pids}; t=$(mktemp {self.out}/m.XXXXXX); cat > $t; "
+               f"if grep -q '^Subject: hang 1$' $t; then rm $t; sleep 60; fi")
+        t0 = time.monotonic()
+        r = self.fetch("--mda", mda, "--deadline", "3")
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertLess(time.monotonic() - t0, 50, "the hung MDA was waited for")
+        self.assertIn(f"{uidls[1]}): the MDA ran past session_timeout", r.stderr)
+        self.assertIn("may arrive twice", r.stderr)
+        # The MDA's process group (sh and its sleep) is gone, once the
+        # killed sleep, reparented, has been reaped.
+        for pid in pids.read_text().split():
+            for _ in range(100):
+                try:
+                    os.killpg(int(pid), 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+            else:
+                self.fail(f"process group {pid} still there: " +
+                          subprocess.run(["ps", "-o", "pid,stat,comm", "-g", pid],
+                                         capture_output=True, text=True).stdout)
+        self.assertEqual(mda_outputs(self.out), msgs[:1])
+        # Nothing unstored deleted (the first one's DELE may not have
+        # gone out before the session ended).
+        self.assertTrue(set(uidls[1:]) <= set(self.env.messages("alice")))
+        r = self.fetch("--mda", f"t=$(mktemp {self.out}/m.XXXXXX); cat > $t")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(mda_outputs(self.out)), sorted(msgs))
+        self.assertEqual(self.env.messages("alice"), {})
+
     def test_sigkill_while_mdas_run(self):
         """SIGKILL of the client while an MDA runs (its child goes on and
         may deliver) and messages are spooled behind it: a rerun delivers
