@@ -728,7 +728,7 @@ s_store(struct session *s, struct msg *m)
 
 	if (ftarget_pipelined(s->t)) {
 		if ((rc = ftarget_mda_queue(s->t, fnet_body_read, &s->net,
-		    (uint32_t)(m - s->m), &error)) == 0)
+		    (uint32_t)(m - s->m), m->size, &error)) == 0)
 			return 0;
 		if (!s->net.body_done && s->net.pc.state == POP3C_S_FAILED)
 			error = s->net.error;

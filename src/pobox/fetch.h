@@ -197,10 +197,11 @@ struct ftarget_mda_hooks {
 bool ftarget_pipelined(const struct ftarget *t);
 void ftarget_mda_hooks(struct ftarget *t, const struct ftarget_mda_hooks *h);
 /* Spools the message read with rd (whole, to its end) and queues it
- * under id, first waiting for the running MDA while the queue is full.
- * 0 queued, 1 not (a lost connection, a spool failure) with *error_r. */
+ * under id, first waiting for the running MDA while the queue is full
+ * (size_hint: the size the server listed). 0 queued, 1 not (a lost
+ * connection, a spool failure, no time left) with *error_r. */
 int ftarget_mda_queue(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
-    void *ctx, uint32_t id, const char **error_r);
+    void *ctx, uint32_t id, uint64_t size_hint, const char **error_r);
 /* Messages queued or with their MDA running. */
 size_t ftarget_mda_queued(const struct ftarget *t);
 /* Reaps the running MDA if it ended and starts the next; never blocks.

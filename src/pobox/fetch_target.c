@@ -33,7 +33,7 @@
 #define FT_KICK_SIZE (256u << 10)
 
 /* MDA messages spooled and waiting, the head one's MDA running: at most
- * MDA_AHEAD behind it, fewer when they pass MDA_AHEAD_BYTES. */
+ * MDA_AHEAD behind it, fewer when they would pass MDA_AHEAD_BYTES. */
 #define MDA_AHEAD 8
 #define MDA_AHEAD_BYTES (16u << 20)
 #define MDA_QUEUE (MDA_AHEAD + 2)
@@ -422,11 +422,12 @@ ftarget_mda_hooks(struct ftarget *t, const struct ftarget_mda_hooks *h)
  * cut by a lost connection: one memfd per message (never on a disk),
  * given to the MDA as stdin, so an MDA that reads slowly, stops early or
  * never reads cannot block the client (no pipe). While it is spooled the
- * previous message's MDA runs; at most MDA_AHEAD messages / MDA_AHEAD_BYTES
- * wait behind it. */
+ * previous message's MDA runs; at most MDA_AHEAD messages and
+ * MDA_AHEAD_BYTES (counting the running one) wait behind it, unless one
+ * message alone is bigger. */
 int
 ftarget_mda_queue(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
-    void *ctx, uint32_t id, const char **error_r)
+    void *ctx, uint32_t id, uint64_t size_hint, const char **error_r)
 {
 	char buf[65536];
 	struct ft_mda_msg *q;
@@ -434,8 +435,10 @@ ftarget_mda_queue(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
 	ssize_t got;
 	int fd;
 
+	/* A message that would take the spool past MDA_AHEAD_BYTES waits
+	 * for the MDAs before it: at most one big message is in memory. */
 	while (t->mpid > 0 && (t->mqlen > MDA_AHEAD ||
-	    (t->mqlen > 1 && t->mqbytes >= MDA_AHEAD_BYTES)))
+	    t->mqbytes + size_hint > MDA_AHEAD_BYTES))
 		ftarget_mda_wait(t);
 	if (clock_ms() >= t->hooks.deadline_ms) {
 		*error_r = "no time left in session_timeout for the MDA";
