@@ -1099,6 +1099,26 @@ class FetchMdaTest(FetchCase):
         self.assertEqual(mda_outputs(self.out), [b"From:"] * 4)
         self.assertEqual(self.env.messages("alice"), {})
 
+    def test_cut_while_spooled_ahead(self):
+        """The server stalls in the middle of a message while a slow MDA
+        has messages queued behind it: every message that arrived whole
+        still goes to the MDA, the cut one does not, nothing is deleted,
+        and the next run delivers the rest, each exactly once."""
+        msgs = [sized_message(30000, f"cut {i}") for i in range(6)]
+        srv = self.fake(msgs=msgs, pipelining=True, stall_at=4)
+        mda = f"sleep 0.2; t=$(mktemp {self.out}/m.XXXXXX); cat > $t"
+        args = self.fetch_args("--mda", mda, "--auth", "user", port=srv.port)
+        args[args.index("--timeout") + 1] = "2"
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertEqual(sorted(mda_outputs(self.out)), sorted(msgs[:4]))
+        self.assertEqual(srv.deleted, set())
+        srv.stall_at = None
+        r = self.fetch("--mda", mda, "--auth", "user", port=srv.port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(mda_outputs(self.out)), sorted(msgs))
+        self.assertEqual(srv.deleted, set(range(6)))
+
     def test_hung_mda_stopped_at_session_timeout(self):
         """An MDA that never ends is stopped, with what it started, when
         the session_timeout is reached: exit 75, its message not stored
