@@ -696,8 +696,9 @@ s_mda_done(void *ctx, uint32_t id, const char *ref, int rc, const char *error)
 		rc = -2;
 	}
 	if (rc != 0) {
-		/* Not stored: fetched again next time. */
-		if (ref != NULL)
+		/* Not stored: fetched again next time (a journal that
+		 * cannot be written is left as it is). */
+		if (rc != -2)
 			fstate_drop(s->st, m->uidl);
 		f_err("message %u (%s): %s", m->num, m->uidl, error);
 		s_fail(s, rc == 1 ? FX_TEMPFAIL : rc == -2 ? FX_IOERR : FX_CANTCREAT);

@@ -204,9 +204,8 @@ ft_ref(struct ftarget *t)
 }
 
 /* sh -c MDA with fd as stdin and SIGPIPE at its default, in a new
- * process group. posix_spawn
- * (vfork-like in glibc) copies no page tables: cheaper than fork per
- * message. */
+ * process group. posix_spawn (vfork-like in glibc) copies no page
+ * tables: cheaper than fork per message. */
 static int
 ft_spawn_mda(struct ftarget *t, int fd, pid_t *pid_r)
 {
@@ -292,8 +291,9 @@ ft_mda_start(struct ftarget *t)
 			ft_mda_pop(t, 1, "cannot start the MDA");
 			continue;
 		}
-		/* Without a pidfd (a kernel before 5.3) the MDA is waited for
-		 * when the queue is full or at the end: no overlap, as before. */
+		/* Without a pidfd (a kernel before 5.3) the MDA is reaped
+		 * only when looked at: after each chunk spooled, when the
+		 * queue is full, at the end. */
 		t->mpidfd = pidfd_open(t->mpid, 0);
 	}
 }
