@@ -1034,7 +1034,7 @@ class FetchMdaTest(FetchCase):
         srv = self.fake(msgs=msgs, pipelining=True, hook=hook)
         mda = (f"mkdir {d}/one || exit 1; "
                f"if [ ! -e {d}/first ]; then touch {d}/first; i=0; "
-               f"while [ ! -e {d}/sent.{n - 1} ] && [ $i -lt 400 ]; do "
+               f"while [ ! -e {d}/sent.{n - 1} ] && [ $i -lt 1200 ]; do "
                f"sleep 0.05; i=$((i+1)); done; "
                f"[ -e {d}/sent.{n - 1} ] && touch {d}/overlapped; fi; "
                f"t=$(mktemp {self.out}/m.XXXXXX); cat > $t; "
@@ -1172,7 +1172,7 @@ class FetchMdaTest(FetchCase):
         mda = (f"exec 9>>{lock}; flock 9; sleep 0.02; "
                f"t=$(mktemp {self.out}/t.XXXXXX); cat > $t; "
                f"mv $t $(mktemp -u {self.out}/m.XXXXXX)")
-        all_msgs, warned, killed, seq = {}, set(), 0, 0
+        all_msgs, warned, killed, seq = {}, [], 0, 0
         self.env.start()
         for trial in range(8):
             batch = []
@@ -1187,7 +1187,7 @@ class FetchMdaTest(FetchCase):
                 os.kill(p.pid, signal.SIGKILL)
                 killed += 1
             _, err = p.communicate(timeout=60)
-            warned |= set(re.findall(r"message (\S+) was being stored", err))
+            warned += re.findall(r"message (\S+) was being stored", err)
             # The orphaned MDA finishes before anything is counted.
             with open(lock) as f:
                 for _ in range(200):
@@ -1199,18 +1199,18 @@ class FetchMdaTest(FetchCase):
                         time.sleep(0.05)
         r = self.fetch("--mda", mda)
         self.assertIn(r.returncode, (0, 1), r.stderr)
-        warned |= set(re.findall(r"message (\S+) was being stored", r.stderr))
+        warned += re.findall(r"message (\S+) was being stored", r.stderr)
         got = mda_outputs(self.out)
         print(f"\n  mda sigkill: {killed} of 8 runs killed, "
               f"{len(got) - len(set(got))} duplicates, {len(warned)} warnings", end=" ")
         self.assertEqual(set(got), set(all_msgs.values()))
         self.assertEqual(self.env.messages("alice"), {})
         by_msg = {m: u for u, m in all_msgs.items()}
+        # Each extra copy comes with a warning (two kills can hit the
+        # same message's MDA in two runs).
         for m in set(got):
-            n = got.count(m)
-            if n > 1:
-                self.assertEqual(n, 2, by_msg[m])
-                self.assertIn(by_msg[m], warned, "a duplicate without a warning")
+            self.assertLessEqual(got.count(m), 1 + warned.count(by_msg[m]),
+                                 f"{by_msg[m]}: a duplicate without a warning")
         self.assertLessEqual(len(got) - len(set(got)), killed)
 
 
