@@ -251,6 +251,25 @@ class FetchTest(FetchCase):
         self.assertEqual(local_messages(self.inbox), [m])
         self.env.wait_event("login", user="mrose", method="apop")
 
+    def test_maildir_sizes(self):
+        """The names carry ,S= (the file's size) and ,W= (its size with
+        CRLF line ends, a LF not after a CR counting two), as poboxd
+        serves them; long bodies and bare CRs included."""
+        cr = simple_message("bare cr", "a\rb\r\nc\r\r\n" + "x" * 70000 + "\r")
+        self.deliver([cr])
+        self.env.start()
+        r = self.fetch("--keep")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        names = os.listdir(self.inbox / "new")
+        self.assertEqual(len(names), 5)
+        self.assertTrue(any(b"\r" in (self.inbox / "new" / n).read_bytes()
+                            for n in names))
+        for n in names:
+            data = (self.inbox / "new" / n).read_bytes()
+            w = len(data) + sum(1 for i, c in enumerate(data)
+                                if c == 10 and (i == 0 or data[i - 1] != 13))
+            self.assertTrue(n.endswith(f",S={len(data)},W={w}"), n)
+
     def test_mda(self):
         out = self.env.cli / "mda"
         out.mkdir()
