@@ -65,6 +65,7 @@ struct session {
 	uint32_t *staged;
 	size_t nstaged, capstaged, flushed;
 	uint64_t staged_bytes;
+	bool mda_failed;         /* an MDA failed: no more RETR */
 	uint32_t *deles;         /* DELE queue (s_transfer) */
 	uint32_t ndel;
 	struct {
@@ -672,6 +673,51 @@ s_pending(void *ctx, const char *ref)
 	return 0;
 }
 
+/* The pipelined MDA's hooks: its "p" as it starts, its "d" as it exits
+ * 0 (written at once, synced with the batch before its DELE: a SIGKILL
+ * leaves only the running MDA's message in doubt). */
+static int
+s_mda_start(void *ctx, uint32_t id, const char *ref)
+{
+	struct session *s = ctx;
+	struct msg *m = &s->m[id];
+
+	return fstate_pending(s->st, m->uidl, ref, m->act == ACT_HEADERS, false);
+}
+
+static void
+s_mda_done(void *ctx, uint32_t id, const char *ref, int rc, const char *error)
+{
+	struct session *s = ctx;
+	struct msg *m = &s->m[id];
+
+	if (rc == 0 && fstate_done(s->st, m->uidl, ref, (int64_t)time(NULL), false) < 0) {
+		error = "cannot write the state journal";
+		rc = -2;
+	}
+	if (rc != 0) {
+		/* Not stored: fetched again next time (a journal that
+		 * cannot be written is left as it is). */
+		if (rc != -2)
+			fstate_drop(s->st, m->uidl);
+		f_err("message %u (%s): %s", m->num, m->uidl, error);
+		s_fail(s, rc == 1 ? FX_TEMPFAIL : rc == -2 ? FX_IOERR : FX_CANTCREAT);
+		s->mda_failed = true;
+		return;
+	}
+	s->fetched++;
+	s->fetched_bytes += m->size;
+	if (s->a->verbose > 0)
+		f_say(s->a, "message %u (%s, %" PRIu64 " octets) stored", m->num,
+		    m->uidl, m->size);
+	if (s->nstaged == s->capstaged) {
+		s->capstaged = s->capstaged == 0 ? 64 : 2 * s->capstaged;
+		s->staged = xrealloc(s->staged, s->capstaged * sizeof(*s->staged));
+	}
+	s->staged[s->nstaged++] = id;
+	s->staged_bytes += m->size;
+}
+
 static int
 s_store(struct session *s, struct msg *m)
 {
@@ -681,6 +727,18 @@ s_store(struct session *s, struct msg *m)
 	ssize_t r;
 	int rc;
 
+	if (ftarget_pipelined(s->t)) {
+		if ((rc = ftarget_mda_queue(s->t, fnet_body_read, &s->net,
+		    (uint32_t)(m - s->m), m->size, &error)) == 0)
+			return 0;
+		if (!s->net.body_done && s->net.pc.state == POP3C_S_FAILED)
+			error = s->net.error;
+		f_err("message %u (%s): %s", m->num, m->uidl, error);
+		s_fail(s, FX_TEMPFAIL);
+		while ((r = fnet_body_read(&s->net, sink, sizeof(sink))) > 0)
+			;
+		return r < 0 ? -2 : -1;
+	}
 	rc = ftarget_store(s->t, fnet_body_read, &s->net, s_pending, &pend, &error);
 	if (rc == 0 && !ftarget_batched(s->t)) {
 		/* Stored; its "d" is synced with the batch, before its
@@ -823,6 +881,16 @@ s_transfer(struct session *s)
 	struct buf cmds = BUF_INIT;
 	int ret = 0;
 
+	if (ftarget_pipelined(s->t)) {
+		struct ftarget_mda_hooks h = { s_mda_start, s_mda_done, s,
+			clock_ms() + (uint64_t)fnet_left_ms(&s->net) };
+
+		ftarget_mda_hooks(s->t, &h);
+		/* MDAs are reaped while the client waits for the server. */
+		s->net.side.fd = ftarget_mda_fd;
+		s->net.side.ready = ftarget_mda_poll;
+		s->net.side.ctx = s->t;
+	}
 	s->deles = xcalloc(s->nmsg + 1, sizeof(*s->deles));
 	s->ndel = 0;
 	for (uint32_t i = 0; i < s->nmsg; i++)
@@ -859,8 +927,13 @@ s_transfer(struct session *s)
 			buf_clear(&cmds);
 		}
 		if (qlen == 0) {
-			/* Staged messages are committed before the loop
-			 * ends; their DELEs go out in the next round. */
+			/* Every MDA has run and staged messages are
+			 * committed before the loop ends; their DELEs go
+			 * out in the next round. */
+			if (ftarget_mda_queued(s->t) > 0) {
+				ftarget_mda_wait(s->t);
+				continue;
+			}
 			if (s->nstaged == 0)
 				break;
 			if (s_flush(s) < 0)
@@ -896,7 +969,7 @@ s_transfer(struct session *s)
 			stop = true;     /* a local failure: no more RETR */
 			continue;
 		}
-		if (fetch_stop)
+		if (fetch_stop || s->mda_failed)
 			stop = true;
 		if (s->nstaged >= FLUSH_MSGS || s->staged_bytes >= FLUSH_BYTES ||
 		    retrs == 0) {
@@ -909,9 +982,13 @@ net_fail:
 	f_err("%s", s->net.error);
 	s_fail(s, FX_TEMPFAIL);
 	ret = -1;
-	/* What arrived whole is stored; the next run deletes it. */
+	/* What arrived whole is stored (the MDAs of spooled messages run);
+	 * the next run deletes it. */
+	while (ftarget_mda_queued(s->t) > 0)
+		ftarget_mda_wait(s->t);
 	(void)s_flush(s);
 out:
+	s->net.side.fd = NULL;
 	free(q);
 	free(s->deles);
 	s->deles = NULL;
@@ -1232,6 +1309,10 @@ fetch_command(int argc, char **argv)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
+	/* SIGCHLD ignored by whoever started us would reap the MDAs before
+	 * their exit status could be read. */
+	sa.sa_handler = SIG_DFL;
+	sigaction(SIGCHLD, &sa, NULL);
 	/* A signal may kill a single run at any instant (that is what the
 	 * journal is for); a daemon ends between runs. */
 	sa.sa_handler = on_stop;

@@ -90,6 +90,15 @@ struct fnet {
 	bool cleartext_seen;    /* a TLS record header looked like "+OK" */
 	bool timed_out;         /* a wait ran into the timeout */
 	struct timespec deadline; /* CLOCK_MONOTONIC end of the session */
+	/* Polled with the socket in every wait, so a pipelined MDA is
+	 * reaped (and the next one started) while the client waits for the
+	 * server: fd(ctx) is the fd to watch (-1: none), ready(ctx) runs
+	 * when it is readable. fd NULL: nothing. */
+	struct {
+		int (*fd)(void *ctx);
+		void (*ready)(void *ctx);
+		void *ctx;
+	} side;
 	char error[512];
 };
 
@@ -109,6 +118,8 @@ enum pop3c_event fnet_reply(struct fnet *n, bool multi, size_t max_body);
 /* Reads body octets of the current multi-line reply: >0, 0 at its end,
  * -1 with errno EIO and n->error. */
 ssize_t fnet_body_read(void *ctx, void *dst, size_t len);
+/* Milliseconds left before the session_timeout (0 when past it). */
+int64_t fnet_left_ms(const struct fnet *n);
 /* TLS details for --serverinfo and -v ("TLSv1.3 TLS_AES_256_GCM_SHA384"). */
 void fnet_tls_info(struct fnet *n, char *out, size_t size);
 
@@ -140,7 +151,7 @@ void ftarget_close(struct ftarget **t);
  * the step that makes it visible; it journals "p". 0 / -1 (then nothing
  * is stored). */
 typedef int ftarget_pending_fn(void *ctx, const char *ref);
-/* Stores one message read with rd: 0 stored durably (or, for a Maildir,
+/* Stores one message (Maildir, mbox; an MDA is ftarget_mda_queue's) read with rd: 0 stored durably (or, for a Maildir,
  * staged: written into tmp/, made durable and visible by ftarget_flush),
  * 1 temporary failure (try later; MDA exit 75), -1 failure, -2 pending
  * failed; *error_r static or in t's buffer. The body is read to its end
@@ -165,5 +176,41 @@ int ftarget_recover(struct ftarget *t, const char *ref);
 /* True when the target can tell whether a message got stored (not the
  * MDA). */
 bool ftarget_checkable(const struct ftarget *t);
+
+/* The MDA target is pipelined: ftarget_mda_queue spools a message and
+ * queues it, and the MDAs run one at a time in queue order while the
+ * session goes on receiving. The hooks run as each MDA starts and ends,
+ * from any ftarget_mda_* call (and so from a network wait, through
+ * fnet.side): start journals "p" (0, or -1: not run, then done gets
+ * -2); done gets rc 0 stored (exit 0), 1 try later (exit 75, or the MDA
+ * could not be started), -1 failed (another status), -2 not started. */
+struct ftarget_mda_hooks {
+	int (*start)(void *ctx, uint32_t id, const char *ref);
+	void (*done)(void *ctx, uint32_t id, const char *ref, int rc,
+	    const char *error);
+	void *ctx;
+	/* clock_ms() when the session ends: no MDA starts after it, and
+	 * one still running is stopped (SIGTERM, then SIGKILL) and its
+	 * message gets rc 1; queued ones are dropped (fetched again). */
+	uint64_t deadline_ms;
+};
+bool ftarget_pipelined(const struct ftarget *t);
+void ftarget_mda_hooks(struct ftarget *t, const struct ftarget_mda_hooks *h);
+/* Spools the message read with rd (whole, to its end) and queues it
+ * under id, first waiting for the running MDA while the queue is full
+ * (size_hint: the size the server listed). 0 queued, 1 not (a lost
+ * connection, a spool failure, no time left) with *error_r. */
+int ftarget_mda_queue(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
+    void *ctx, uint32_t id, uint64_t size_hint, const char **error_r);
+/* Messages queued or with their MDA running. */
+size_t ftarget_mda_queued(const struct ftarget *t);
+/* Reaps the running MDA if it ended and starts the next; never blocks.
+ * ctx is the target (the shape fnet.side wants). */
+void ftarget_mda_poll(void *ctx);
+/* Waits for the running MDA to end (and starts the next), at most until
+ * the hooks' deadline_ms. */
+void ftarget_mda_wait(struct ftarget *t);
+/* The running MDA's pidfd, readable when it ends; -1 none. */
+int ftarget_mda_fd(void *ctx);
 
 #endif

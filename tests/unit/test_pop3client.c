@@ -1,5 +1,6 @@
 /* test_pop3client.c: the POP3 client response parser. Every stream is fed
- * whole and one octet at a time; the transcripts must be equal. */
+ * whole, one octet at a time and in chunks of 2..7; the transcripts must
+ * be equal. */
 #include "testutil.h"
 
 #include <stdbool.h>
@@ -70,6 +71,13 @@ check(const char *in, const char *expect, const char *want)
 	assert_string_equal(b, want);
 	free(a);
 	free(b);
+	/* Chunks of a few octets: CRLF, "\r\r\n" or a dot split across
+	 * reads in the whole-line path. */
+	for (size_t step = 2; step < 8; step++) {
+		a = transcript(in, strlen(in), expect, step);
+		assert_string_equal(a, want);
+		free(a);
+	}
 }
 
 static void
@@ -124,6 +132,10 @@ test_body(void **state)
 	check("+OK\r\n.\rx\r\n.\r\n", "m", "OK[]\n{\rx\n}");
 	/* Unterminated body: octets so far are delivered. */
 	check("+OK\r\nabc\r\nde", "m", "OK[]\n<abc\nde");
+	/* Long lines, a bare CR right before CRLF, a LF-only line after
+	 * CRLF ones, dots at line starts after each kind of line end. */
+	check("+OK\r\nabcdefghij\r\nklmnop\rq\r\n.r\nstu\r\r\n..v\r\n"
+	    "w\n.\r\n", "m", "OK[]\n{abcdefghij\nklmnop\rq\nr\nstu\r\n.v\nw\n}");
 	/* A line of dots. */
 	check("+OK\r\n...\r\n..\r\n.\r\n", "m", "OK[]\n{..\n.\n}");
 }
