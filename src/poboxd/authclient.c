@@ -2,8 +2,7 @@
  * process (authd.c, authproto.h): requests waiting for their answer by
  * id, and the hash-free user table that arrives at start and after each
  * change (srv->db: recipients and CAPA read it; it holds no hash). Runs
- * in the serving process, unprivileged. A login process gets only the
- * policy range instead of the table (srv->db stays NULL there). */
+ * in the serving process, unprivileged. */
 #include "poboxd/poboxd.h"
 
 #include <errno.h>
@@ -105,27 +104,9 @@ take_table(struct server *srv, struct ipc_msg *m)
 	uint64_t floor = 0;
 	char *error = NULL;
 
-	if (ipc_u64(m, 0, &floor) < 0 || (m->fd < 0 && m->nfields != 4)) {
+	if (m->fd < 0 || ipc_u64(m, 0, &floor) < 0) {
 		log_error("event=auth_table_error error=\"malformed\"");
 		return -1;
-	}
-	if (m->fd < 0) {
-		/* A login process: the policy range, for CAPA. */
-		uint64_t any;
-		int64_t expire, delay;
-
-		if (ipc_u64(m, 1, &any) < 0 || ipc_i64(m, 2, &expire) < 0 ||
-		    ipc_i64(m, 3, &delay) < 0 || expire < -1 || expire > INT32_MAX ||
-		    delay < -1 || delay > INT32_MAX) {
-			log_error("event=auth_table_error error=\"malformed\"");
-			return -1;
-		}
-		srv->policy_range.any = any != 0;
-		srv->policy_range.min_expire = (int)expire;
-		srv->policy_range.max_login_delay = (int)delay;
-		srv->auth_floor_ms = floor < AUTH_FLOOR_MAX_MS ? (unsigned)floor :
-		    AUTH_FLOOR_MAX_MS;
-		return 0;
 	}
 	if (passwd_db_open_fd(m->fd, "auth table", &db, &error) < 0) {
 		log_error("event=auth_table_error error=\"%s\"", error);
@@ -136,7 +117,6 @@ take_table(struct server *srv, struct ipc_msg *m)
 	m->fd = -1;
 	passwd_db_free(&srv->db);
 	srv->db = db;
-	srv->policy_range = *passwd_db_policy_range(db);
 	srv->auth_floor_ms = floor < AUTH_FLOOR_MAX_MS ? (unsigned)floor : AUTH_FLOOR_MAX_MS;
 	return 0;
 }

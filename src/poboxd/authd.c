@@ -221,26 +221,13 @@ send_result(struct authd_client *c, uint32_t id, enum pop3_login_result res,
 }
 
 /* The hash-free table in a sealed memfd: one message whatever its size,
- * parsed by the passwd parser on the other side. A login process needs
- * only what CAPA says before login: the policy range, not the users. */
+ * parsed by the passwd parser on the other side. */
 static void
 send_table(struct authd *a, struct authd_client *c)
 {
 	struct ipc_out o;
-	int fd;
+	int fd = memfd_create("pobox-users", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 
-	if (c->kind == AUTHP_KIND_LOGIN) {
-		const struct passwd_policy_range *r = passwd_db_policy_range(a->db);
-
-		ipc_out_init(&o, AUTHP_TABLE, 0);
-		ipc_put_u64(&o, a->floor_ms);
-		ipc_put_u64(&o, r->any);
-		ipc_put_i64(&o, r->min_expire);
-		ipc_put_i64(&o, r->max_login_delay);
-		client_send(c, &o, -1);
-		return;
-	}
-	fd = memfd_create("pobox-users", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0 || passwd_db_dump_public(a->db, fd) < 0 ||
 	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
 	    F_SEAL_SEAL) < 0 || lseek(fd, 0, SEEK_SET) < 0) {

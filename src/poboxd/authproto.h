@@ -28,9 +28,7 @@ enum authp_type {
 	AUTHP_SASL_PASSWORD, /* user, password: verify as AUTHP_PASS */
 	AUTHP_SASL_TOKEN_CHECK, /* token: verify, answer AUTHP_SASL_TOKEN */
 	AUTHP_TABLE,         /* failure_floor_ms (u64); fd: the hash-free user
-	                        table (auth.h, passwd_db_dump_public); to a
-	                        login process no fd but the policy range: any
-	                        (u64), min_expire (i64), max_login_delay (i64) */
+	                        table (auth.h, passwd_db_dump_public) */
 	/* master -> auth */
 	AUTHP_CLIENT = 200,  /* kind (u64, enum authp_kind); fd: a socket to a
 	                        new serving process */

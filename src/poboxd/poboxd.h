@@ -64,9 +64,7 @@ struct server {
 	struct workq *workq;
 	struct workq *deliver_wq;  /* SMTP/LMTP deliveries (fsync-bound); NULL
 	                              when no receiver is configured */
-	struct passwd_db *db;      /* the hash-free user table from auth; NULL
-	                              in a login process */
-	struct passwd_policy_range policy_range; /* of the table, for CAPA */
+	struct passwd_db *db;      /* the hash-free user table from auth */
 	struct server_config *config;
 	const char *config_path;
 	struct iptable *ips;

@@ -418,7 +418,7 @@ session_attach(struct server *srv, int fd, const struct session_attach *a)
 	s->pop3_set.max_bad_commands = set->max_bad_commands;
 	s->pop3_set.sasl_mechs = s->config->sasl_mechs;
 	s->pop3_set.sasl_mech_count = s->config->sasl_mech_count;
-	session_capa_policy(s, &srv->policy_range);
+	session_capa_policy(s, passwd_db_policy_range(srv->db));
 	log_info("session=%s event=login user=%s method=%s%s%s ip=%s messages=%u",
 	    s->id, a->user, a->method, a->mech != NULL ? " mech=" : "",
 	    a->mech != NULL ? a->mech : "", s->ip, a->md->count);
@@ -522,7 +522,7 @@ session_create(struct server *srv, int fd, const struct sockaddr_storage *peer,
 	s->pop3_set.max_bad_commands = set->max_bad_commands;
 	s->pop3_set.sasl_mechs = s->config->sasl_mechs;
 	s->pop3_set.sasl_mech_count = s->config->sasl_mech_count;
-	session_capa_policy(s, &srv->policy_range);
+	session_capa_policy(s, passwd_db_policy_range(srv->db));
 	if (set->apop) {
 		uint32_t r = 0;
 		(void)!getrandom(&r, sizeof(r), 0);
