@@ -1108,6 +1108,9 @@ child_setup(struct master *m, const char *name)
 	for (unsigned w = 0; w < m->srv->workers; w++)
 		if (m->mail_ctl[w] >= 0)
 			close(m->mail_ctl[w]);
+	/* The master's epoll set and signalfd are shared across fork: a
+	 * child taken over could take the master's signals out of its set. */
+	ioloop_forget(&m->loop);
 	/* ps and the tests tell the roles apart by name. */
 	if (name != NULL)
 		prctl(PR_SET_NAME, name, 0, 0, 0);

@@ -7,6 +7,7 @@ POBOXD_TEST_OPEN hook), the auth process replaced when it dies, and
 --single-process."""
 
 import base64
+import ctypes
 import os
 import pwd
 import signal
@@ -24,6 +25,27 @@ PW = "privsep-pw"
 
 def ids(st, key):
     return [int(x) for x in st[key].split()]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+SYS_KCMP, KCMP_FILE = 312, 0   # x86_64
+
+
+def same_file(pid1, fd1, pid2, fd2):
+    """True when the two descriptors are one open file description (kcmp(2))."""
+    return _libc.syscall(SYS_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
+
+
+def listening_inodes():
+    """Socket inodes of TCP listeners (/proc/net/tcp*: state 0A)."""
+    out = set()
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(f) as fh:
+            for line in fh.read().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A":
+                    out.add(parts[9])
+    return out
 
 
 
@@ -202,6 +224,38 @@ class PrivsepTest(PoboxTestCase):
                 self.assertNotEqual(target, str(self.env.passwd))
                 if pid in roles["login"]:
                     self.assertFalse(target.startswith(str(self.env.mail_root)), target)
+
+    @unittest.skipUnless(IS_ROOT and os.uname().machine == "x86_64",
+                         "kcmp(2) on another user's process needs root")
+    def test_children_hold_nothing_of_the_master(self):
+        # What a child shares with the root master are the listeners it
+        # serves and stdio; never the master's event loop (its epoll set
+        # and signalfd: a login process taken over could take the
+        # master's signals out of its epoll set and blind it) nor its
+        # channels to auth and the mail processes.
+        d, roles = self.start(workers="2")
+        self.login_ok()
+        listeners = listening_inodes()
+        master_fds = []
+        for fd in os.listdir(f"/proc/{d.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{d.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if int(fd) > 2 and not (target.startswith("socket:[") and
+                                    target[8:-1] in listeners):
+                master_fds.append((int(fd), target))
+        kinds = {t for _, t in master_fds}
+        self.assertIn("anon_inode:[eventpoll]", kinds)
+        self.assertIn("anon_inode:[signalfd]", kinds)
+        for pid in roles["auth"] + d.worker_pids(2, role="login") + \
+                d.worker_pids(2, role="mail"):
+            comm = open(f"/proc/{pid}/comm").read().strip()
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                for mfd, target in master_fds:
+                    self.assertFalse(same_file(d.pid, mfd, pid, int(fd)),
+                                     f"{comm} (pid {pid}) holds the master's "
+                                     f"{target} as fd {fd}")
 
     def test_user_table_reaches_workers_without_hashes(self):
         # Recipients come from the table auth sends (LMTP RCPT needs no
