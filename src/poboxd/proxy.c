@@ -111,12 +111,6 @@ client_drained(void *ctx)
 	struct proxy *p = ctx;
 
 	if (p->closing) {
-		/* Also called when the output fell below the low-water mark
-		 * (that clears the drain request): the rest goes first. */
-		if (conn_out_pending(p->client) > 0) {
-			conn_want_drain(p->client);
-			return;
-		}
 		proxy_free(p, "done");
 		return;
 	}
@@ -167,15 +161,10 @@ mail_drained(void *ctx)
 {
 	struct proxy *p = ctx;
 
-	if (!p->client_eof) {
-		conn_pause_input(p->client, false);
-		return;
-	}
-	/* As in client_drained: below the low-water mark is not empty. */
-	if (conn_out_pending(p->mail) == 0)
+	if (p->client_eof && conn_out_pending(p->mail) == 0)
 		mail_shutdown_write(p);
 	else
-		conn_want_drain(p->mail);
+		conn_pause_input(p->client, false);
 }
 
 static void

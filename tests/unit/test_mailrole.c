@@ -177,6 +177,35 @@ pump(int fd)
 	timer_remove(&t);
 }
 
+struct spin {
+	struct timer *t;
+	unsigned left;
+};
+
+static void
+spin_tick(void *ctx)
+{
+	struct spin *sp = ctx;
+
+	if (--sp->left == 0) {
+		sp->t = NULL;
+		ioloop_stop(fx.srv.loop);
+		return;
+	}
+	timer_reset(sp->t, 0);
+}
+
+/* Exactly n passes of the loop (each: the timers, then one epoll_wait
+ * that does not block, then the ready callbacks): the same run to run. */
+static void
+spin(unsigned n)
+{
+	struct spin sp = { NULL, n + 1 };
+
+	sp.t = timer_add(fx.srv.loop, 0, spin_tick, &sp);
+	ioloop_run(fx.srv.loop);
+}
+
 /* A good login of alice, as auth answers a login process: its grant. */
 static char *
 grant(void)
@@ -332,6 +361,89 @@ test_attach_with_a_file_is_refused(void **state)
 	}
 }
 
+/* A client reading a long RETR slowly sends DELE and QUIT before it has
+ * all of it: the session closes once every octet is out (UPDATE ran:
+ * a message cut short now is a message lost). */
+static void
+quit_during_long_retr(size_t step, int sndbuf, size_t quit_at)
+{
+	static const char quit[] = "DELE 2\r\nQUIT\r\n";
+	char path[512], *msg, *got;
+	size_t msglen = 300000, len = 0, cap = 2 * msglen;
+	bool sent_quit = false, eof = false;
+	int sv[2];
+
+	/* 2000...: listed after the small one, message 2. */
+	msg = malloc(msglen);
+	memcpy(msg, "Subject: big\r\n\r\n", 16);
+	for (size_t i = 16; i < msglen; i++)
+		msg[i] = (i % 72 == 70) ? '\r' : (i % 72 == 71) ? '\n' : 'x';
+	msg[msglen - 2] = '\r';
+	msg[msglen - 1] = '\n';
+	snprintf(path, sizeof(path), "%s/alice/cur/2000.M2P1.test:2,S", fx.dir);
+	tu_write_file(path, msg, msglen);
+	assert_int_equal(open_alice(1), POP3_LOGIN_OK);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+	assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+	send_attach(1, "RETR 2\r\n", sv[1]);
+	close(sv[1]);
+	got = malloc(cap);
+	for (unsigned i = 0; i < 100000 && !eof; i++) {
+		spin(1);
+		for (size_t want = step; want > 0 && len < cap; ) {
+			ssize_t r = read(sv[0], got + len, want < cap - len ? want : cap - len);
+
+			if (r == 0)
+				eof = true;
+			if (r <= 0)
+				break;
+			len += (size_t)r;
+			want -= (size_t)r;
+		}
+		if (!sent_quit && len >= quit_at) {
+			assert_int_equal(write(sv[0], quit, strlen(quit)), (ssize_t)strlen(quit));
+			sent_quit = true;
+		}
+	}
+	close(sv[0]);
+	assert_true(eof);
+	/* The whole message, its end, and the replies to DELE and QUIT. */
+	if (len <= msglen)
+		fail_msg("step=%zu sndbuf=%d quit_at=%zu: %zu octets: %.*s", step, sndbuf,
+		    quit_at, len, (int)(len < 200 ? len : 200), got);
+	{
+		const char *end = "\r\n.\r\n+OK";
+		char *dot = memmem(got, len, end, strlen(end));
+
+		if (dot == NULL || (size_t)(dot + 2 - got) < msglen ||
+		    memcmp(dot + 2 - msglen, msg, msglen) != 0)
+			fail_msg("step=%zu sndbuf=%d quit_at=%zu: the message did not "
+			    "arrive whole (%zu octets)", step, sndbuf, quit_at, len);
+		if (len < 20 || memcmp(got + len - 2, "\r\n", 2) != 0 ||
+		    memmem(dot, (size_t)(got + len - dot), "+OK Logging out", 15) == NULL)
+			fail_msg("step=%zu sndbuf=%d quit_at=%zu: no QUIT reply (%zu octets)",
+			    step, sndbuf, quit_at, len);
+	}
+	free(got);
+	free(msg);
+	/* Put it back for the next round. */
+	tu_write_file(path, "", 0);
+	unlink(path);
+}
+
+static void
+test_quit_during_long_retr_flushes(void **state)
+{
+	static const size_t steps[] = { 1000, 4096, 7000, 20000 };
+	static const int bufs[] = { 4096, 16384 };
+
+	for (size_t b = 0; b < ARRAY_SIZE(bufs); b++)
+		for (size_t i = 0; i < ARRAY_SIZE(steps); i++)
+			for (size_t q = 100000; q < 300000; q += 9000)
+				quit_during_long_retr(steps[i], bufs[b], q);
+}
+
 /* Out of order, malformed or unknown: the open concerned is dropped
  * (its maildrop released), nothing else. */
 static void
@@ -393,6 +505,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_attach_with_a_file_is_refused, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_bad_attach_and_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quit_during_long_retr_flushes, setup,
+		    teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
