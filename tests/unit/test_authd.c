@@ -252,6 +252,89 @@ test_kinds_ask_only_their_part(void **state)
 	close(whole);
 }
 
+static void
+sasl_start(int fd, uint32_t id, const char *mech, const char *data, const char *external)
+{
+	struct ipc_out o;
+
+	ipc_out_init(&o, AUTHP_SASL_START, id);
+	ipc_put_str(&o, mech);
+	ipc_put_str(&o, data);
+	ipc_put_u64(&o, 0);
+	ipc_put_str(&o, NULL);
+	ipc_put_str(&o, NULL);
+	ipc_put_str(&o, external);
+	assert_int_equal(ipc_send(fd, &o, -1), 0);
+}
+
+/* The next message on fd (NULL: the channel was dropped). */
+static struct ipc_msg *
+next_or_drop(int fd)
+{
+	struct ipc_msg *m = malloc(sizeof(*m));
+
+	pump(fd);
+	if (ipc_recv(fd, m) != 1) {
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+static struct ipc_msg *
+next(int fd)
+{
+	struct ipc_msg *m = next_or_drop(fd);
+
+	if (m == NULL)
+		fail_msg("auth dropped the channel");
+	return m;
+}
+
+/* A login process taken over speaks for no one it was not given: it
+ * cannot answer a token check auth never asked for (any exchange,
+ * LOGIN here), nor use a mechanism that is not configured (EXTERNAL,
+ * whose user the login process names, and OAUTHBEARER, whose token it
+ * checks). Each would have been a grant for alice. */
+static void
+test_login_cannot_claim_a_user(void **state)
+{
+	int login = connect_client(AUTHP_KIND_LOGIN);
+	struct ipc_msg *m;
+	struct ipc_out o;
+
+	/* AUTH LOGIN: auth asks for the user name; the login process
+	 * answers with a token verdict instead. */
+	sasl_start(login, 21, "LOGIN", NULL, NULL);
+	m = next(login);
+	assert_int_equal(m->type, AUTHP_SASL_CHALLENGE);
+	free(m);
+	ipc_out_init(&o, AUTHP_SASL_TOKEN, 21);
+	ipc_put_str(&o, "alice");
+	assert_int_equal(ipc_send(login, &o, -1), 0);
+	m = next_or_drop(login);
+	if (m != NULL) {
+		assert_int_not_equal(result_of(m), POP3_LOGIN_OK);
+		assert_null(ipc_str(m, AUTHP_R_GRANT));
+		free(m);
+	}
+	close(login);
+	/* EXTERNAL and OAUTHBEARER without tls_client_ca, oauth_*. */
+	login = connect_client(AUTHP_KIND_LOGIN);
+	sasl_start(login, 22, "EXTERNAL", "", "alice");
+	m = next(login);
+	assert_int_equal(m->type, AUTHP_RESULT);
+	assert_int_not_equal(result_of(m), POP3_LOGIN_OK);
+	assert_null(ipc_str(m, AUTHP_R_GRANT));
+	free(m);
+	sasl_start(login, 23, "OAUTHBEARER", "n,a=alice,\001auth=Bearer x\001\001", NULL);
+	m = next(login);
+	assert_int_equal(m->type, AUTHP_RESULT);
+	assert_int_not_equal(result_of(m), POP3_LOGIN_OK);
+	free(m);
+	close(login);
+}
+
 int
 main(void)
 {
@@ -259,6 +342,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_grant_redeemed_once_by_mail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_grant_without_good_login, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kinds_ask_only_their_part, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_login_cannot_claim_a_user, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
