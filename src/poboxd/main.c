@@ -978,6 +978,16 @@ auth_on_signal(void *ctx, int signo)
 		return;
 	}
 	if (reload_read(srv, &c, &db, false) == 0) {
+		char *error = NULL;
+
+		if (c->set.oauth_jwks_file[0] != '\0' &&
+		    jwks_load(c->set.oauth_jwks_file, &c->jwks, &error) < 0) {
+			log_error("event=reload_failed error=\"oauth_jwks_file: %s\"", error);
+			free(error);
+			server_config_unref(&c);
+			passwd_db_free(&db);
+			return;
+		}
 		server_config_unref(&srv->config);
 		srv->config = server_config_ref(c);
 		authd_reload(auth_role, c, db);
@@ -1019,11 +1029,11 @@ authd_main(struct server *srv, int ctl)
 	char *error = NULL;
 	int r;
 
-	/* The master's TLS keys, aliases and JWKS are no business of this
-	 * process (nor are they re-read here on SIGHUP). */
+	/* The master's TLS keys and aliases are no business of this process
+	 * (nor are they re-read here on SIGHUP); the JWKS is: OAuth tokens
+	 * are checked here. */
 	tls_ctx_free(&srv->config->tls_ctx);
 	aliases_free(&srv->config->aliases);
-	jwks_free(&srv->config->jwks);
 	if (passwd_db_open(srv->config->set.passwd_file, srv->config->set.mail_root,
 	    &db, &error) < 0) {
 		log_error("event=startup role=auth error=\"%s\"", error);

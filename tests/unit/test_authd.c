@@ -12,6 +12,7 @@
 #include "testutil.h"
 
 #include "auth/auth.h"
+#include "auth/jwt.h"
 #include "lib/ioloop.h"
 #include "lib/ipc.h"
 #include "lib/util.h"
@@ -26,6 +27,7 @@ server_config_unref(struct server_config **cp)
 	*cp = NULL;
 	if (c == NULL || --c->refs > 0)
 		return;
+	jwks_free(&c->jwks);
 	settings_free(&c->set);
 	free(c);
 }
@@ -39,8 +41,13 @@ struct fixture {
 
 static struct fixture fx;
 
+/* RFC 7517 A.1's P-256 key: no token here is signed by it. */
+#define TEST_JWKS "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"1\"," \
+	"\"x\":\"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4\"," \
+	"\"y\":\"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM\"}]}"
+
 static int
-setup(void **state)
+setup_common(void **state, bool jwks)
 {
 	char path[512], conf[2048], line[512];
 	struct server_config *c = calloc(1, sizeof(*c));
@@ -53,18 +60,38 @@ setup(void **state)
 	snprintf(line, sizeof(line), "alice:%s:%s/alice:\n", hash, fx.dir);
 	snprintf(path, sizeof(path), "%s/passwd", fx.dir);
 	tu_write_file(path, line, strlen(line));
-	snprintf(conf, sizeof(conf), "passwd_file = %s/passwd\nmail_root = %s\n",
-	    fx.dir, fx.dir);
+	snprintf(conf, sizeof(conf), "passwd_file = %s/passwd\nmail_root = %s\n%s%s%s",
+	    fx.dir, fx.dir, jwks ? "oauth_jwks_file = " : "", jwks ? fx.dir : "",
+	    jwks ? "/jwks.json\noauth_issuer = https://idp.example\n"
+	    "oauth_audience = pop\noauth_user_claim = sub\n" : "");
+	snprintf(path, sizeof(path), "%s/jwks.json", fx.dir);
+	tu_write_file(path, TEST_JWKS, strlen(TEST_JWKS));
 	snprintf(path, sizeof(path), "%s/poboxd.conf", fx.dir);
 	tu_write_file(path, conf, strlen(conf));
 	assert_int_equal(settings_load(&c->set, path, &error), 0);
 	c->refs = 1;
+	if (jwks) {
+		snprintf(path, sizeof(path), "%s/jwks.json", fx.dir);
+		assert_int_equal(jwks_load(path, &c->jwks, &error), 0);
+	}
 	snprintf(path, sizeof(path), "%s/passwd", fx.dir);
 	assert_int_equal(passwd_db_open(path, fx.dir, &db, &error), 0);
 	fx.loop = ioloop_new();
 	fx.authd = authd_new(fx.loop, c, db, fx.secret, sizeof(fx.secret), "test");
 	*state = &fx;
 	return 0;
+}
+
+static int
+setup(void **state)
+{
+	return setup_common(state, false);
+}
+
+static int
+setup_jwks(void **state)
+{
+	return setup_common(state, true);
 }
 
 static int
@@ -284,10 +311,10 @@ next_or_drop(int fd)
 static struct ipc_msg *
 next(int fd)
 {
-	struct ipc_msg *m = next_or_drop(fd);
+	struct ipc_msg *m = xmalloc(sizeof(*m));
 
-	if (m == NULL)
-		fail_msg("auth dropped the channel");
+	pump(fd);
+	assert_int_equal(ipc_recv(fd, m), 1);
 	return m;
 }
 
@@ -335,6 +362,31 @@ test_login_cannot_claim_a_user(void **state)
 	close(login);
 }
 
+/* With oauth_jwks_file auth checks the token itself: the login process
+ * does not get to say whose it is. */
+static void
+test_jwks_tokens_checked_by_auth(void **state)
+{
+	int login = connect_client(AUTHP_KIND_LOGIN);
+	struct ipc_msg *m;
+	struct ipc_out o;
+
+	sasl_start(login, 31, "OAUTHBEARER", "n,a=alice,\001auth=Bearer a.b.c\001\001", NULL);
+	m = next(login);
+	/* No TOKEN_CHECK: the error challenge of a bad token. */
+	assert_int_equal(m->type, AUTHP_SASL_CHALLENGE);
+	free(m);
+	ipc_out_init(&o, AUTHP_SASL_TOKEN, 31);
+	ipc_put_str(&o, "alice");
+	assert_int_equal(ipc_send(login, &o, -1), 0);
+	m = next_or_drop(login);
+	if (m != NULL) {
+		assert_int_not_equal(result_of(m), POP3_LOGIN_OK);
+		free(m);
+	}
+	close(login);
+}
+
 int
 main(void)
 {
@@ -343,6 +395,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_no_grant_without_good_login, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kinds_ask_only_their_part, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_login_cannot_claim_a_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_jwks_tokens_checked_by_auth, setup_jwks,
+		    teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
