@@ -224,14 +224,16 @@ send_result(struct authd_client *c, uint32_t id, enum pop3_login_result res,
 }
 
 /* The hash-free table in a sealed memfd: one message whatever its size,
- * parsed by the passwd parser on the other side. */
+ * parsed by the passwd parser on the other side. A login process gets
+ * the policy range alone (CAPA before login): no user names. */
 static void
 send_table(struct authd *a, struct authd_client *c)
 {
 	struct ipc_out o;
 	int fd = memfd_create("pobox-users", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 
-	if (fd < 0 || passwd_db_dump_public(a->db, fd) < 0 ||
+	if (fd < 0 || (c->kind == AUTHP_KIND_LOGIN ? passwd_db_dump_policy(a->db, fd) :
+	    passwd_db_dump_public(a->db, fd)) < 0 ||
 	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
 	    F_SEAL_SEAL) < 0 || lseek(fd, 0, SEEK_SET) < 0) {
 		log_error("event=auth_table_failed error=\"%s\"", strerror(errno));

@@ -36,6 +36,24 @@ def same_file(pid1, fd1, pid2, fd2):
     return _libc.syscall(SYS_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
 
 
+def memory_holds(pid, needle):
+    """True when needle is in a writable mapping of process pid (its heap,
+    anonymous memory, stacks): what the process has learnt."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb") as mem:
+        for line in maps:
+            parts = line.split()
+            if "w" not in parts[1]:
+                continue
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            try:
+                mem.seek(lo)
+                if needle in mem.read(hi - lo):
+                    return True
+            except (OSError, ValueError, OverflowError):
+                continue
+    return False
+
+
 def listening_inodes():
     """Socket inodes of TCP listeners (/proc/net/tcp*: state 0A)."""
     out = set()
@@ -256,6 +274,24 @@ class PrivsepTest(PoboxTestCase):
                     self.assertFalse(same_file(d.pid, mfd, pid, int(fd)),
                                      f"{comm} (pid {pid}) holds the master's "
                                      f"{target} as fd {fd}")
+
+    @unittest.skipUnless(IS_ROOT, "reading another user's memory needs root")
+    def test_login_process_knows_no_users(self):
+        # CAPA before login needs the range of the users' policies, not
+        # the users: a login process taken over finds no names to try.
+        self.env.add_user_line("zebulon", PW, extra="expire=3 login_delay=300")
+        d, roles = self.start(expire="never")
+        with self.env.connect() as c:
+            c.send("CAPA\r\n")
+            c.line()
+            caps = c.multi()
+        self.assertIn("EXPIRE 3 USER", caps)
+        self.assertIn("LOGIN-DELAY 300 USER", caps)
+        self.login_ok()
+        for pid in roles["login"]:
+            self.assertFalse(memory_holds(pid, b"zebulon"), f"login process {pid}")
+        # The mail process has the table (recipients): the check sees it.
+        self.assertTrue(any(memory_holds(pid, b"zebulon") for pid in roles["mail"]))
 
     def test_user_table_reaches_workers_without_hashes(self):
         # Recipients come from the table auth sends (LMTP RCPT needs no

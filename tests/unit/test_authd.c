@@ -57,7 +57,8 @@ setup_common(void **state, bool jwks)
 
 	assert_non_null(hash);
 	fx.dir = tu_tmpdir();
-	snprintf(line, sizeof(line), "alice:%s:%s/alice:\n", hash, fx.dir);
+	snprintf(line, sizeof(line), "alice:%s:%s/alice:\nbob:%s:%s/bob: login_delay=300 "
+	    "expire=7\n", hash, fx.dir, hash, fx.dir);
 	snprintf(path, sizeof(path), "%s/passwd", fx.dir);
 	tu_write_file(path, line, strlen(line));
 	snprintf(conf, sizeof(conf), "passwd_file = %s/passwd\nmail_root = %s\n%s%s%s",
@@ -318,6 +319,49 @@ next(int fd)
 	return m;
 }
 
+/* The user table of a process of kind, parsed. */
+static struct passwd_db *
+table_of(enum authp_kind kind)
+{
+	struct ipc_msg *m = xmalloc(sizeof(*m));
+	struct passwd_db *db = NULL;
+	char *error = NULL;
+	int sv[2];
+
+	assert_int_equal(ipc_socketpair(sv), 0);
+	authd_add_client(fx.authd, sv[0], kind);
+	assert_int_equal(ipc_recv(sv[1], m), 1);
+	assert_int_equal(m->type, AUTHP_TABLE);
+	assert_true(m->fd >= 0);
+	assert_int_equal(passwd_db_open_fd(m->fd, "table", &db, &error), 0);
+	m->fd = -1;
+	free(m);
+	close(sv[1]);
+	return db;
+}
+
+/* A login process needs the range of the users' policies (CAPA before
+ * login) and nothing else: no names, no maildirs for one taken over to
+ * harvest. A mail process gets the users (recipients). */
+static void
+test_login_gets_no_users(void **state)
+{
+	struct passwd_db *db = table_of(AUTHP_KIND_LOGIN);
+	const struct passwd_policy_range *r = passwd_db_policy_range(db);
+	struct auth_user *u = NULL;
+
+	assert_int_equal(passwd_db_lookup(db, "alice", &u), 0);
+	assert_int_equal(passwd_db_lookup(db, "bob", &u), 0);
+	assert_true(r->any);
+	assert_int_equal(r->min_expire, 7);
+	assert_int_equal(r->max_login_delay, 300);
+	passwd_db_free(&db);
+	db = table_of(AUTHP_KIND_MAIL);
+	assert_int_equal(passwd_db_lookup(db, "alice", &u), 1);
+	auth_user_free(&u);
+	passwd_db_free(&db);
+}
+
 /* A login process taken over speaks for no one it was not given: it
  * cannot answer a token check auth never asked for (any exchange,
  * LOGIN here), nor use a mechanism that is not configured (EXTERNAL,
@@ -395,6 +439,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_no_grant_without_good_login, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kinds_ask_only_their_part, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_login_cannot_claim_a_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_login_gets_no_users, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jwks_tokens_checked_by_auth, setup_jwks,
 		    teardown),
 	};
