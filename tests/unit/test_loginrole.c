@@ -5,6 +5,7 @@
  * did. Driven step by step on a real event loop over socketpairs with
  * small socket buffers, so every interleaving here is the same run to
  * run. */
+#include <crypt.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -17,8 +18,10 @@
 
 #include "lib/conn.h"
 #include "lib/ioloop.h"
+#include "lib/ipc.h"
 #include "lib/settings.h"
 #include "lib/util.h"
+#include "poboxd/mailproto.h"
 #include "poboxd/poboxd.h"
 
 /* main.c's (configs are the master's). */
@@ -280,6 +283,180 @@ test_half_close_reaches_slow_mail_process(void **state)
 				slow_mail_gets_half_close(n, steps[i], bufs[b]);
 }
 
+/* ---- a login handed over in the clear */
+
+static char *tmpdir;
+static struct authd *authd;
+static unsigned char secret[32];
+
+static int
+setup_login(void **state)
+{
+	char path[512], conf[1024], line[512];
+	struct server_config *c = calloc(1, sizeof(*c));
+	struct passwd_db *db;
+	char *error = NULL;
+	const char *hash = crypt("right-pw", "$6$rounds=1000$loginroletest$");
+	int sv[2];
+
+	setup(state);
+	tmpdir = tu_tmpdir();
+	snprintf(line, sizeof(line), "alice:%s:%s/alice:\n", hash, tmpdir);
+	snprintf(path, sizeof(path), "%s/passwd", tmpdir);
+	tu_write_file(path, line, strlen(line));
+	snprintf(conf, sizeof(conf), "passwd_file = %s/passwd\nmail_root = %s\n"
+	    "auth_failure_delay = 0\n", tmpdir, tmpdir);
+	snprintf(path, sizeof(path), "%s/poboxd.conf", tmpdir);
+	tu_write_file(path, conf, strlen(conf));
+	assert_int_equal(settings_load(&c->set, path, &error), 0);
+	c->refs = 1;
+	c->expire_days = -1;
+	snprintf(path, sizeof(path), "%s/passwd", tmpdir);
+	assert_int_equal(passwd_db_open(path, tmpdir, &db, &error), 0);
+	srv.config = c;
+	srv.ips = iptable_new();
+	snprintf(srv.hostname, sizeof(srv.hostname), "test");
+	authd = authd_new(srv.loop, server_config_ref(c), db, secret, sizeof(secret), "test");
+	assert_int_equal(ipc_socketpair(sv), 0);
+	authd_add_client(authd, sv[0], AUTHP_KIND_LOGIN);
+	assert_int_equal(authclient_connect(&srv, sv[1]), 0);
+	return 0;
+}
+
+static int
+teardown_login(void **state)
+{
+	session_close_all(&srv, "test");
+	handoff_close(&srv);
+	authclient_close(&srv);
+	authd_free(&authd);
+	passwd_db_free(&srv.db);
+	iptable_free(&srv.ips);
+	server_config_unref(&srv.config);
+	tu_rmtree(tmpdir);
+	free(tmpdir);
+	return teardown(state);
+}
+
+static void
+on_readable(void *ctx, unsigned events)
+{
+	ioloop_stop(srv.loop);
+}
+
+static void
+on_timeout(void *ctx)
+{
+	fail_msg("nothing in 5 s");
+}
+
+/* Runs the loop until fd has something. */
+static void
+pump(int fd)
+{
+	struct io *io = io_add(srv.loop, fd, IO_READ, on_readable, NULL);
+	struct timer *t = timer_add(srv.loop, 5000, on_timeout, NULL);
+
+	ioloop_run(srv.loop);
+	io_remove(&io);
+	timer_remove(&t);
+}
+
+/* Everything readable on fd now (non-blocking), counted. */
+static size_t
+drain(int fd, size_t max)
+{
+	char buf[4096];
+	size_t got = 0;
+	ssize_t r;
+
+	while (got < max && (r = read(fd, buf, max - got < sizeof(buf) ? max - got :
+	    sizeof(buf))) > 0)
+		got += (size_t)r;
+	return got;
+}
+
+/* A client pipelines CAPA past the high-water mark, then logs in while
+ * it reads slowly: the socket goes to the mail process only once every
+ * reply of the login process is out (the mail process writes next, and
+ * the login process closes its copy). */
+static void
+handover_after_output(size_t step)
+{
+	struct sockaddr_storage peer = { .ss_family = AF_UNIX };
+	struct ipc_msg *m = xmalloc(sizeof(*m));
+	struct ipc_out o;
+	char buf[4096];
+	size_t capa_len, n, want, got = 0;
+	const char *login = "USER alice\r\nPASS right-pw\r\n";
+	int cs[2], ms[2], small = 4096;
+	bool attached = false;
+	struct buf cmds = BUF_INIT;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cs), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ms), 0);
+	handoff_connect(&srv, ms[0]);
+	assert_int_equal(setsockopt(cs[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+	session_create(&srv, cs[0], &peer, false);
+	nonblock(cs[1]);
+	pump(cs[1]);
+	assert_true(drain(cs[1], sizeof(buf)) > 0);          /* the greeting */
+	/* One CAPA for the length of its reply. */
+	assert_int_equal(write(cs[1], "CAPA\r\n", 6), 6);
+	pump(cs[1]);
+	spin(2);
+	capa_len = drain(cs[1], sizeof(buf));
+	assert_true(capa_len > 100);
+	/* Enough that the last one takes the output past 64 KiB. */
+	n = (CONN_OUT_HIGH + capa_len - 1) / capa_len;
+	for (size_t i = 0; i < n; i++)
+		buf_puts(&cmds, "CAPA\r\n");
+	assert_int_equal(write(cs[1], buf_head(&cmds), buf_size(&cmds)),
+	    (ssize_t)buf_size(&cmds));
+	buf_free(&cmds);
+	want = n * capa_len + strlen("+OK Send PASS\r\n");
+	spin(3);
+	assert_int_equal(write(cs[1], login, strlen(login)), (ssize_t)strlen(login));
+	/* Auth says yes (a hashing thread): the login process asks to open. */
+	pump(ms[1]);
+	assert_int_equal(ipc_recv(ms[1], m), 1);
+	assert_int_equal(m->type, MAILP_OPEN);
+	ipc_out_init(&o, MAILP_OPENED, m->id);
+	ipc_put_i64(&o, POP3_LOGIN_OK);
+	assert_int_equal(ipc_send(ms[1], &o, -1), 0);
+	nonblock(ms[1]);
+	for (unsigned i = 0; i < 100000 && !attached; i++) {
+		spin(1);
+		got += drain(cs[1], step);
+		while (!attached && ipc_recv(ms[1], m) == 1) {
+			assert_int_equal(m->type, MAILP_ATTACH);
+			if (m->fd < 0)
+				continue;   /* a chunk of pending input */
+			attached = true;
+			/* All the login process wrote is in the socket now. */
+			got += drain(cs[1], SIZE_MAX);
+			ipc_msg_clear(m);
+		}
+	}
+	assert_true(attached);
+	free(m);
+	close(cs[1]);
+	close(ms[1]);
+	handoff_close(&srv);
+	if (got != want)
+		fail_msg("step=%zu: %zu octets of the login process's %zu reached the "
+		    "client", step, got, want);
+}
+
+static void
+test_handover_after_all_output(void **state)
+{
+	static const size_t steps[] = { 512, 2000, 4096, 9000 };
+
+	for (size_t i = 0; i < ARRAY_SIZE(steps); i++)
+		handover_after_output(steps[i]);
+}
+
 int
 main(void)
 {
@@ -288,6 +465,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_half_close_reaches_slow_mail_process,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handover_after_all_output, setup_login,
+		    teardown_login),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
