@@ -869,6 +869,11 @@ serve(struct server *srv, unsigned worker, unsigned row, enum server_role role,
 	srv->worker = worker;
 	srv->limits_row = row;
 	srv->role = role;
+	/* Our row of the shared counts, and only ours, writable. */
+	if (limits_confine(srv->limits, row) < 0) {
+		log_error("event=startup error=\"session counters: %s\"", strerror(errno));
+		return 1;
+	}
 	for (unsigned i = 0; i < listener_count; i++) {
 		if ((listeners[i].worker != worker && listeners[i].worker != WORKER_ALL) ||
 		    !role_serves(role, listeners[i].kind)) {
@@ -1148,9 +1153,11 @@ master_spawn_auth(struct master *m)
 	if (pid == 0) {
 		close(sv[0]);
 		child_setup(m, "poboxd-auth");
-		/* No client socket ever reaches the auth process. */
+		/* No client socket ever reaches the auth process, nor do
+		 * the session counts. */
 		for (unsigned i = 0; i < listener_count; i++)
 			close(listeners[i].fd);
+		limits_free(&m->srv->limits);
 		if (drop_privileges(m->srv->config->set.auth_user, NULL) < 0)
 			_exit(1);
 		_exit(authd_main(m->srv, sv[1]));

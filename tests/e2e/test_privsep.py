@@ -293,6 +293,30 @@ class PrivsepTest(PoboxTestCase):
         # The mail process has the table (recipients): the check sees it.
         self.assertTrue(any(memory_holds(pid, b"zebulon") for pid in roles["mail"]))
 
+    @unittest.skipUnless(IS_ROOT, "another user's smaps needs root")
+    def test_serving_processes_write_only_their_own_counts(self):
+        # max_sessions is shared memory; each serving process may write
+        # its own row only (a login process taken over filling every
+        # row would refuse all POP3 and SMTP clients): the only shared
+        # mapping it could ever write is its row of the counters.
+        d, roles = self.start(workers="2")
+        self.login_ok()
+        for pid in d.worker_pids(2, role="login") + d.worker_pids(2, role="mail"):
+            writable, name = [], None
+            with open(f"/proc/{pid}/smaps") as f:
+                for line in f:
+                    if "-" in line.split(" ", 1)[0] and not line.startswith("VmFlags"):
+                        parts = line.split()
+                        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                        name = (" ".join(parts[5:]), hi - lo)
+                    elif line.startswith("VmFlags:"):
+                        flags = line.split()[1:]
+                        if "sh" in flags and "mw" in flags:
+                            writable.append(name)
+            self.assertEqual(len(writable), 1, f"pid {pid}: {writable}")
+            self.assertIn("pobox-limits", writable[0][0], f"pid {pid}: {writable}")
+            self.assertLessEqual(writable[0][1], 65536)
+
     def test_user_table_reaches_workers_without_hashes(self):
         # Recipients come from the table auth sends (LMTP RCPT needs no
         # password data): a user added while running is found.

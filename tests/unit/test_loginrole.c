@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -457,6 +459,71 @@ test_handover_after_all_output(void **state)
 		handover_after_output(steps[i]);
 }
 
+/* ---- the shared session counts */
+
+/* In a confined process: each row's mapping of the counters; the
+ * writable ones are counted, the others must refuse mprotect. */
+static int
+check_rows(unsigned *writable_r)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	unsigned rows = 0;
+
+	*writable_r = 0;
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		unsigned long lo, hi;
+		char perms[8];
+
+		if (strstr(line, "pobox-limits") == NULL ||
+		    sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3)
+			continue;
+		rows++;
+		if (perms[1] == 'w') {
+			(*writable_r)++;
+			continue;
+		}
+		/* Read-only for good: from a read-only descriptor. */
+		if (mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE) == 0 || errno != EACCES)
+			rows += 1000;
+	}
+	fclose(f);
+	return (int)rows;
+}
+
+static void
+test_limits_rows_of_others_read_only(void **state)
+{
+	struct session_limits *l = limits_new(3);
+	unsigned writable;
+	int status;
+	pid_t pid;
+
+	limits_add(l, 0, "192.0.2.1");
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* The process of row 1: counts there, reads the others. */
+		bool ok = limits_confine(l, 1) == 0;
+
+		limits_add(l, 1, "192.0.2.1");
+		ok = ok && limits_total(l) == 2;
+		ok = ok && limits_acquire(l, 1, "192.0.2.1", 3, 3) == NULL;
+		ok = ok && check_rows(&writable) == 3 && writable == 1;
+		_exit(ok ? 0 : 1);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* The parent sees its counts, and may reset its row. */
+	assert_int_equal(limits_total(l), 3);
+	limits_reset_worker(l, 1);
+	assert_int_equal(limits_total(l), 1);
+	limits_free(&l);
+}
+
 int
 main(void)
 {
@@ -467,6 +534,7 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handover_after_all_output, setup_login,
 		    teardown_login),
+		cmocka_unit_test(test_limits_rows_of_others_read_only),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
