@@ -15,8 +15,9 @@ import socket
 import time
 import unittest
 
-from harness import (AUTH_USER, IS_ROOT, LOGIN_USER, Daemon, UNPRIV_USER, PoboxTestCase,
-                     child_pids, free_port, proc_status, simple_message, wait_for)
+from harness import (AUTH_USER, IS_ROOT, LOGIN_USER, Client, Daemon, UNPRIV_USER,
+                     PoboxTestCase, child_pids, free_port, proc_status, simple_message,
+                     sized_message, wait_for)
 
 LOGIN_CHROOT = "/run/pobox/login"   # the default
 
@@ -369,6 +370,57 @@ class PrivsepTest(PoboxTestCase):
             self.assertFalse(os.path.exists(f"/proc/{pid}/status") and
                              "State:\tZ" not in open(f"/proc/{pid}/status").read(),
                              f"pid {pid} still running")
+
+    def transcripts(self, env, single):
+        """The replies to logins with commands pipelined behind them (the
+        login command, a failed one first, SASL with and without an
+        initial response, a half-close), in one process or handed over
+        to a mail process."""
+        if single:
+            env.write_config()
+            if IS_ROOT:
+                serv = pwd.getpwnam(UNPRIV_USER)
+                os.chown(env.passwd, serv.pw_uid, serv.pw_gid)
+            d = Daemon(env, ("--single-process",))
+            env.daemons.append(d)
+            d.wait_ready()
+        else:
+            self.start()
+        ir = base64.b64encode(b"\0alice\0" + PW.encode()).decode()
+        scripts = [
+            f"USER alice\r\nPASS {PW}\r\nSTAT\r\nLIST\r\nRETR 2\r\nTOP 1 0\r\nQUIT\r\n",
+            f"CAPA\r\nUSER alice\r\nPASS nope\r\nUSER alice\r\nPASS {PW}\r\nNOOP\r\n"
+            "BOGUS\r\nLIST 9\r\nQUIT\r\n",
+            f"AUTH PLAIN {ir}\r\nSTAT\r\nRETR 2\r\nQUIT\r\n",
+            f"AUTH PLAIN\r\n{ir}\r\nLIST\r\nQUIT\r\n",
+            f"USER alice\r\nPASS {PW}\r\nRETR 2\r\nDELE 1\r\n",   # then a half-close
+        ]
+        out = []
+        for script in scripts:
+            c = Client(env.port)
+            c.send(script)
+            c.sock.shutdown(socket.SHUT_WR)
+            out.append(c.read_all())
+            c.close()
+        env.wait_event("logout", count=len(scripts))
+        logouts = [{k: e.get(k) for k in ("user", "reason", "commands", "bad_commands",
+                                           "retr", "retr_bytes", "update")}
+                   for e in env.events("logout")]
+        return out, logouts
+
+    def test_handoff_transcripts_match_single_process(self):
+        # A client cannot tell the login/mail split from one process:
+        # the same octets for the same pipelined input, the same logout
+        # line per session.
+        envs = [self.env, self.new_env()]
+        for env in envs:
+            if env is not self.env:
+                env.add_user("alice", PW)
+                env.deliver("alice", simple_message("privsep"))
+            env.deliver("alice", sized_message(200000, "big"), name="2.big")
+        split = self.transcripts(self.env, False)
+        single = self.transcripts(envs[1], True)
+        self.assertEqual(split, single)
 
     def test_single_process(self):
         # --single-process: today's model, one process that reads the
