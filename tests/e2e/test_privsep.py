@@ -46,12 +46,18 @@ def memory_holds(pid, needle):
             if "w" not in parts[1]:
                 continue
             lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            try:
-                mem.seek(lo)
-                if needle in mem.read(hi - lo):
-                    return True
-            except (OSError, ValueError, OverflowError):
+            if hi - lo > 1 << 30:      # a sanitizer's shadow memory
                 continue
+            tail = b""
+            for at in range(lo, hi, 1 << 20):
+                try:
+                    mem.seek(at)
+                    chunk = tail + mem.read(min(1 << 20, hi - at))
+                except (OSError, ValueError, OverflowError):
+                    break
+                if needle in chunk:
+                    return True
+                tail = chunk[-len(needle):]
     return False
 
 
