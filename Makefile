@@ -68,6 +68,10 @@ $(O)/tests/test_%: $(O)/tests/unit/test_%.o $(O)/tests/unit/testutil.o $(LIBPOBO
 
 # The auth role's trust boundary, tested on its own (test_authd.c).
 $(O)/tests/test_authd: $(O)/src/poboxd/authd.o
+# Both ends of the handoff (test_mailrole.c, test_loginrole.c): poboxd
+# but main.o.
+$(O)/tests/test_mailrole $(O)/tests/test_loginrole: $(filter-out \
+    $(O)/src/poboxd/main.o,$(patsubst %.c,$(O)/%.o,$(wildcard src/poboxd/*.c)))
 
 $(O)/tests/replay_%: $(O)/tests/fuzz/%.o $(O)/tests/fuzz/replay.o $(LIBPOBOX)
 	@mkdir -p $(dir $@)

@@ -53,6 +53,9 @@ void passwd_db_free(struct passwd_db **db);
  * (0 / -1); open_fd parses it from fd (taken; the table never refreshes
  * itself), name is for errors. */
 int passwd_db_dump_public(const struct passwd_db *db, int fd);
+/* The same format with no user: one entry (or none) whose policy is
+ * passwd_db_policy_range() of db, for what needs only that. */
+int passwd_db_dump_policy(const struct passwd_db *db, int fd);
 int passwd_db_open_fd(int fd, const char *name, struct passwd_db **db_r,
     char **error_r);
 /* Counts reloads (passwd_db_refresh that loaded a new file). */

@@ -787,6 +787,35 @@ dump_user(FILE *f, const struct auth_user *u)
 }
 
 int
+passwd_db_dump_policy(const struct passwd_db *db, int fd)
+{
+	const struct passwd_policy_range *r = &db->tab->policy;
+	int dupfd = dup(fd);
+	FILE *f = dupfd >= 0 ? fdopen(dupfd, "w") : NULL;
+	int bad;
+
+	if (f == NULL) {
+		if (dupfd >= 0)
+			close(dupfd);
+		return -1;
+	}
+	/* One entry whose policy is the range: the most restrictive of each
+	 * (no entry: no per-user policy). */
+	if (r->any) {
+		fputs("policy:!:/nonexistent:", f);
+		if (r->max_login_delay >= 0)
+			fprintf(f, " login_delay=%d", r->max_login_delay);
+		if (r->min_expire >= 0)
+			fprintf(f, " expire=%d", r->min_expire);
+		else
+			fputs(" expire=never", f);
+		fputc('\n', f);
+	}
+	bad = ferror(f);
+	return fclose(f) != 0 || bad ? -1 : 0;
+}
+
+int
 passwd_db_dump_public(const struct passwd_db *db, int fd)
 {
 	int dupfd = dup(fd);

@@ -335,6 +335,13 @@ xoauth2_step(struct sasl *s, const unsigned char *d, size_t len)
 enum sasl_status
 sasl_token_result(struct sasl *s, const char *user, struct buf *out)
 {
+	/* Only the answer to this exchange's SASL_TOKEN: the verdict comes
+	 * from outside (privsep: a login process) and names the user. */
+	if ((s->mech->id != SASL_OAUTHBEARER && s->mech->id != SASL_XOAUTH2) ||
+	    s->step != 1 || s->token == NULL || s->done) {
+		s->reason = "protocol";
+		return SASL_FAIL;
+	}
 	if (user != NULL && (s->authzid == NULL || strcmp(s->authzid, user) == 0)) {
 		s->user = xstrdup(user);
 		s->done = true;

@@ -88,7 +88,11 @@ conn_drain_due(const struct conn *c)
 {
 	size_t n = buf_size(&c->out);
 
-	return (c->high && n < CONN_OUT_LOW) || (c->want_drain && n == 0);
+	/* A drain request (a close, a socket handed over) waits for every
+	 * octet: a low-water call then would end the connection early. */
+	if (c->want_drain)
+		return n == 0;
+	return c->high && n < CONN_OUT_LOW;
 }
 
 /* Watch for writability while output is pending, or to get back to the

@@ -23,7 +23,8 @@ struct conn_callbacks {
 	/* New input. The callback consumes what it can. */
 	void (*input)(void *ctx, const char *data, size_t len);
 	/* Output fell below CONN_OUT_LOW after conn_flush saw it at or above
-	 * CONN_OUT_HIGH, or fully drained after conn_want_drain(). */
+	 * CONN_OUT_HIGH, or fully drained after conn_want_drain() (while
+	 * that is pending, only then). */
 	void (*drained)(void *ctx);
 	/* EOF or error; reason is static text. The owner frees the conn
 	 * (it may do so inside this callback). */

@@ -95,6 +95,26 @@ ioloop_free(struct ioloop **loopp)
 }
 
 void
+ioloop_forget(struct ioloop **loopp)
+{
+	struct ioloop *loop = *loopp;
+
+	if (loop == NULL)
+		return;
+	/* No epoll_ctl: the set is the parent's too. */
+	if (loop->sigfd >= 0)
+		close(loop->sigfd);
+	free(loop->sigio);
+	free(loop->sigs);
+	for (unsigned i = 0; i < loop->nheap; i++)
+		free(loop->heap[i]);
+	free(loop->heap);
+	close(loop->epfd);
+	free(loop);
+	*loopp = NULL;
+}
+
+void
 ioloop_stop(struct ioloop *loop)
 {
 	loop->running = false;

@@ -22,6 +22,11 @@ typedef void signal_callback(void *ctx, int signo);
 struct ioloop *ioloop_new(void);
 /* All ios, timers and signal handlers must be removed first. */
 void ioloop_free(struct ioloop **loop);
+/* In a child after fork(): closes the parent's loop descriptors (its
+ * epoll set and signalfd are shared with the parent, which a child
+ * could otherwise change or drain) and frees it without touching the
+ * epoll set. Its ios and timers are the parent's: not to be used. */
+void ioloop_forget(struct ioloop **loop);
 /* Runs until ioloop_stop. */
 void ioloop_run(struct ioloop *loop);
 void ioloop_stop(struct ioloop *loop);

@@ -15,10 +15,12 @@
 #include <openssl/crypto.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth/auth.h"
 #include "auth/authcache.h"
+#include "auth/jwt.h"
 #include "auth/sasl.h"
 #include "lib/ioloop.h"
 #include "lib/ipc.h"
@@ -46,6 +48,7 @@ struct authd_conv {
 	unsigned char cb_endpoint[SASL_CB_MAX];
 	char external_user[AUTH_USER_MAX + 1];
 	const char *lookup_note;
+	bool token_pending;      /* TOKEN_CHECK sent: only a verdict may come */
 };
 
 /* A good login of a login process, until its mail process redeems it. */
@@ -221,14 +224,16 @@ send_result(struct authd_client *c, uint32_t id, enum pop3_login_result res,
 }
 
 /* The hash-free table in a sealed memfd: one message whatever its size,
- * parsed by the passwd parser on the other side. */
+ * parsed by the passwd parser on the other side. A login process gets
+ * the policy range alone (CAPA before login): no user names. */
 static void
 send_table(struct authd *a, struct authd_client *c)
 {
 	struct ipc_out o;
 	int fd = memfd_create("pobox-users", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 
-	if (fd < 0 || passwd_db_dump_public(a->db, fd) < 0 ||
+	if (fd < 0 || (c->kind == AUTHP_KIND_LOGIN ? passwd_db_dump_policy(a->db, fd) :
+	    passwd_db_dump_public(a->db, fd)) < 0 ||
 	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
 	    F_SEAL_SEAL) < 0 || lseek(fd, 0, SEEK_SET) < 0) {
 		log_error("event=auth_table_failed error=\"%s\"", strerror(errno));
@@ -493,6 +498,27 @@ conv_outcome(struct authd_conv *x, enum sasl_status st, struct buf *out)
 		conv_free(x);
 		return;
 	case SASL_TOKEN:
+		if (c->a->config->jwks != NULL) {
+			/* A signature check: here, where the keys are, so the
+			 * login process never says whose a token is. */
+			const struct pobox_settings *set = &c->a->config->set;
+			struct jwt_policy pol = { set->oauth_issuer, set->oauth_audience,
+			    set->oauth_user_claim, time(NULL) };
+			struct buf more = BUF_INIT;
+			const char *reason = NULL;
+			char *user = NULL;
+
+			if (jwt_verify(c->a->config->jwks, sasl_token(x->sasl), &pol, &user,
+			    &reason) != 1)
+				x->lookup_note = reason;
+			st = sasl_token_result(x->sasl, user, &more);
+			free(user);
+			conv_outcome(x, st, &more);
+			buf_free(&more);
+			return;
+		}
+		/* oauth_verify_command: the login process runs it. */
+		x->token_pending = true;
 		ipc_out_init(&o, AUTHP_SASL_TOKEN_CHECK, x->id);
 		ipc_put_str(&o, sasl_token(x->sasl));
 		client_send(c, &o, -1);
@@ -535,6 +561,31 @@ opt_field(const struct ipc_msg *m, unsigned i, unsigned char *dst, size_t max,
 	return 0;
 }
 
+/* Whether the serving processes offer mech (authsasl_config's rules, from
+ * the settings): a login process taken over may ask for any, and with
+ * EXTERNAL it names the user, with OAuth it checks the token. */
+static bool
+mech_enabled(const struct pobox_settings *set, const struct sasl_mech *mech)
+{
+	bool oauth = set->oauth_verify_command[0] != '\0' || set->oauth_jwks_file[0] != '\0';
+	char *list, *save = NULL;
+	bool on = false;
+
+	if (mech->id == SASL_EXTERNAL && set->tls_client_ca[0] == '\0')
+		return false;
+	if ((mech->id == SASL_OAUTHBEARER || mech->id == SASL_XOAUTH2) && !oauth)
+		return false;
+	if (strcmp(set->sasl_mechanisms, "default") == 0)
+		return (mech->flags & SASL_F_DEFAULT) || mech->id == SASL_EXTERNAL ||
+		    mech->id == SASL_OAUTHBEARER || mech->id == SASL_XOAUTH2;
+	list = xstrdup(set->sasl_mechanisms);
+	for (char *t = strtok_r(list, " ", &save); t != NULL && !on;
+	    t = strtok_r(NULL, " ", &save))
+		on = sasl_mech_find(t) == mech;
+	free(list);
+	return on;
+}
+
 static void
 do_sasl_start(struct authd_client *c, const struct ipc_msg *m)
 {
@@ -547,6 +598,8 @@ do_sasl_start(struct authd_client *c, const struct ipc_msg *m)
 
 	if (conv_find(c, m->id) != NULL)
 		conv_free(conv_find(c, m->id));
+	if (mech != NULL && !mech_enabled(&c->a->config->set, mech))
+		mech = NULL;  /* (a login process of an earlier configuration) */
 	if (mech == NULL || c->nconvs >= AUTHD_CONVS_MAX || m->nfields != 6 ||
 	    ipc_u64(m, 2, &plus) < 0) {
 		send_result(c, m->id, mech == NULL ? POP3_LOGIN_MALFORMED :
@@ -582,6 +635,8 @@ do_sasl_start(struct authd_client *c, const struct ipc_msg *m)
 	buf_free(&out);
 }
 
+static void client_drop(struct authd_client *c);
+
 static void
 do_sasl_step(struct authd_client *c, const struct ipc_msg *m)
 {
@@ -593,6 +648,15 @@ do_sasl_step(struct authd_client *c, const struct ipc_msg *m)
 		send_result(c, m->id, POP3_LOGIN_MALFORMED, "malformed", NULL, 0, NULL);
 		return;
 	}
+	/* A token verdict answers our TOKEN_CHECK and nothing else: it names
+	 * the user, so one out of turn would be a login for anyone. */
+	if ((m->type == AUTHP_SASL_TOKEN) != x->token_pending) {
+		log_error("event=auth_client_error error=\"SASL %s out of turn\"",
+		    m->type == AUTHP_SASL_TOKEN ? "token verdict" : "step");
+		client_drop(c);
+		return;
+	}
+	x->token_pending = false;
 	if (m->type == AUTHP_SASL_STEP)
 		st = sasl_step(x->sasl, (const unsigned char *)m->f[0].p, m->f[0].len,
 		    m->f[0].p != NULL, &out);
@@ -604,8 +668,6 @@ do_sasl_step(struct authd_client *c, const struct ipc_msg *m)
 }
 
 /* ---- clients */
-
-static void client_drop(struct authd_client *c);
 
 static void
 client_msg(void *ctx, struct ipc_msg *m)

@@ -525,19 +525,8 @@ oauth_start(struct session *s, struct authsasl *x, const char *token)
 	const struct pobox_settings *set = &cfg->set;
 	struct oauth_job *job;
 
-	if (cfg->jwks != NULL) {
-		/* A signature check is cheap: no need to leave the loop. */
-		struct jwt_policy pol = { set->oauth_issuer, set->oauth_audience,
-		    set->oauth_user_claim, time(NULL) };
-		const char *reason = NULL;
-		char *user = NULL;
-
-		if (jwt_verify(cfg->jwks, token, &pol, &user, &reason) != 1)
-			x->lookup_note = reason;
-		oauth_answer(s, x, user);
-		free(user);
-		return;
-	}
+	/* With oauth_jwks_file auth checks tokens itself (authd.c) and asks
+	 * nothing: only the command runs here. */
 	if (session_server(s)->sandboxed) {
 		/* Configured by a SIGHUP after the filter went on: exec is off
 		 * the list, the verifier would kill the worker. */

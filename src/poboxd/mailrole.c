@@ -12,6 +12,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "lib/buf.h"
@@ -162,6 +163,22 @@ on_open(struct mail_link *l, const struct ipc_msg *m)
 	authclient_send(l->srv, &o->req, &out);
 }
 
+/* A connected stream socket (a client's, or the login process's proxy
+ * socketpair): anything else (a file, a directory, a listener) would
+ * fail in the loop, or worse, fail the loop. */
+static bool
+client_socket(int fd)
+{
+	int type = 0, listening = 0;
+	socklen_t len = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM)
+		return false;
+	len = sizeof(listening);
+	return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 &&
+	    listening == 0;
+}
+
 static void
 on_attach(struct mail_link *l, struct ipc_msg *m)
 {
@@ -182,7 +199,8 @@ on_attach(struct mail_link *l, struct ipc_msg *m)
 	if (m->nfields != 6 || m->fd < 0 || ipc_u64(m, 1, &tls) < 0 ||
 	    ipc_u64(m, 2, &counted) < 0 || ipc_u64(m, 3, &commands) < 0 ||
 	    ipc_u64(m, 4, &bad) < 0 || ipc_u64(m, 5, &age) < 0 ||
-	    commands > UINT32_MAX || bad > UINT32_MAX || age > UINT32_MAX) {
+	    commands > UINT32_MAX || bad > UINT32_MAX || age > UINT32_MAX ||
+	    !client_socket(m->fd)) {
 		log_error("event=handoff_error error=\"malformed ATTACH\"");
 		open_free(l, o);
 		return;

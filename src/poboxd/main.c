@@ -876,6 +876,11 @@ serve(struct server *srv, unsigned worker, unsigned row, enum server_role role,
 	srv->worker = worker;
 	srv->limits_row = row;
 	srv->role = role;
+	/* Our row of the shared counts, and only ours, writable. */
+	if (limits_confine(srv->limits, row) < 0) {
+		log_error("event=startup error=\"session counters: %s\"", strerror(errno));
+		return 1;
+	}
 	for (unsigned i = 0; i < listener_count; i++) {
 		if ((listeners[i].worker != worker && listeners[i].worker != WORKER_ALL) ||
 		    !role_serves(role, listeners[i].kind)) {
@@ -979,6 +984,16 @@ auth_on_signal(void *ctx, int signo)
 		return;
 	}
 	if (reload_read(srv, &c, &db, false) == 0) {
+		char *error = NULL;
+
+		if (c->set.oauth_jwks_file[0] != '\0' &&
+		    jwks_load(c->set.oauth_jwks_file, &c->jwks, &error) < 0) {
+			log_error("event=reload_failed error=\"oauth_jwks_file: %s\"", error);
+			free(error);
+			server_config_unref(&c);
+			passwd_db_free(&db);
+			return;
+		}
 		server_config_unref(&srv->config);
 		srv->config = server_config_ref(c);
 		authd_reload(auth_role, c, db);
@@ -1020,11 +1035,11 @@ authd_main(struct server *srv, int ctl)
 	char *error = NULL;
 	int r;
 
-	/* The master's TLS keys, aliases and JWKS are no business of this
-	 * process (nor are they re-read here on SIGHUP). */
+	/* The master's TLS keys and aliases are no business of this process
+	 * (nor are they re-read here on SIGHUP); the JWKS is: OAuth tokens
+	 * are checked here. */
 	tls_ctx_free(&srv->config->tls_ctx);
 	aliases_free(&srv->config->aliases);
-	jwks_free(&srv->config->jwks);
 	if (passwd_db_open(srv->config->set.passwd_file, srv->config->set.mail_root,
 	    &db, &error) < 0) {
 		log_error("event=startup role=auth error=\"%s\"", error);
@@ -1109,6 +1124,9 @@ child_setup(struct master *m, const char *name)
 	for (unsigned w = 0; w < m->srv->workers; w++)
 		if (m->mail_ctl[w] >= 0)
 			close(m->mail_ctl[w]);
+	/* The master's epoll set and signalfd are shared across fork: a
+	 * child taken over could take the master's signals out of its set. */
+	ioloop_forget(&m->loop);
 	/* ps and the tests tell the roles apart by name. */
 	if (name != NULL)
 		prctl(PR_SET_NAME, name, 0, 0, 0);
@@ -1136,9 +1154,11 @@ master_spawn_auth(struct master *m)
 	if (pid == 0) {
 		close(sv[0]);
 		child_setup(m, "poboxd-auth");
-		/* No client socket ever reaches the auth process. */
+		/* No client socket ever reaches the auth process, nor do
+		 * the session counts. */
 		for (unsigned i = 0; i < listener_count; i++)
 			close(listeners[i].fd);
+		limits_free(&m->srv->limits);
 		if (drop_privileges(m->srv->config->set.auth_user, NULL) < 0)
 			_exit(1);
 		_exit(authd_main(m->srv, sv[1]));

@@ -288,6 +288,10 @@ void authsasl_abort(struct session *s);
  * file), one row per process. */
 struct session_limits *limits_new(unsigned rows);
 void limits_free(struct session_limits **l);
+/* In a child, before it reads any client byte: row w stays writable,
+ * every other row becomes read-only for good (w >= rows: all); the
+ * descriptors behind them are closed. 0 / -1. */
+int limits_confine(struct session_limits *l, unsigned w);
 /* The parent, when the process of row w died: its sessions are gone. */
 void limits_reset_worker(struct session_limits *l, unsigned w);
 /* Counts a session handed over from another row (no limit checked). */

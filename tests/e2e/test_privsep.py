@@ -7,6 +7,7 @@ POBOXD_TEST_OPEN hook), the auth process replaced when it dies, and
 --single-process."""
 
 import base64
+import ctypes
 import os
 import pwd
 import signal
@@ -14,8 +15,9 @@ import socket
 import time
 import unittest
 
-from harness import (AUTH_USER, IS_ROOT, LOGIN_USER, Daemon, UNPRIV_USER, PoboxTestCase,
-                     child_pids, free_port, proc_status, simple_message, wait_for)
+from harness import (AUTH_USER, IS_ROOT, LOGIN_USER, Client, Daemon, UNPRIV_USER,
+                     PoboxTestCase, child_pids, free_port, proc_status, simple_message,
+                     sized_message, wait_for)
 
 LOGIN_CHROOT = "/run/pobox/login"   # the default
 
@@ -24,6 +26,51 @@ PW = "privsep-pw"
 
 def ids(st, key):
     return [int(x) for x in st[key].split()]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+SYS_KCMP, KCMP_FILE = 312, 0   # x86_64
+
+
+def same_file(pid1, fd1, pid2, fd2):
+    """True when the two descriptors are one open file description (kcmp(2))."""
+    return _libc.syscall(SYS_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
+
+
+def memory_holds(pid, needle):
+    """True when needle is in a writable mapping of process pid (its heap,
+    anonymous memory, stacks): what the process has learnt."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb") as mem:
+        for line in maps:
+            parts = line.split()
+            if "w" not in parts[1]:
+                continue
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if hi - lo > 1 << 30:      # a sanitizer's shadow memory
+                continue
+            tail = b""
+            for at in range(lo, hi, 1 << 20):
+                try:
+                    mem.seek(at)
+                    chunk = tail + mem.read(min(1 << 20, hi - at))
+                except (OSError, ValueError, OverflowError):
+                    break
+                if needle in chunk:
+                    return True
+                tail = chunk[-len(needle):]
+    return False
+
+
+def listening_inodes():
+    """Socket inodes of TCP listeners (/proc/net/tcp*: state 0A)."""
+    out = set()
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(f) as fh:
+            for line in fh.read().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A":
+                    out.add(parts[9])
+    return out
 
 
 
@@ -203,6 +250,80 @@ class PrivsepTest(PoboxTestCase):
                 if pid in roles["login"]:
                     self.assertFalse(target.startswith(str(self.env.mail_root)), target)
 
+    @unittest.skipUnless(IS_ROOT and os.uname().machine == "x86_64",
+                         "kcmp(2) on another user's process needs root")
+    def test_children_hold_nothing_of_the_master(self):
+        # What a child shares with the root master are the listeners it
+        # serves and stdio; never the master's event loop (its epoll set
+        # and signalfd: a login process taken over could take the
+        # master's signals out of its epoll set and blind it) nor its
+        # channels to auth and the mail processes.
+        d, roles = self.start(workers="2")
+        self.login_ok()
+        listeners = listening_inodes()
+        master_fds = []
+        for fd in os.listdir(f"/proc/{d.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{d.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if int(fd) > 2 and not (target.startswith("socket:[") and
+                                    target[8:-1] in listeners):
+                master_fds.append((int(fd), target))
+        kinds = {t for _, t in master_fds}
+        self.assertIn("anon_inode:[eventpoll]", kinds)
+        self.assertIn("anon_inode:[signalfd]", kinds)
+        for pid in roles["auth"] + d.worker_pids(2, role="login") + \
+                d.worker_pids(2, role="mail"):
+            comm = open(f"/proc/{pid}/comm").read().strip()
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                for mfd, target in master_fds:
+                    self.assertFalse(same_file(d.pid, mfd, pid, int(fd)),
+                                     f"{comm} (pid {pid}) holds the master's "
+                                     f"{target} as fd {fd}")
+
+    @unittest.skipUnless(IS_ROOT, "reading another user's memory needs root")
+    def test_login_process_knows_no_users(self):
+        # CAPA before login needs the range of the users' policies, not
+        # the users: a login process taken over finds no names to try.
+        self.env.add_user_line("zebulon", PW, extra="expire=3 login_delay=300")
+        d, roles = self.start(expire="never")
+        with self.env.connect() as c:
+            c.send("CAPA\r\n")
+            c.line()
+            caps = c.multi()
+        self.assertIn("EXPIRE 3 USER", caps)
+        self.assertIn("LOGIN-DELAY 300 USER", caps)
+        self.login_ok()
+        for pid in roles["login"]:
+            self.assertFalse(memory_holds(pid, b"zebulon"), f"login process {pid}")
+        # The mail process has the table (recipients): the check sees it.
+        self.assertTrue(any(memory_holds(pid, b"zebulon") for pid in roles["mail"]))
+
+    @unittest.skipUnless(IS_ROOT, "another user's smaps needs root")
+    def test_serving_processes_write_only_their_own_counts(self):
+        # max_sessions is shared memory; each serving process may write
+        # its own row only (a login process taken over filling every
+        # row would refuse all POP3 and SMTP clients): the only shared
+        # mapping it could ever write is its row of the counters.
+        d, roles = self.start(workers="2")
+        self.login_ok()
+        for pid in d.worker_pids(2, role="login") + d.worker_pids(2, role="mail"):
+            writable, name = [], None
+            with open(f"/proc/{pid}/smaps") as f:
+                for line in f:
+                    if "-" in line.split(" ", 1)[0] and not line.startswith("VmFlags"):
+                        parts = line.split()
+                        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                        name = (" ".join(parts[5:]), hi - lo)
+                    elif line.startswith("VmFlags:"):
+                        flags = line.split()[1:]
+                        if "sh" in flags and "mw" in flags:
+                            writable.append(name)
+            self.assertEqual(len(writable), 1, f"pid {pid}: {writable}")
+            self.assertIn("pobox-limits", writable[0][0], f"pid {pid}: {writable}")
+            self.assertLessEqual(writable[0][1], 65536)
+
     def test_user_table_reaches_workers_without_hashes(self):
         # Recipients come from the table auth sends (LMTP RCPT needs no
         # password data): a user added while running is found.
@@ -255,6 +376,57 @@ class PrivsepTest(PoboxTestCase):
             self.assertFalse(os.path.exists(f"/proc/{pid}/status") and
                              "State:\tZ" not in open(f"/proc/{pid}/status").read(),
                              f"pid {pid} still running")
+
+    def transcripts(self, env, single):
+        """The replies to logins with commands pipelined behind them (the
+        login command, a failed one first, SASL with and without an
+        initial response, a half-close), in one process or handed over
+        to a mail process."""
+        if single:
+            env.write_config()
+            if IS_ROOT:
+                serv = pwd.getpwnam(UNPRIV_USER)
+                os.chown(env.passwd, serv.pw_uid, serv.pw_gid)
+            d = Daemon(env, ("--single-process",))
+            env.daemons.append(d)
+            d.wait_ready()
+        else:
+            self.start()
+        ir = base64.b64encode(b"\0alice\0" + PW.encode()).decode()
+        scripts = [
+            f"USER alice\r\nPASS {PW}\r\nSTAT\r\nLIST\r\nRETR 2\r\nTOP 1 0\r\nQUIT\r\n",
+            f"CAPA\r\nUSER alice\r\nPASS nope\r\nUSER alice\r\nPASS {PW}\r\nNOOP\r\n"
+            "BOGUS\r\nLIST 9\r\nQUIT\r\n",
+            f"AUTH PLAIN {ir}\r\nSTAT\r\nRETR 2\r\nQUIT\r\n",
+            f"AUTH PLAIN\r\n{ir}\r\nLIST\r\nQUIT\r\n",
+            f"USER alice\r\nPASS {PW}\r\nRETR 2\r\nDELE 1\r\n",   # then a half-close
+        ]
+        out = []
+        for script in scripts:
+            c = Client(env.port)
+            c.send(script)
+            c.sock.shutdown(socket.SHUT_WR)
+            out.append(c.read_all())
+            c.close()
+        env.wait_event("logout", count=len(scripts))
+        logouts = [{k: e.get(k) for k in ("user", "reason", "commands", "bad_commands",
+                                           "retr", "retr_bytes", "update")}
+                   for e in env.events("logout")]
+        return out, logouts
+
+    def test_handoff_transcripts_match_single_process(self):
+        # A client cannot tell the login/mail split from one process:
+        # the same octets for the same pipelined input, the same logout
+        # line per session.
+        envs = [self.env, self.new_env()]
+        for env in envs:
+            if env is not self.env:
+                env.add_user("alice", PW)
+                env.deliver("alice", simple_message("privsep"))
+            env.deliver("alice", sized_message(200000, "big"), name="2.big")
+        split = self.transcripts(self.env, False)
+        single = self.transcripts(envs[1], True)
+        self.assertEqual(split, single)
 
     def test_single_process(self):
         # --single-process: today's model, one process that reads the

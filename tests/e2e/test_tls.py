@@ -5,12 +5,15 @@ USER before and after STLS on a non-loopback address."""
 
 import os
 import poplib
+import select
 import signal
 import socket
 import ssl
 import struct
 import subprocess
 import unittest
+
+import time
 
 from harness import (POBOXD, TIMEOUT, Client, PoboxTestCase, crlf, free_port, need_tool,
                      non_loopback_ipv4, simple_message, sized_message,
@@ -132,6 +135,58 @@ class TlsPipe:
 
     def close(self):
         self.sock.close()
+
+
+class SClient:
+    """openssl s_client driven line by line: each line goes once the reply
+    to the last is in, so its command letters (k, K: TLS 1.3 key updates;
+    R: a TLS 1.2 renegotiation) run between POP3 commands. POP3 lines
+    must not start with one of them (or Q): lower case is fine."""
+
+    def __init__(self, args):
+        self.p = subprocess.Popen(["openssl", "s_client", *args], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.out = b""
+
+    def expect(self, text, timeout=TIMEOUT, since=0):
+        """Output until text appears after offset since (True), or the
+        client ends (False)."""
+        end = time.monotonic() + timeout
+        fd = self.p.stdout.fileno()
+        while text.encode() not in self.out[since:]:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {text!r} from s_client: {self.out[-800:]!r}")
+            if not select.select([fd], [], [], left)[0]:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return False
+            self.out += chunk
+        return True
+
+    def line(self, text, expect=None):
+        """Sends text; with expect, waits for it in what comes after."""
+        since = len(self.out)
+        try:
+            self.p.stdin.write(text.encode() + b"\n")
+            self.p.stdin.flush()
+        except BrokenPipeError:
+            return False
+        return expect is None or self.expect(expect, since=since)
+
+    def close(self):
+        try:
+            self.p.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.p.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        self.p.stdout.close()
+        return self.out.decode(errors="replace")
 
 
 class TlsTest(PoboxTestCase):
@@ -635,6 +690,50 @@ class TlsTest(PoboxTestCase):
         self.assertTrue(f.readline().startswith(b"+OK"))
         f.close()
 
+    def test_reload_keeps_proxied_sessions(self):
+        # A TLS session after login is proxied by its login process; a
+        # reload retires that process, which serves the session to its
+        # end (a long RETR, then QUIT's UPDATE) and then ends. Its slot
+        # in max_sessions is held until then, and freed.
+        big = sized_message(300000, "big")
+        uidl = self.alice([big])[0]
+        self.start(max_sessions=2, max_sessions_per_ip=2)
+        s = self.ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.tls_port), 10),
+                                 server_hostname="localhost")
+        self.addCleanup(s.close)
+        f = s.makefile("rb")
+        self.assertTrue(f.readline().startswith(b"+OK"))
+        s.sendall(f"USER alice\r\nPASS {PW}\r\n".encode())
+        f.readline()
+        self.assertTrue(f.readline().startswith(b"+OK Logged in"))
+        self.daemon.signal(signal.SIGHUP)
+        ev = self.env.wait_event("retiring")
+        self.assertEqual((ev["sessions"], ev["proxied"]), ("0", "1"))
+        with self.env.connect() as c:        # the second slot
+            self.assertTrue(c.greeting.startswith("+OK"))
+            with Client(self.env.port, greeting=False) as full:
+                self.assertTrue(full.line().startswith("-ERR [SYS/TEMP]"))
+        s.sendall(b"RETR 1\r\n")
+        self.assertTrue(f.readline().startswith(b"+OK"))
+        body = b""
+        while not body.endswith(b"\r\n.\r\n"):
+            chunk = f.read1(65536)
+            self.assertTrue(chunk)
+            body += chunk
+        self.assertEqual(body, wire_retr(big))
+        s.sendall(b"DELE 1\r\n")
+        self.assertTrue(f.readline().startswith(b"+OK"))
+        self.assertEqual(self.env.events("login_retired"), [])
+        s.sendall(b"QUIT\r\n")
+        self.assertTrue(f.readline().startswith(b"+OK"))
+        self.env.wait_event("login_retired")
+        self.assertNotIn(uidl, self.env.messages("alice"))
+        clients = [self.env.connect() for _ in range(2)]
+        for c in clients:
+            self.assertTrue(c.greeting.startswith("+OK"), c.greeting)
+            c.close()
+        f.close()
+        self.assertEqual(self.env.events("worker_died"), [])
 
     # ------------------------------------------------------------ SNI
     def sni_setup(self):
@@ -841,6 +940,58 @@ class TlsTest(PoboxTestCase):
         for sub in ("new", "cur"):
             got += [(inbox / sub / n).read_bytes() for n in os.listdir(inbox / sub)]
         return sorted(got)
+
+    def test_tls_paths_under_the_login_filter(self):
+        # The login process runs TLS under its seccomp list: every TLS
+        # path must stay on it (a call off it kills the process: a
+        # worker_died). Key updates both ways before and after login
+        # (the session proxied), resumed sessions over STLS and POP3S,
+        # TLS 1.2 with a renegotiation attempt (refused), SNI.
+        self.alice([simple_message("tls paths")])
+        self.start(tls_min_version="TLSv1.2")
+        login = self.daemon.roles()["login"]
+        sess = self.env.dir / "sess"
+        base = ["-CAfile", str(self.ca), "-verify_return_error", "-servername", "localhost"]
+        pop3s = ["-connect", f"127.0.0.1:{self.tls_port}"]
+        stls = ["-starttls", "pop3", "-connect", f"127.0.0.1:{self.env.port}"]
+        cases = [(pop3s, "-tls1_3", "k"), (pop3s, "-tls1_3", "K"),
+                 (stls, "-tls1_3", "K"), (stls, "-tls1_2", None),
+                 (pop3s, "-tls1_2", None)]
+        for where, version, letter in cases:
+            with self.subTest(where=where[0], version=version, letter=letter):
+                for resume in (False, True):
+                    c = SClient([*base, *where, version,
+                                 "-sess_in" if resume else "-sess_out", str(sess)])
+                    self.assertTrue(c.expect("+OK"))
+                    # Each of s_client's reads of stdin is one command
+                    # or data: the next line waits for its outcome.
+                    for line, reply in (("USER alice", "+OK"),
+                                        (f"PASS {PW}", "+OK Logged in"),
+                                        ("stat", "+OK 1 "), ("list", ".")):
+                        self.assertTrue(c.line(line, reply))
+                        if letter:
+                            self.assertTrue(c.line(letter, "KEYUPDATE"))
+                    self.assertTrue(c.line("quit", "+OK Logging out"))
+                    out = c.close()
+                    self.assertIn("Reused" if resume else "New", out)
+                    if letter:
+                        self.assertIn("KEYUPDATE", out)
+        # TLS 1.2 renegotiation, before and after login: refused (the
+        # client gives up), nothing dies.
+        for stage in ("USER alice", f"PASS {PW}"):
+            c = SClient([*base, *pop3s, "-tls1_2"])
+            self.assertTrue(c.expect("+OK"))
+            c.line("USER alice", "+OK")
+            if stage.startswith("PASS"):
+                c.line(stage, "+OK Logged in")
+            c.line("R", "RENEGOTIATING")
+            self.assertFalse(c.line("stat", "+OK"))   # the client gave up
+            c.close()
+        with self.env.connect() as c:
+            c.login("alice", PW)
+            c.ok("QUIT")
+        self.assertEqual(self.env.events("worker_died"), [])
+        self.assertEqual(self.daemon.roles()["login"], login)
 
     def test_mpop_stls_and_pop3s(self):
         self.env.add_user("alice", PW)

@@ -12,6 +12,7 @@
 #include "testutil.h"
 
 #include "auth/auth.h"
+#include "auth/jwt.h"
 #include "lib/ioloop.h"
 #include "lib/ipc.h"
 #include "lib/util.h"
@@ -26,6 +27,7 @@ server_config_unref(struct server_config **cp)
 	*cp = NULL;
 	if (c == NULL || --c->refs > 0)
 		return;
+	jwks_free(&c->jwks);
 	settings_free(&c->set);
 	free(c);
 }
@@ -39,8 +41,13 @@ struct fixture {
 
 static struct fixture fx;
 
+/* RFC 7517 A.1's P-256 key: no token here is signed by it. */
+#define TEST_JWKS "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"1\"," \
+	"\"x\":\"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4\"," \
+	"\"y\":\"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM\"}]}"
+
 static int
-setup(void **state)
+setup_common(void **state, bool jwks)
 {
 	char path[512], conf[2048], line[512];
 	struct server_config *c = calloc(1, sizeof(*c));
@@ -50,21 +57,42 @@ setup(void **state)
 
 	assert_non_null(hash);
 	fx.dir = tu_tmpdir();
-	snprintf(line, sizeof(line), "alice:%s:%s/alice:\n", hash, fx.dir);
+	snprintf(line, sizeof(line), "alice:%s:%s/alice:\nbob:%s:%s/bob: login_delay=300 "
+	    "expire=7\n", hash, fx.dir, hash, fx.dir);
 	snprintf(path, sizeof(path), "%s/passwd", fx.dir);
 	tu_write_file(path, line, strlen(line));
-	snprintf(conf, sizeof(conf), "passwd_file = %s/passwd\nmail_root = %s\n",
-	    fx.dir, fx.dir);
+	snprintf(conf, sizeof(conf), "passwd_file = %s/passwd\nmail_root = %s\n%s%s%s",
+	    fx.dir, fx.dir, jwks ? "oauth_jwks_file = " : "", jwks ? fx.dir : "",
+	    jwks ? "/jwks.json\noauth_issuer = https://idp.example\n"
+	    "oauth_audience = pop\noauth_user_claim = sub\n" : "");
+	snprintf(path, sizeof(path), "%s/jwks.json", fx.dir);
+	tu_write_file(path, TEST_JWKS, strlen(TEST_JWKS));
 	snprintf(path, sizeof(path), "%s/poboxd.conf", fx.dir);
 	tu_write_file(path, conf, strlen(conf));
 	assert_int_equal(settings_load(&c->set, path, &error), 0);
 	c->refs = 1;
+	if (jwks) {
+		snprintf(path, sizeof(path), "%s/jwks.json", fx.dir);
+		assert_int_equal(jwks_load(path, &c->jwks, &error), 0);
+	}
 	snprintf(path, sizeof(path), "%s/passwd", fx.dir);
 	assert_int_equal(passwd_db_open(path, fx.dir, &db, &error), 0);
 	fx.loop = ioloop_new();
 	fx.authd = authd_new(fx.loop, c, db, fx.secret, sizeof(fx.secret), "test");
 	*state = &fx;
 	return 0;
+}
+
+static int
+setup(void **state)
+{
+	return setup_common(state, false);
+}
+
+static int
+setup_jwks(void **state)
+{
+	return setup_common(state, true);
 }
 
 static int
@@ -252,6 +280,157 @@ test_kinds_ask_only_their_part(void **state)
 	close(whole);
 }
 
+static void
+sasl_start(int fd, uint32_t id, const char *mech, const char *data, const char *external)
+{
+	struct ipc_out o;
+
+	ipc_out_init(&o, AUTHP_SASL_START, id);
+	ipc_put_str(&o, mech);
+	ipc_put_str(&o, data);
+	ipc_put_u64(&o, 0);
+	ipc_put_str(&o, NULL);
+	ipc_put_str(&o, NULL);
+	ipc_put_str(&o, external);
+	assert_int_equal(ipc_send(fd, &o, -1), 0);
+}
+
+/* The next message on fd (NULL: the channel was dropped). */
+static struct ipc_msg *
+next_or_drop(int fd)
+{
+	struct ipc_msg *m = malloc(sizeof(*m));
+
+	pump(fd);
+	if (ipc_recv(fd, m) != 1) {
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+static struct ipc_msg *
+next(int fd)
+{
+	struct ipc_msg *m = xmalloc(sizeof(*m));
+
+	pump(fd);
+	assert_int_equal(ipc_recv(fd, m), 1);
+	return m;
+}
+
+/* The user table of a process of kind, parsed. */
+static struct passwd_db *
+table_of(enum authp_kind kind)
+{
+	struct ipc_msg *m = xmalloc(sizeof(*m));
+	struct passwd_db *db = NULL;
+	char *error = NULL;
+	int sv[2];
+
+	assert_int_equal(ipc_socketpair(sv), 0);
+	authd_add_client(fx.authd, sv[0], kind);
+	assert_int_equal(ipc_recv(sv[1], m), 1);
+	assert_int_equal(m->type, AUTHP_TABLE);
+	assert_true(m->fd >= 0);
+	assert_int_equal(passwd_db_open_fd(m->fd, "table", &db, &error), 0);
+	m->fd = -1;
+	free(m);
+	close(sv[1]);
+	return db;
+}
+
+/* A login process needs the range of the users' policies (CAPA before
+ * login) and nothing else: no names, no maildirs for one taken over to
+ * harvest. A mail process gets the users (recipients). */
+static void
+test_login_gets_no_users(void **state)
+{
+	struct passwd_db *db = table_of(AUTHP_KIND_LOGIN);
+	const struct passwd_policy_range *r = passwd_db_policy_range(db);
+	struct auth_user *u = NULL;
+
+	assert_int_equal(passwd_db_lookup(db, "alice", &u), 0);
+	assert_int_equal(passwd_db_lookup(db, "bob", &u), 0);
+	assert_true(r->any);
+	assert_int_equal(r->min_expire, 7);
+	assert_int_equal(r->max_login_delay, 300);
+	passwd_db_free(&db);
+	db = table_of(AUTHP_KIND_MAIL);
+	assert_int_equal(passwd_db_lookup(db, "alice", &u), 1);
+	auth_user_free(&u);
+	passwd_db_free(&db);
+}
+
+/* A login process taken over speaks for no one it was not given: it
+ * cannot answer a token check auth never asked for (any exchange,
+ * LOGIN here), nor use a mechanism that is not configured (EXTERNAL,
+ * whose user the login process names, and OAUTHBEARER, whose token it
+ * checks). Each would have been a grant for alice. */
+static void
+test_login_cannot_claim_a_user(void **state)
+{
+	int login = connect_client(AUTHP_KIND_LOGIN);
+	struct ipc_msg *m;
+	struct ipc_out o;
+
+	/* AUTH LOGIN: auth asks for the user name; the login process
+	 * answers with a token verdict instead. */
+	sasl_start(login, 21, "LOGIN", NULL, NULL);
+	m = next(login);
+	assert_int_equal(m->type, AUTHP_SASL_CHALLENGE);
+	free(m);
+	ipc_out_init(&o, AUTHP_SASL_TOKEN, 21);
+	ipc_put_str(&o, "alice");
+	assert_int_equal(ipc_send(login, &o, -1), 0);
+	m = next_or_drop(login);
+	if (m != NULL) {
+		assert_int_not_equal(result_of(m), POP3_LOGIN_OK);
+		assert_null(ipc_str(m, AUTHP_R_GRANT));
+		free(m);
+	}
+	close(login);
+	/* EXTERNAL and OAUTHBEARER without tls_client_ca, oauth_*. */
+	login = connect_client(AUTHP_KIND_LOGIN);
+	sasl_start(login, 22, "EXTERNAL", "", "alice");
+	m = next(login);
+	assert_int_equal(m->type, AUTHP_RESULT);
+	assert_int_not_equal(result_of(m), POP3_LOGIN_OK);
+	assert_null(ipc_str(m, AUTHP_R_GRANT));
+	free(m);
+	sasl_start(login, 23, "OAUTHBEARER", "n,a=alice,\001auth=Bearer x\001\001", NULL);
+	m = next(login);
+	assert_int_equal(m->type, AUTHP_RESULT);
+	assert_int_not_equal(result_of(m), POP3_LOGIN_OK);
+	free(m);
+	close(login);
+}
+
+/* With oauth_jwks_file auth checks the token itself: the login process
+ * does not get to say whose it is. */
+static void
+test_jwks_tokens_checked_by_auth(void **state)
+{
+	int login = connect_client(AUTHP_KIND_LOGIN);
+	struct ipc_msg *m;
+	struct ipc_out o;
+
+	sasl_start(login, 31, "OAUTHBEARER", "n,a=alice,\001auth=Bearer a.b.c\001\001", NULL);
+	m = next(login);
+	/* No TOKEN_CHECK: the error challenge of a bad token. */
+	assert_int_equal(m->type, AUTHP_SASL_CHALLENGE);
+	free(m);
+	ipc_out_init(&o, AUTHP_SASL_TOKEN, 31);
+	ipc_put_str(&o, "alice");
+	assert_int_equal(ipc_send(login, &o, -1), 0);
+	m = next_or_drop(login);
+	if (m != NULL) {
+		assert_int_not_equal(result_of(m), POP3_LOGIN_OK);
+		free(m);
+	}
+	close(login);
+}
+
 int
 main(void)
 {
@@ -259,6 +438,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_grant_redeemed_once_by_mail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_grant_without_good_login, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kinds_ask_only_their_part, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_login_cannot_claim_a_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_login_gets_no_users, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_jwks_tokens_checked_by_auth, setup_jwks,
+		    teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -263,6 +263,47 @@ test_want_drain_and_free(void **state)
 	assert_int_equal(read(t->peer, got, sizeof(got)), 0);
 }
 
+/* Closing after a long reply the peer reads slowly: the conn was past
+ * the high-water mark, and the drain request must still wait for the
+ * last octet (a drained() below the low-water mark would have the owner
+ * close with up to 16 KiB unsent). */
+static void
+test_want_drain_after_high_waits_for_all(void **state)
+{
+	struct tc *t = *state;
+	int small = 4096;
+	char data[4096];
+	size_t total = 3 * CONN_OUT_HIGH, got = 0;
+	char *p;
+
+	assert_int_equal(fcntl(t->peer, F_SETFL, O_NONBLOCK), 0);
+	setsockopt(conn_fd(t->c), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	p = buf_space(conn_out(t->c), total);
+	memset(p, 'x', total);
+	buf_commit(conn_out(t->c), total);
+	conn_flush(t->c);   /* past the high-water mark */
+	assert_true(conn_out_pending(t->c) >= CONN_OUT_HIGH);
+	conn_want_drain(t->c);
+	t->stop_on_drained = true;
+	for (unsigned i = 0; i < 100000 && t->drained == 0; i++) {
+		ssize_t n = read(t->peer, data, sizeof(data));
+
+		if (n > 0)
+			got += (size_t)n;
+		t->timer = timer_add(t->loop, 1, stop_timer, t);
+		run(t, 2000);
+		timer_remove(&t->timer);
+	}
+	assert_int_equal(t->drained, 1);
+	assert_int_equal(conn_out_pending(t->c), 0);
+	while (got < total) {
+		ssize_t n = read(t->peer, data, sizeof(data));
+
+		assert_true(n > 0);
+		got += (size_t)n;
+	}
+}
+
 static void
 test_pause_input(void **state)
 {
@@ -791,6 +832,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_output, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_want_drain_after_high_waits_for_all,
+		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_want_drain_and_free, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_close, setup, teardown),

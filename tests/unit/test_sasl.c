@@ -622,6 +622,22 @@ test_oauthbearer(void **state)
 	assert_int_equal(tx_step(&t, "\001"), SASL_FAIL);
 	assert_string_equal(sasl_reason(t.s), "authzid");
 	tx_end(&t);
+	/* A verdict nobody asked for (before the token, twice, or in an
+	 * exchange of another mechanism) fails: the caller's state must not
+	 * name the user. */
+	tx_start(&t, "OAUTHBEARER");
+	assert_int_equal(sasl_token_result(t.s, "alice", &t.out), SASL_FAIL);
+	tx_end(&t);
+	tx_start(&t, "OAUTHBEARER");
+	assert_int_equal(tx_step(&t, ok), SASL_TOKEN);
+	assert_int_equal(sasl_token_result(t.s, "alice", &t.out), SASL_OK);
+	assert_int_equal(sasl_token_result(t.s, "bob", &t.out), SASL_FAIL);
+	assert_string_equal(sasl_user(t.s), "alice");
+	tx_end(&t);
+	tx_start(&t, "LOGIN");
+	assert_int_equal(tx_step(&t, NULL), SASL_CONTINUE);
+	assert_int_equal(sasl_token_result(t.s, "alice", &t.out), SASL_FAIL);
+	tx_end(&t);
 	static const char *const bad[] = {
 		"", "n,,", "n,,\001\001", "n,,\001auth=Basic abc\001\001",
 		"n,,\001auth=Bearer \001\001", "n,,\001auth=Bearer a b\001\001",
