@@ -26,6 +26,10 @@
  * this before it stops reading (POP3_PIPELINE_MAX, plus one read). */
 #define MAIL_PENDING_MAX (64 * 1024)
 #define MAIL_OPENS_MAX 1024 /* maildrops held for one login process */
+/* A login process sends ATTACH or CANCEL within its login_timeout (its
+ * session's deadline runs through the handoff); past this margin the
+ * maildrop is released even if one taken over never does. */
+#define MAIL_OPEN_MARGIN_MS 2000
 
 struct mail_open {
 	struct auth_req req;     /* first: auth's answer gets this pointer */
@@ -40,6 +44,7 @@ struct mail_open {
 	char ip[48];
 	unsigned port;
 	struct buf pending;
+	struct timer *expire;    /* no ATTACH in time: released */
 };
 
 struct mail_link {
@@ -60,6 +65,7 @@ open_free(struct mail_link *l, struct mail_open *o)
 	if (o->next != NULL)
 		o->next->prev = o->prev;
 	l->open_count--;
+	timer_remove(&o->expire);
 	if (o->redeeming)
 		authclient_cancel(l->srv, &o->req);
 	maildrop_close(&o->md);
@@ -70,6 +76,27 @@ open_free(struct mail_link *l, struct mail_open *o)
 	free(o->mech);
 	buf_free(&o->pending);
 	free(o);
+}
+
+static void
+open_expired(void *ctx)
+{
+	struct mail_open *o = ctx;
+
+	o->expire = NULL;
+	log_warn("session=%s event=handoff_expired note=\"no ATTACH from the login "
+	    "process: maildrop released\"", o->session);
+	open_free(o->link, o);
+}
+
+/* What the login process names for the log only; still never trusted
+ * to be more than text of a known shape (no spaces, no line breaks). */
+static bool
+log_token(const char *s, size_t max, const char *allowed)
+{
+	size_t n = s != NULL ? strlen(s) : 0;
+
+	return n > 0 && n <= max && strspn(s, allowed) == n;
 }
 
 static struct mail_open *
@@ -133,9 +160,11 @@ on_open(struct mail_link *l, const struct ipc_msg *m)
 	struct ipc_out out;
 	uint64_t port;
 
-	if (m->nfields != MAILP_O_COUNT || grant == NULL || sid == NULL ||
-	    strlen(sid) >= sizeof(o->session) || ip == NULL || strlen(ip) >= sizeof(o->ip) ||
-	    method == NULL || strlen(method) > 16 || (mech != NULL && strlen(mech) > 32) ||
+	if (m->nfields != MAILP_O_COUNT || grant == NULL ||
+	    !log_token(sid, sizeof(o->session) - 1, "abcdefghijklmnopqrstuvwxyz0123456789") ||
+	    !log_token(ip, sizeof(o->ip) - 1, "0123456789abcdefABCDEF.:lo") ||
+	    !log_token(method, 16, "abcdefghijklmnopqrstuvwxyz") ||
+	    (mech != NULL && !log_token(mech, 32, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")) ||
 	    ipc_u64(m, MAILP_O_PORT, &port) < 0 || port > 65535 ||
 	    l->open_count >= MAIL_OPENS_MAX || open_find(l, m->id) != NULL) {
 		log_error("event=handoff_error error=\"malformed OPEN\"");
@@ -155,6 +184,8 @@ on_open(struct mail_link *l, const struct ipc_msg *m)
 		o->next->prev = o;
 	l->opens = o;
 	l->open_count++;
+	o->expire = timer_add(l->srv->loop, l->srv->config->set.login_timeout * 1000 +
+	    MAIL_OPEN_MARGIN_MS, open_expired, o);
 	o->req.reply = on_redeemed;
 	o->redeeming = true;
 	ipc_out_init(&out, AUTHP_REDEEM, authclient_id(l->srv));

@@ -316,6 +316,52 @@ expect_output(int fd, const char *want)
 }
 
 static void
+stop_loop(void *ctx)
+{
+	ioloop_stop(fx.srv.loop);
+}
+
+static void
+test_open_without_attach_expires(void **state)
+{
+	struct timer *t;
+
+	/* A login process (taken over) that never sends ATTACH or CANCEL
+	 * does not keep the maildrop locked past its login_timeout. */
+	fx.srv.config->set.login_timeout = 1;
+	assert_int_equal(open_alice(1), POP3_LOGIN_OK);
+	assert_int_equal(open_alice(2), POP3_LOGIN_IN_USE);
+	t = timer_add(fx.srv.loop, 3500, stop_loop, NULL);
+	ioloop_run(fx.srv.loop);
+	(void)t;
+	assert_int_equal(open_alice(3), POP3_LOGIN_OK);
+	send_cancel(3);
+}
+
+static void
+test_open_names_checked(void **state)
+{
+	struct ipc_out o;
+	char *g = grant();
+
+	/* A session id with a space would forge fields in the log. */
+	ipc_out_init(&o, MAILP_OPEN, 5);
+	ipc_put_str(&o, g);
+	ipc_put_str(&o, "id event=x");
+	ipc_put_str(&o, "127.0.0.1");
+	ipc_put_u64(&o, 40000);
+	ipc_put_str(&o, "pass");
+	ipc_put_str(&o, NULL);
+	assert_int_equal(ipc_send(fx.login, &o, -1), 0);
+	assert_int_equal(opened(5), POP3_LOGIN_TEMPFAIL);
+	/* The same grant, not spent by the refusal, in a well-formed OPEN. */
+	send_open(6, g);
+	assert_int_equal(opened(6), POP3_LOGIN_OK);
+	send_cancel(6);
+	free(g);
+}
+
+static void
 test_handoff_serves_the_session(void **state)
 {
 	int sv[2];
@@ -500,6 +546,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_without_attach_expires, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_open_names_checked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handoff_serves_the_session, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_attach_with_a_file_is_refused, setup,
