@@ -67,7 +67,7 @@ $(O)/tests/test_%: $(O)/tests/unit/test_%.o $(O)/tests/unit/testutil.o $(LIBPOBO
 	    $(PKG_LIBS) $(shell pkg-config --libs cmocka)
 
 # The auth role's trust boundary, tested on its own (test_authd.c).
-$(O)/tests/test_authd: $(O)/src/poboxd/authd.o
+$(O)/tests/test_authd: $(O)/src/poboxd/authd.o $(O)/src/poboxd/config.o
 # Both ends of the handoff (test_mailrole.c, test_loginrole.c): poboxd
 # but main.o.
 $(O)/tests/test_mailrole $(O)/tests/test_loginrole: $(filter-out \

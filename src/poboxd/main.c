@@ -67,29 +67,6 @@ struct listener {
 static struct listener listeners[LISTEN_MAX];
 static unsigned listener_count;
 
-struct server_config *
-server_config_ref(struct server_config *c)
-{
-	c->refs++;
-	return c;
-}
-
-void
-server_config_unref(struct server_config **cp)
-{
-	struct server_config *c = *cp;
-
-	*cp = NULL;
-	if (c == NULL || --c->refs > 0)
-		return;
-	tls_ctx_free(&c->tls_ctx);
-	aliases_free(&c->aliases);
-	jwks_free(&c->jwks);
-	settings_free(&c->set);
-	free(c->warnings);
-	free(c);
-}
-
 /* Adds a line for config_warn(). */
 static void
 config_add_warning(struct server_config *c, const char *warning)

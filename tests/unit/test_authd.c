@@ -18,20 +18,6 @@
 #include "lib/util.h"
 #include "poboxd/poboxd.h"
 
-/* authd.c's only reference outside libpobox (main.c owns configs). */
-void
-server_config_unref(struct server_config **cp)
-{
-	struct server_config *c = *cp;
-
-	*cp = NULL;
-	if (c == NULL || --c->refs > 0)
-		return;
-	jwks_free(&c->jwks);
-	settings_free(&c->set);
-	free(c);
-}
-
 struct fixture {
 	char *dir;
 	struct ioloop *loop;

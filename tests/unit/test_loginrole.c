@@ -26,26 +26,6 @@
 #include "poboxd/mailproto.h"
 #include "poboxd/poboxd.h"
 
-/* main.c's (configs are the master's). */
-struct server_config *
-server_config_ref(struct server_config *c)
-{
-	c->refs++;
-	return c;
-}
-
-void
-server_config_unref(struct server_config **cp)
-{
-	struct server_config *c = *cp;
-
-	*cp = NULL;
-	if (c == NULL || --c->refs > 0)
-		return;
-	settings_free(&c->set);
-	free(c);
-}
-
 static struct server srv;
 
 static int
