@@ -160,6 +160,10 @@ on_open(struct mail_link *l, const struct ipc_msg *m)
 	struct ipc_out out;
 	uint64_t port;
 
+	if (l->srv->shutting_down) {
+		reply(l, m->id, POP3_LOGIN_TEMPFAIL);
+		return;
+	}
 	if (m->nfields != MAILP_O_COUNT || grant == NULL ||
 	    !log_token(sid, sizeof(o->session) - 1, "abcdefghijklmnopqrstuvwxyz0123456789") ||
 	    !log_token(ip, sizeof(o->ip) - 1, "0123456789abcdefABCDEF.:lo") ||
@@ -217,6 +221,11 @@ on_attach(struct mail_link *l, struct ipc_msg *m)
 	struct session_attach a;
 	uint64_t tls, counted, commands, bad, age;
 
+	if (o != NULL && l->srv->shutting_down) {
+		/* SIGTERM: no new session; the client sees the connection close. */
+		open_free(l, o);
+		return;
+	}
 	if (o == NULL || o->md == NULL || m->nfields < 1 ||
 	    buf_size(&o->pending) + m->f[0].len > MAIL_PENDING_MAX) {
 		log_error("event=handoff_error error=\"unexpected ATTACH\"");

@@ -487,6 +487,11 @@ on_terminate(void *ctx, int signo)
 		timer_remove(&listeners[i].pause);
 		io_remove(&listeners[i].io);
 	}
+	/* POP3 sessions end now, without UPDATE (RFC 1939 §6), not when the
+	 * SMTP deliveries below have drained: a QUIT in between would
+	 * delete. */
+	session_close_all(srv, "shutdown");
+	proxy_close_all(srv);
 	if (smtp_session_drain(srv) == 0)
 		ioloop_stop(srv->loop);
 	else

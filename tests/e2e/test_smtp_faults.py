@@ -367,6 +367,46 @@ class SmtpShutdownTest(PoboxTestCase):
     must hear 250 for it (then 421), not a 421 that makes it send the
     message again."""
 
+    def test_sigterm_closes_pop3_while_deliveries_drain(self):
+        """SIGTERM ends POP3 sessions without UPDATE at once, even while
+        the mail process waits for an SMTP delivery to finish: a QUIT
+        sent in that window deletes nothing."""
+        md, ctl, port = start_with_iofault(self, users=("bob", "alice"))
+        d = self.env.daemons[-1]
+        bob = self.env.maildir("bob")
+        self.env.deliver("bob", b"Subject: keep\r\n\r\nkeep me\r\n")
+        self.env.wait_event("listening", proto="smtp")
+        c = self.env.connect()
+        c.login("bob", "pw")
+        self.assertTrue(c.ok("STAT").startswith("+OK 1 "))
+        ctl.write_text("slow_dir")   # alice's new/ fsync takes 12 s
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            f = sock.makefile("rb")
+            self.assertTrue(f.readline().startswith(b"220"))
+            sock.sendall(b"HELO c.example.net\r\nMAIL FROM:<s@example.net>\r\n"
+                         b"RCPT TO:<alice@example.org>\r\nDATA\r\n")
+            for code in (b"250", b"250", b"250", b"354"):
+                self.assertTrue(f.readline().startswith(code))
+            sock.sendall(b"Subject: x\r\n\r\nslow\r\n.\r\n")
+            end = time.monotonic() + TIMEOUT
+            while not list((md / "new").iterdir()):
+                self.assertLess(time.monotonic(), end, "no delivery in new/")
+                time.sleep(0.02)
+            d.signal(signal.SIGTERM)
+            self.env.wait_event("shutdown", signal="Terminated", count=2)
+            try:
+                c.send("DELE 1\r\nQUIT\r\n")
+                replies = [c.line(), c.line()]
+            except Exception:
+                replies = []
+            self.assertFalse(any(r.startswith("+OK") for r in replies[1:]), replies)
+            sock.settimeout(30)      # the delivery still waits for new/
+            self.assertTrue(f.readline().startswith(b"250"))
+        c.close()
+        self.assertEqual(d.proc.wait(TIMEOUT * 3), 0)
+        self.assertEqual(len(list((bob / "new").iterdir()) + list((bob / "cur").iterdir())), 1)
+        self.assertEqual(self.env.events("logout", user="bob")[0]["update"], "none")
+
     def test_sigterm_answers_the_delivery_in_flight(self):
         md, ctl, port = start_with_iofault(self)
         d = self.env.daemons[-1]
