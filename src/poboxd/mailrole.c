@@ -22,9 +22,10 @@
 #include "poboxd/mailproto.h"
 #include "store/maildrop.h"
 
-/* Pending input a login may hand over: the engine holds no more than
- * this before it stops reading (POP3_PIPELINE_MAX, plus one read). */
-#define MAIL_PENDING_MAX (64 * 1024)
+/* Pending input a login may hand over: the engine stops reading past
+ * POP3_PIPELINE_MAX (12 KiB in a SASL exchange) unprocessed octets, so
+ * it holds at most that plus one read (64 KiB, conn.c). */
+#define MAIL_PENDING_MAX (128 * 1024)
 #define MAIL_OPENS_MAX 1024 /* maildrops held for one login process */
 /* A login process sends ATTACH or CANCEL within its login_timeout (its
  * session's deadline runs through the handoff); past this margin the

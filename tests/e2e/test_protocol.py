@@ -376,6 +376,22 @@ class ProtocolTest(PoboxTestCase):
             self.assertEqual(c.line(), uidl)
         self.assertTrue(c.line().startswith("+OK 1 "))
 
+    def test_pipelining_behind_the_login(self):
+        """Commands pipelined right behind PASS, more than the server
+        reads at once: they go with the session to the mail process
+        (privilege separation) and are answered in order, lost nothing."""
+        self.setup_alice([simple_message("a")])
+        c = self.env.connect()
+        n = 12000        # 72,000 octets: past one 64 KiB read
+        c.send(f"USER alice\r\nPASS {PW}\r\n".encode() +
+               b"NOOP\r\n" * n + b"STAT\r\nQUIT\r\n")
+        self.assertTrue(c.line().startswith("+OK"))
+        self.assertTrue(c.line().startswith("+OK Logged in"))
+        for i in range(n):
+            self.assertEqual(c.line(), "+OK", f"NOOP {i}")
+        self.assertTrue(c.line().startswith("+OK 1 "))
+        self.assertTrue(c.line().startswith("+OK"))
+
     def test_one_byte_at_a_time(self):
         self.setup_alice([simple_message("a")])
         c = self.env.connect()
