@@ -59,6 +59,8 @@ static void
 handoff_opened(struct handoff *h, enum pop3_login_result res)
 {
 	struct session *s = h->session;
+	const char *mech = h->mech;
+	char *user = h->user;
 
 	if (res == POP3_LOGIN_OK) {
 		h->opened = true;
@@ -66,20 +68,16 @@ handoff_opened(struct handoff *h, enum pop3_login_result res)
 		session_hand_over(s);
 		return;
 	}
-	if (res == POP3_LOGIN_TEMPFAIL)
+	if (res != POP3_LOGIN_DELAYED && res != POP3_LOGIN_IN_USE) {
 		log_error("session=%s event=login_tempfail user=%s reason=mail_process",
-		    session_id(s), h->user);
-	res = res == POP3_LOGIN_DELAYED || res == POP3_LOGIN_IN_USE ? res :
-	    POP3_LOGIN_TEMPFAIL;
-	{
-		char *user = h->user;
-		const char *mech = h->mech;
-
-		h->user = NULL;
-		handoff_free(h);
-		login_refused(s, user, res, mech);
-		free(user);
+		    session_id(s), user);
+		res = POP3_LOGIN_TEMPFAIL;
 	}
+	/* The name outlives the handoff: the refusal logs it. */
+	h->user = NULL;
+	handoff_free(h);
+	login_refused(s, user, res, mech);
+	free(user);
 }
 
 void

@@ -125,6 +125,15 @@ login_maildrop(const char *maildir, const struct pop3_user_policy *policy,
 }
 
 void
+login_log_success(struct session *s, const char *user, const char *method,
+    const char *mech, unsigned messages)
+{
+	log_info("session=%s event=login user=%s method=%s%s%s ip=%s messages=%u",
+	    session_id(s), user, method, mech != NULL ? " mech=" : "",
+	    mech != NULL ? mech : "", session_ip(s), messages);
+}
+
+void
 login_refused(struct session *s, const char *name, enum pop3_login_result res,
     const char *mech)
 {
@@ -167,9 +176,7 @@ login_open(struct session *s, const struct auth_user *u, const char *grant,
 		login_refused(s, u->name, res, mech);
 		return;
 	}
-	log_info("session=%s event=login user=%s method=%s%s%s ip=%s messages=%u",
-	    session_id(s), u->name, method, mech != NULL ? " mech=" : "",
-	    mech != NULL ? mech : "", session_ip(s), md->count);
+	login_log_success(s, u->name, method, mech, md->count);
 	/* The engine's name for the session is the one that logged in (a
 	 * SASL exchange never sent USER). */
 	pop3_sasl_user(session_pop3(s), u->name);

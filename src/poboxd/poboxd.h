@@ -227,6 +227,9 @@ void login_abort(struct session *s);
 enum pop3_login_result login_maildrop(const char *maildir,
     const struct pop3_user_policy *policy, struct maildrop **md_r,
     const char **error_r);
+/* The one event=login line of a session (where the maildrop was opened). */
+void login_log_success(struct session *s, const char *user, const char *method,
+    const char *mech, unsigned messages);
 /* Answers a refused login (LOGIN-DELAY, in use: logged as failures). */
 void login_refused(struct session *s, const char *name, enum pop3_login_result res,
     const char *mech);

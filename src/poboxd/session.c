@@ -53,6 +53,7 @@ static void session_status(struct session *s, enum pop3_status st);
 static void session_eof(void *ctx);
 static void session_attach_now(struct session *s);
 static void session_capa_policy(struct session *s, const struct passwd_policy_range *r);
+static struct session *session_new(struct server *srv, int fd, bool tls);
 static void session_tls_ready(void *ctx);
 
 static const struct conn_callbacks session_conn_callbacks = {
@@ -392,36 +393,18 @@ fail:
 void
 session_attach(struct server *srv, int fd, const struct session_attach *a)
 {
-	struct session *s = xcalloc(1, sizeof(*s));
-	const struct pobox_settings *set;
+	struct session *s = session_new(srv, fd, a->tls);
 
-	s->srv = srv;
-	s->config = server_config_ref(srv->config);
-	set = &s->config->set;
-	s->start_ms = ioloop_now(srv->loop) - a->age_ms;
+	s->start_ms -= a->age_ms;
 	snprintf(s->id, sizeof(s->id), "%s", a->id);
 	snprintf(s->ip, sizeof(s->ip), "%s", a->ip);
 	s->port = a->port;
-	s->next = srv->sessions;
-	if (s->next != NULL)
-		s->next->prev = s;
-	srv->sessions = s;
-	srv->session_count++;
 	if (a->counted) {
 		limits_add(srv->limits, srv->limits_row, s->ip);
 		s->counted = true;
 	}
-	s->conn = conn_new(srv->loop, fd, &session_conn_callbacks, s);
 	conn_input_secret(s->conn, false); /* logged in already */
-	s->pop3_set.tls = a->tls;
-	s->pop3_set.implementation = set->implementation;
-	s->pop3_set.max_bad_commands = set->max_bad_commands;
-	s->pop3_set.sasl_mechs = s->config->sasl_mechs;
-	s->pop3_set.sasl_mech_count = s->config->sasl_mech_count;
-	session_capa_policy(s, passwd_db_policy_range(srv->db));
-	log_info("session=%s event=login user=%s method=%s%s%s ip=%s messages=%u",
-	    s->id, a->user, a->method, a->mech != NULL ? " mech=" : "",
-	    a->mech != NULL ? a->mech : "", s->ip, a->md->count);
+	login_log_success(s, a->user, a->method, a->mech, a->md->count);
 	s->pop3 = pop3_new_transaction(&s->pop3_set, &session_pop3_host, s, conn_out(s->conn),
 	    a->user, a->md, &a->policy);
 	pop3_carry_stats(s->pop3, a->commands, a->bad_commands);
@@ -492,37 +475,48 @@ session_capa_policy(struct session *s, const struct passwd_policy_range *r)
 	s->pop3_set.per_user_policy = r->any;
 }
 
-void
-session_create(struct server *srv, int fd, const struct sockaddr_storage *peer,
-    bool tls)
+/* A session on fd, in srv's list, with the engine settings every
+ * session shares; tls: the connection is (or will be at once) under
+ * TLS. The caller names it and starts the engine. */
+static struct session *
+session_new(struct server *srv, int fd, bool tls)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
 	const struct pobox_settings *set;
-	const char *limit;
-	bool loopback;
 
 	s->srv = srv;
 	s->config = server_config_ref(srv->config);
 	set = &s->config->set;
 	s->start_ms = ioloop_now(srv->loop);
-	session_new_id(s->id);
-	loopback = session_peer(peer, s->ip, sizeof(s->ip), &s->port);
 	s->next = srv->sessions;
 	if (s->next != NULL)
 		s->next->prev = s;
 	srv->sessions = s;
 	srv->session_count++;
 	s->conn = conn_new(srv->loop, fd, &session_conn_callbacks, s);
-	s->pop3_set.stls = s->config->tls_ctx != NULL && !tls;
 	s->pop3_set.tls = tls;
-
 	s->pop3_set.implementation = set->implementation;
-	s->pop3_set.cleartext_ok = set->cleartext_auth == CLEARTEXT_ALWAYS ||
-	    (set->cleartext_auth == CLEARTEXT_LOOPBACK && loopback);
 	s->pop3_set.max_bad_commands = set->max_bad_commands;
 	s->pop3_set.sasl_mechs = s->config->sasl_mechs;
 	s->pop3_set.sasl_mech_count = s->config->sasl_mech_count;
 	session_capa_policy(s, passwd_db_policy_range(srv->db));
+	return s;
+}
+
+void
+session_create(struct server *srv, int fd, const struct sockaddr_storage *peer,
+    bool tls)
+{
+	struct session *s = session_new(srv, fd, tls);
+	const struct pobox_settings *set = &s->config->set;
+	const char *limit;
+	bool loopback;
+
+	session_new_id(s->id);
+	loopback = session_peer(peer, s->ip, sizeof(s->ip), &s->port);
+	s->pop3_set.stls = s->config->tls_ctx != NULL && !tls;
+	s->pop3_set.cleartext_ok = set->cleartext_auth == CLEARTEXT_ALWAYS ||
+	    (set->cleartext_auth == CLEARTEXT_LOOPBACK && loopback);
 	if (set->apop) {
 		uint32_t r = 0;
 		(void)!getrandom(&r, sizeof(r), 0);
