@@ -472,3 +472,57 @@ chan_io(void *ctx, unsigned events)
 	if (c->free_later)
 		chan_destroy(c);
 }
+
+uint32_t
+ipc_reqs_id(struct ipc_reqs *q)
+{
+	if (++q->last_id == 0)
+		q->last_id = 1;
+	return q->last_id;
+}
+
+void
+ipc_reqs_add(struct ipc_reqs *q, struct ipc_req *r, uint32_t id)
+{
+	r->id = id;
+	r->prev = NULL;
+	r->next = q->head;
+	if (r->next != NULL)
+		r->next->prev = r;
+	q->head = r;
+}
+
+void
+ipc_reqs_remove(struct ipc_reqs *q, struct ipc_req *r)
+{
+	if (r->prev != NULL)
+		r->prev->next = r->next;
+	else if (q->head == r)
+		q->head = r->next;
+	if (r->next != NULL)
+		r->next->prev = r->prev;
+	r->next = r->prev = NULL;
+}
+
+struct ipc_req *
+ipc_reqs_take(struct ipc_reqs *q, uint32_t id)
+{
+	for (struct ipc_req *r = q->head; r != NULL; r = r->next) {
+		if (r->id == id) {
+			ipc_reqs_remove(q, r);
+			return r;
+		}
+	}
+	return NULL;
+}
+
+void
+ipc_reqs_fail_all(struct ipc_reqs *q)
+{
+	while (q->head != NULL) {
+		struct ipc_req *r = q->head;
+
+		ipc_reqs_remove(q, r);
+		r->reply(r, NULL);
+	}
+}

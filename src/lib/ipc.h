@@ -90,4 +90,26 @@ struct ipc_chan *ipc_chan_new(struct ioloop *loop, int sock,
 int ipc_chan_send(struct ipc_chan *c, const struct ipc_out *o, int fd);
 void ipc_chan_free(struct ipc_chan **c);
 
+/* Requests waiting for their answer on a channel, by id. The requester
+ * embeds an ipc_req (first, so reply() can cast back) and answers
+ * itself; m is NULL when the channel is gone. */
+struct ipc_req {
+	struct ipc_req *next, *prev;
+	uint32_t id;
+	void (*reply)(struct ipc_req *r, const struct ipc_msg *m);
+};
+struct ipc_reqs {
+	struct ipc_req *head;
+	uint32_t last_id;
+};
+/* A new id, never 0 (the id of unsolicited messages). */
+uint32_t ipc_reqs_id(struct ipc_reqs *q);
+void ipc_reqs_add(struct ipc_reqs *q, struct ipc_req *r, uint32_t id);
+/* Takes r out (nothing if it is not in). */
+void ipc_reqs_remove(struct ipc_reqs *q, struct ipc_req *r);
+/* The request of id, taken out, or NULL. */
+struct ipc_req *ipc_reqs_take(struct ipc_reqs *q, uint32_t id);
+/* Answers every request with NULL (the channel is gone). */
+void ipc_reqs_fail_all(struct ipc_reqs *q);
+
 #endif

@@ -22,41 +22,31 @@ uint32_t
 authclient_id(struct server *srv)
 {
 	/* 0 is the id of unsolicited messages (the table). */
-	if (++srv->auth_next_id == 0)
-		srv->auth_next_id = 1;
-	return srv->auth_next_id;
+	return ipc_reqs_id(&srv->auth_reqs);
 }
 
 void
-authclient_send(struct server *srv, struct auth_req *r, const struct ipc_out *o)
+authclient_send(struct server *srv, struct ipc_req *r, const struct ipc_out *o)
 {
+	uint32_t id;
+
 	if (r != NULL) {
-		memcpy(&r->id, o->data + 4, 4);
-		r->prev = NULL;
-		r->next = srv->auth_reqs;
-		if (r->next != NULL)
-			r->next->prev = r;
-		srv->auth_reqs = r;
+		memcpy(&id, o->data + 4, 4);
+		ipc_reqs_add(&srv->auth_reqs, r, id);
 	}
 	if (srv->auth_chan == NULL || ipc_chan_send(srv->auth_chan, o, -1) < 0) {
 		/* Answered as if auth had gone: a temporary failure. */
 		if (r != NULL) {
-			authclient_cancel(srv, r);
+			ipc_reqs_remove(&srv->auth_reqs, r);
 			r->reply(r, NULL);
 		}
 	}
 }
 
 void
-authclient_cancel(struct server *srv, struct auth_req *r)
+authclient_cancel(struct server *srv, struct ipc_req *r)
 {
-	if (r->prev != NULL)
-		r->prev->next = r->next;
-	else if (srv->auth_reqs == r)
-		srv->auth_reqs = r->next;
-	if (r->next != NULL)
-		r->next->prev = r->prev;
-	r->next = r->prev = NULL;
+	ipc_reqs_remove(&srv->auth_reqs, r);
 }
 
 void
@@ -125,18 +115,14 @@ static void
 chan_msg(void *ctx, struct ipc_msg *m)
 {
 	struct server *srv = ctx;
-	struct auth_req *r;
+	struct ipc_req *r;
 
 	if (m->type == AUTHP_TABLE && m->id == 0) {
 		(void)take_table(srv, m);
 		return;
 	}
-	for (r = srv->auth_reqs; r != NULL; r = r->next)
-		if (r->id == m->id)
-			break;
-	if (r == NULL)
+	if ((r = ipc_reqs_take(&srv->auth_reqs, m->id)) == NULL)
 		return; /* its session went away */
-	authclient_cancel(srv, r);
 	r->reply(r, m);
 }
 
@@ -149,11 +135,7 @@ chan_close(void *ctx, const char *why)
 
 	log_error("event=auth_lost error=\"%s\"", why);
 	ipc_chan_free(&srv->auth_chan);
-	while (srv->auth_reqs != NULL) {
-		struct auth_req *r = srv->auth_reqs;
-		authclient_cancel(srv, r);
-		r->reply(r, NULL);
-	}
+	ipc_reqs_fail_all(&srv->auth_reqs);
 	if (!srv->authd_local)
 		ioloop_stop(srv->loop);
 }
@@ -185,9 +167,5 @@ void
 authclient_close(struct server *srv)
 {
 	ipc_chan_free(&srv->auth_chan);
-	while (srv->auth_reqs != NULL) {
-		struct auth_req *r = srv->auth_reqs;
-		authclient_cancel(srv, r);
-		r->reply(r, NULL);
-	}
+	ipc_reqs_fail_all(&srv->auth_reqs);
 }

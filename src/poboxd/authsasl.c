@@ -39,7 +39,7 @@ struct oauth_job;
 /* One exchange: the mechanism runs in the auth process; this side adds
  * what only the connection knows and relays the client's messages. */
 struct authsasl {
-	struct auth_req req;         /* first: the reply gets this pointer */
+	struct ipc_req req;         /* first: the reply gets this pointer */
 	struct session *session;
 	const struct sasl_mech *mech;
 	uint32_t id;                 /* the exchange's id at auth */
@@ -204,7 +204,7 @@ static void oauth_start(struct session *s, struct authsasl *x, const char *token
 
 /* Acts on the auth process's answer to a step. */
 static void
-authsasl_reply(struct auth_req *r, const struct ipc_msg *m)
+authsasl_reply(struct ipc_req *r, const struct ipc_msg *m)
 {
 	struct authsasl *x = (struct authsasl *)r;
 	struct session *s = x->session;

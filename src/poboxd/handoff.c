@@ -22,33 +22,18 @@
 #define HANDOFF_CHUNK 8192
 
 struct handoff {
-	struct handoff *next, *prev;
+	struct ipc_req req;      /* first: waits for OPENED in srv->handoffs */
 	struct server *srv;
 	struct session *session;
-	uint32_t id;
 	bool opened;             /* OPENED ok: the maildrop is held for us */
 	const char *mech;        /* static */
 	char *user;
 };
 
 static void
-handoff_unlink(struct handoff *h)
-{
-	struct server *srv = h->srv;
-
-	if (h->prev != NULL)
-		h->prev->next = h->next;
-	else if (srv->handoffs == h)
-		srv->handoffs = h->next;
-	if (h->next != NULL)
-		h->next->prev = h->prev;
-	h->next = h->prev = NULL;
-}
-
-static void
 handoff_free(struct handoff *h)
 {
-	handoff_unlink(h);
+	ipc_reqs_remove(&h->srv->handoffs, &h->req);
 	session_login_state(h->session)->handoff = NULL;
 	free(h->user);
 	free(h);
@@ -63,8 +48,7 @@ handoff_opened(struct handoff *h, enum pop3_login_result res)
 	char *user = h->user;
 
 	if (res == POP3_LOGIN_OK) {
-		h->opened = true;
-		handoff_unlink(h);  /* answered; still the session's */
+		h->opened = true;   /* answered (out of the list); still the session's */
 		session_hand_over(s);
 		return;
 	}
@@ -80,6 +64,18 @@ handoff_opened(struct handoff *h, enum pop3_login_result res)
 	free(user);
 }
 
+/* OPENED (or NULL: the mail process is gone). */
+static void
+handoff_reply(struct ipc_req *r, const struct ipc_msg *m)
+{
+	int64_t res = POP3_LOGIN_TEMPFAIL;
+
+	if (m != NULL && (ipc_i64(m, 0, &res) < 0 || res < POP3_LOGIN_OK ||
+	    res > POP3_LOGIN_MALFORMED))
+		res = POP3_LOGIN_TEMPFAIL;
+	handoff_opened((struct handoff *)r, (enum pop3_login_result)res);
+}
+
 void
 handoff_open(struct session *s, const char *user, const char *grant,
     const char *method, const char *mech)
@@ -90,18 +86,13 @@ handoff_open(struct session *s, const char *user, const char *grant,
 
 	h->srv = srv;
 	h->session = s;
-	if (++srv->handoff_next_id == 0)
-		srv->handoff_next_id = 1;
-	h->id = srv->handoff_next_id;
+	h->req.reply = handoff_reply;
 	h->mech = mech;
 	h->user = xstrdup(user);
-	h->next = srv->handoffs;
-	if (h->next != NULL)
-		h->next->prev = h;
-	srv->handoffs = h;
+	ipc_reqs_add(&srv->handoffs, &h->req, ipc_reqs_id(&srv->handoffs));
 	session_login_state(s)->handoff = h;
 
-	ipc_out_init(o, MAILP_OPEN, h->id);
+	ipc_out_init(o, MAILP_OPEN, h->req.id);
 	ipc_put_str(o, grant);
 	ipc_put_str(o, session_id(s));
 	ipc_put_str(o, session_ip(s));
@@ -130,14 +121,14 @@ handoff_attach(struct session *s, const void *pending, size_t len, bool tls,
 	o = xmalloc(sizeof(*o));
 	/* What does not fit the ATTACH goes ahead of it, in order. */
 	while (len > HANDOFF_CHUNK && r == 0) {
-		ipc_out_init(o, MAILP_ATTACH, h->id);
+		ipc_out_init(o, MAILP_ATTACH, h->req.id);
 		ipc_put(o, p, HANDOFF_CHUNK);
 		r = ipc_chan_send(srv->mail_chan, o, -1);
 		p += HANDOFF_CHUNK;
 		len -= HANDOFF_CHUNK;
 	}
 	if (r == 0) {
-		ipc_out_init(o, MAILP_ATTACH, h->id);
+		ipc_out_init(o, MAILP_ATTACH, h->req.id);
 		ipc_put(o, p, len);
 		ipc_put_u64(o, tls);
 		ipc_put_u64(o, counted);
@@ -169,7 +160,7 @@ handoff_abort(struct session *s)
 	/* Sent for a request not answered yet too: the channel keeps the
 	 * order, so the mail process sees it after the OPEN. */
 	if (srv->mail_chan != NULL) {
-		ipc_out_init(&o, MAILP_CANCEL, h->id);
+		ipc_out_init(&o, MAILP_CANCEL, h->req.id);
 		(void)ipc_chan_send(srv->mail_chan, &o, -1);
 	}
 	handoff_free(h);
@@ -179,19 +170,13 @@ static void
 chan_msg(void *ctx, struct ipc_msg *m)
 {
 	struct server *srv = ctx;
-	struct handoff *h;
-	int64_t res = POP3_LOGIN_TEMPFAIL;
+	struct ipc_req *r;
 
 	if (m->type != MAILP_OPENED)
 		return;
-	for (h = srv->handoffs; h != NULL; h = h->next)
-		if (h->id == m->id)
-			break;
-	if (h == NULL)
+	if ((r = ipc_reqs_take(&srv->handoffs, m->id)) == NULL)
 		return; /* cancelled: the mail process drops it */
-	if (ipc_i64(m, 0, &res) < 0 || res < POP3_LOGIN_OK || res > POP3_LOGIN_MALFORMED)
-		res = POP3_LOGIN_TEMPFAIL;
-	handoff_opened(h, (enum pop3_login_result)res);
+	r->reply(r, m);
 }
 
 /* Without its mail process no login can finish: this process ends (its
@@ -219,6 +204,5 @@ void
 handoff_close(struct server *srv)
 {
 	ipc_chan_free(&srv->mail_chan);
-	while (srv->handoffs != NULL)
-		handoff_opened(srv->handoffs, POP3_LOGIN_TEMPFAIL);
+	ipc_reqs_fail_all(&srv->handoffs);
 }

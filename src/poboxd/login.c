@@ -26,7 +26,7 @@
 
 /* A PASS, APOP or SASL-password request waiting for the auth process. */
 struct login_job {
-	struct auth_req req;     /* first: the reply gets this pointer */
+	struct ipc_req req;     /* first: the reply gets this pointer */
 	struct session *session;
 	uint64_t start_ms;       /* when the request came in */
 	const char *mech;        /* SASL mechanism (static), NULL for PASS */
@@ -192,7 +192,7 @@ job_free(struct login_job *job)
 
 /* The auth process answered (or is gone: a temporary failure). */
 static void
-job_reply(struct auth_req *r, const struct ipc_msg *m)
+job_reply(struct ipc_req *r, const struct ipc_msg *m)
 {
 	struct login_job *job = (struct login_job *)r;
 	struct session *s = job->session;

@@ -33,7 +33,7 @@
 #define MAIL_OPEN_MARGIN_MS 2000
 
 struct mail_open {
-	struct auth_req req;     /* first: auth's answer gets this pointer */
+	struct ipc_req req;     /* first: auth's answer gets this pointer */
 	struct mail_open *next, *prev;
 	struct mail_link *link;
 	bool redeeming;          /* waiting for auth */
@@ -121,7 +121,7 @@ reply(struct mail_link *l, uint32_t id, enum pop3_login_result res)
 
 /* Auth named the user of the grant (or refused it): open the maildrop. */
 static void
-on_redeemed(struct auth_req *r, const struct ipc_msg *m)
+on_redeemed(struct ipc_req *r, const struct ipc_msg *m)
 {
 	struct mail_open *o = (struct mail_open *)r;
 	struct mail_link *l = o->link;

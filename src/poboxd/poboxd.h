@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "auth/auth.h"
+#include "lib/ipc.h"
 #include "lib/settings.h"
 #include "poboxd/authproto.h"
 #include "proto/pop3.h"
@@ -32,7 +33,6 @@ struct ipc_chan;
 struct ipc_msg;
 struct ipc_out;
 struct authd;
-struct auth_req;
 struct handoff;
 struct proxy;
 struct mail_link;
@@ -81,8 +81,7 @@ struct server {
 	/* The auth role (authd.c) over a channel (authclient.c); with
 	 * --single-process it runs in this process (authd_local). */
 	struct ipc_chan *auth_chan;
-	struct auth_req *auth_reqs;  /* waiting for their answer */
-	uint32_t auth_next_id;
+	struct ipc_reqs auth_reqs;   /* waiting for their answer */
 	struct authd *authd;         /* --single-process only */
 	bool authd_local;
 	bool sandboxed;              /* under the worker's seccomp filter */
@@ -90,8 +89,7 @@ struct server {
 	unsigned limits_row;         /* this process's row in limits */
 	/* ROLE_LOGIN (handoff.c, proxy.c) */
 	struct ipc_chan *mail_chan;  /* to the mail process */
-	struct handoff *handoffs;    /* waiting for MAILP_OPENED */
-	uint32_t handoff_next_id;
+	struct ipc_reqs handoffs;    /* waiting for MAILP_OPENED */
 	struct proxy *proxies;       /* TLS sessions served by the mail process */
 	unsigned proxy_count;
 	bool retiring;               /* replaced after a reload: ends with its
@@ -151,17 +149,13 @@ void smtp_session_shutdown(struct server *srv);
 
 /* authclient.c: requests to the auth process. A request is answered
  * once (reply with the message, or NULL when auth is gone); the
- * requester embeds the auth_req and cancels it if it goes away first. */
-struct auth_req {
-	struct auth_req *next, *prev;
-	uint32_t id;
-	void (*reply)(struct auth_req *r, const struct ipc_msg *m);
-};
+ * requester embeds an ipc_req (lib/ipc.h) and cancels it if it goes
+ * away first. */
 /* A new request id (never 0). */
 uint32_t authclient_id(struct server *srv);
 /* Sends o; r (may be NULL: no answer wanted) waits under o's id. */
-void authclient_send(struct server *srv, struct auth_req *r, const struct ipc_out *o);
-void authclient_cancel(struct server *srv, struct auth_req *r);
+void authclient_send(struct server *srv, struct ipc_req *r, const struct ipc_out *o);
+void authclient_cancel(struct server *srv, struct ipc_req *r);
 /* An AUTHP_RESULT (or NULL) decoded: strings point into the message. */
 struct auth_result_msg {
 	enum pop3_login_result res;

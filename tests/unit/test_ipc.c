@@ -257,6 +257,53 @@ test_chan_failure_reported_from_loop(void **state)
 	ioloop_free(&st.loop);
 }
 
+struct counted_req {
+	struct ipc_req req;
+	int answers;
+	bool got_null;
+};
+
+static void
+counted_reply(struct ipc_req *r, const struct ipc_msg *m)
+{
+	struct counted_req *c = (struct counted_req *)r;
+
+	c->answers++;
+	c->got_null = m == NULL;
+}
+
+static void
+test_reqs(void **state)
+{
+	struct ipc_reqs q = { NULL, UINT32_MAX - 1 };
+	struct counted_req a = { .req.reply = counted_reply };
+	struct counted_req b = { .req.reply = counted_reply };
+	struct counted_req c = { .req.reply = counted_reply };
+
+	/* Ids wrap past 0, which is never handed out. */
+	ipc_reqs_add(&q, &a.req, ipc_reqs_id(&q));
+	ipc_reqs_add(&q, &b.req, ipc_reqs_id(&q));
+	ipc_reqs_add(&q, &c.req, ipc_reqs_id(&q));
+	assert_int_equal(a.req.id, UINT32_MAX);
+	assert_int_equal(b.req.id, 1);
+	assert_int_equal(c.req.id, 2);
+	/* Taken once; an unknown or answered id finds nothing. */
+	assert_ptr_equal(ipc_reqs_take(&q, 1), &b.req);
+	assert_null(ipc_reqs_take(&q, 1));
+	assert_null(ipc_reqs_take(&q, 77));
+	/* Removing twice is harmless. */
+	ipc_reqs_remove(&q, &c.req);
+	ipc_reqs_remove(&q, &c.req);
+	/* The channel gone: every request still waiting answered once. */
+	ipc_reqs_add(&q, &c.req, ipc_reqs_id(&q));
+	ipc_reqs_fail_all(&q);
+	assert_null(q.head);
+	assert_int_equal(a.answers, 1);
+	assert_true(a.got_null);
+	assert_int_equal(b.answers, 0);
+	assert_int_equal(c.answers, 1);
+}
+
 int
 main(void)
 {
@@ -267,6 +314,7 @@ main(void)
 		cmocka_unit_test(test_recv_rejects),
 		cmocka_unit_test(test_chan_queue),
 		cmocka_unit_test(test_chan_failure_reported_from_loop),
+		cmocka_unit_test(test_reqs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
