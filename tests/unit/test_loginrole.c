@@ -129,51 +129,67 @@ pattern(size_t i)
 	return (unsigned char)('a' + (i * 7 + i / 251) % 26);
 }
 
+/* Writes the pattern from *sent on, up to n octets, as far as fd takes. */
+static void
+send_pattern(int fd, size_t *sent, size_t n)
+{
+	unsigned char buf[65536];
+
+	while (*sent < n) {
+		size_t len = n - *sent < sizeof(buf) ? n - *sent : sizeof(buf);
+		ssize_t w;
+
+		for (size_t k = 0; k < len; k++)
+			buf[k] = pattern(*sent + k);
+		if ((w = write(fd, buf, len)) <= 0)
+			return;
+		*sent += (size_t)w;
+	}
+}
+
+/* Reads up to step octets from fd (non-blocking), checking each against
+ * the pattern from *got on; true at EOF. */
+static bool
+recv_pattern(int fd, size_t *got, size_t step)
+{
+	unsigned char buf[65536];
+
+	for (size_t want = step; want > 0; ) {
+		ssize_t r = read(fd, buf, want < sizeof(buf) ? want : sizeof(buf));
+
+		if (r == 0)
+			return true;
+		if (r < 0) {
+			assert_int_equal(errno, EAGAIN);
+			return false;
+		}
+		for (ssize_t k = 0; k < r; k++)
+			if (buf[k] != pattern(*got + (size_t)k))
+				fail_msg("octet %zu differs", *got + (size_t)k);
+		*got += (size_t)r;
+		want -= (size_t)r;
+	}
+	return false;
+}
+
 /* The mail process sends n octets and closes; the client reads step
  * octets per loop pass. Every octet must arrive, then EOF. */
 static void
 mail_to_slow_client(size_t n, size_t step, int sndbuf)
 {
-	unsigned char buf[65536];
 	size_t sent = 0, got = 0;
 	bool mail_open = true, eof = false;
 	int client, mail;
 
 	start_proxy(sndbuf, 65536, &client, &mail);
 	for (unsigned i = 0; i < 200000 && !eof; i++) {
-		while (sent < n) {
-			size_t len = n - sent < sizeof(buf) ? n - sent : sizeof(buf);
-			ssize_t w;
-
-			for (size_t k = 0; k < len; k++)
-				buf[k] = pattern(sent + k);
-			w = write(mail, buf, len);
-			if (w <= 0)
-				break;
-			sent += (size_t)w;
-		}
+		send_pattern(mail, &sent, n);
 		if (sent == n && mail_open) {
 			close(mail);
 			mail_open = false;
 		}
 		spin(1);
-		for (size_t want = step; want > 0; ) {
-			ssize_t r = read(client, buf, want < sizeof(buf) ? want : sizeof(buf));
-
-			if (r == 0) {
-				eof = true;
-				break;
-			}
-			if (r < 0) {
-				assert_int_equal(errno, EAGAIN);
-				break;
-			}
-			for (ssize_t k = 0; k < r; k++)
-				if (buf[k] != pattern(got + (size_t)k))
-					fail_msg("octet %zu differs", got + (size_t)k);
-			got += (size_t)r;
-			want -= (size_t)r;
-		}
+		eof = recv_pattern(client, &got, step);
 	}
 	if (mail_open)
 		close(mail);
@@ -201,7 +217,6 @@ test_slow_client_gets_everything(void **state)
 static void
 slow_mail_gets_half_close(size_t n, size_t step, int sndbuf)
 {
-	unsigned char buf[65536];
 	size_t sent = 0, got = 0;
 	bool shut = false, eof = false;
 	int client, mail;
@@ -209,39 +224,13 @@ slow_mail_gets_half_close(size_t n, size_t step, int sndbuf)
 	/* The mail process reads slowly: what the proxy sends it waits. */
 	start_proxy(65536, sndbuf, &client, &mail);
 	for (unsigned i = 0; i < 200000 && !eof; i++) {
-		while (sent < n) {
-			size_t len = n - sent < sizeof(buf) ? n - sent : sizeof(buf);
-			ssize_t w;
-
-			for (size_t k = 0; k < len; k++)
-				buf[k] = pattern(sent + k);
-			w = write(client, buf, len);
-			if (w <= 0)
-				break;
-			sent += (size_t)w;
-		}
+		send_pattern(client, &sent, n);
 		if (sent == n && !shut) {
 			assert_int_equal(shutdown(client, SHUT_WR), 0);
 			shut = true;
 		}
 		spin(1);
-		for (size_t want = step; want > 0; ) {
-			ssize_t r = read(mail, buf, want < sizeof(buf) ? want : sizeof(buf));
-
-			if (r == 0) {
-				eof = true;
-				break;
-			}
-			if (r < 0) {
-				assert_int_equal(errno, EAGAIN);
-				break;
-			}
-			for (ssize_t k = 0; k < r; k++)
-				if (buf[k] != pattern(got + (size_t)k))
-					fail_msg("octet %zu differs", got + (size_t)k);
-			got += (size_t)r;
-			want -= (size_t)r;
-		}
+		eof = recv_pattern(mail, &got, step);
 	}
 	/* The mail process ends the session: the proxy goes. */
 	close(mail);
