@@ -87,6 +87,27 @@ def scram_exchange(c, mech, client):
     return c.cmd("")
 
 
+def mpop_fetch(tc, port, auth, user="alice", pw=PW, tls="tls off\n"):
+    """Runs mpop (keep mode, into a fresh Maildir) against tc's poboxd on
+    port with SASL mechanism auth; returns the messages fetched."""
+    mpop = need_tool(tc, "mpop")
+    inbox = tc.env.cli / f"inbox-{auth}"
+    for sub in ("cur", "new", "tmp"):
+        (inbox / sub).mkdir(parents=True)
+    rc = tc.env.cli / "mpoprc"
+    rc.write_text(
+        f"defaults\n{tls}timeout 15\nreceived_header off\n"
+        f"uidls_file {tc.env.cli / 'uidls'}\n"
+        f"account e2e\nhost 127.0.0.1\nport {port}\nuser {user}\n"
+        f"password {pw}\nauth {auth}\n"
+        f"delivery maildir {inbox}\nkeep on\n")
+    os.chmod(rc, 0o600)
+    r = subprocess.run([mpop, "-C", str(rc), "-Q", "e2e"], capture_output=True,
+                       text=True, timeout=60)
+    tc.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+    return [p.read_bytes() for p in (inbox / "new").iterdir()]
+
+
 class SaslTest(PoboxTestCase):
 
     def setUp(self):
@@ -318,22 +339,7 @@ class SaslTest(PoboxTestCase):
                                        ScramClient("alice", PW, sha="sha1")).startswith("+OK"))
 
     def run_mpop(self, auth, user="alice", pw=PW):
-        mpop = need_tool(self, "mpop")
-        inbox = self.env.cli / f"inbox-{auth}"
-        for sub in ("cur", "new", "tmp"):
-            (inbox / sub).mkdir(parents=True)
-        rc = self.env.cli / "mpoprc"
-        rc.write_text(
-            "defaults\ntls off\ntimeout 15\nreceived_header off\n"
-            f"uidls_file {self.env.cli / 'uidls'}\n"
-            f"account e2e\nhost 127.0.0.1\nport {self.env.port}\nuser {user}\n"
-            f"password {pw}\nauth {auth}\n"
-            f"delivery maildir {inbox}\nkeep on\n")
-        os.chmod(rc, 0o600)
-        r = subprocess.run([mpop, "-C", str(rc), "-Q", "e2e"], capture_output=True,
-                           text=True, timeout=60)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        return [p.read_bytes() for p in (inbox / "new").iterdir()]
+        return mpop_fetch(self, self.env.port, auth, user, pw)
 
     def test_mpop_scram_sha256(self):
         self.env.start()
@@ -525,24 +531,11 @@ class SaslTlsTest(PoboxTestCase):
         self.env.wait_event("login", user="alice", mech="SCRAM-SHA-256-PLUS")
 
     def test_mpop_scram_over_tls(self):
-        mpop = need_tool(self, "mpop")
+        need_tool(self, "mpop")
         self.start()
-        inbox = self.env.cli / "inbox"
-        for sub in ("cur", "new", "tmp"):
-            (inbox / sub).mkdir(parents=True)
-        rc = self.env.cli / "mpoprc"
-        rc.write_text(
-            "defaults\ntls on\ntls_starttls off\n"
-            f"tls_trust_file {self.ca}\ntimeout 15\nreceived_header off\n"
-            f"uidls_file {self.env.cli / 'uidls'}\n"
-            f"account e2e\nhost 127.0.0.1\nport {self.tls_port}\nuser alice\n"
-            f"password {PW}\nauth scram-sha-256\n"
-            f"delivery maildir {inbox}\nkeep on\n")
-        os.chmod(rc, 0o600)
-        r = subprocess.run([mpop, "-C", str(rc), "-Q", "e2e"], capture_output=True,
-                           text=True, timeout=60)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertEqual([p.read_bytes() for p in (inbox / "new").iterdir()], [self.msg])
+        self.assertEqual(mpop_fetch(self, self.tls_port, "scram-sha-256",
+                                    tls=f"tls on\ntls_starttls off\ntls_trust_file {self.ca}\n"),
+                         [self.msg])
         ev = self.env.wait_event("login", user="alice", method="sasl")
         self.assertTrue(ev["mech"].startswith("SCRAM-SHA-256"), ev)
 
