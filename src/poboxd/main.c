@@ -1331,23 +1331,17 @@ master_check_stopped(struct master *m)
 		ioloop_stop(m->loop);
 }
 
-/* Calls fn for every serving process. */
+/* Signals every serving process (retiring login processes too). */
 static void
-master_each(struct master *m, void (*fn)(struct master *m, pid_t pid, int arg), int arg)
+master_kill_all(struct master *m, int signo)
 {
 	for (unsigned w = 0; w < m->srv->workers; w++) {
 		if (m->pids[w] > 0)
-			fn(m, m->pids[w], arg);
+			kill(m->pids[w], signo);
 		for (unsigned g = 0; g < LOGIN_GENERATIONS; g++)
 			if (m->login_pids[g][w] > 0)
-				fn(m, m->login_pids[g][w], arg);
+				kill(m->login_pids[g][w], signo);
 	}
-}
-
-static void
-send_signal(struct master *m, pid_t pid, int signo)
-{
-	kill(pid, signo);
 }
 
 static void
@@ -1466,7 +1460,7 @@ master_signal(void *ctx, int signo)
 	log_info("event=shutdown signal=%s workers=%u", strsignal(signo), m->live);
 	m->stopping = true;
 	timer_remove(&m->respawn);
-	master_each(m, send_signal, SIGTERM);
+	master_kill_all(m, SIGTERM);
 	master_check_stopped(m);
 }
 
