@@ -88,7 +88,7 @@ f_usage(FILE *out)
 	    "  --password-file FILE --oauth-command CMD --keep --delete-after DAYS\n"
 	    "  --max-size N --oversize skip|headers --state-dir DIR --timeout SEC\n"
 	    "  --session-timeout|--deadline SEC\n"
-	    "  --pipeline N --devices-dir DIR --devices NAME (repeat) --device NAME\n"
+	    "  --pipeline N --mda-parallel N --devices-dir DIR --devices NAME (repeat) --device NAME\n"
 	    "run flags: --account NAME (state name for a command-line account)\n"
 	    "  --accept-new-uidls --dry-run --serverinfo --daemon SECONDS\n"
 	    "  --print-config -q -v\n"
@@ -675,7 +675,7 @@ s_pending(void *ctx, const char *ref)
 
 /* The pipelined MDA's hooks: its "p" as it starts, its "d" as it exits
  * 0 (written at once, synced with the batch before its DELE: a SIGKILL
- * leaves only the running MDA's message in doubt). */
+ * leaves only the running MDAs' messages in doubt). */
 static int
 s_mda_start(void *ctx, uint32_t id, const char *ref)
 {
@@ -727,8 +727,8 @@ s_store(struct session *s, struct msg *m)
 	ssize_t r;
 	int rc;
 
-	if (ftarget_pipelined(s->t)) {
-		if ((rc = ftarget_mda_queue(s->t, fnet_body_read, &s->net,
+	if (ftarget_mda(s->t) != NULL) {
+		if ((rc = fmda_queue(ftarget_mda(s->t), fnet_body_read, &s->net,
 		    (uint32_t)(m - s->m), m->size, &error)) == 0)
 			return 0;
 		if (!s->net.body_done && s->net.pc.state == POP3C_S_FAILED)
@@ -875,21 +875,22 @@ s_transfer(struct session *s)
 	const struct fetch_account *a = s->a;
 	unsigned window = s->capa.pipelining ? a->window : 1;
 	struct inflight *q = xcalloc(window, sizeof(*q));
+	struct fmda *mda = ftarget_mda(s->t);
 	unsigned qhead = 0, qlen = 0, retrs = 0;
 	uint32_t next = 0, deli = 0;
 	bool stop = false;
 	struct buf cmds = BUF_INIT;
 	int ret = 0;
 
-	if (ftarget_pipelined(s->t)) {
-		struct ftarget_mda_hooks h = { s_mda_start, s_mda_done, s,
+	if (mda != NULL) {
+		struct fmda_hooks h = { s_mda_start, s_mda_done, s,
 			clock_ms() + (uint64_t)fnet_left_ms(&s->net) };
 
-		ftarget_mda_hooks(s->t, &h);
+		fmda_hooks(mda, &h);
 		/* MDAs are reaped while the client waits for the server. */
-		s->net.side.fd = ftarget_mda_fd;
-		s->net.side.ready = ftarget_mda_poll;
-		s->net.side.ctx = s->t;
+		s->net.side.fd = fmda_fd;
+		s->net.side.ready = fmda_poll;
+		s->net.side.ctx = mda;
 	}
 	s->deles = xcalloc(s->nmsg + 1, sizeof(*s->deles));
 	s->ndel = 0;
@@ -930,8 +931,8 @@ s_transfer(struct session *s)
 			/* Every MDA has run and staged messages are
 			 * committed before the loop ends; their DELEs go
 			 * out in the next round. */
-			if (ftarget_mda_queued(s->t) > 0) {
-				ftarget_mda_wait(s->t);
+			if (mda != NULL && fmda_queued(mda) > 0) {
+				fmda_wait(mda);
 				continue;
 			}
 			if (s->nstaged == 0)
@@ -984,8 +985,8 @@ net_fail:
 	ret = -1;
 	/* What arrived whole is stored (the MDAs of spooled messages run);
 	 * the next run deletes it. */
-	while (ftarget_mda_queued(s->t) > 0)
-		ftarget_mda_wait(s->t);
+	while (mda != NULL && fmda_queued(mda) > 0)
+		fmda_wait(mda);
 	(void)s_flush(s);
 out:
 	s->net.side.fd = NULL;
@@ -1206,6 +1207,7 @@ fetch_command(int argc, char **argv)
 		{ "session-timeout", required_argument, NULL, 1 },
 		{ "deadline", required_argument, NULL, 1 },
 		{ "pipeline", required_argument, NULL, 1 },
+		{ "mda-parallel", required_argument, NULL, 1 },
 		{ "device", required_argument, NULL, 1 },
 		{ "devices", required_argument, NULL, 1 },
 		{ "devices-dir", required_argument, NULL, 1 },

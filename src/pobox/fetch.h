@@ -2,7 +2,7 @@
  * files: fetch.c (options, the session and the exactly-once protocol),
  * fetch_net.c (socket, TLS, the reply stream), fetch_auth.c (login
  * mechanisms), store/fstate.c (the UIDL journal), fetch_target.c (Maildir,
- * mbox, MDA). Run by the user, unprivileged. */
+ * mbox), fetch_mda.c (the MDA command). Run by the user, unprivileged. */
 #ifndef POBOX_FETCH_H
 #define POBOX_FETCH_H
 
@@ -44,6 +44,7 @@ struct fetch_account {
 	char *password_command, *password_file, *oauth_command;
 	enum fetch_target target;
 	char *target_arg;       /* the Maildir, mbox path or MDA command */
+	unsigned mda_parallel;  /* MDAs at once (1: in order, one at a time) */
 	bool keep;
 	int delete_after;       /* days, -1: never (with keep) */
 	uint64_t max_size;      /* 0: no limit */
@@ -177,40 +178,50 @@ int ftarget_recover(struct ftarget *t, const char *ref);
  * MDA). */
 bool ftarget_checkable(const struct ftarget *t);
 
-/* The MDA target is pipelined: ftarget_mda_queue spools a message and
- * queues it, and the MDAs run one at a time in queue order while the
- * session goes on receiving. The hooks run as each MDA starts and ends,
- * from any ftarget_mda_* call (and so from a network wait, through
- * fnet.side): start journals "p" (0, or -1: not run, then done gets
- * -2); done gets rc 0 stored (exit 0), 1 try later (exit 75, or the MDA
- * could not be started), -1 failed (another status), -2 not started. */
-struct ftarget_mda_hooks {
+/* The MDA target's commands, NULL for the other targets. */
+struct fmda *ftarget_mda(const struct ftarget *t);
+
+/* ---- fetch_mda.c: the MDA target, pipelined. fmda_queue spools a
+ * message and queues it; the MDAs run in queue order, up to parallel at
+ * once, while the session goes on receiving. The hooks run as each MDA
+ * starts and ends, from any fmda_* call (and so from a network wait,
+ * through fnet.side): start journals "p" (0, or -1: not run, then done
+ * gets -2); done gets rc 0 stored (exit 0), 1 try later (exit 75, or the
+ * MDA could not be started), -1 failed (another status), -2 not
+ * started. */
+#define FETCH_MDA_PARALLEL_MAX 16
+struct fmda;
+struct fmda_hooks {
 	int (*start)(void *ctx, uint32_t id, const char *ref);
 	void (*done)(void *ctx, uint32_t id, const char *ref, int rc,
 	    const char *error);
 	void *ctx;
 	/* clock_ms() when the session ends: no MDA starts after it, and
-	 * one still running is stopped (SIGTERM, then SIGKILL) and its
-	 * message gets rc 1; queued ones are dropped (fetched again). */
+	 * those still running are stopped (SIGTERM, then SIGKILL) and
+	 * their messages get rc 1; queued ones are dropped (fetched again). */
 	uint64_t deadline_ms;
 };
-bool ftarget_pipelined(const struct ftarget *t);
-void ftarget_mda_hooks(struct ftarget *t, const struct ftarget_mda_hooks *h);
+/* cmd: run directly when it has no shell syntax, else with sh -c. */
+struct fmda *fmda_new(const char *cmd, unsigned parallel);
+void fmda_free(struct fmda **m);
+/* Whether the command runs without sh. */
+bool fmda_direct(const struct fmda *m);
+void fmda_hooks(struct fmda *m, const struct fmda_hooks *h);
 /* Spools the message read with rd (whole, to its end) and queues it
- * under id, first waiting for the running MDA while the queue is full
+ * under id, first waiting for running MDAs while the queue is full
  * (size_hint: the size the server listed). 0 queued, 1 not (a lost
  * connection, a spool failure, no time left) with *error_r. */
-int ftarget_mda_queue(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
+int fmda_queue(struct fmda *m, ssize_t (*rd)(void *, void *, size_t),
     void *ctx, uint32_t id, uint64_t size_hint, const char **error_r);
 /* Messages queued or with their MDA running. */
-size_t ftarget_mda_queued(const struct ftarget *t);
-/* Reaps the running MDA if it ended and starts the next; never blocks.
- * ctx is the target (the shape fnet.side wants). */
-void ftarget_mda_poll(void *ctx);
-/* Waits for the running MDA to end (and starts the next), at most until
+size_t fmda_queued(const struct fmda *m);
+/* Reaps the MDAs that ended and starts the next; never blocks. ctx is
+ * the fmda (the shape fnet.side wants). */
+void fmda_poll(void *ctx);
+/* Waits for a running MDA to end (and starts the next), at most until
  * the hooks' deadline_ms. */
-void ftarget_mda_wait(struct ftarget *t);
-/* The running MDA's pidfd, readable when it ends; -1 none. */
-int ftarget_mda_fd(void *ctx);
+void fmda_wait(struct fmda *m);
+/* Readable when a running MDA ended; -1 none running. */
+int fmda_fd(void *ctx);
 
 #endif

@@ -25,6 +25,7 @@ struct fetch_conf {
 	char *cafile, *fingerprint, *auth;
 	char *password_command, *password_file, *oauth_command;
 	char *maildir, *mbox, *mda;
+	unsigned mda_parallel;
 	bool keep;
 	char *delete_after;
 	unsigned max_size;
@@ -87,7 +88,11 @@ static const struct config_setting fetch_table[] = {
 	{ "maildir", CONFIG_STRING, F(maildir), "", 0, 0, NULL, "deliver into this Maildir", NULL },
 	{ "mbox", CONFIG_STRING, F(mbox), "", 0, 0, NULL, "deliver into this mbox (mboxrd)", NULL },
 	{ "mda", CONFIG_STRING, F(mda), "", 0, 0, NULL,
-	  "deliver by this command (sh -c; message on stdin)", NULL },
+	  "deliver by this command (message on stdin; sh -c when it has "
+	  "shell syntax)", NULL },
+	{ "mda_parallel", CONFIG_UINT, F(mda_parallel), "1", 1, FETCH_MDA_PARALLEL_MAX, NULL,
+	  "MDA commands run at once; above 1 only for an MDA whose deliveries "
+	  "are independent (messages may then arrive out of order)", NULL },
 	{ "keep", CONFIG_BOOL, F(keep), "no", 0, 0, NULL, "leave messages on the server", NULL },
 	{ "delete_after", CONFIG_STRING, F(delete_after), "never", 0, 0, NULL,
 	  "with keep: delete N days after first download", check_days },
@@ -383,6 +388,7 @@ to_account(const struct fetch_conf *c, const char *name, bool info_only,
 	a->timeout = c->timeout;
 	a->session_timeout = c->session_timeout;
 	a->window = c->pipeline;
+	a->mda_parallel = c->mda_parallel;
 	a->state_dir = c->state_dir[0] != '\0' ? path_value(c->state_dir) :
 	    default_state_dir();
 	if (c->devices.count > 0) {

@@ -5,29 +5,24 @@
  * commit: store/deliver.c syncs each message, which costs two fsyncs per
  * message). mbox: mboxrd, spooled first, then appended under fcntl and
  * dotlock locks and fsynced; the journal names the octet range, so a
- * half-written append is cut off after a crash. MDA: a command fed the
- * spooled message on stdin; exit 0 is stored, 75 is "later". */
+ * half-written append is cut off after a crash. MDA: fetch_mda.c, held
+ * here. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/pidfd.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "lib/util.h"
 #include "pobox/fetch.h"
 
-/* Message octets are moved in chunks this big (Maildir, MDA spool):
+/* Message octets are moved in chunks this big (Maildir):
  * fewer, bigger writes, ~8% off 100 x 1 MB into a Maildir. */
 #define FT_IO (256u << 10)
 
@@ -35,19 +30,6 @@
  * is written (smaller ones wait for the batch's syncfs, where the kernel
  * merges their writes). */
 #define FT_KICK_SIZE (256u << 10)
-
-/* MDA messages spooled and waiting, the head one's MDA running: at most
- * MDA_AHEAD behind it, fewer when they would pass MDA_AHEAD_BYTES. */
-#define MDA_AHEAD 8
-#define MDA_AHEAD_BYTES (16u << 20)
-#define MDA_QUEUE (MDA_AHEAD + 2)
-
-struct ft_mda_msg {
-	uint32_t id;
-	int fd;                 /* the message, a memfd */
-	uint64_t size;
-	char *ref;              /* set when its MDA starts */
-};
 
 /* A Maildir message written into tmp/, not yet synced or in new/. */
 struct ft_staged {
@@ -60,13 +42,7 @@ struct ft_staged {
 struct ftarget {
 	enum fetch_target kind;
 	int tmpfd, newfd;       /* Maildir: tmp/ and new/ */
-	struct ft_mda_msg mq[MDA_QUEUE]; /* MDA: spooled, head running */
-	size_t mqhead, mqlen;
-	uint64_t mqbytes;
-	pid_t mpid;             /* the running MDA, 0: none */
-	int mpidfd;             /* its pidfd, -1 */
-	unsigned long mended;   /* MDAs ended so far */
-	struct ftarget_mda_hooks hooks;
+	struct fmda *mda;       /* MDA: the pipelined command */
 	struct ft_staged *staged;
 	size_t nstaged, capstaged;
 	char *path;             /* Maildir, mbox, or the MDA command */
@@ -76,8 +52,6 @@ struct ftarget {
 	char host[32];
 	char error[512];
 };
-
-static void ft_mda_kill(struct ftarget *t);
 
 /* The host name as Maildir-safe octets, cut short (the unique part must
  * fit a UIDL of 70 octets for a poboxd serving this Maildir). */
@@ -110,8 +84,7 @@ ftarget_open(const struct fetch_account *a, const char *spool, char **error_r)
 	t->path = xstrdup(a->target_arg);
 	t->spool = xstrdup(spool);
 	t->io = xmalloc(FT_IO);
-	t->tmpfd = t->newfd = t->mpidfd = -1;
-	t->hooks.deadline_ms = UINT64_MAX;
+	t->tmpfd = t->newfd = -1;
 	ft_host(t->host, sizeof(t->host));
 	if (t->kind == FETCH_MAILDIR) {
 		for (size_t i = 0; i < ARRAY_SIZE(subs); i++) {
@@ -142,6 +115,8 @@ ftarget_open(const struct fetch_account *a, const char *spool, char **error_r)
 			ftarget_close(&t);
 			return NULL;
 		}
+	} else if (t->kind == FETCH_MDA) {
+		t->mda = fmda_new(t->path, a->mda_parallel);
 	} else if (t->kind == FETCH_MBOX) {
 		int fd = open(t->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC |
 		    O_NOFOLLOW, 0600);
@@ -169,18 +144,7 @@ ftarget_close(struct ftarget **tp)
 		close((*tp)->tmpfd);
 	if ((*tp)->newfd >= 0)
 		close((*tp)->newfd);
-	/* The session waits for every MDA before it ends; this is for
-	 * failed paths: no zombie left, no hooks (the session is gone). */
-	if ((*tp)->mpid > 0)
-		ft_mda_kill(*tp);
-	if ((*tp)->mpidfd >= 0)
-		close((*tp)->mpidfd);
-	for (size_t i = 0; i < (*tp)->mqlen; i++) {
-		struct ft_mda_msg *q = &(*tp)->mq[((*tp)->mqhead + i) % MDA_QUEUE];
-
-		close(q->fd);
-		free(q->ref);
-	}
+	fmda_free(&(*tp)->mda);
 	free((*tp)->path);
 	free((*tp)->spool);
 	free((*tp)->io);
@@ -203,282 +167,15 @@ ft_ref(struct ftarget *t)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
 		rnd = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull;
-	if (t->kind == FETCH_MDA)
-		return xasprintf("mda.%lld.%lu", (long long)ts.tv_sec, ++t->counter);
 	return xasprintf("%lld.M%06ldP%ldQ%luR%016llx.%s", (long long)ts.tv_sec,
 	    ts.tv_nsec / 1000, (long)getpid(), ++t->counter,
 	    (unsigned long long)rnd, t->host);
 }
 
-/* sh -c MDA with fd as stdin and SIGPIPE at its default, in a new
- * process group. posix_spawn (vfork-like in glibc) copies no page
- * tables: cheaper than fork per message. */
-static int
-ft_spawn_mda(struct ftarget *t, int fd, pid_t *pid_r)
+struct fmda *
+ftarget_mda(const struct ftarget *t)
 {
-	char *argv[] = { "sh", "-c", t->path, NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t deflt;
-	int r;
-
-	posix_spawn_file_actions_init(&fa);
-	posix_spawnattr_init(&attr);
-	sigemptyset(&deflt);
-	sigaddset(&deflt, SIGPIPE);
-	posix_spawn_file_actions_adddup2(&fa, fd, 0);
-	posix_spawnattr_setsigdefault(&attr, &deflt);
-	/* A process group of its own, so that an MDA that overruns the
-	 * session is stopped with whatever it started. */
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
-	r = posix_spawn(pid_r, "/bin/sh", &fa, &attr, argv, environ);
-	posix_spawnattr_destroy(&attr);
-	posix_spawn_file_actions_destroy(&fa);
-	return r;
-}
-
-/* Stops the running MDA and what it started (its process group):
- * SIGTERM, SIGKILL after 5 s, then reaps it. The group is signalled
- * again before the leader is reaped, while its id cannot be reused. */
-static void
-ft_mda_kill(struct ftarget *t)
-{
-	siginfo_t si;
-	int i;
-
-	(void)kill(-t->mpid, SIGTERM);
-	for (i = 0; i < 500; i++) {
-		memset(&si, 0, sizeof(si));
-		if (waitid(P_PID, (id_t)t->mpid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 &&
-		    errno != EINTR)
-			break;
-		if (si.si_pid == t->mpid)
-			break;
-		(void)usleep(10000);
-	}
-	(void)kill(-t->mpid, SIGKILL);
-	while (waitpid(t->mpid, NULL, 0) < 0 && errno == EINTR)
-		;
-	if (t->mpidfd >= 0)
-		close(t->mpidfd);
-	t->mpidfd = -1;
-	t->mpid = 0;
-}
-
-/* Removes the head of the queue with its verdict. */
-static void
-ft_mda_pop(struct ftarget *t, int rc, const char *error)
-{
-	struct ft_mda_msg q = t->mq[t->mqhead];
-
-	t->mqhead = (t->mqhead + 1) % MDA_QUEUE;
-	t->mqlen--;
-	t->mqbytes -= q.size;
-	close(q.fd);
-	t->hooks.done(t->hooks.ctx, q.id, q.ref, rc, error);
-	free(q.ref);
-}
-
-/* Starts the MDA of the head of the queue unless one runs. Its "p" is
- * journalled first (the start hook). */
-static void
-ft_mda_start(struct ftarget *t)
-{
-	while (t->mpid == 0 && t->mqlen > 0 && clock_ms() < t->hooks.deadline_ms) {
-		struct ft_mda_msg *q = &t->mq[t->mqhead];
-
-		q->ref = ft_ref(t);
-		if (t->hooks.start(t->hooks.ctx, q->id, q->ref) < 0) {
-			ft_mda_pop(t, -2, "cannot write the state journal");
-			continue;
-		}
-		if (lseek(q->fd, 0, SEEK_SET) < 0 || ft_spawn_mda(t, q->fd, &t->mpid) != 0) {
-			t->mpid = 0;
-			ft_mda_pop(t, 1, "cannot start the MDA");
-			continue;
-		}
-		/* Without a pidfd (a kernel before 5.3) the MDA is reaped
-		 * only when looked at: after each chunk spooled, when the
-		 * queue is full, at the end. */
-		t->mpidfd = pidfd_open(t->mpid, 0);
-	}
-}
-
-/* The running MDA ended with status: its verdict to the session, the
- * next queued message started. */
-static void
-ft_mda_ended(struct ftarget *t, int status)
-{
-	const char *error = NULL;
-	int rc;
-
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-		rc = 0;
-	} else if (WIFEXITED(status) && WEXITSTATUS(status) == 75) {
-		rc = 1;
-		error = "the MDA said try later (exit 75)";
-	} else {
-		rc = -1;
-		snprintf(t->error, sizeof(t->error), "the MDA failed (%s %d)",
-		    WIFEXITED(status) ? "exit" : "signal",
-		    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-		error = t->error;
-	}
-	if (t->mpidfd >= 0)
-		close(t->mpidfd);
-	t->mpidfd = -1;
-	t->mpid = 0;
-	t->mended++;
-	ft_mda_pop(t, rc, error);
-	ft_mda_start(t);
-}
-
-int
-ftarget_mda_fd(void *ctx)
-{
-	const struct ftarget *t = ctx;
-
-	return t->mpid > 0 ? t->mpidfd : -1;
-}
-
-void
-ftarget_mda_poll(void *ctx)
-{
-	struct ftarget *t = ctx;
-	int status;
-	pid_t r;
-
-	if (t->mpid <= 0)
-		return;
-	while ((r = waitpid(t->mpid, &status, WNOHANG)) < 0 && errno == EINTR)
-		;
-	if (r == t->mpid)
-		ft_mda_ended(t, status);
-	else if (r < 0)
-		ft_mda_ended(t, 127 << 8);   /* not our child: cannot tell */
-}
-
-/* Drops the queued messages whose MDA never started (no "p" line: they
- * are fetched again next time). */
-static void
-ft_mda_drop(struct ftarget *t)
-{
-	while (t->mqlen > 0) {
-		close(t->mq[t->mqhead].fd);
-		free(t->mq[t->mqhead].ref);
-		t->mqhead = (t->mqhead + 1) % MDA_QUEUE;
-		t->mqlen--;
-	}
-	t->mqbytes = 0;
-}
-
-void
-ftarget_mda_wait(struct ftarget *t)
-{
-	unsigned long ended = t->mended;
-	struct pollfd pfd;
-	uint64_t now;
-
-	while (t->mpid > 0 && t->mended == ended) {
-		if ((now = clock_ms()) >= t->hooks.deadline_ms) {
-			/* Past the session's end: stopped, its message not
-			 * stored (it may have been: its "p" says so). */
-			ft_mda_kill(t);
-			t->mended++;
-			ft_mda_pop(t, 1, "the MDA ran past session_timeout and was "
-			    "stopped; it is run again next time (the message may "
-			    "arrive twice)");
-			ft_mda_drop(t);
-			return;
-		}
-		uint64_t left = t->hooks.deadline_ms - now;
-
-		pfd.fd = t->mpidfd;
-		pfd.events = POLLIN;
-		/* Without a pidfd: looked at every 10 ms. */
-		if (t->mpidfd < 0)
-			(void)usleep(10000);
-		else if (poll(&pfd, 1, left > 60000 ? 60000 : (int)left) <= 0)
-			continue;
-		ftarget_mda_poll(t);
-	}
-	if (t->mpid == 0 && t->mqlen > 0)
-		ft_mda_drop(t);      /* not started: past the deadline */
-}
-
-size_t
-ftarget_mda_queued(const struct ftarget *t)
-{
-	return t->mqlen;
-}
-
-bool
-ftarget_pipelined(const struct ftarget *t)
-{
-	return t->kind == FETCH_MDA;
-}
-
-void
-ftarget_mda_hooks(struct ftarget *t, const struct ftarget_mda_hooks *h)
-{
-	t->hooks = *h;
-}
-
-/* The message is spooled whole first, so the MDA never sees a message
- * cut by a lost connection: one memfd per message (never on a disk),
- * given to the MDA as stdin, so an MDA that reads slowly, stops early or
- * never reads cannot block the client (no pipe). While it is spooled the
- * previous message's MDA runs; at most MDA_AHEAD messages and
- * MDA_AHEAD_BYTES (counting the running one) wait behind it, unless one
- * message alone is bigger. */
-int
-ftarget_mda_queue(struct ftarget *t, ssize_t (*rd)(void *, void *, size_t),
-    void *ctx, uint32_t id, uint64_t size_hint, const char **error_r)
-{
-	char *buf = t->io;
-	struct ft_mda_msg *q;
-	uint64_t size = 0;
-	ssize_t got;
-	int fd;
-
-	/* A message that would take the spool past MDA_AHEAD_BYTES waits
-	 * for the MDAs before it: at most one big message is in memory. */
-	while (t->mpid > 0 && (t->mqlen > MDA_AHEAD ||
-	    t->mqbytes + size_hint > MDA_AHEAD_BYTES))
-		ftarget_mda_wait(t);
-	if (clock_ms() >= t->hooks.deadline_ms) {
-		*error_r = "no time left in session_timeout for the MDA";
-		return 1;
-	}
-	if ((fd = memfd_create("pobox-fetch-mda", MFD_CLOEXEC)) < 0) {
-		*error_r = "cannot create the spool for the MDA";
-		return 1;
-	}
-	while ((got = rd(ctx, buf, FT_IO)) > 0) {
-		if (write(fd, buf, (size_t)got) != got) {
-			close(fd);
-			*error_r = "cannot write the spool for the MDA";
-			return 1;
-		}
-		size += (uint64_t)got;
-		/* The previous MDA may be done: start the next at once. */
-		ftarget_mda_poll(t);
-	}
-	if (got < 0) {
-		close(fd);
-		*error_r = "connection lost during the message";
-		return 1;
-	}
-	q = &t->mq[(t->mqhead + t->mqlen) % MDA_QUEUE];
-	q->id = id;
-	q->fd = fd;
-	q->size = size;
-	q->ref = NULL;
-	t->mqlen++;
-	t->mqbytes += size;
-	ft_mda_start(t);
-	return 0;
+	return t->mda;
 }
 
 /* Takes the mbox locks: a dotlock (path.lock holding our pid; one left

@@ -1021,7 +1021,8 @@ class FetchMdaTest(FetchCase):
     """The pipelined MDA target: one MDA at a time, in server order, while
     the next messages are received into the spool; exit 75 in the middle
     of a pipelined batch; MDAs that read their stdin partly or not at all;
-    SIGKILL of the client while an MDA runs and messages wait behind it."""
+    SIGKILL of the client while an MDA runs and messages wait behind it;
+    several MDAs at once (mda_parallel); commands run without sh."""
 
     def setUp(self):
         super().setUp()
@@ -1182,15 +1183,26 @@ class FetchMdaTest(FetchCase):
         may deliver) and messages are spooled behind it: a rerun delivers
         every message, and a message arrives twice only when it is the one
         whose MDA was running (its "p" without "d": the rerun warns)."""
-        rng = random.Random(int(os.environ.get("FETCH_SEED", "9")))
+        self.sigkill_trials(parallel=1)
+
+    def test_sigkill_while_parallel_mdas_run(self):
+        """The same with mda_parallel 4: up to four messages in doubt per
+        kill, each duplicate announced by the rerun, none lost."""
+        self.sigkill_trials(parallel=4)
+
+    def sigkill_trials(self, parallel):
+        rng = random.Random(int(os.environ.get("FETCH_SEED", "9")) + parallel)
         lock = self.env.cli / "mda.lock"
         lock.touch()
-        # The MDA holds a lock while it delivers, so the test can wait
-        # for the one the kill left running; it renames its file into
-        # place, so a copy is whole or absent.
-        mda = (f"exec 9>>{lock}; flock 9; sleep 0.02; "
+        # Each MDA holds a lock while it delivers (shared when several
+        # run at once), so the test can wait for those the kill left
+        # running; it renames its file into place, so a copy is whole or
+        # absent.
+        mode = "-s" if parallel > 1 else ""
+        mda = (f"exec 9>>{lock}; flock {mode} 9; sleep 0.02; "
                f"t=$(mktemp {self.out}/t.XXXXXX); cat > $t; "
                f"mv $t $(mktemp -u {self.out}/m.XXXXXX)")
+        par = ["--mda-parallel", str(parallel)]
         all_msgs, warned, killed, seq = {}, [], 0, 0
         self.env.start()
         for trial in range(8):
@@ -1199,7 +1211,8 @@ class FetchMdaTest(FetchCase):
                 seq += 1
                 batch.append(sized_message(rng.randint(2000, 60000), f"k {seq}"))
             all_msgs.update(zip(self.deliver(batch), batch))
-            p = subprocess.Popen(self.fetch_args("--mda", mda), stdout=subprocess.DEVNULL,
+            p = subprocess.Popen(self.fetch_args("--mda", mda, *par),
+                                 stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, text=True)
             time.sleep(rng.uniform(0.05, 0.4))
             if p.poll() is None:
@@ -1207,7 +1220,7 @@ class FetchMdaTest(FetchCase):
                 killed += 1
             _, err = p.communicate(timeout=60)
             warned += re.findall(r"message (\S+) was being stored", err)
-            # The orphaned MDA finishes before anything is counted.
+            # The orphaned MDAs finish before anything is counted.
             with open(lock) as f:
                 for _ in range(200):
                     try:
@@ -1216,11 +1229,11 @@ class FetchMdaTest(FetchCase):
                         break
                     except BlockingIOError:
                         time.sleep(0.05)
-        r = self.fetch("--mda", mda)
+        r = self.fetch("--mda", mda, *par)
         self.assertIn(r.returncode, (0, 1), r.stderr)
         warned += re.findall(r"message (\S+) was being stored", r.stderr)
         got = mda_outputs(self.out)
-        print(f"\n  mda sigkill: {killed} of 8 runs killed, "
+        print(f"\n  mda x{parallel} sigkill: {killed} of 8 runs killed, "
               f"{len(got) - len(set(got))} duplicates, {len(warned)} warnings", end=" ")
         self.assertEqual(set(got), set(all_msgs.values()))
         self.assertEqual(self.env.messages("alice"), {})
@@ -1230,7 +1243,85 @@ class FetchMdaTest(FetchCase):
         for m in set(got):
             self.assertLessEqual(got.count(m), 1 + warned.count(by_msg[m]),
                                  f"{by_msg[m]}: a duplicate without a warning")
-        self.assertLessEqual(len(got) - len(set(got)), killed)
+        self.assertLessEqual(len(got) - len(set(got)), killed * parallel)
+
+    def test_parallel_mdas(self):
+        """mda_parallel 3: the first MDA waits (bounded) until a second one
+        runs beside it, which only parallel MDAs allow; never more than
+        three at once; one of them exits 75: that message stays on the
+        server and unjournalled, the others are stored once and deleted,
+        and the next run delivers it."""
+        msgs = [sized_message(3000 + 97 * i, f"par {i}") for i in range(40)]
+        uidls = self.deliver(msgs)
+        self.env.start()
+        run = self.env.cli / "run"
+        run.mkdir()
+        conc = self.env.cli / "conc"
+        mda = (f"mkdir {run}/$$; ls {run} | wc -l >> {conc}; "
+               f"if mkdir {self.env.cli}/first 2>/dev/null; then i=0; "
+               f"while [ $(ls {run} | wc -l) -lt 2 ] && [ $i -lt 200 ]; do "
+               f"sleep 0.05; i=$((i+1)); done; fi; "
+               f"t=$(mktemp {self.out}/m.XXXXXX); cat > $t; "
+               f"ls {run} | wc -l >> {conc}; rmdir {run}/$$; "
+               f"if grep -q '^Subject: par 7$' $t; then rm $t; exit 75; fi")
+        r = self.fetch("--mda", mda, "--mda-parallel", "3")
+        self.assertEqual(r.returncode, 75, r.stderr)
+        seen = [int(x) for x in conc.read_text().split()]
+        self.assertGreaterEqual(max(seen), 2, "never two MDAs at once")
+        self.assertLessEqual(max(seen), 3, "more MDAs at once than mda_parallel")
+        got = mda_outputs(self.out)
+        self.assertNotIn(msgs[7], got)
+        self.assertEqual(len(got), len(set(got)))
+        on_server = self.env.messages("alice")
+        self.assertIn(uidls[7], on_server)
+        # Stored or still on the server (a stored one's DELE may wait
+        # for the next run: no command follows a failure).
+        for u, m in zip(uidls, msgs):
+            self.assertTrue(u in on_server or m in got, u)
+        state = "".join(f.read_text() for f in self.state.glob("*.state"))
+        self.assertNotIn(f"d {uidls[7]} ", state)
+        r = self.fetch("--mda", f"t=$(mktemp {self.out}/m.XXXXXX); cat > $t",
+                       "--mda-parallel", "3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(mda_outputs(self.out)), sorted(msgs))
+        self.assertEqual(self.env.messages("alice"), {})
+
+    def test_mda_without_a_shell(self):
+        """A command without shell syntax is run directly (its parent is
+        pobox fetch, its words its arguments); with shell syntax, a shell
+        builtin or a command that cannot be run directly, sh runs it as
+        before."""
+        msgs = [simple_message(f"direct {i}") for i in range(3)]
+        self.deliver(msgs)
+        self.env.start()
+        who = self.env.cli / "who"
+        script = self.env.cli / "mda-script"
+        script.write_text("#!/bin/sh\n"
+                          f"p=$(cat /proc/$PPID/comm)\n"
+                          f"t=$(mktemp {self.out}/m.XXXXXX); cat > $t\n"
+                          f"printf '%s|%s\\n' \"$p\" \"$*\" >> {who}\n")
+        script.chmod(0o755)
+        r = self.fetch("--mda", f"{script}  one\ttwo=2 --three,4:5@6%",
+                       "--keep", "--account", "direct")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(mda_outputs(self.out)), sorted(msgs))
+        self.assertEqual(who.read_text().splitlines(),
+                         ["pobox|one two=2 --three,4:5@6%"] * 3)
+        who.unlink()
+        r = self.fetch("--mda", f"{script} 'one' two", "--keep", "--account", "sh")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(who.read_text().splitlines(), ["sh|one two"] * 3)
+        # Builtins and reserved words go to sh.
+        r = self.fetch("--mda", "exit 75", "--keep", "--account", "builtin")
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertIn("exit 75", r.stderr)
+        r = self.fetch("--mda", "VAR=1 true", "--keep", "--account", "assign")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # A command that does not exist: sh says so (exit 127).
+        r = self.fetch("--mda", "no-such-mda-pobox", "--keep", "--account", "none")
+        self.assertEqual(r.returncode, 73, r.stderr)
+        self.assertIn("the MDA failed (exit 127)", r.stderr)
+        self.assertIn("not found", r.stderr)
 
 
 class FetchExactlyOnceTest(FetchCase):
