@@ -1,11 +1,13 @@
 /* mdachain.c: the floor of an MDA delivery, without any network: N
- * messages of SIZE octets each given to `sh -c CMD`, one MDA at a time,
- * started as pobox fetch starts them (posix_spawn, a memfd as stdin).
- * Prints milliseconds per message. For comparison it also runs the same
- * chain with each MDA started while the previous one runs, its stdin a
- * pipe written only after the previous one exited (what one MDA at a time
- * forbids: two commands exist at once). Used by bench/fetch.
- * Usage: mdachain N SIZE CMD */
+ * messages of SIZE octets each given to `sh -c CMD` (with -x: CMD's
+ * blank-separated words executed directly, as pobox fetch runs a command
+ * without shell syntax), one MDA at a time, started as pobox fetch
+ * starts them (posix_spawn, a memfd as stdin). Prints milliseconds per
+ * message. For comparison it also runs the same chain with each MDA
+ * started while the previous one runs, its stdin a pipe written only
+ * after the previous one exited (two commands exist at once, as with
+ * mda_parallel 2). Used by bench/fetch.
+ * Usage: mdachain [-x] N SIZE CMD */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <spawn.h>
@@ -28,16 +30,20 @@ now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static char *sh_argv[] = { "sh", "-c", NULL, NULL };
+static char *words[64];
+static char **cmd_argv = sh_argv;
+
 static pid_t
-spawn(int fd, char *cmd)
+spawn(int fd)
 {
-	char *argv[] = { "sh", "-c", cmd, NULL };
 	posix_spawn_file_actions_t fa;
 	pid_t pid;
 
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, fd, 0);
-	if (posix_spawn(&pid, "/bin/sh", &fa, NULL, argv, environ) != 0) {
+	if (posix_spawnp(&pid, cmd_argv == sh_argv ? "/bin/sh" : cmd_argv[0], &fa,
+	    NULL, cmd_argv, environ) != 0) {
 		perror("posix_spawn");
 		exit(1);
 	}
@@ -68,10 +74,22 @@ main(int argc, char **argv)
 	pid_t cur, next;
 	char *msg;
 
-	if (argc != 4 || (n = atoi(argv[1])) <= 0 || (size = atoi(argv[2])) <= 0) {
-		fprintf(stderr, "usage: mdachain N SIZE CMD\n");
+	if (argc == 5 && strcmp(argv[1], "-x") == 0) {
+		int w = 0;
+
+		for (char *t = strtok(argv[4], " \t"); t != NULL && w < 63;
+		    t = strtok(NULL, " \t"))
+			words[w++] = t;
+		cmd_argv = words;
+		argv++;
+		argc--;
+	}
+	if (argc != 4 || (n = atoi(argv[1])) <= 0 || (size = atoi(argv[2])) <= 0 ||
+	    cmd_argv[0] == NULL) {
+		fprintf(stderr, "usage: mdachain [-x] N SIZE CMD\n");
 		return 2;
 	}
+	sh_argv[2] = argv[3];
 	if ((msg = malloc((size_t)size)) == NULL)
 		return 1;
 	for (int i = 0; i < size; i++)
@@ -82,14 +100,14 @@ main(int argc, char **argv)
 		fd = memfd_create("mdachain", MFD_CLOEXEC);
 		put(fd, msg, (size_t)size);
 		lseek(fd, 0, SEEK_SET);
-		cur = spawn(fd, argv[3]);
+		cur = spawn(fd);
 		close(fd);
 		waitpid(cur, NULL, 0);
 	}
 	t1 = now();
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return 1;
-	cur = spawn(p[0], argv[3]);
+	cur = spawn(p[0]);
 	close(p[0]);
 	curw = p[1];
 	for (int i = 0; i < n; i++) {
@@ -98,7 +116,7 @@ main(int argc, char **argv)
 		if (i + 1 < n) {
 			if (pipe2(p, O_CLOEXEC) < 0)
 				return 1;
-			next = spawn(p[0], argv[3]);
+			next = spawn(p[0]);
 			close(p[0]);
 			nextw = p[1];
 		}
