@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -319,6 +320,15 @@ jwt_verify(const struct jwks *keys, const char *token, const struct jwt_policy *
 		goto out;
 	const char *alg = json_get_str(hdr, json_root(hdr), "alg");
 	const char *kid = json_get_str(hdr, json_root(hdr), "kid");
+	const char *typ = json_get_str(hdr, json_root(hdr), "typ");
+	*reason_r = "jwt_type";
+	/* Explicit typing (RFC 8725 3.11, RFC 9068 4): a token typed as
+	 * something else (an ID token "id+jwt", a logout or DPoP proof)
+	 * signed by the same issuer is not an access token. */
+	if ((typ == NULL && json_get(hdr, json_root(hdr), "typ") != NULL) ||
+	    (typ != NULL && strcasecmp(typ, "JWT") != 0 && strcasecmp(typ, "at+jwt") != 0 &&
+	    strcasecmp(typ, "application/at+jwt") != 0))
+		goto out;
 	*reason_r = "jwt_alg";
 	if (alg == NULL || json_get(hdr, json_root(hdr), "crit") != NULL)
 		goto out;
@@ -346,7 +356,7 @@ jwt_verify(const struct jwks *keys, const char *token, const struct jwt_policy *
 	const struct json_node *root = json_root(claims);
 	const char *iss = json_get_str(claims, root, "iss");
 	const char *user = json_get_str(claims, root, pol->user_claim);
-	int64_t exp, nbf;
+	int64_t exp, nbf, iat;
 	*reason_r = "jwt_expired";
 	/* The leeway goes on our side: a token's value can be any int64. */
 	if (json_int(json_get(claims, root, "exp"), &exp) < 0 ||
@@ -356,6 +366,12 @@ jwt_verify(const struct jwks *keys, const char *token, const struct jwt_policy *
 	if (json_get(claims, root, "nbf") != NULL &&
 	    (json_int(json_get(claims, root, "nbf"), &nbf) < 0 ||
 	    nbf > (int64_t)pol->now + JWT_LEEWAY))
+		goto out;
+	/* Issued in the future: a clock gone wrong at the issuer, or a
+	 * token minted ahead to outlive a key's rotation. */
+	if (json_get(claims, root, "iat") != NULL &&
+	    (json_int(json_get(claims, root, "iat"), &iat) < 0 ||
+	    iat > (int64_t)pol->now + JWT_LEEWAY))
 		goto out;
 	*reason_r = "jwt_issuer";
 	if (iss == NULL || strcmp(iss, pol->issuer) != 0)

@@ -10,7 +10,7 @@
 
 #define JWT_TOKEN_MAX 6144   /* octets of a token (it came in a SASL message) */
 #define JWKS_KEYS_MAX 32
-#define JWT_LEEWAY 60        /* seconds of clock skew allowed for exp/nbf */
+#define JWT_LEEWAY 60        /* seconds of clock skew allowed for exp/nbf/iat */
 
 struct jwks;
 

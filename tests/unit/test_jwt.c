@@ -247,6 +247,18 @@ test_jwt(void **state)
 	    "\"pobox\"],\"sub\":\"alice\",\"exp\":1800000600,\"nbf\":1799999999}", ec);
 	assert_int_equal(check(k, t, &reason), 1);
 	free(t);
+	/* The access-token types, any case; iat in the past or within the
+	 * leeway. */
+	static const char *const typs[] = { "JWT", "jwt", "at+jwt", "application/AT+JWT" };
+	for (size_t i = 0; i < sizeof(typs) / sizeof(typs[0]); i++) {
+		char hdr[64];
+
+		snprintf(hdr, sizeof(hdr), "{\"alg\":\"RS256\",\"typ\":\"%s\"}", typs[i]);
+		t = sign(hdr, CLAIMS(",\"iat\":1800000010"), rsa);
+		if (check(k, t, &reason) != 1)
+			fail_msg("typ %s: %s", typs[i], reason);
+		free(t);
+	}
 	/* Extreme times do not overflow the checks. */
 	t = sign("{\"alg\":\"RS256\"}", "{\"iss\":\"https://idp.example\",\"aud\":\"pobox\","
 	    "\"sub\":\"alice\",\"exp\":9223372036854775807,\"nbf\":-9223372036854775808}", rsa);
@@ -276,6 +288,12 @@ test_jwt(void **state)
 		{ "{\"alg\":\"RS256\"}", "{\"iss\":\"https://idp.example\",\"aud\":\"pobox\","
 		  "\"sub\":\"alice\"}", 0, "jwt_expired" },
 		{ "{\"alg\":\"RS256\"}", CLAIMS(",\"nbf\":1800000100"), 0, "jwt_not_yet_valid" },
+		{ "{\"alg\":\"RS256\"}", CLAIMS(",\"iat\":1800000100"), 0, "jwt_not_yet_valid" },
+		{ "{\"alg\":\"RS256\"}", CLAIMS(",\"iat\":\"1799999000\""), 0,
+		  "jwt_not_yet_valid" },
+		{ "{\"alg\":\"RS256\",\"typ\":\"id+jwt\"}", CLAIMS(""), 0, "jwt_type" },
+		{ "{\"alg\":\"RS256\",\"typ\":\"dpop+jwt\"}", CLAIMS(""), 0, "jwt_type" },
+		{ "{\"alg\":\"RS256\",\"typ\":7}", CLAIMS(""), 0, "jwt_type" },
 		{ "{\"alg\":\"RS256\"}", "{\"iss\":\"https://evil.example\",\"aud\":\"pobox\","
 		  "\"sub\":\"alice\",\"exp\":1800000600}", 0, "jwt_issuer" },
 		{ "{\"alg\":\"RS256\"}", "{\"iss\":\"https://idp.example\",\"aud\":[\"other\"],"
