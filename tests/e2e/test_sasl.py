@@ -23,7 +23,7 @@ import unittest
 from pathlib import Path
 
 from harness import (POBOXD, Client, PoboxTestCase, free_port, need_tool,
-                     non_loopback_ipv4, simple_message, uidl_of)
+                     non_loopback_ipv4, simple_message, uidl_of, wait_for)
 from test_tls import capa, make_pki, starttls
 
 PW = "sasl pass word"
@@ -758,9 +758,7 @@ class SaslOAuthTest(PoboxTestCase):
             c.close()
         # The slow one runs (it sleeps 30 s) until its 2 s limit kills it,
         # and it is reaped.
-        # The verifier is a child of the login process (of poboxd itself
-        # with --single-process).
-        pid = self.env.daemons[-1].worker_pids(role="login")[0]
+        pid = verifier_parent(self.env.daemons[-1])
         for _ in range(100):
             if children(pid):
                 break
@@ -816,11 +814,18 @@ class SaslOAuthTest(PoboxTestCase):
         env = Path(str(out) + ".env").read_text().split("\n")
         self.assertIn("PATH=/usr/local/bin:/usr/bin:/bin", env)
         self.assertFalse([e for e in env if e.startswith(("HOME=", "USER=", "POBOX"))], env)
-        pid = self.env.daemons[-1].worker_pids(role="login")[0]
+        pid = verifier_parent(self.env.daemons[-1])
         kids = children(pid)
         states = [Path(f"/proc/{k}/stat").read_text().split()[2] for k in kids]
         self.assertNotIn("Z", states)
 
+
+
+def verifier_parent(d):
+    """The process that runs the verifiers: poboxd-oauth (of the serving
+    worker with --single-process)."""
+    return wait_for(lambda: d.roles()["oauth"] or d.roles()["worker"],
+                    "the verifier process")[0]
 
 
 def children(pid):
