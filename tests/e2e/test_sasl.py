@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import poplib
+import pwd
 import re
 import signal
 import socket
@@ -22,7 +23,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import (POBOXD, Client, PoboxTestCase, free_port, need_tool,
+from harness import (IS_ROOT, POBOXD, UNPRIV_USER, Client, Daemon, PoboxTestCase, free_port, need_tool,
                      non_loopback_ipv4, simple_message, uidl_of, wait_for)
 from test_tls import capa, make_pki, starttls
 
@@ -732,6 +733,47 @@ class SaslOAuthTest(PoboxTestCase):
         self.assertEqual(reasons, ["bad_token", "bad_token", "authzid"])
         self.env.wait_event("login_tempfail", reason="oauth_verifier")
 
+
+    def test_single_process(self):
+        """--single-process: the verifier role runs in the worker, on
+        threads of its own, the same code: good, bad and slow tokens."""
+        self.env.daemons[-1].stop()
+        if IS_ROOT:
+            serv = pwd.getpwnam(UNPRIV_USER)
+            os.chown(self.env.passwd, serv.pw_uid, serv.pw_gid)
+        # Not env.start: it would give the passwd file back to auth.
+        d = Daemon(self.env, ("--single-process",))
+        self.env.daemons.append(d)
+        d.wait_ready()
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        r = c.cmd("AUTH XOAUTH2 " + b64("user=alice\x01auth=Bearer slow-token\x01\x01"))
+        self.assertTrue(r.startswith("-ERR [SYS/TEMP]"), r)
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer bad-token\x01\x01"))
+        self.assertEqual(json.loads(challenge(r))["status"], "invalid_token")
+        self.assertTrue(c.cmd(b64("\x01")).startswith("-ERR [AUTH]"))
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer good-token\x01\x01"))
+        self.assertTrue(r.startswith("+OK"), r)
+        self.assertEqual(d.roles()["oauth"], [])
+
+    @unittest.skipUnless(IS_ROOT, "file permissions bind only below root")
+    def test_config_check_runs_verifier_as_login_user(self):
+        """poboxd -t: the verifier runs as login_user, who must be able
+        to execute it."""
+        v = self.env.srv / "verify-private"
+        v.write_text(VERIFIER)
+        os.chown(v, 0, 0)
+        os.chmod(v, 0o700)
+        self.env.write_config(oauth_verify_command=str(v))
+        os.chown(v, 0, 0)
+        r = subprocess.run([str(POBOXD), "-c", str(self.env.conf), "-t"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"cannot run oauth_verify_command {v}", r.stderr)
+        os.chmod(v, 0o755)
+        r = subprocess.run([str(POBOXD), "-c", str(self.env.conf), "-t"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_token_is_a_whole_line(self):
         """docs/sasl.md promises the token as one line: a verifier that
