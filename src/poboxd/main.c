@@ -1090,7 +1090,8 @@ authd_main(struct server *srv, int ctl)
  * (auth_user) first, then per slot (`workers` of them) a mail process
  * (user: the maildrops, SMTP/LMTP) and a login process (login_user,
  * chrooted: pre-login POP3 and TLS) with a channel between them; every
- * process gets a channel to auth. A reload replaces the login processes
+ * process gets a channel to auth. With oauth_verify_command, an OAuth
+ * verifier process (login_user, oauthd.c) serves auth on a channel too. A reload replaces the login processes
  * (they cannot re-read certificates in their chroot): the new ones take
  * the listeners, the old ones end with their last session.
  * --single-process: it has dropped to `user` already and each worker is
