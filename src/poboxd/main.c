@@ -1091,7 +1091,8 @@ authd_main(struct server *srv, int ctl)
  * (user: the maildrops, SMTP/LMTP) and a login process (login_user,
  * chrooted: pre-login POP3 and TLS) with a channel between them; every
  * process gets a channel to auth. With oauth_verify_command, an OAuth
- * verifier process (login_user, oauthd.c) serves auth on a channel too. A reload replaces the login processes
+ * verifier process (login_user, oauthd.c) serves auth on a channel too.
+ * A reload replaces the login processes
  * (they cannot re-read certificates in their chroot): the new ones take
  * the listeners, the old ones end with their last session.
  * --single-process: it has dropped to `user` already and each worker is
@@ -1109,7 +1110,7 @@ struct master {
 	pid_t login_pids[LOGIN_GENERATIONS][WORKERS_MAX];
 	int login_cur[WORKERS_MAX];
 	bool chroot;               /* login processes are chrooted */
-	unsigned live;             /* children but auth */
+	unsigned live;             /* children but auth (oauth included) */
 	pid_t auth_pid;            /* 0: not running */
 	int auth_ctl;              /* to the auth process; -1: none */
 	/* The OAuth verifier process, while oauth_verify_command is set;
@@ -1231,14 +1232,14 @@ master_spawn_oauth(struct master *m)
 		return 0;
 	if (m->auth_ctl < 0)
 		return -1;
-	if (ipc_socketpair(sv) < 0)
-		pid = -1;
-	else if ((pid = fork()) < 0) {
+	if (ipc_socketpair(sv) < 0) {
+		log_error("event=fork_failed role=oauth error=\"%s\"", strerror(errno));
+		return -1;
+	}
+	if ((pid = fork()) < 0) {
+		log_error("event=fork_failed role=oauth error=\"%s\"", strerror(errno));
 		close(sv[0]);
 		close(sv[1]);
-	}
-	if (pid < 0) {
-		log_error("event=fork_failed role=oauth error=\"%s\"", strerror(errno));
 		return -1;
 	}
 	if (pid == 0) {
