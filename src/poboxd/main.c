@@ -1253,6 +1253,7 @@ master_spawn_oauth(struct master *m)
 		secret_wipe(m->srv->sasl_secret, sizeof(m->srv->sasl_secret));
 		if (drop_privileges(set->login_user, NULL) < 0)
 			_exit(1);
+		test_open_hook("oauth");
 		_exit(oauthd_main(m->srv, sv[0]));
 	}
 	close(sv[0]);

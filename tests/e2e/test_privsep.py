@@ -207,8 +207,21 @@ class PrivsepTest(PoboxTestCase):
         # process runs as login_user, owns nothing, may gain nothing and
         # holds nothing of the master's (no listener); auth takes the
         # verdict from it alone.
-        d, roles = self.start(oauth_verify_command=self.verifier(), workers="2")
+        md = self.env.maildir("alice")
+        msg = next((md / "new").iterdir())
+        os.environ["POBOXD_TEST_OPEN"] = f"{self.env.passwd}:{msg}:{md / 'new'}"
+        try:
+            d, roles = self.start(oauth_verify_command=self.verifier(), workers="2")
+        finally:
+            del os.environ["POBOXD_TEST_OPEN"]
         oauth = self.oauth_pid(d)
+        # Neither the passwd file nor the mail (nor, so, can the
+        # verifier it runs).
+        if IS_ROOT:
+            for path in (self.env.passwd, msg, md / "new"):
+                ev = self.env.wait_event("test_open", role="oauth", path=str(path))
+                self.assertEqual(ev["result"], "denied", ev["_line"])
+                self.assertEqual(int(ev["pid"]), oauth)
         self.assertEqual(len(d.roles()["oauth"]), 1)
         self.assertNotIn(oauth, d.roles()["worker"])
         self.assertEqual(self.env.events("sandbox_skipped", reason="oauth_verify_command"),
