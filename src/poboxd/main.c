@@ -8,6 +8,7 @@
 #include "poboxd/poboxd.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -1528,6 +1529,65 @@ master_reaped(struct master *m, pid_t pid, int status)
 	}
 }
 
+/* Whether pid is one of the roles the master started. */
+static bool
+master_known(const struct master *m, pid_t pid)
+{
+	if (pid == m->auth_pid || pid == m->oauth_pid)
+		return true;
+	for (unsigned w = 0; w < m->srv->workers; w++) {
+		if (m->pids[w] == pid)
+			return true;
+		for (unsigned g = 0; g < LOGIN_GENERATIONS; g++)
+			if (m->login_pids[g][w] == pid)
+				return true;
+	}
+	return false;
+}
+
+/* The master is a subreaper: verifier commands left running by an OAuth
+ * verifier (or, -X, a worker) that was killed become its children here,
+ * and nothing else does. Each goes with its process group (the
+ * verifier's own; as our unreaped child its id cannot have been reused),
+ * instead of running on unbounded; SIGCHLD reaps them. */
+static void
+master_kill_orphans(const struct master *m)
+{
+	DIR *d = opendir("/proc");
+	pid_t self = getpid();
+	struct dirent *e;
+
+	while (d != NULL && (e = readdir(d)) != NULL) {
+		char path[64], buf[512], *p;
+		long pid, ppid, pgrp;
+		ssize_t n;
+		int fd;
+
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		pid = strtol(e->d_name, NULL, 10);
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		/* pid (comm) state ppid pgrp ...: comm may hold anything. */
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		if ((p = strrchr(buf, ')')) == NULL ||
+		    sscanf(p + 1, " %*c %ld %ld", &ppid, &pgrp) != 2 ||
+		    ppid != self || master_known(m, (pid_t)pid))
+			continue;
+		log_warn("event=orphan_killed pid=%ld", pid);
+		if (pgrp == pid)
+			kill((pid_t)-pid, SIGKILL);
+		kill((pid_t)pid, SIGKILL);
+	}
+	if (d != NULL)
+		closedir(d);
+}
+
 /* SIGHUP, privsep: new login processes with the new settings and
  * certificates; the old ones stop accepting and end with their last
  * session. */
@@ -1558,8 +1618,15 @@ master_signal(void *ctx, int signo)
 	pid_t pid;
 
 	if (signo == SIGCHLD) {
-		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		bool role_died = false;
+
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			if (master_known(m, pid))
+				role_died = true;
 			master_reaped(m, pid, status);
+		}
+		if (role_died)
+			master_kill_orphans(m);
 		master_check_stopped(m);
 		return;
 	}
@@ -1610,6 +1677,8 @@ master_run(struct server *srv, bool single)
 	m.loop = ioloop_new();
 	for (size_t i = 0; i < ARRAY_SIZE(signals); i++)
 		ioloop_add_signal(m.loop, signals[i], master_signal, &m);
+	/* What a role leaves running when it dies comes back to us. */
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 	if (!single && geteuid() == 0) {
 		char err[400];
 

@@ -61,6 +61,27 @@ def memory_holds(pid, needle):
     return False
 
 
+def task_children(pid):
+    """The children of every thread of pid."""
+    kids = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def alive(pid):
+    """True while pid exists and is no zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def listening_inodes():
     """Socket inodes of TCP listeners (/proc/net/tcp*: state 0A)."""
     out = set()
@@ -285,8 +306,21 @@ class PrivsepTest(PoboxTestCase):
         d, roles = self.start(oauth_verify_command=self.verifier())
         oauth = self.oauth_pid(d)
         self.assertTrue(self.oauth_login().startswith("+OK"))
+        # A verifier left hanging by the killed process does not run on:
+        # the master, its subreaper, kills it.
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        c.send("AUTH OAUTHBEARER " +
+               base64.b64encode(b"n,,\x01auth=Bearer slow-token\x01\x01").decode() + "\r\n")
+        # Its shell in the sleep: the token read (else it may end alone).
+        hung = wait_for(lambda: [p for k in task_children(oauth) for p in
+                                 [k] + task_children(k) if task_children(k)],
+                        "the verifier command")
         os.kill(oauth, signal.SIGKILL)
         self.env.wait_event("oauth_died")
+        self.assertTrue(c.line().startswith("-ERR [SYS/TEMP]"))
+        wait_for(lambda: not any(alive(p) for p in hung), "the hung verifier to go")
+        self.env.wait_event("orphan_killed")
         oauth = self.oauth_pid(d, other_than=[oauth])
         wait_for(lambda: self.oauth_login().startswith("+OK"), "an OAuth login")
         os.kill(d.roles()["auth"][0], signal.SIGKILL)
