@@ -336,7 +336,8 @@ enum sasl_status
 sasl_token_result(struct sasl *s, const char *user, struct buf *out)
 {
 	/* Only the answer to this exchange's SASL_TOKEN: the verdict comes
-	 * from outside (privsep: a login process) and names the user. */
+	 * from outside (a JWT check, or poboxd's verifier role) and names
+	 * the user. */
 	if ((s->mech->id != SASL_OAUTHBEARER && s->mech->id != SASL_XOAUTH2) ||
 	    s->step != 1 || s->token == NULL || s->done) {
 		s->reason = "protocol";

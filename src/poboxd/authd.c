@@ -27,6 +27,7 @@
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "poboxd/authproto.h"
+#include "poboxd/oauthproto.h"
 
 #define AUTH_CACHE_ENTRIES 65536
 #define AUTH_FLOOR_MAX_MS 2000   /* bounds what one odd slow hash can cost */
@@ -34,11 +35,15 @@
 #define AUTHD_REFRESH_MS 1000    /* passwd file check, pushed on change */
 #define AUTHD_GRANTS_MAX 4096    /* outstanding; the oldest go first */
 #define AUTHD_GRANT_TTL_MS 30000 /* a login's mail process redeems at once */
+#define AUTHD_OAUTH_MARGIN_MS 2000 /* past oauth_verify_timeout: the verifier
+                                      is stuck or gone, a tempfail */
 
 struct authd_client;
 
 /* One SASL exchange. */
 struct authd_conv {
+	struct ipc_req vreq;     /* first: a token check at the verifier */
+	struct timer *vtimer;    /* its bound */
 	struct authd_conv *next;
 	uint32_t id;
 	struct authd_client *client;
@@ -48,7 +53,7 @@ struct authd_conv {
 	unsigned char cb_endpoint[SASL_CB_MAX];
 	char external_user[AUTH_USER_MAX + 1];
 	const char *lookup_note;
-	bool token_pending;      /* TOKEN_CHECK sent: only a verdict may come */
+	bool token_pending;      /* at the verifier: no step may come */
 };
 
 /* A good login of a login process, until its mail process redeems it. */
@@ -85,6 +90,10 @@ struct authd {
 	const char *hostname;
 	struct authd_grant *grants; /* newest first */
 	unsigned grant_count;
+	/* The OAuth verifier role (oauthd.c): oauth_verify_command runs
+	 * there, never in a process that reads client bytes. */
+	struct ipc_chan *verifier;  /* NULL: none (yet) */
+	struct ipc_reqs vreqs;      /* token checks waiting for a verdict */
 };
 
 struct authd_job {
@@ -446,6 +455,8 @@ conv_free(struct authd_conv *x)
 		}
 	}
 	c->nconvs--;
+	ipc_reqs_remove(&c->a->vreqs, &x->vreq);
+	timer_remove(&x->vtimer);
 	sasl_free(&x->sasl);
 	secret_wipe(x, sizeof(*x));
 	free(x);
@@ -472,6 +483,84 @@ conv_success(struct authd_conv *x)
 		send_result(c, id, POP3_LOGIN_OK, NULL, NULL, 0, u);
 	auth_user_free(&u);
 	free(name);
+}
+
+static void conv_outcome(struct authd_conv *x, enum sasl_status st, struct buf *out);
+
+/* No verdict to be had (no verifier, gone, stuck, or it failed): a
+ * temporary failure, never a yes. */
+static void
+token_tempfail(struct authd_conv *x, const char *why)
+{
+	log_warn("event=oauth_tempfail why=%s", why);
+	send_result(x->client, x->id, POP3_LOGIN_TEMPFAIL, "oauth_verifier",
+	    sasl_user(x->sasl), 0, NULL);
+	conv_free(x);
+}
+
+static void
+token_verdict(struct ipc_req *r, const struct ipc_msg *m)
+{
+	struct authd_conv *x = (struct authd_conv *)r;
+	struct buf out = BUF_INIT;
+	const char *user = NULL;
+	int64_t status = OAUTHP_TEMPFAIL;
+
+	timer_remove(&x->vtimer);
+	x->token_pending = false;
+	if (m == NULL) {
+		token_tempfail(x, "verifier_gone");
+		return;
+	}
+	if (m->type != OAUTHP_VERDICT || m->nfields != 2 || ipc_i64(m, 0, &status) < 0 ||
+	    (status == OAUTHP_VALID && (user = ipc_str(m, 1)) == NULL) ||
+	    (status != OAUTHP_VALID && status != OAUTHP_INVALID)) {
+		token_tempfail(x, status == OAUTHP_TEMPFAIL ? "verifier_failed" :
+		    "verifier_protocol");
+		return;
+	}
+	conv_outcome(x, sasl_token_result(x->sasl, user, &out), &out);
+	secret_wipe(out.data, out.cap);
+	buf_free(&out);
+}
+
+static void
+token_timeout(void *ctx)
+{
+	struct authd_conv *x = ctx;
+
+	x->vtimer = NULL;
+	token_tempfail(x, "verifier_timeout");
+}
+
+/* Asks the verifier role about the exchange's token, under a bound of
+ * its own: the verifier kills the command at oauth_verify_timeout, so
+ * no verdict by the margin after that means it is stuck. */
+static void
+token_check(struct authd_conv *x)
+{
+	struct authd *a = x->client->a;
+	struct ipc_out o;
+	uint32_t id;
+
+	if (a->verifier == NULL) {
+		token_tempfail(x, "no_verifier");
+		return;
+	}
+	id = ipc_reqs_id(&a->vreqs);
+	ipc_out_init(&o, OAUTHP_CHECK, id);
+	ipc_put_str(&o, sasl_token(x->sasl));
+	if (ipc_chan_send(a->verifier, &o, -1) < 0) {
+		secret_wipe(o.data, o.len);
+		token_tempfail(x, "verifier_gone");
+		return;
+	}
+	secret_wipe(o.data, o.len);
+	x->vreq.reply = token_verdict;
+	ipc_reqs_add(&a->vreqs, &x->vreq, id);
+	x->token_pending = true;
+	x->vtimer = timer_add(a->loop, (uint64_t)a->config->set.oauth_verify_timeout * 1000 +
+	    AUTHD_OAUTH_MARGIN_MS, token_timeout, x);
 }
 
 static void
@@ -517,12 +606,8 @@ conv_outcome(struct authd_conv *x, enum sasl_status st, struct buf *out)
 			buf_free(&more);
 			return;
 		}
-		/* oauth_verify_command: the login process runs it. */
-		x->token_pending = true;
-		ipc_out_init(&o, AUTHP_SASL_TOKEN_CHECK, x->id);
-		ipc_put_str(&o, sasl_token(x->sasl));
-		client_send(c, &o, -1);
-		secret_wipe(o.data, o.len);
+		/* oauth_verify_command: the verifier role runs it. */
+		token_check(x);
 		return;
 	case SASL_FAIL: {
 		const char *reason = sasl_reason(x->sasl);
@@ -648,20 +733,15 @@ do_sasl_step(struct authd_client *c, const struct ipc_msg *m)
 		send_result(c, m->id, POP3_LOGIN_MALFORMED, "malformed", NULL, 0, NULL);
 		return;
 	}
-	/* A token verdict answers our TOKEN_CHECK and nothing else: it names
-	 * the user, so one out of turn would be a login for anyone. */
-	if ((m->type == AUTHP_SASL_TOKEN) != x->token_pending) {
-		log_error("event=auth_client_error error=\"SASL %s out of turn\"",
-		    m->type == AUTHP_SASL_TOKEN ? "token verdict" : "step");
+	/* The token is at the verifier: the client's engine reads nothing
+	 * until it is answered, so a step now is out of turn. */
+	if (x->token_pending) {
+		log_error("event=auth_client_error error=\"SASL step out of turn\"");
 		client_drop(c);
 		return;
 	}
-	x->token_pending = false;
-	if (m->type == AUTHP_SASL_STEP)
-		st = sasl_step(x->sasl, (const unsigned char *)m->f[0].p, m->f[0].len,
-		    m->f[0].p != NULL, &out);
-	else
-		st = sasl_token_result(x->sasl, ipc_str(m, 0), &out);
+	st = sasl_step(x->sasl, (const unsigned char *)m->f[0].p, m->f[0].len,
+	    m->f[0].p != NULL, &out);
 	conv_outcome(x, st, &out);
 	secret_wipe(out.data, out.cap);
 	buf_free(&out);
@@ -695,8 +775,14 @@ client_msg(void *ctx, struct ipc_msg *m)
 		do_sasl_start(c, m);
 		return;
 	case AUTHP_SASL_STEP:
-	case AUTHP_SASL_TOKEN:
 		do_sasl_step(c, m);
+		return;
+	case AUTHP_SASL_TOKEN:
+		/* A token verdict names the user: only the verifier role says
+		 * whose a token is, never a process that reads client bytes. */
+		log_error("event=auth_client_error error=\"token verdict from a %s "
+		    "process\"", c->kind == AUTHP_KIND_WHOLE ? "serving" : "login");
+		client_drop(c);
 		return;
 	case AUTHP_SASL_END:
 		if (conv_find(c, m->id) != NULL)
@@ -748,6 +834,39 @@ authd_add_client(struct authd *a, int sock, enum authp_kind kind)
 	c->next = a->clients;
 	a->clients = c;
 	send_table(a, c);
+}
+
+/* ---- the OAuth verifier role */
+
+static void
+verifier_msg(void *ctx, struct ipc_msg *m)
+{
+	struct authd *a = ctx;
+	struct ipc_req *r = ipc_reqs_take(&a->vreqs, m->id);
+
+	/* None: the exchange went, or gave up on it (timeout). */
+	if (r != NULL)
+		r->reply(r, m);
+}
+
+static void
+verifier_close(void *ctx, const char *why)
+{
+	struct authd *a = ctx;
+
+	log_warn("event=oauth_lost why=\"%s\"", why);
+	ipc_chan_free(&a->verifier);
+	ipc_reqs_fail_all(&a->vreqs);
+}
+
+void
+authd_set_verifier(struct authd *a, int sock)
+{
+	static const struct ipc_chan_callbacks cb = { verifier_msg, verifier_close };
+
+	ipc_chan_free(&a->verifier);
+	ipc_reqs_fail_all(&a->vreqs);
+	a->verifier = ipc_chan_new(a->loop, sock, &cb, a);
 }
 
 /* ---- the server */
@@ -831,6 +950,7 @@ authd_free(struct authd **ap)
 	workq_free(&a->workq);
 	while (a->clients != NULL)
 		client_drop(a->clients);
+	ipc_chan_free(&a->verifier);
 	while (a->grants != NULL) {
 		struct authd_grant *g = a->grants;
 		a->grants = g->next;

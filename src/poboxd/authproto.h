@@ -13,7 +13,9 @@ enum authp_type {
 	                        cb_exporter, cb_endpoint, external_user (each
 	                        absent when not there) */
 	AUTHP_SASL_STEP,     /* data (absent: none) */
-	AUTHP_SASL_TOKEN,    /* the verified token's user (absent: bad) */
+	AUTHP_SASL_TOKEN,    /* not accepted: a token verdict comes from
+	                        the verifier role (oauthproto.h); a serving
+	                        process that sends one is dropped */
 	AUTHP_SASL_END,      /* no answer: forget the exchange */
 	/* mail process -> auth */
 	AUTHP_REDEEM,        /* grant: answered by AUTHP_RESULT (ok with the
@@ -26,12 +28,13 @@ enum authp_type {
 	                        the maildrop; else absent); ends an exchange */
 	AUTHP_SASL_CHALLENGE, /* data */
 	AUTHP_SASL_PASSWORD, /* user, password: verify as AUTHP_PASS */
-	AUTHP_SASL_TOKEN_CHECK, /* token: verify, answer AUTHP_SASL_TOKEN */
 	AUTHP_TABLE,         /* failure_floor_ms (u64); fd: the hash-free user
 	                        table (auth.h, passwd_db_dump_public) */
 	/* master -> auth */
 	AUTHP_CLIENT = 200,  /* kind (u64, enum authp_kind); fd: a socket to a
 	                        new serving process */
+	AUTHP_VERIFIER,      /* fd: a socket to the OAuth verifier process
+	                        (oauthproto.h), replacing the one before */
 	/* auth -> master */
 	AUTHP_READY,         /* the passwd file is loaded: spawn the others */
 };

@@ -2,22 +2,15 @@
  * client's messages to the mechanisms, which run in the auth process
  * (authd.c) with the passwd file's credentials, adding what only the
  * connection knows (channel binding data, the client certificate's
- * user); checks OAuth tokens (JWKS or the verifier command) when the
- * mechanism asks. PLAIN and LOGIN end in login.c's PASS path; every
+ * user). OAuth tokens are checked by auth (JWKS) or by the verifier
+ * role it asks (oauthd.c), never here. PLAIN and LOGIN end in login.c's
+ * PASS path; every
  * failure gets the same fixed-time answer as a wrong password. Runs in
  * the serving process, unprivileged. */
 #include "poboxd/poboxd.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -29,12 +22,7 @@
 #include "lib/ioloop.h"
 #include "lib/log.h"
 #include "lib/ipc.h"
-#include "lib/workq.h"
 #include "poboxd/authproto.h"
-
-#define OAUTH_USER_MAX 256   /* octets of the verifier's answer */
-
-struct oauth_job;
 
 /* One exchange: the mechanism runs in the auth process; this side adds
  * what only the connection knows and relays the client's messages. */
@@ -49,17 +37,7 @@ struct authsasl {
 	size_t cb_exporter_len, cb_endpoint_len;
 	bool plus_offered;
 	char external_user[AUTH_USER_MAX + 1];
-	struct oauth_job *job;       /* verifier running */
 	const char *lookup_note;     /* the JWT check that failed, for the log */
-};
-
-struct oauth_job {
-	struct session *session;     /* NULL once the session went away */
-	char *command;
-	unsigned timeout_ms;
-	char *token;
-	int status;                  /* 1 ok, 0 bad token, -1 failed */
-	char user[OAUTH_USER_MAX + 1];
 };
 
 int
@@ -174,8 +152,6 @@ authsasl_abort(struct session *s)
 
 	if (x == NULL)
 		return;
-	if (x->job != NULL)
-		x->job->session = NULL; /* oauth_done frees it */
 	authclient_cancel(srv, &x->req);
 	if (x->open_at_auth) {
 		struct ipc_out o;
@@ -199,8 +175,6 @@ authsasl_fail(struct session *s, const char *user, const char *reason, const cha
 	login_fail(s, ioloop_now(srv->loop), name, reason, mech, res);
 	free(name);
 }
-
-static void oauth_start(struct session *s, struct authsasl *x, const char *token);
 
 /* Acts on the auth process's answer to a step. */
 static void
@@ -228,11 +202,6 @@ authsasl_reply(struct ipc_req *r, const struct ipc_msg *m)
 		login_password(s, user, pw, mech);
 		return;
 	}
-	case AUTHP_SASL_TOKEN_CHECK:
-		if (ipc_str(m, 0) == NULL)
-			break;
-		oauth_start(s, x, ipc_str(m, 0));
-		return;
 	case AUTHP_RESULT:
 		break;
 	default:
@@ -362,187 +331,4 @@ authsasl_request(struct session *s, const struct pop3_sasl *req)
 		ipc_put_str(o, NULL);
 	authsasl_send(s, l->sasl, o);
 	free(o);
-}
-
-/* ---- the OAuth verifier: oauth_verify_command, token on stdin, the user
- * name on stdout and exit 0 when valid. Runs in a workq thread, spawned
- * with posix_spawn (no fork of a threaded process), killed at the limit. */
-
-static void
-oauth_work(void *arg)
-{
-	struct oauth_job *job = arg;
-	int in[2] = { -1, -1 }, out[2] = { -1, -1 };
-	char *argv[] = { job->command, NULL };
-	char *envp[] = { "PATH=/usr/local/bin:/usr/bin:/bin", NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t none, all;
-	pid_t pid;
-	size_t got = 0, tlen = strlen(job->token), sent = 0;
-	uint64_t deadline = clock_ms() + job->timeout_ms;
-	int status = 0;
-	bool timed_out = false, reaped = false;
-
-	job->status = -1;
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
-		goto out;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-	posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-	/* Client sockets and listeners are not for the verifier. */
-	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-	posix_spawnattr_init(&attr);
-	/* The loop blocks signals for its signalfd: the child gets none of that. */
-	sigemptyset(&none);
-	sigfillset(&all);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-	    POSIX_SPAWN_SETPGROUP);
-	int rc = posix_spawn(&pid, job->command, &fa, &attr, argv, envp);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	close(in[0]);
-	close(out[1]);
-	in[0] = out[1] = -1;
-	if (rc != 0)
-		goto out;
-	(void)fcntl(in[1], F_SETFL, O_NONBLOCK);
-	for (;;) {
-		struct pollfd pf[2] = { { out[0], POLLIN, 0 }, { in[1], POLLOUT, 0 } };
-		uint64_t now = clock_ms();
-		if (now >= deadline) {
-			timed_out = true;
-			break;
-		}
-		int nfds = in[1] >= 0 ? 2 : 1;
-		if (poll(pf, (nfds_t)nfds, (int)(deadline - now)) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		if (nfds == 2 && (pf[1].revents & (POLLOUT | POLLERR | POLLHUP))) {
-			ssize_t w = write(in[1], job->token + sent, tlen - sent);
-			if (w > 0)
-				sent += (size_t)w;
-			if (w < 0 && errno != EAGAIN && errno != EINTR)
-				sent = tlen;
-			if (sent == tlen) {
-				close(in[1]);
-				in[1] = -1;
-			}
-		}
-		if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-			ssize_t r = read(out[0], job->user + got, OAUTH_USER_MAX - got);
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r <= 0)
-				break;        /* EOF: the verifier is done */
-			got += (size_t)r;
-			if (got == OAUTH_USER_MAX)
-				break;
-		}
-	}
-	/* Give it until the deadline to exit after closing its output; then
-	 * its whole process group goes (a shell's children too). */
-	for (;;) {
-		pid_t w = waitpid(pid, &status, WNOHANG);
-		if (w == pid) {
-			reaped = true;
-			break;
-		}
-		if (w < 0 && errno != EINTR)
-			break;
-		if (timed_out || clock_ms() >= deadline) {
-			timed_out = true;
-			kill(-pid, SIGKILL);
-			kill(pid, SIGKILL);
-			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-				;
-			break;
-		}
-		struct timespec ts = { 0, 5 * 1000 * 1000 };
-		nanosleep(&ts, NULL);
-	}
-	/* No exit status seen (reaped elsewhere?): never a yes. */
-	if (timed_out || !reaped)
-		goto out;
-	job->user[got] = '\0';
-	job->user[strcspn(job->user, "\r\n")] = '\0';
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && job->user[0] != '\0')
-		job->status = 1;
-	else if (WIFEXITED(status))
-		job->status = 0;
-out:
-	for (int i = 0; i < 2; i++) {
-		if (in[i] >= 0)
-			close(in[i]);
-		if (out[i] >= 0)
-			close(out[i]);
-	}
-}
-
-/* The token's verdict goes back to the mechanism at auth. */
-static void
-oauth_answer(struct session *s, struct authsasl *x, const char *user)
-{
-	struct ipc_out o;
-
-	ipc_out_init(&o, AUTHP_SASL_TOKEN, x->id);
-	ipc_put_str(&o, user);
-	authsasl_send(s, x, &o);
-}
-
-static void
-oauth_done(void *arg)
-{
-	struct oauth_job *job = arg;
-	struct session *s = job->session;
-
-	if (s != NULL) {
-		struct authsasl *x = session_login_state(s)->sasl;
-		x->job = NULL;
-		if (job->status < 0) {
-			log_error("session=%s event=login_tempfail reason=oauth_verifier mech=%s",
-			    session_id(s), x->mech->name);
-			authsasl_abort(s);
-			session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
-		} else {
-			oauth_answer(s, x, job->status > 0 ? job->user : NULL);
-		}
-	}
-	secret_free(&job->token);
-	free(job->command);
-	free(job);
-}
-
-static void
-oauth_start(struct session *s, struct authsasl *x, const char *token)
-{
-	const struct server_config *cfg = session_config(s);
-	const struct pobox_settings *set = &cfg->set;
-	struct oauth_job *job;
-
-	/* With oauth_jwks_file auth checks tokens itself (authd.c) and asks
-	 * nothing: only the command runs here. */
-	if (session_server(s)->sandboxed) {
-		/* Configured by a SIGHUP after the filter went on: exec is off
-		 * the list, the verifier would kill the worker. */
-		log_error("session=%s event=login_tempfail reason=oauth_verifier "
-		    "note=\"oauth_verify_command needs a restart\"", session_id(s));
-		authsasl_abort(s);
-		session_login_done(s, POP3_LOGIN_TEMPFAIL, NULL, NULL, NULL);
-		return;
-	}
-	job = xcalloc(1, sizeof(*job));
-
-	job->session = s;
-	job->command = xstrdup(set->oauth_verify_command);
-	job->timeout_ms = set->oauth_verify_timeout * 1000;
-	/* One line: a verifier's read(1) fails on text without its newline. */
-	job->token = xasprintf("%s\n", token);
-	x->job = job;
-	workq_submit(session_server(s)->workq, oauth_work, oauth_done, job);
 }

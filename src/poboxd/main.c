@@ -8,6 +8,7 @@
 #include "poboxd/poboxd.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -538,6 +539,8 @@ on_reload(void *ctx, int signo)
 		return;
 	if (srv->authd != NULL)
 		authd_reload(srv->authd, server_config_ref(c), db);
+	if (srv->oauthd != NULL)
+		oauthd_reload(srv->oauthd, server_config_ref(c));
 	if (c->set.listen.count != srv->config->set.listen.count ||
 	    c->set.tls_listen.count != srv->config->set.tls_listen.count ||
 	    c->set.smtp_listen.count != srv->config->set.smtp_listen.count ||
@@ -680,6 +683,18 @@ check_serving(const char *user, const struct pobox_settings *set)
 	return bad ? -1 : 0;
 }
 
+/* The verifier runs as login_user (or, with -X, as user). */
+static int
+check_verifier(const char *user, const struct pobox_settings *set)
+{
+	if (access(set->oauth_verify_command, X_OK) < 0) {
+		fprintf(stderr, "poboxd: user %s cannot run oauth_verify_command %s: %s\n",
+		    user, set->oauth_verify_command, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 /* poboxd -t as root: what each role's user must reach, checked as that
  * user in a child, so a permission problem shows before the start. */
 static int
@@ -704,6 +719,9 @@ check_as_user(const struct pobox_settings *set, bool single)
 			    i == 0 ? "user" : "login_user", u, set->passwd_file, set->auth_user);
 	}
 	if (check_as(set->user, set, check_serving) < 0)
+		bad = 1;
+	if (set->oauth_verify_command[0] != '\0' &&
+	    check_as(single ? set->user : set->login_user, set, check_verifier) < 0)
 		bad = 1;
 	if (!single && access(set->login_chroot, F_OK) == 0 &&
 	    login_chroot_ready(set->login_chroot, false, err, sizeof(err)) < 0) {
@@ -815,11 +833,6 @@ worker_sandbox(struct server *srv)
 
 	if (srv->authd_local)
 		return 0;
-	if (srv->config->set.oauth_verify_command[0] != '\0' && srv->role != ROLE_MAIL) {
-		log_warn("event=sandbox_skipped reason=oauth_verify_command "
-		    "note=\"the verifier would inherit the seccomp filter\"");
-		return 0;
-	}
 	switch (sandbox_seccomp2(auth_syscalls, srv->role == ROLE_LOGIN ? login_syscalls :
 	    worker_syscalls, &error)) {
 	case -1:
@@ -896,6 +909,12 @@ serve(struct server *srv, unsigned worker, unsigned row, enum server_role role,
 		srv->db = NULL;  /* the authd's now; ours comes over the channel */
 		authd_add_client(srv->authd, sv[0], AUTHP_KIND_WHOLE);
 		auth_sock = sv[1];
+		/* The OAuth verifier role too, on this loop (its threads are
+		 * made at the first token). */
+		if (ipc_socketpair(sv) < 0)
+			log_fatal("event=startup error=\"socketpair: %s\"", strerror(errno));
+		srv->oauthd = oauthd_new(srv->loop, server_config_ref(srv->config), sv[0]);
+		authd_set_verifier(srv->authd, sv[1]);
 	}
 	if (authclient_connect(srv, auth_sock) < 0)
 		return 1;
@@ -937,6 +956,7 @@ serve(struct server *srv, unsigned worker, unsigned row, enum server_role role,
 	mailrole_close(srv);
 	workq_free(&srv->workq);
 	authclient_close(srv);
+	oauthd_free(&srv->oauthd);
 	authd_free(&srv->authd);
 	timer_remove(&sweep_timer);
 	iptable_free(&srv->ips);
@@ -991,6 +1011,11 @@ auth_ctl_msg(void *ctx, struct ipc_msg *m)
 	if (m->type == AUTHP_CLIENT && m->fd >= 0 && ipc_u64(m, 0, &kind) == 0 &&
 	    (kind == AUTHP_KIND_LOGIN || kind == AUTHP_KIND_MAIL)) {
 		authd_add_client(auth_role, m->fd, (enum authp_kind)kind);
+		m->fd = -1;
+		return;
+	}
+	if (m->type == AUTHP_VERIFIER && m->fd >= 0) {
+		authd_set_verifier(auth_role, m->fd);
 		m->fd = -1;
 		return;
 	}
@@ -1066,7 +1091,9 @@ authd_main(struct server *srv, int ctl)
  * (auth_user) first, then per slot (`workers` of them) a mail process
  * (user: the maildrops, SMTP/LMTP) and a login process (login_user,
  * chrooted: pre-login POP3 and TLS) with a channel between them; every
- * process gets a channel to auth. A reload replaces the login processes
+ * process gets a channel to auth. With oauth_verify_command, an OAuth
+ * verifier process (login_user, oauthd.c) serves auth on a channel too.
+ * A reload replaces the login processes
  * (they cannot re-read certificates in their chroot): the new ones take
  * the listeners, the old ones end with their last session.
  * --single-process: it has dropped to `user` already and each worker is
@@ -1084,9 +1111,15 @@ struct master {
 	pid_t login_pids[LOGIN_GENERATIONS][WORKERS_MAX];
 	int login_cur[WORKERS_MAX];
 	bool chroot;               /* login processes are chrooted */
-	unsigned live;             /* children but auth */
+	unsigned live;             /* children but auth (oauth included) */
 	pid_t auth_pid;            /* 0: not running */
 	int auth_ctl;              /* to the auth process; -1: none */
+	/* The OAuth verifier process, while oauth_verify_command is set;
+	 * counted in live. */
+	pid_t oauth_pid;           /* 0: not running */
+	char *oauth_command;       /* what it runs, and its time limit */
+	unsigned oauth_timeout;
+	bool oauth_replacing;      /* SIGTERM sent: a new one when it ends */
 	bool single;
 	bool stopping;
 };
@@ -1183,6 +1216,82 @@ master_auth_channel(struct master *m, enum authp_kind kind)
 	return sv[1];
 }
 
+/* The OAuth verifier process (oauthd.c) while oauth_verify_command is
+ * set: as login_user (it owns nothing), not chrooted (the command needs
+ * the file system) and not filtered (it execs), holding nothing of the
+ * master's; auth gets the other end of its channel. 0 (started, or not
+ * wanted) / -1 (logged). */
+static int
+master_spawn_oauth(struct master *m)
+{
+	const struct pobox_settings *set = &m->srv->config->set;
+	struct ipc_out o;
+	int sv[2];
+	pid_t pid;
+
+	if (set->oauth_verify_command[0] == '\0' || m->oauth_pid != 0)
+		return 0;
+	if (m->auth_ctl < 0)
+		return -1;
+	if (ipc_socketpair(sv) < 0) {
+		log_error("event=fork_failed role=oauth error=\"%s\"", strerror(errno));
+		return -1;
+	}
+	if ((pid = fork()) < 0) {
+		log_error("event=fork_failed role=oauth error=\"%s\"", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(sv[1]);
+		child_setup(m, "poboxd-oauth");
+		for (unsigned i = 0; i < listener_count; i++)
+			close(listeners[i].fd);
+		limits_free(&m->srv->limits);
+		tls_ctx_free(&m->srv->config->tls_ctx);
+		aliases_free(&m->srv->config->aliases);
+		secret_wipe(m->srv->sasl_secret, sizeof(m->srv->sasl_secret));
+		if (drop_privileges(set->login_user, NULL) < 0)
+			_exit(1);
+		test_open_hook("oauth");
+		_exit(oauthd_main(m->srv, sv[0]));
+	}
+	close(sv[0]);
+	ipc_out_init(&o, AUTHP_VERIFIER, 0);
+	/* Should this fail, the verifier finds its channel closed and ends;
+	 * it is started again then. */
+	if (ipc_send(m->auth_ctl, &o, sv[1]) < 0)
+		log_error("event=fork_failed role=oauth error=\"auth: %s\"", strerror(errno));
+	close(sv[1]);
+	m->oauth_pid = pid;
+	free(m->oauth_command);
+	m->oauth_command = xstrdup(set->oauth_verify_command);
+	m->oauth_timeout = set->oauth_verify_timeout;
+	m->live++;
+	return 0;
+}
+
+/* SIGHUP: a verifier process for a command just set; a new one for a
+ * changed command or time limit (checks in flight get a tempfail); none
+ * once unset. */
+static void
+master_oauth_update(struct master *m)
+{
+	const struct pobox_settings *set = &m->srv->config->set;
+
+	if (m->oauth_pid == 0) {
+		if (master_spawn_oauth(m) < 0)
+			master_schedule_respawn(m);
+		return;
+	}
+	if (!m->oauth_replacing && (strcmp(set->oauth_verify_command,
+	    m->oauth_command) != 0 || set->oauth_verify_timeout != m->oauth_timeout)) {
+		m->oauth_replacing = true;
+		kill(m->oauth_pid, SIGTERM);
+	}
+}
+
 /* --single-process: worker w, whole. */
 static void
 master_spawn_whole(struct master *m, unsigned w)
@@ -1270,10 +1379,7 @@ master_spawn_login(struct master *m, unsigned w, bool announce)
 	}
 	if (pid == 0) {
 		child_setup(m, "poboxd-login");
-		/* The OAuth verifier command needs the file system (and exec):
-		 * then no chroot (and no filter, worker_sandbox). */
-		if (drop_privileges(set->login_user, m->chroot &&
-		    set->oauth_verify_command[0] == '\0' ? set->login_chroot : NULL) < 0)
+		if (drop_privileges(set->login_user, m->chroot ? set->login_chroot : NULL) < 0)
 			_exit(1);
 		_exit(serve(m->srv, w, W + g * W + w, ROLE_LOGIN, auth, link[1], announce));
 	}
@@ -1297,6 +1403,8 @@ master_respawn(void *ctx)
 		master_schedule_respawn(m);
 		return;
 	}
+	if (!m->single && master_spawn_oauth(m) < 0)
+		master_schedule_respawn(m);
 	for (unsigned w = 0; w < m->srv->workers; w++) {
 		if (m->single) {
 			if (m->pids[w] == 0)
@@ -1335,6 +1443,8 @@ master_check_stopped(struct master *m)
 static void
 master_kill_all(struct master *m, int signo)
 {
+	if (m->oauth_pid > 0)
+		kill(m->oauth_pid, signo);
 	for (unsigned w = 0; w < m->srv->workers; w++) {
 		if (m->pids[w] > 0)
 			kill(m->pids[w], signo);
@@ -1360,6 +1470,27 @@ master_reaped(struct master *m, pid_t pid, int status)
 			log_error("event=auth_died pid=%d status=%d", (int)pid, status);
 			master_schedule_respawn(m);
 		}
+		return;
+	}
+	if (pid == m->oauth_pid) {
+		m->oauth_pid = 0;
+		m->live--;
+		if (m->stopping)
+			return;
+		if (m->oauth_replacing) {
+			m->oauth_replacing = false;
+			log_info("event=oauth_replaced pid=%d", (int)pid);
+			if (master_spawn_oauth(m) < 0)
+				master_schedule_respawn(m);
+			return;
+		}
+		/* Exit 0: it ended with its auth process, and comes back with
+		 * the next one. */
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+			log_info("event=oauth_stopped pid=%d", (int)pid);
+		else
+			log_error("event=oauth_died pid=%d status=%d", (int)pid, status);
+		master_schedule_respawn(m);
 		return;
 	}
 	for (unsigned w = 0; w < W; w++) {
@@ -1398,6 +1529,65 @@ master_reaped(struct master *m, pid_t pid, int status)
 	}
 }
 
+/* Whether pid is one of the roles the master started. */
+static bool
+master_known(const struct master *m, pid_t pid)
+{
+	if (pid == m->auth_pid || pid == m->oauth_pid)
+		return true;
+	for (unsigned w = 0; w < m->srv->workers; w++) {
+		if (m->pids[w] == pid)
+			return true;
+		for (unsigned g = 0; g < LOGIN_GENERATIONS; g++)
+			if (m->login_pids[g][w] == pid)
+				return true;
+	}
+	return false;
+}
+
+/* The master is a subreaper: verifier commands left running by an OAuth
+ * verifier (or, -X, a worker) that was killed become its children here,
+ * and nothing else does. Each goes with its process group (the
+ * verifier's own; as our unreaped child its id cannot have been reused),
+ * instead of running on unbounded; SIGCHLD reaps them. */
+static void
+master_kill_orphans(const struct master *m)
+{
+	DIR *d = opendir("/proc");
+	pid_t self = getpid();
+	struct dirent *e;
+
+	while (d != NULL && (e = readdir(d)) != NULL) {
+		char path[64], buf[512], *p;
+		long pid, ppid, pgrp;
+		ssize_t n;
+		int fd;
+
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		pid = strtol(e->d_name, NULL, 10);
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		/* pid (comm) state ppid pgrp ...: comm may hold anything. */
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		if ((p = strrchr(buf, ')')) == NULL ||
+		    sscanf(p + 1, " %*c %ld %ld", &ppid, &pgrp) != 2 ||
+		    ppid != self || master_known(m, (pid_t)pid))
+			continue;
+		log_warn("event=orphan_killed pid=%ld", pid);
+		if (pgrp == pid)
+			kill((pid_t)-pid, SIGKILL);
+		kill((pid_t)pid, SIGKILL);
+	}
+	if (d != NULL)
+		closedir(d);
+}
+
 /* SIGHUP, privsep: new login processes with the new settings and
  * certificates; the old ones stop accepting and end with their last
  * session. */
@@ -1428,8 +1618,15 @@ master_signal(void *ctx, int signo)
 	pid_t pid;
 
 	if (signo == SIGCHLD) {
-		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		bool role_died = false;
+
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			if (master_known(m, pid))
+				role_died = true;
 			master_reaped(m, pid, status);
+		}
+		if (role_died)
+			master_kill_orphans(m);
 		master_check_stopped(m);
 		return;
 	}
@@ -1453,8 +1650,10 @@ master_signal(void *ctx, int signo)
 		for (unsigned w = 0; w < m->srv->workers; w++)
 			if (m->pids[w] > 0)
 				kill(m->pids[w], SIGHUP);
-		if (ok && !m->single)
+		if (ok && !m->single) {
 			master_replace_logins(m);
+			master_oauth_update(m);
+		}
 		return;
 	}
 	log_info("event=shutdown signal=%s workers=%u", strsignal(signo), m->live);
@@ -1478,6 +1677,8 @@ master_run(struct server *srv, bool single)
 	m.loop = ioloop_new();
 	for (size_t i = 0; i < ARRAY_SIZE(signals); i++)
 		ioloop_add_signal(m.loop, signals[i], master_signal, &m);
+	/* What a role leaves running when it dies comes back to us. */
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 	if (!single && geteuid() == 0) {
 		char err[400];
 
@@ -1493,6 +1694,8 @@ master_run(struct server *srv, bool single)
 		ret = 1;
 		goto out;
 	}
+	if (!single && master_spawn_oauth(&m) < 0)
+		master_schedule_respawn(&m);
 	for (unsigned w = 0; w < srv->workers; w++) {
 		if (single) {
 			master_spawn_whole(&m, w);
@@ -1516,6 +1719,7 @@ out:
 		kill(m.auth_pid, SIGTERM);
 		waitpid(m.auth_pid, NULL, 0);
 	}
+	free(m.oauth_command);
 	ioloop_free(&m.loop);
 	for (unsigned i = 0; i < listener_count; i++)
 		close(listeners[i].fd);

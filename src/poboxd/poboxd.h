@@ -33,6 +33,7 @@ struct ipc_chan;
 struct ipc_msg;
 struct ipc_out;
 struct authd;
+struct oauthd;
 struct handoff;
 struct proxy;
 struct mail_link;
@@ -83,6 +84,7 @@ struct server {
 	struct ipc_chan *auth_chan;
 	struct ipc_reqs auth_reqs;   /* waiting for their answer */
 	struct authd *authd;         /* --single-process only */
+	struct oauthd *oauthd;       /* --single-process only: the verifier */
 	bool authd_local;
 	bool sandboxed;              /* under the worker's seccomp filter */
 	enum server_role role;
@@ -183,9 +185,22 @@ void authd_add_client(struct authd *a, int sock, enum authp_kind kind);
 void authd_reload(struct authd *a, struct server_config *config,
     struct passwd_db *db);
 void authd_free(struct authd **a);
+/* Takes sock, a channel to the OAuth verifier role (oauthd.c), replacing
+ * the one before (whose checks in flight fail temporarily). */
+void authd_set_verifier(struct authd *a, int sock);
 /* The auth process: serves the clients the master sends on ctl until
  * SIGTERM or the master goes. */
 int authd_main(struct server *srv, int ctl);
+
+/* oauthd.c: the OAuth verifier role (see the file), serving auth on
+ * sock (taken). It takes config's reference. */
+struct oauthd *oauthd_new(struct ioloop *loop, struct server_config *config, int sock);
+/* --single-process SIGHUP: the new command and time limit (taken). */
+void oauthd_reload(struct oauthd *o, struct server_config *config);
+/* Kills the verifiers still running (answered as tempfails). */
+void oauthd_free(struct oauthd **o);
+/* The verifier process: serves auth on sock until SIGTERM or auth goes. */
+int oauthd_main(struct server *srv, int sock);
 
 /* login.c: the pop3_host login callback and its asynchronous answer. */
 struct login_job;

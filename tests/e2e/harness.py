@@ -670,22 +670,23 @@ class Daemon:
         return proc_status(self.pid if pid is None else pid)
 
     def roles(self):
-        """{"auth": [pids], "login": [pids], "mail": [pids], "worker":
-        [pids]}: the daemon's children by name (poboxd-auth, poboxd-login,
-        poboxd-mail; "worker" is every serving process: login and mail,
-        or the whole workers of --single-process); with no children
+        """{"auth": [pids], "login": [pids], "mail": [pids], "oauth":
+        [pids], "worker": [pids]}: the daemon's children by name
+        (poboxd-auth, poboxd-login, poboxd-mail, poboxd-oauth: the OAuth
+        verifier; "worker" is every serving process: login and mail, or
+        the whole workers of --single-process); with no children
         (--single-process, one worker) the daemon is every role but auth."""
-        out = {"auth": [], "login": [], "mail": [], "worker": []}
+        out = {"auth": [], "login": [], "mail": [], "oauth": [], "worker": []}
         for pid in child_pids(self.pid):
             try:
                 comm = Path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
                 continue
             role = {"poboxd-auth": "auth", "poboxd-login": "login",
-                    "poboxd-mail": "mail"}.get(comm)
+                    "poboxd-mail": "mail", "poboxd-oauth": "oauth"}.get(comm)
             if role is not None:
                 out[role].append(pid)
-            if role != "auth":
+            if role not in ("auth", "oauth"):
                 out["worker"].append(pid)
         if not out["auth"] and not out["worker"]:
             out["worker"] = out["login"] = out["mail"] = [self.pid]

@@ -61,6 +61,27 @@ def memory_holds(pid, needle):
     return False
 
 
+def task_children(pid):
+    """The children of every thread of pid."""
+    kids = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def alive(pid):
+    """True while pid exists and is no zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def listening_inodes():
     """Socket inodes of TCP listeners (/proc/net/tcp*: state 0A)."""
     out = set()
@@ -179,18 +200,154 @@ class PrivsepTest(PoboxTestCase):
         self.assertEqual(self.env.events("auth_died"), [])
         self.assertEqual(self.env.events("worker_died"), [])
 
-    def test_oauth_verifier_keeps_workers_unfiltered(self):
-        # The verifier command runs from the login process and would
-        # inherit its filter and find nothing in its chroot: with one
-        # configured the login process goes without both (logged); auth
-        # and mail keep theirs.
-        d, roles = self.start(oauth_verify_command="/bin/true")
-        self.env.wait_event("sandbox_skipped", reason="oauth_verify_command")
-        self.assertEqual(proc_status(roles["login"][0])["Seccomp"], "0")
-        self.assertEqual(os.readlink(f"/proc/{roles['login'][0]}/root"), "/")
-        if self.filtered():
-            self.assertEqual(proc_status(roles["auth"][0])["Seccomp"], "2")
-            self.assertEqual(proc_status(roles["mail"][0])["Seccomp"], "2")
+    def verifier(self):
+        """A test OAuth verifier: good-token is alice's, slow-token hangs."""
+        v = self.env.srv / "verify-token"
+        v.write_text("#!/bin/sh\nread -r token\ncase \"$token\" in\n"
+                     "good-token) echo alice ;;\nslow-token) sleep 30 ;;\n"
+                     "*) exit 1 ;;\nesac\n")
+        os.chmod(v, 0o755)
+        return str(v)
+
+    def oauth_login(self):
+        """AUTH OAUTHBEARER with alice's token: the status line."""
+        with self.env.connect() as c:
+            r = c.cmd("AUTH OAUTHBEARER " +
+                      base64.b64encode(b"n,,\x01auth=Bearer good-token\x01\x01").decode())
+            if r.startswith("+OK"):
+                c.ok("QUIT")
+            return r
+
+    def oauth_pid(self, d, other_than=None):
+        return wait_for(lambda: (lambda p: p if p and p != other_than else None)(
+            d.roles()["oauth"]), "the OAuth verifier process")[0]
+
+    def test_oauth_verifier_runs_apart(self):
+        # oauth_verify_command runs in a process of its own (poboxd-oauth):
+        # the login processes keep their chroot and filter; the verifier
+        # process runs as login_user, owns nothing, may gain nothing and
+        # holds nothing of the master's (no listener); auth takes the
+        # verdict from it alone.
+        md = self.env.maildir("alice")
+        msg = next((md / "new").iterdir())
+        os.environ["POBOXD_TEST_OPEN"] = f"{self.env.passwd}:{msg}:{md / 'new'}"
+        try:
+            d, roles = self.start(oauth_verify_command=self.verifier(), workers="2")
+        finally:
+            del os.environ["POBOXD_TEST_OPEN"]
+        oauth = self.oauth_pid(d)
+        # Neither the passwd file nor the mail (nor, so, can the
+        # verifier it runs).
+        if IS_ROOT:
+            for path in (self.env.passwd, msg, md / "new"):
+                ev = self.env.wait_event("test_open", role="oauth", path=str(path))
+                self.assertEqual(ev["result"], "denied", ev["_line"])
+                self.assertEqual(int(ev["pid"]), oauth)
+        self.assertEqual(len(d.roles()["oauth"]), 1)
+        self.assertNotIn(oauth, d.roles()["worker"])
+        self.assertEqual(self.env.events("sandbox_skipped", reason="oauth_verify_command"),
+                         [])
+        for pid in d.worker_pids(2, role="login"):
+            if IS_ROOT:
+                self.assertEqual(os.readlink(f"/proc/{pid}/root"), LOGIN_CHROOT)
+            if self.filtered():
+                self.assertEqual(proc_status(pid)["Seccomp"], "2", f"pid {pid}")
+        st = proc_status(oauth)
+        self.assertEqual(st["NoNewPrivs"], "1")
+        self.assertEqual(int(st["CapEff"], 16), 0)
+        self.assertEqual(int(st["CapPrm"], 16), 0)
+        # Not chrooted: the command needs the file system.
+        self.assertEqual(os.readlink(f"/proc/{oauth}/root"), "/")
+        if IS_ROOT:
+            login = pwd.getpwnam(LOGIN_USER)
+            self.assertEqual(ids(st, "Uid"), [login.pw_uid] * 4)
+            self.assertEqual(ids(st, "Gid"), [login.pw_gid] * 4)
+            self.assertEqual(st.get("Groups", ""), "")
+        listeners = listening_inodes()
+        for fd in os.listdir(f"/proc/{oauth}/fd"):
+            target = os.readlink(f"/proc/{oauth}/fd/{fd}")
+            self.assertNotIn(target[len("socket:["):-1] if target.startswith("socket:[")
+                             else None, listeners, f"fd {fd}")
+            self.assertFalse(target.startswith("/memfd:pobox"), target)
+        self.assertTrue(self.oauth_login().startswith("+OK"))
+        self.env.wait_event("login", user="alice", mech="OAUTHBEARER")
+        self.login_ok()
+        self.assertEqual(self.env.events("worker_died"), [])
+
+    def test_oauth_verifier_stuck_is_tempfail(self):
+        # A verifier over oauth_verify_timeout is killed by its process; a
+        # verifier process that answers nothing at all (stopped here) runs
+        # out auth's own bound (the timeout + 2 s): a tempfail, never a
+        # yes. It serves again once it runs.
+        d, roles = self.start(oauth_verify_command=self.verifier(),
+                              oauth_verify_timeout="1")
+        oauth = self.oauth_pid(d)
+        with self.env.connect() as c:
+            t0 = time.monotonic()
+            r = c.cmd("AUTH OAUTHBEARER " +
+                      base64.b64encode(b"n,,\x01auth=Bearer slow-token\x01\x01").decode())
+            self.assertTrue(r.startswith("-ERR [SYS/TEMP]"), r)
+            self.assertLess(time.monotonic() - t0, 10)
+        os.kill(oauth, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            r = self.oauth_login()
+            self.assertTrue(r.startswith("-ERR [SYS/TEMP]"), r)
+            self.assertLess(time.monotonic() - t0, 10)
+            self.env.wait_event("oauth_tempfail", why="verifier_timeout")
+        finally:
+            os.kill(oauth, signal.SIGCONT)
+        self.assertTrue(self.oauth_login().startswith("+OK"))
+        self.assertEqual(d.roles()["oauth"], [oauth])
+
+    def test_oauth_verifier_respawned(self):
+        # Killed, the verifier process is started again (and gets a new
+        # channel to auth); so it is when auth dies. The next login works.
+        d, roles = self.start(oauth_verify_command=self.verifier())
+        oauth = self.oauth_pid(d)
+        self.assertTrue(self.oauth_login().startswith("+OK"))
+        # A verifier left hanging by the killed process does not run on:
+        # the master, its subreaper, kills it.
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        c.send("AUTH OAUTHBEARER " +
+               base64.b64encode(b"n,,\x01auth=Bearer slow-token\x01\x01").decode() + "\r\n")
+        # Its shell in the sleep: the token read (else it may end alone).
+        hung = wait_for(lambda: [p for k in task_children(oauth) for p in
+                                 [k] + task_children(k) if task_children(k)],
+                        "the verifier command")
+        os.kill(oauth, signal.SIGKILL)
+        self.env.wait_event("oauth_died")
+        self.assertTrue(c.line().startswith("-ERR [SYS/TEMP]"))
+        wait_for(lambda: not any(alive(p) for p in hung), "the hung verifier to go")
+        self.env.wait_event("orphan_killed")
+        oauth = self.oauth_pid(d, other_than=[oauth])
+        wait_for(lambda: self.oauth_login().startswith("+OK"), "an OAuth login")
+        os.kill(d.roles()["auth"][0], signal.SIGKILL)
+        self.env.wait_event("auth_died")
+        self.oauth_pid(d, other_than=[oauth])
+        wait_for(lambda: self.oauth_login().startswith("+OK"), "an OAuth login",
+                 timeout=15)
+        self.assertTrue(d.alive())
+
+    def test_oauth_verifier_follows_reload(self):
+        # SIGHUP: a verifier process once oauth_verify_command is set, a
+        # new one when it changes, none once it is unset.
+        d, roles = self.start()
+        self.assertEqual(d.roles()["oauth"], [])
+        self.env.write_config(oauth_verify_command=self.verifier())
+        d.signal(signal.SIGHUP)
+        oauth = self.oauth_pid(d)
+        wait_for(lambda: self.oauth_login().startswith("+OK"), "an OAuth login")
+        self.env.write_config(oauth_verify_timeout="3")
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("oauth_replaced")
+        self.oauth_pid(d, other_than=[oauth])
+        wait_for(lambda: self.oauth_login().startswith("+OK"), "an OAuth login")
+        self.env.write_config(oauth_verify_command="")
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: not d.roles()["oauth"], "the verifier process to end")
+        self.assertEqual(self.env.events("oauth_died"), [])
         self.login_ok()
 
     @unittest.skipUnless(IS_ROOT, "file permissions bind only below root")

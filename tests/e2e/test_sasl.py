@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import poplib
+import pwd
 import re
 import signal
 import socket
@@ -22,8 +23,8 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import (POBOXD, Client, PoboxTestCase, free_port, need_tool,
-                     non_loopback_ipv4, simple_message, uidl_of)
+from harness import (IS_ROOT, POBOXD, UNPRIV_USER, Client, Daemon, PoboxTestCase, free_port, need_tool,
+                     non_loopback_ipv4, simple_message, uidl_of, wait_for)
 from test_tls import capa, make_pki, starttls
 
 PW = "sasl pass word"
@@ -733,6 +734,47 @@ class SaslOAuthTest(PoboxTestCase):
         self.env.wait_event("login_tempfail", reason="oauth_verifier")
 
 
+    def test_single_process(self):
+        """--single-process: the verifier role runs in the worker, on
+        threads of its own, the same code: good, bad and slow tokens."""
+        self.env.daemons[-1].stop()
+        if IS_ROOT:
+            serv = pwd.getpwnam(UNPRIV_USER)
+            os.chown(self.env.passwd, serv.pw_uid, serv.pw_gid)
+        # Not env.start: it would give the passwd file back to auth.
+        d = Daemon(self.env, ("--single-process",))
+        self.env.daemons.append(d)
+        d.wait_ready()
+        c = self.env.connect()
+        self.addCleanup(c.close)
+        r = c.cmd("AUTH XOAUTH2 " + b64("user=alice\x01auth=Bearer slow-token\x01\x01"))
+        self.assertTrue(r.startswith("-ERR [SYS/TEMP]"), r)
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer bad-token\x01\x01"))
+        self.assertEqual(json.loads(challenge(r))["status"], "invalid_token")
+        self.assertTrue(c.cmd(b64("\x01")).startswith("-ERR [AUTH]"))
+        r = c.cmd("AUTH OAUTHBEARER " + b64("n,,\x01auth=Bearer good-token\x01\x01"))
+        self.assertTrue(r.startswith("+OK"), r)
+        self.assertEqual(d.roles()["oauth"], [])
+
+    @unittest.skipUnless(IS_ROOT, "file permissions bind only below root")
+    def test_config_check_runs_verifier_as_login_user(self):
+        """poboxd -t: the verifier runs as login_user, who must be able
+        to execute it."""
+        v = self.env.srv / "verify-private"
+        v.write_text(VERIFIER)
+        os.chown(v, 0, 0)
+        os.chmod(v, 0o700)
+        self.env.write_config(oauth_verify_command=str(v))
+        os.chown(v, 0, 0)
+        r = subprocess.run([str(POBOXD), "-c", str(self.env.conf), "-t"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"cannot run oauth_verify_command {v}", r.stderr)
+        os.chmod(v, 0o755)
+        r = subprocess.run([str(POBOXD), "-c", str(self.env.conf), "-t"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
     def test_token_is_a_whole_line(self):
         """docs/sasl.md promises the token as one line: a verifier that
         insists on its newline (read's status) accepts it."""
@@ -758,9 +800,7 @@ class SaslOAuthTest(PoboxTestCase):
             c.close()
         # The slow one runs (it sleeps 30 s) until its 2 s limit kills it,
         # and it is reaped.
-        # The verifier is a child of the login process (of poboxd itself
-        # with --single-process).
-        pid = self.env.daemons[-1].worker_pids(role="login")[0]
+        pid = verifier_parent(self.env.daemons[-1])
         for _ in range(100):
             if children(pid):
                 break
@@ -816,11 +856,18 @@ class SaslOAuthTest(PoboxTestCase):
         env = Path(str(out) + ".env").read_text().split("\n")
         self.assertIn("PATH=/usr/local/bin:/usr/bin:/bin", env)
         self.assertFalse([e for e in env if e.startswith(("HOME=", "USER=", "POBOX"))], env)
-        pid = self.env.daemons[-1].worker_pids(role="login")[0]
+        pid = verifier_parent(self.env.daemons[-1])
         kids = children(pid)
         states = [Path(f"/proc/{k}/stat").read_text().split()[2] for k in kids]
         self.assertNotIn("Z", states)
 
+
+
+def verifier_parent(d):
+    """The process that runs the verifiers: poboxd-oauth (of the serving
+    worker with --single-process)."""
+    return wait_for(lambda: d.roles()["oauth"] or d.roles()["worker"],
+                    "the verifier process")[0]
 
 
 def children(pid):

@@ -1,8 +1,9 @@
 /* test_authd.c: the auth role's trust boundary (src/poboxd/authd.c): a
  * login process gets a grant for each good login, only a mail process
- * may redeem one, a grant is good once, and a client that asks for what
- * its kind may not is dropped. Over real socketpairs and a real event
- * loop, as the processes speak. */
+ * may redeem one, a grant is good once, a client that asks for what
+ * its kind may not is dropped, and an OAuth token's user comes from the
+ * verifier role alone (oauthproto.h), a tempfail when it does not answer.
+ * Over real socketpairs and a real event loop, as the processes speak. */
 #include <crypt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "lib/ioloop.h"
 #include "lib/ipc.h"
 #include "lib/util.h"
+#include "poboxd/oauthproto.h"
 #include "poboxd/poboxd.h"
 
 struct fixture {
@@ -33,7 +35,7 @@ static struct fixture fx;
 	"\"y\":\"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM\"}]}"
 
 static int
-setup_common(void **state, bool jwks)
+setup_common(void **state, bool jwks, const char *more)
 {
 	char path[512], conf[2048], line[512];
 	struct server_config *c = calloc(1, sizeof(*c));
@@ -47,10 +49,10 @@ setup_common(void **state, bool jwks)
 	    "expire=7\n", hash, fx.dir, hash, fx.dir);
 	snprintf(path, sizeof(path), "%s/passwd", fx.dir);
 	tu_write_file(path, line, strlen(line));
-	snprintf(conf, sizeof(conf), "passwd_file = %s/passwd\nmail_root = %s\n%s%s%s",
+	snprintf(conf, sizeof(conf), "passwd_file = %s/passwd\nmail_root = %s\n%s%s%s%s",
 	    fx.dir, fx.dir, jwks ? "oauth_jwks_file = " : "", jwks ? fx.dir : "",
 	    jwks ? "/jwks.json\noauth_issuer = https://idp.example\n"
-	    "oauth_audience = pop\noauth_user_claim = sub\n" : "");
+	    "oauth_audience = pop\noauth_user_claim = sub\n" : "", more);
 	snprintf(path, sizeof(path), "%s/jwks.json", fx.dir);
 	tu_write_file(path, TEST_JWKS, strlen(TEST_JWKS));
 	snprintf(path, sizeof(path), "%s/poboxd.conf", fx.dir);
@@ -72,13 +74,21 @@ setup_common(void **state, bool jwks)
 static int
 setup(void **state)
 {
-	return setup_common(state, false);
+	return setup_common(state, false, "");
 }
 
 static int
 setup_jwks(void **state)
 {
-	return setup_common(state, true);
+	return setup_common(state, true, "");
+}
+
+/* The verifier's answers come from the test (no command runs). */
+static int
+setup_verifier(void **state)
+{
+	return setup_common(state, false, "oauth_verify_command = /bin/false\n"
+	    "oauth_verify_timeout = 1\n");
 }
 
 static int
@@ -403,7 +413,7 @@ test_jwks_tokens_checked_by_auth(void **state)
 
 	sasl_start(login, 31, "OAUTHBEARER", "n,a=alice,\001auth=Bearer a.b.c\001\001", NULL);
 	m = next(login);
-	/* No TOKEN_CHECK: the error challenge of a bad token. */
+	/* Not sent anywhere: the error challenge of a bad token. */
 	assert_int_equal(m->type, AUTHP_SASL_CHALLENGE);
 	free(m);
 	ipc_out_init(&o, AUTHP_SASL_TOKEN, 31);
@@ -417,6 +427,157 @@ test_jwks_tokens_checked_by_auth(void **state)
 	close(login);
 }
 
+/* The verifier role's end of auth's channel to it. */
+static int
+connect_verifier(void)
+{
+	int sv[2];
+
+	assert_int_equal(ipc_socketpair(sv), 0);
+	authd_set_verifier(fx.authd, sv[0]);
+	return sv[1];
+}
+
+/* Reads the token check auth sends the verifier; its id. */
+static uint32_t
+token_check_of(int verifier, const char *token)
+{
+	struct ipc_msg *m = next(verifier);
+	uint32_t id = m->id;
+
+	assert_int_equal(m->type, OAUTHP_CHECK);
+	assert_int_equal(m->nfields, 1);
+	assert_string_equal(ipc_str(m, 0), token);
+	free(m);
+	return id;
+}
+
+static void
+verdict(int verifier, uint32_t id, int64_t status, const char *user)
+{
+	struct ipc_out o;
+
+	ipc_out_init(&o, OAUTHP_VERDICT, id);
+	ipc_put_i64(&o, status);
+	ipc_put_str(&o, user);
+	assert_int_equal(ipc_send(verifier, &o, -1), 0);
+}
+
+#define BEARER(a, t) "n,a=" a ",\001auth=Bearer " t "\001\001"
+
+/* oauth_verify_command: auth asks the verifier role and takes its
+ * answer, as it takes a JWT's: a valid token is a grant for the user it
+ * names, an invalid one the mechanism's error challenge. */
+static void
+test_token_checked_by_verifier(void **state)
+{
+	int login = connect_client(AUTHP_KIND_LOGIN), verifier = connect_verifier();
+	struct ipc_msg *m;
+
+	sasl_start(login, 41, "OAUTHBEARER", BEARER("alice", "tok-1"), NULL);
+	verdict(verifier, token_check_of(verifier, "tok-1"), OAUTHP_VALID, "alice");
+	m = next(login);
+	assert_int_equal(m->id, 41);
+	assert_int_equal(result_of(m), POP3_LOGIN_OK);
+	assert_string_equal(ipc_str(m, AUTHP_R_NAME), "alice");
+	assert_non_null(ipc_str(m, AUTHP_R_GRANT));
+	free(m);
+	/* Invalid: the error challenge, then a failure. */
+	sasl_start(login, 42, "OAUTHBEARER", BEARER("alice", "tok-2"), NULL);
+	verdict(verifier, token_check_of(verifier, "tok-2"), OAUTHP_INVALID, NULL);
+	m = next(login);
+	assert_int_equal(m->type, AUTHP_SASL_CHALLENGE);
+	free(m);
+	/* Valid, but for another user than the authzid. */
+	sasl_start(login, 43, "OAUTHBEARER", BEARER("bob", "tok-3"), NULL);
+	verdict(verifier, token_check_of(verifier, "tok-3"), OAUTHP_VALID, "alice");
+	m = next(login);
+	assert_int_equal(m->type, AUTHP_SASL_CHALLENGE);
+	free(m);
+	/* The verifier could not run it: a temporary failure. */
+	sasl_start(login, 44, "OAUTHBEARER", BEARER("alice", "tok-4"), NULL);
+	verdict(verifier, token_check_of(verifier, "tok-4"), OAUTHP_TEMPFAIL, NULL);
+	m = next(login);
+	assert_int_equal(result_of(m), POP3_LOGIN_TEMPFAIL);
+	assert_string_equal(ipc_str(m, AUTHP_R_REASON), "oauth_verifier");
+	free(m);
+	close(login);
+	close(verifier);
+}
+
+/* A login process cannot say whose a token is: its verdict, even for
+ * the token auth is checking right now, drops it, and the verifier's
+ * answer later finds no exchange. */
+static void
+test_token_verdict_from_login_refused(void **state)
+{
+	int login = connect_client(AUTHP_KIND_LOGIN), verifier = connect_verifier();
+	int whole = connect_client(AUTHP_KIND_WHOLE);
+	struct ipc_msg *m;
+	struct ipc_out o;
+	uint32_t id;
+
+	sasl_start(login, 51, "OAUTHBEARER", BEARER("alice", "tok-5"), NULL);
+	id = token_check_of(verifier, "tok-5");
+	ipc_out_init(&o, AUTHP_SASL_TOKEN, 51);
+	ipc_put_str(&o, "alice");
+	assert_int_equal(ipc_send(login, &o, -1), 0);
+	assert_null(next_or_drop(login));
+	verdict(verifier, id, OAUTHP_VALID, "alice");
+	close(login);
+	/* Nor a --single-process worker: the verifier role is apart there
+	 * too. */
+	sasl_start(whole, 52, "XOAUTH2", "user=alice\001auth=Bearer tok-6\001\001", NULL);
+	(void)token_check_of(verifier, "tok-6");
+	ipc_out_init(&o, AUTHP_SASL_TOKEN, 52);
+	ipc_put_str(&o, "alice");
+	assert_int_equal(ipc_send(whole, &o, -1), 0);
+	assert_null(next_or_drop(whole));
+	close(whole);
+	/* The verifier's channel outlives both: it still serves. */
+	login = connect_client(AUTHP_KIND_LOGIN);
+	sasl_start(login, 53, "OAUTHBEARER", BEARER("alice", "tok-7"), NULL);
+	verdict(verifier, token_check_of(verifier, "tok-7"), OAUTHP_VALID, "alice");
+	m = next(login);
+	assert_int_equal(result_of(m), POP3_LOGIN_OK);
+	free(m);
+	close(login);
+	close(verifier);
+}
+
+/* No verifier, one that goes away with a check in flight, one that
+ * answers nothing: each a temporary failure, never a yes. */
+static void
+test_token_without_verdict_is_tempfail(void **state)
+{
+	int login = connect_client(AUTHP_KIND_LOGIN), verifier;
+	struct ipc_msg *m;
+
+	sasl_start(login, 61, "OAUTHBEARER", BEARER("alice", "tok-8"), NULL);
+	m = next(login);
+	assert_int_equal(result_of(m), POP3_LOGIN_TEMPFAIL);
+	assert_string_equal(ipc_str(m, AUTHP_R_REASON), "oauth_verifier");
+	free(m);
+	verifier = connect_verifier();
+	sasl_start(login, 62, "OAUTHBEARER", BEARER("alice", "tok-9"), NULL);
+	(void)token_check_of(verifier, "tok-9");
+	close(verifier);
+	m = next(login);
+	assert_int_equal(result_of(m), POP3_LOGIN_TEMPFAIL);
+	free(m);
+	/* Silent past oauth_verify_timeout (1 s) and the margin. */
+	verifier = connect_verifier();
+	sasl_start(login, 63, "OAUTHBEARER", BEARER("alice", "tok-10"), NULL);
+	(void)token_check_of(verifier, "tok-10");
+	m = next(login);
+	assert_int_equal(m->id, 63);
+	assert_int_equal(result_of(m), POP3_LOGIN_TEMPFAIL);
+	assert_null(ipc_str(m, AUTHP_R_GRANT));
+	free(m);
+	close(login);
+	close(verifier);
+}
+
 int
 main(void)
 {
@@ -428,6 +589,12 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_login_gets_no_users, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jwks_tokens_checked_by_auth, setup_jwks,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_token_checked_by_verifier, setup_verifier,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_token_verdict_from_login_refused,
+		    setup_verifier, teardown),
+		cmocka_unit_test_setup_teardown(test_token_without_verdict_is_tempfail,
+		    setup_verifier, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
