@@ -68,6 +68,8 @@ $(O)/tests/test_%: $(O)/tests/unit/test_%.o $(O)/tests/unit/testutil.o $(LIBPOBO
 
 # The auth role's trust boundary, tested on its own (test_authd.c).
 $(O)/tests/test_authd: $(O)/src/poboxd/authd.o $(O)/src/poboxd/config.o
+# The pipelined MDA of pobox fetch (test_fetch_mda.c).
+$(O)/tests/test_fetch_mda: $(O)/src/pobox/fetch_mda.o
 # Both ends of the handoff (test_mailrole.c, test_loginrole.c): poboxd
 # but main.o.
 $(O)/tests/test_mailrole $(O)/tests/test_loginrole: $(filter-out \
