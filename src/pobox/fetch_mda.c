@@ -46,6 +46,7 @@ struct mda_msg {
 	char *ref;              /* set when its MDA starts */
 	pid_t pid;              /* its running MDA, 0: waiting */
 	int pidfd;              /* the MDA's pidfd, -1 */
+	int status;             /* its wait status once stopped, -1 unknown */
 };
 
 struct fmda {
@@ -213,7 +214,8 @@ mda_reaped(struct fmda *m, size_t i)
 /* Stops every running MDA and what it started (their process groups):
  * SIGTERM, SIGKILL after 5 s, then reaps them. A group is signalled
  * again before its leader is reaped, while its id cannot be reused.
- * Their messages stay in the queue, not running. */
+ * Their messages stay in the queue, not running, each with the status
+ * its MDA ended with (one may have exited 0 before it was stopped). */
 static void
 mda_kill_all(struct fmda *m)
 {
@@ -237,7 +239,8 @@ mda_kill_all(struct fmda *m)
 		struct mda_msg *q = &m->mq[m->nrunning - 1];
 
 		(void)kill(-q->pid, SIGKILL);
-		while (waitpid(q->pid, NULL, 0) < 0 && errno == EINTR)
+		q->status = -1;
+		while (waitpid(q->pid, &q->status, 0) < 0 && errno == EINTR)
 			;
 		mda_reaped(m, m->nrunning - 1);
 	}
@@ -356,13 +359,21 @@ fmda_wait(struct fmda *m)
 		struct pollfd pfd = { .fd = m->epfd, .events = POLLIN };
 
 		if ((now = clock_ms()) >= m->hooks.deadline_ms) {
-			/* Past the session's end: stopped, their messages
-			 * not stored (they may have been: "p" says so). */
+			/* Past the session's end: stopped. An MDA that
+			 * exited 0 (before or after SIGTERM) stored its
+			 * message; any other is not known to have stored it
+			 * (it may have: it runs again, announced here). */
 			mda_kill_all(m);
-			while (m->mqlen > 0 && m->mq[0].ref != NULL)
-				mda_pop(m, 0, 1, "the MDA ran past session_timeout and "
-				    "was stopped; it is run again next time (the "
-				    "message may arrive twice)");
+			while (m->mqlen > 0 && m->mq[0].ref != NULL) {
+				int st = m->mq[0].status;
+
+				if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+					mda_pop(m, 0, 0, NULL);
+				else
+					mda_pop(m, 0, 1, "the MDA ran past session_timeout "
+					    "and was stopped; it is run again next time "
+					    "(the message may arrive twice)");
+			}
 			mda_drop_waiting(m);
 			return;
 		}
@@ -418,7 +429,8 @@ fmda_queue(struct fmda *m, ssize_t (*rd)(void *, void *, size_t), void *ctx,
 		return 1;
 	}
 	q = &m->mq[m->mqlen++];
-	*q = (struct mda_msg){ .id = id, .fd = fd, .size = size, .pidfd = -1 };
+	*q = (struct mda_msg){ .id = id, .fd = fd, .size = size, .pidfd = -1,
+	    .status = -1 };
 	m->mqbytes += size;
 	mda_start(m);
 	return 0;

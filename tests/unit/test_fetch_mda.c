@@ -156,7 +156,7 @@ assert_no_child(void)
 }
 
 /* Waits (bounded) until a child of ours has ended, without reaping it. */
-static void __attribute__((unused))
+static void
 wait_zombie(void)
 {
 	siginfo_t si;
@@ -409,8 +409,8 @@ test_fallback_to_sh(void **state)
 
 	m = new_mda(missing, 1, &r);
 	assert_true(fmda_direct(m));
-	queue_ok(m, 0, "x\n");
 	quiet_stderr(true);      /* sh says "not found" */
+	queue_ok(m, 0, "x\n");
 	drain(m);
 	quiet_stderr(false);
 	assert_int_equal(rec_rc(&r, 0), -1);
@@ -487,6 +487,28 @@ test_deadline_kills_running(void **state)
 	fmda_free(&m);
 }
 
+/* At the deadline an MDA that had already exited 0 (not reaped yet) has
+ * stored its message: rc 0, not "may arrive twice" (which would deliver
+ * it again next run); the one still running is stopped (rc 1). */
+static void
+test_deadline_keeps_what_ended(void **state)
+{
+	struct rec r;
+	struct fmda *m = new_mda("read c; [ \"$c\" = 0 ] || exec sleep 30", 2, &r);
+
+	queue_ok(m, 0, "1\n");
+	queue_ok(m, 1, "0\n");
+	assert_int_equal(r.nstarted, 2);
+	wait_zombie();           /* message 1's MDA exited 0 */
+	set_deadline(m, &r, clock_ms());
+	fmda_wait(m);
+	assert_int_equal(fmda_queued(m), 0);
+	assert_int_equal(rec_rc(&r, 1), 0);
+	assert_int_equal(rec_rc(&r, 0), 1);
+	assert_no_child();
+	fmda_free(&m);
+}
+
 /* fmda_free on a failed path: running MDAs are stopped and reaped, no
  * hook runs. */
 static void
@@ -517,6 +539,7 @@ main(void)
 		cmocka_unit_test(test_fallback_to_sh),
 		cmocka_unit_test(test_reader_fails),
 		cmocka_unit_test(test_deadline_kills_running),
+		cmocka_unit_test(test_deadline_keeps_what_ended),
 		cmocka_unit_test(test_free_with_running),
 	};
 
