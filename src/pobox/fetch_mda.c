@@ -68,16 +68,19 @@ struct fmda {
 };
 
 /* ...and when its first word is no shell builtin or reserved word and
- * no variable assignment. */
+ * no variable assignment. The builtins that are programs too (echo,
+ * printf, pwd, test, ...) are sh's: dash's echo prints -e, coreutils'
+ * takes it; dash's pwd is -L, /bin/pwd -P. */
 static bool
 mda_shell_word(const char *w)
 {
 	static const char *const words[] = {
-		".", ":", "alias", "bg", "break", "case", "cd", "command",
-		"continue", "do", "done", "elif", "else", "esac", "eval",
-		"exec", "exit", "export", "fc", "fg", "fi", "for", "getopts",
-		"hash", "if", "in", "jobs", "local", "read", "readonly",
-		"return", "set", "shift", "then", "times", "trap", "type",
+		".", ":", "alias", "bg", "break", "case", "cd", "chdir",
+		"command", "continue", "do", "done", "echo", "elif", "else",
+		"esac", "eval", "exec", "exit", "export", "false", "fc", "fg",
+		"fi", "for", "getopts", "hash", "if", "in", "jobs", "kill",
+		"local", "printf", "pwd", "read", "readonly", "return", "set",
+		"shift", "test", "then", "times", "trap", "true", "type",
 		"ulimit", "umask", "unalias", "unset", "until", "wait", "while",
 	};
 
