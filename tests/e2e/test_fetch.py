@@ -1323,6 +1323,19 @@ class FetchMdaTest(FetchCase):
         self.assertIn("the MDA failed (exit 127)", r.stderr)
         self.assertIn("not found", r.stderr)
 
+    def test_blank_mda_refused(self):
+        """An MDA command of blanks only is a configuration error: sh -c
+        would exit 0 without storing anything, and every message would be
+        deleted from the server."""
+        msgs = [simple_message(f"blank {i}") for i in range(2)]
+        self.deliver(msgs)
+        self.env.start()
+        for cmd in (" ", "\t  "):
+            r = self.fetch("--mda", cmd)
+            self.assertEqual(r.returncode, 78, r.stderr)
+            self.assertIn("mda", r.stderr)
+        self.assertEqual(len(self.env.messages("alice")), 2)
+
 
 class FetchExactlyOnceTest(FetchCase):
     """SIGKILL at random moments, and cut connections: every message ends
