@@ -276,10 +276,16 @@ mda_start(struct fmda *m)
 		 * only when looked at: after each chunk spooled, every
 		 * 10 ms while waiting. */
 		q->pidfd = pidfd_open(q->pid, 0);
-		if (q->pidfd >= 0 && m->epfd >= 0) {
+		if (q->pidfd >= 0) {
 			struct epoll_event ev = { .events = EPOLLIN };
 
-			(void)epoll_ctl(m->epfd, EPOLL_CTL_ADD, q->pidfd, &ev);
+			/* A pidfd outside the set would never wake a wait:
+			 * without it the MDA is looked at instead. */
+			if (m->epfd < 0 ||
+			    epoll_ctl(m->epfd, EPOLL_CTL_ADD, q->pidfd, &ev) < 0) {
+				close(q->pidfd);
+				q->pidfd = -1;
+			}
 		}
 	}
 }
