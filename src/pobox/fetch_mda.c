@@ -115,7 +115,10 @@ mda_words(const char *cmd)
 		argv[n++] = xstrndup(p, len);
 		p += len;
 	}
-	if (n > 0 && !mda_shell_word(argv[0]))
+	/* Without PATH, posix_spawnp searches /bin:/usr/bin, sh its own
+	 * longer default: a name could find another program. */
+	if (n > 0 && !mda_shell_word(argv[0]) &&
+	    (strchr(argv[0], '/') != NULL || getenv("PATH") != NULL))
 		return argv;
 shell:
 	for (size_t i = 0; i < n; i++)

@@ -250,6 +250,31 @@ test_direct(void **state)
 	}
 }
 
+/* Without PATH, glibc's posix_spawnp searches /bin:/usr/bin and dash
+ * /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin: a name
+ * would find another program than sh finds (one in /usr/local/bin
+ * shadowing /usr/bin's). Such a name goes to sh; a path still runs
+ * directly. */
+static void
+test_direct_without_path(void **state)
+{
+	char *path = xstrdup(getenv("PATH") != NULL ? getenv("PATH") : "/usr/bin:/bin");
+	struct fmda *m;
+
+	assert_int_equal(unsetenv("PATH"), 0);
+	m = fmda_new("procmail -d user", 1);
+	assert_false(fmda_direct(m));
+	fmda_free(&m);
+	m = fmda_new("/usr/bin/procmail -d user", 1);
+	assert_true(fmda_direct(m));
+	fmda_free(&m);
+	assert_int_equal(setenv("PATH", path, 1), 0);
+	m = fmda_new("procmail -d user", 1);
+	assert_true(fmda_direct(m));
+	fmda_free(&m);
+	free(path);
+}
+
 /* 64 words run directly, 65 go to sh (the splitter's limit). */
 static void
 test_direct_word_limit(void **state)
@@ -581,6 +606,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_direct),
 		cmocka_unit_test(test_direct_word_limit),
+		cmocka_unit_test(test_direct_without_path),
 		cmocka_unit_test(test_serial_order_and_verdicts),
 		cmocka_unit_test(test_parallel),
 		cmocka_unit_test(test_start_hook_fails),
