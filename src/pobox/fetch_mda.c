@@ -160,7 +160,8 @@ fmda_queued(const struct fmda *m)
 	return m->mqlen;
 }
 
-/* The command with fd as stdin and SIGPIPE at its default, in a new
+/* The command with fd as stdin, SIGPIPE at its default and no signal
+ * blocked (as sh, which clears its mask, would give it), in a new
  * process group (an MDA that overruns the session is stopped with
  * whatever it started). posix_spawn (vfork-like in glibc) copies no page
  * tables: cheaper than fork per message. A command that cannot be run
@@ -172,7 +173,7 @@ mda_spawn(struct fmda *m, int fd, pid_t *pid_r)
 	char *sh_argv[] = { "sh", "-c", m->cmd, NULL };
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
-	sigset_t deflt;
+	sigset_t deflt, none;
 	int r = -1;
 
 	posix_spawn_file_actions_init(&fa);
@@ -180,9 +181,12 @@ mda_spawn(struct fmda *m, int fd, pid_t *pid_r)
 	sigemptyset(&deflt);
 	sigaddset(&deflt, SIGPIPE);
 	posix_spawn_file_actions_adddup2(&fa, fd, 0);
+	sigemptyset(&none);
 	posix_spawnattr_setsigdefault(&attr, &deflt);
+	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK |
+	    POSIX_SPAWN_SETPGROUP);
 	if (m->argv != NULL)
 		r = posix_spawnp(pid_r, m->argv[0], &fa, &attr, m->argv, environ);
 	if (r != 0)

@@ -472,6 +472,37 @@ test_fallback_to_sh(void **state)
 	free(dir);
 }
 
+/* Signals blocked by whoever started pobox fetch are not blocked in the
+ * MDA, as with sh (dash clears its mask): an MDA run directly with
+ * SIGTERM blocked outlived the stop at the deadline by 5 s, one with
+ * SIGALRM blocked (procmail's lock timeouts) could hang. */
+static void
+test_signal_mask_cleared(void **state)
+{
+	static const char *const cmds[] = {
+		"grep -q SigBlk:.0000000000000000 /proc/self/status",
+		"grep -q SigBlk:.0000000000000000 /proc/self/status;",
+	};
+	sigset_t block, old;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGALRM);
+	assert_int_equal(sigprocmask(SIG_BLOCK, &block, &old), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
+		struct rec r;
+		struct fmda *m = new_mda(cmds[i], 1, &r);
+
+		assert_int_equal(fmda_direct(m), i == 0);
+		queue_ok(m, 0, "x\n");
+		drain(m);
+		assert_int_equal(rec_rc(&r, 0), 0);
+		fmda_free(&m);
+	}
+	assert_int_equal(sigprocmask(SIG_SETMASK, &old, NULL), 0);
+	assert_no_child();
+}
+
 /* A message cut by the connection is not queued and no hook runs. */
 static void
 test_reader_fails(void **state)
@@ -611,6 +642,7 @@ main(void)
 		cmocka_unit_test(test_parallel),
 		cmocka_unit_test(test_start_hook_fails),
 		cmocka_unit_test(test_fallback_to_sh),
+		cmocka_unit_test(test_signal_mask_cleared),
 		cmocka_unit_test(test_reader_fails),
 		cmocka_unit_test(test_deadline_kills_running),
 		cmocka_unit_test(test_deadline_keeps_what_ended),
