@@ -348,15 +348,15 @@ test_serial_order_and_verdicts(void **state)
 
 /* Up to N at once, started in server order; more messages than the queue
  * holds (the queue waits for MDAs instead of overflowing); every message
- * gets one verdict. */
+ * gets one verdict. N = 16 fills the queue to its bound. */
 static void
-test_parallel(void **state)
+run_parallel(unsigned parallel)
 {
-	char *dir = tu_tmpdir();
-	char *cmd = xasprintf("read c; sleep 0.0$c; exit $((c %% 2))");
+	const char *cmd = "read c; sleep 0.0$c; exit $((c % 2))";
 	struct rec r;
-	struct fmda *m = new_mda(cmd, 4, &r);
-	const uint32_t n = 40;
+	struct fmda *m = new_mda(cmd, parallel, &r);
+	const uint32_t n = 48;
+	size_t most = 0;
 
 	for (uint32_t i = 0; i < n; i++) {
 		char msg[16];
@@ -364,21 +364,53 @@ test_parallel(void **state)
 		snprintf(msg, sizeof(msg), "%u\n", i % 10);
 		queue_ok(m, i, msg);
 		/* The running ones and at most 8 waiting behind them. */
-		assert_true(fmda_queued(m) <= 4 + 8);
+		assert_true(fmda_queued(m) <= parallel + 8);
+		if (fmda_queued(m) > most)
+			most = fmda_queued(m);
 	}
 	drain(m);
 	assert_int_equal(r.nstarted, n);
 	assert_int_equal(r.ndone, n);
-	assert_true(r.max_running <= 4);
+	assert_true(r.max_running <= parallel);
+	assert_true(r.max_running >= 1);
+	assert_true(most >= 1);
 	for (uint32_t i = 0; i < n; i++) {
 		assert_int_equal(r.started[i], i);
 		assert_int_equal(rec_rc(&r, i), (i % 10) % 2 == 0 ? 0 : -1);
 	}
 	fmda_free(&m);
 	assert_no_child();
-	free(cmd);
-	tu_rmtree(dir);
-	free(dir);
+}
+
+static void
+test_parallel(void **state)
+{
+	run_parallel(2);
+	run_parallel(4);
+	run_parallel(FETCH_MDA_PARALLEL_MAX);
+}
+
+/* A message whose listed size would take the spool past 16 MiB waits
+ * until every MDA before it is done: at most one big message in memory. */
+static void
+test_big_message_waits(void **state)
+{
+	struct rec r;
+	struct fmda *m = new_mda("read c; sleep 0.0$c", 4, &r);
+	struct rd rd = { "1\n", 2, 0, 2, false };
+	const char *error = NULL;
+
+	queue_ok(m, 0, "5\n");
+	queue_ok(m, 1, "3\n");
+	queue_ok(m, 2, "1\n");
+	assert_int_equal(r.nstarted, 3);
+	assert_int_equal(fmda_queue(m, rd_read, &rd, 3, 17u << 20, &error), 0);
+	/* The three before it had ended when it was spooled. */
+	assert_int_equal(r.ndone, 3);
+	drain(m);
+	assert_int_equal(r.ndone, 4);
+	fmda_free(&m);
+	assert_no_child();
 }
 
 /* The start hook fails for one message: its MDA never runs (done -2),
@@ -640,6 +672,7 @@ main(void)
 		cmocka_unit_test(test_direct_without_path),
 		cmocka_unit_test(test_serial_order_and_verdicts),
 		cmocka_unit_test(test_parallel),
+		cmocka_unit_test(test_big_message_waits),
 		cmocka_unit_test(test_start_hook_fails),
 		cmocka_unit_test(test_fallback_to_sh),
 		cmocka_unit_test(test_signal_mask_cleared),
