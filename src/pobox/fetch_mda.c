@@ -46,7 +46,8 @@ struct mda_msg {
 	char *ref;              /* set when its MDA starts */
 	pid_t pid;              /* its running MDA, 0: waiting */
 	int pidfd;              /* the MDA's pidfd, -1 */
-	int status;             /* its wait status once stopped, -1 unknown */
+	int status;             /* its wait status once stopped: -1 unless
+	                         * it had ended before it was signalled */
 };
 
 struct fmda {
@@ -225,15 +226,22 @@ mda_reaped(struct fmda *m, size_t i)
  * SIGTERM, SIGKILL after 5 s, then reaps them. A group is signalled
  * again before its leader is reaped, while its id cannot be reused.
  * Their messages stay in the queue, not running, each with the status
- * its MDA ended with (one may have exited 0 before it was stopped). */
+ * its MDA ended with if that was before the SIGTERM (one may have exited
+ * 0 unseen; an exit 0 after it is not trusted: an MDA might end so when
+ * told to stop, without having stored). */
 static void
 mda_kill_all(struct fmda *m)
 {
+	bool before[FETCH_MDA_PARALLEL_MAX] = { false };
 	siginfo_t si;
 	size_t i, alive;
 
-	for (i = 0; i < m->nrunning; i++)
+	for (i = 0; i < m->nrunning; i++) {
+		memset(&si, 0, sizeof(si));
+		before[i] = waitid(P_PID, (id_t)m->mq[i].pid, &si,
+		    WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid != 0;
 		(void)kill(-m->mq[i].pid, SIGTERM);
+	}
 	for (int tick = 0; tick < 500; tick++) {
 		for (i = alive = 0; i < m->nrunning; i++) {
 			memset(&si, 0, sizeof(si));
@@ -252,6 +260,8 @@ mda_kill_all(struct fmda *m)
 		q->status = -1;
 		while (waitpid(q->pid, &q->status, 0) < 0 && errno == EINTR)
 			;
+		if (!before[m->nrunning - 1])
+			q->status = -1;
 		mda_reaped(m, m->nrunning - 1);
 	}
 }
@@ -375,10 +385,10 @@ fmda_wait(struct fmda *m)
 		struct pollfd pfd = { .fd = m->epfd, .events = POLLIN };
 
 		if ((now = clock_ms()) >= m->hooks.deadline_ms) {
-			/* Past the session's end: stopped. An MDA that
-			 * exited 0 (before or after SIGTERM) stored its
-			 * message; any other is not known to have stored it
-			 * (it may have: it runs again, announced here). */
+			/* Past the session's end: stopped. An MDA that had
+			 * exited 0 stored its message; any other is not
+			 * known to have stored it (it may have: it runs
+			 * again, announced here). */
 			mda_kill_all(m);
 			while (m->mqlen > 0 && m->mq[0].ref != NULL) {
 				int st = m->mq[0].status;

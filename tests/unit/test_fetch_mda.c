@@ -645,6 +645,36 @@ test_without_pidfds(void **state)
 	assert_no_child();
 }
 
+/* An MDA that exits 0 when told to stop at the deadline is not trusted
+ * to have stored its message: rc 1 (it runs again, announced). */
+static void
+test_deadline_exit0_on_sigterm(void **state)
+{
+	char *dir = tu_tmpdir();
+	char *cmd = xasprintf("trap 'exit 0' TERM; read c; touch %s/up; "
+	    "sleep 30 & wait", dir);
+	char *up = xasprintf("%s/up", dir);
+	struct rec r;
+	struct fmda *m = new_mda(cmd, 1, &r);
+	struct stat st;
+	int i;
+
+	queue_ok(m, 0, "x\n");
+	/* The trap is set once it has read its message. */
+	for (i = 0; i < 1000 && stat(up, &st) < 0; i++)
+		usleep(10000);
+	assert_true(i < 1000);
+	set_deadline(m, &r, clock_ms());
+	fmda_wait(m);
+	assert_int_equal(rec_rc(&r, 0), 1);
+	assert_no_child();
+	fmda_free(&m);
+	free(up);
+	free(cmd);
+	tu_rmtree(dir);
+	free(dir);
+}
+
 /* fmda_free on a failed path: running MDAs are stopped and reaped, no
  * hook runs. */
 static void
@@ -679,6 +709,7 @@ main(void)
 		cmocka_unit_test(test_reader_fails),
 		cmocka_unit_test(test_deadline_kills_running),
 		cmocka_unit_test(test_deadline_keeps_what_ended),
+		cmocka_unit_test(test_deadline_exit0_on_sigterm),
 		cmocka_unit_test(test_without_pidfds),
 		cmocka_unit_test(test_free_with_running),
 	};
