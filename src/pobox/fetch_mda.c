@@ -186,8 +186,8 @@ mda_spawn(struct fmda *m, int fd, pid_t *pid_r)
 	posix_spawnattr_setsigdefault(&attr, &deflt);
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK |
-	    POSIX_SPAWN_SETPGROUP);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF |
+	    POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
 	if (m->argv != NULL)
 		r = posix_spawnp(pid_r, m->argv[0], &fa, &attr, m->argv, environ);
 	if (r != 0)

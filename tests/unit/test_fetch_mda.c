@@ -258,7 +258,8 @@ test_direct(void **state)
 static void
 test_direct_without_path(void **state)
 {
-	char *path = xstrdup(getenv("PATH") != NULL ? getenv("PATH") : "/usr/bin:/bin");
+	const char *was = getenv("PATH");
+	char *path = xstrdup(was != NULL ? was : "/usr/bin:/bin");
 	struct fmda *m;
 
 	assert_int_equal(unsetenv("PATH"), 0);
