@@ -250,6 +250,76 @@ test_direct(void **state)
 	}
 }
 
+/* The splitter against sh: random commands of the allowed octets, blanks
+ * and tabs give a program run directly the very arguments sh gives it. */
+static void
+test_direct_words_as_sh(void **state)
+{
+	static const char chars[] = "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./,:+@%=";
+	char *dir = tu_tmpdir();
+	char *script = xasprintf("%s/args", dir);
+	char *out = xasprintf("%s/out", dir);
+	char *body = xasprintf("#!/bin/sh\nprintf '[%%s]' \"$@\" >> %s\n"
+	    "echo >> %s\n", out, out);
+	unsigned seed = 12345;
+
+	tu_write_file(script, body, strlen(body));
+	assert_int_equal(chmod(script, 0755), 0);
+	for (int t = 0; t < 40; t++) {
+		struct buf cmd = BUF_INIT;
+		int nwords = (int)(rand_r(&seed) % 12);
+		char *got, *sh;
+		size_t len;
+
+		if (rand_r(&seed) % 2)
+			buf_puts(&cmd, " \t");
+		buf_puts(&cmd, script);
+		for (int w = 0; w < nwords; w++) {
+			int len_w = 1 + (int)(rand_r(&seed) % 8);
+
+			buf_puts(&cmd, rand_r(&seed) % 3 ? " " : "\t ");
+			for (int c = 0; c < len_w; c++)
+				buf_append(&cmd, &chars[rand_r(&seed) %
+				    (sizeof(chars) - 1)], 1);
+		}
+		if (rand_r(&seed) % 2)
+			buf_puts(&cmd, "  ");
+		buf_append(&cmd, "", 1);
+		unlink(out);
+		/* Once directly, once with sh (a trailing ";" is shell
+		 * syntax and leaves the words alone). */
+		for (int viash = 0; viash < 2; viash++) {
+			char *c = xasprintf("%s%s", buf_head(&cmd), viash ? ";" : "");
+			struct rec r;
+			struct fmda *m = new_mda(c, 1, &r);
+
+			assert_int_equal(fmda_direct(m), !viash);
+			queue_ok(m, 0, "x\n");
+			drain(m);
+			assert_int_equal(rec_rc(&r, 0), 0);
+			fmda_free(&m);
+			free(c);
+		}
+		/* Two lines: the direct run's arguments, then sh's. */
+		got = tu_read_file(out, &len);
+		assert_true(len > 0 && got[len - 1] == '\n');
+		got[len - 1] = '\0';
+		sh = strchr(got, '\n');
+		assert_non_null(sh);
+		*sh++ = '\0';
+		if (strcmp(got, sh) != 0)
+			fail_msg("%s: direct %s, sh %s", buf_head(&cmd), got, sh);
+		free(got);
+		buf_free(&cmd);
+	}
+	free(body);
+	free(out);
+	free(script);
+	tu_rmtree(dir);
+	free(dir);
+}
+
 /* Without PATH, glibc's posix_spawnp searches /bin:/usr/bin and dash
  * /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin: a name
  * would find another program than sh finds (one in /usr/local/bin
@@ -700,6 +770,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_direct),
 		cmocka_unit_test(test_direct_word_limit),
+		cmocka_unit_test(test_direct_words_as_sh),
 		cmocka_unit_test(test_direct_without_path),
 		cmocka_unit_test(test_serial_order_and_verdicts),
 		cmocka_unit_test(test_parallel),
