@@ -70,6 +70,8 @@ $(O)/tests/test_%: $(O)/tests/unit/test_%.o $(O)/tests/unit/testutil.o $(LIBPOBO
 $(O)/tests/test_authd: $(O)/src/poboxd/authd.o $(O)/src/poboxd/config.o
 # The OAuth verifier role, alone (test_oauthd.c).
 $(O)/tests/test_oauthd: $(O)/src/poboxd/oauthd.o $(O)/src/poboxd/config.o
+# The pipelined MDA of pobox fetch (test_fetch_mda.c).
+$(O)/tests/test_fetch_mda: $(O)/src/pobox/fetch_mda.o
 # Both ends of the handoff (test_mailrole.c, test_loginrole.c): poboxd
 # but main.o.
 $(O)/tests/test_mailrole $(O)/tests/test_loginrole: $(filter-out \

@@ -198,7 +198,8 @@ struct fmda_hooks {
 	void *ctx;
 	/* clock_ms() when the session ends: no MDA starts after it, and
 	 * those still running are stopped (SIGTERM, then SIGKILL) and
-	 * their messages get rc 1; queued ones are dropped (fetched again). */
+	 * their messages get rc 1 (0 for one that exited 0); queued ones
+	 * are dropped (fetched again). */
 	uint64_t deadline_ms;
 };
 /* cmd: run directly when it has no shell syntax, else with sh -c. */

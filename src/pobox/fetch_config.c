@@ -52,6 +52,17 @@ check_days(const char *v, char **error_r)
 	return -1;
 }
 
+/* A command of blanks only would be sh -c " ": exit 0, nothing stored,
+ * every message deleted. */
+static int
+check_mda(const char *v, char **error_r)
+{
+	if (v[0] == '\0' || v[strspn(v, " \t\n")] != '\0')
+		return 0;
+	*error_r = xasprintf("mda: a command, not only blanks");
+	return -1;
+}
+
 static int
 check_device(const char *v, char **error_r)
 {
@@ -89,7 +100,7 @@ static const struct config_setting fetch_table[] = {
 	{ "mbox", CONFIG_STRING, F(mbox), "", 0, 0, NULL, "deliver into this mbox (mboxrd)", NULL },
 	{ "mda", CONFIG_STRING, F(mda), "", 0, 0, NULL,
 	  "deliver by this command (message on stdin; sh -c when it has "
-	  "shell syntax)", NULL },
+	  "shell syntax)", check_mda },
 	{ "mda_parallel", CONFIG_UINT, F(mda_parallel), "1", 1, FETCH_MDA_PARALLEL_MAX, NULL,
 	  "MDA commands run at once; above 1 only for an MDA whose deliveries "
 	  "are independent (messages may then arrive out of order)", NULL },

@@ -46,6 +46,8 @@ struct mda_msg {
 	char *ref;              /* set when its MDA starts */
 	pid_t pid;              /* its running MDA, 0: waiting */
 	int pidfd;              /* the MDA's pidfd, -1 */
+	int status;             /* its wait status once stopped: -1 unless
+	                         * it had ended before it was signalled */
 };
 
 struct fmda {
@@ -67,16 +69,19 @@ struct fmda {
 };
 
 /* ...and when its first word is no shell builtin or reserved word and
- * no variable assignment. */
+ * no variable assignment. The builtins that are programs too (echo,
+ * printf, pwd, test, ...) are sh's: dash's echo prints -e, coreutils'
+ * takes it; dash's pwd is -L, /bin/pwd -P. */
 static bool
 mda_shell_word(const char *w)
 {
 	static const char *const words[] = {
-		".", ":", "alias", "bg", "break", "case", "cd", "command",
-		"continue", "do", "done", "elif", "else", "esac", "eval",
-		"exec", "exit", "export", "fc", "fg", "fi", "for", "getopts",
-		"hash", "if", "in", "jobs", "local", "read", "readonly",
-		"return", "set", "shift", "then", "times", "trap", "type",
+		".", ":", "alias", "bg", "break", "case", "cd", "chdir",
+		"command", "continue", "do", "done", "echo", "elif", "else",
+		"esac", "eval", "exec", "exit", "export", "false", "fc", "fg",
+		"fi", "for", "getopts", "hash", "if", "in", "jobs", "kill",
+		"local", "printf", "pwd", "read", "readonly", "return", "set",
+		"shift", "test", "then", "times", "trap", "true", "type",
 		"ulimit", "umask", "unalias", "unset", "until", "wait", "while",
 	};
 
@@ -111,7 +116,10 @@ mda_words(const char *cmd)
 		argv[n++] = xstrndup(p, len);
 		p += len;
 	}
-	if (n > 0 && !mda_shell_word(argv[0]))
+	/* Without PATH, posix_spawnp searches /bin:/usr/bin, sh its own
+	 * longer default: a name could find another program. */
+	if (n > 0 && !mda_shell_word(argv[0]) &&
+	    (strchr(argv[0], '/') != NULL || getenv("PATH") != NULL))
 		return argv;
 shell:
 	for (size_t i = 0; i < n; i++)
@@ -153,7 +161,8 @@ fmda_queued(const struct fmda *m)
 	return m->mqlen;
 }
 
-/* The command with fd as stdin and SIGPIPE at its default, in a new
+/* The command with fd as stdin, SIGPIPE at its default and no signal
+ * blocked (as sh, which clears its mask, would give it), in a new
  * process group (an MDA that overruns the session is stopped with
  * whatever it started). posix_spawn (vfork-like in glibc) copies no page
  * tables: cheaper than fork per message. A command that cannot be run
@@ -165,7 +174,7 @@ mda_spawn(struct fmda *m, int fd, pid_t *pid_r)
 	char *sh_argv[] = { "sh", "-c", m->cmd, NULL };
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
-	sigset_t deflt;
+	sigset_t deflt, none;
 	int r = -1;
 
 	posix_spawn_file_actions_init(&fa);
@@ -173,9 +182,12 @@ mda_spawn(struct fmda *m, int fd, pid_t *pid_r)
 	sigemptyset(&deflt);
 	sigaddset(&deflt, SIGPIPE);
 	posix_spawn_file_actions_adddup2(&fa, fd, 0);
+	sigemptyset(&none);
 	posix_spawnattr_setsigdefault(&attr, &deflt);
+	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF |
+	    POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
 	if (m->argv != NULL)
 		r = posix_spawnp(pid_r, m->argv[0], &fa, &attr, m->argv, environ);
 	if (r != 0)
@@ -213,15 +225,23 @@ mda_reaped(struct fmda *m, size_t i)
 /* Stops every running MDA and what it started (their process groups):
  * SIGTERM, SIGKILL after 5 s, then reaps them. A group is signalled
  * again before its leader is reaped, while its id cannot be reused.
- * Their messages stay in the queue, not running. */
+ * Their messages stay in the queue, not running, each with the status
+ * its MDA ended with if that was before the SIGTERM (one may have exited
+ * 0 unseen; an exit 0 after it is not trusted: an MDA might end so when
+ * told to stop, without having stored). */
 static void
 mda_kill_all(struct fmda *m)
 {
+	bool before[FETCH_MDA_PARALLEL_MAX] = { false };
 	siginfo_t si;
 	size_t i, alive;
 
-	for (i = 0; i < m->nrunning; i++)
+	for (i = 0; i < m->nrunning; i++) {
+		memset(&si, 0, sizeof(si));
+		before[i] = waitid(P_PID, (id_t)m->mq[i].pid, &si,
+		    WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid != 0;
 		(void)kill(-m->mq[i].pid, SIGTERM);
+	}
 	for (int tick = 0; tick < 500; tick++) {
 		for (i = alive = 0; i < m->nrunning; i++) {
 			memset(&si, 0, sizeof(si));
@@ -237,8 +257,11 @@ mda_kill_all(struct fmda *m)
 		struct mda_msg *q = &m->mq[m->nrunning - 1];
 
 		(void)kill(-q->pid, SIGKILL);
-		while (waitpid(q->pid, NULL, 0) < 0 && errno == EINTR)
+		q->status = -1;
+		while (waitpid(q->pid, &q->status, 0) < 0 && errno == EINTR)
 			;
+		if (!before[m->nrunning - 1])
+			q->status = -1;
 		mda_reaped(m, m->nrunning - 1);
 	}
 }
@@ -270,10 +293,16 @@ mda_start(struct fmda *m)
 		 * only when looked at: after each chunk spooled, every
 		 * 10 ms while waiting. */
 		q->pidfd = pidfd_open(q->pid, 0);
-		if (q->pidfd >= 0 && m->epfd >= 0) {
+		if (q->pidfd >= 0) {
 			struct epoll_event ev = { .events = EPOLLIN };
 
-			(void)epoll_ctl(m->epfd, EPOLL_CTL_ADD, q->pidfd, &ev);
+			/* A pidfd outside the set would never wake a wait:
+			 * without it the MDA is looked at instead. */
+			if (m->epfd < 0 ||
+			    epoll_ctl(m->epfd, EPOLL_CTL_ADD, q->pidfd, &ev) < 0) {
+				close(q->pidfd);
+				q->pidfd = -1;
+			}
 		}
 	}
 }
@@ -356,13 +385,21 @@ fmda_wait(struct fmda *m)
 		struct pollfd pfd = { .fd = m->epfd, .events = POLLIN };
 
 		if ((now = clock_ms()) >= m->hooks.deadline_ms) {
-			/* Past the session's end: stopped, their messages
-			 * not stored (they may have been: "p" says so). */
+			/* Past the session's end: stopped. An MDA that had
+			 * exited 0 stored its message; any other is not
+			 * known to have stored it (it may have: it runs
+			 * again, announced here). */
 			mda_kill_all(m);
-			while (m->mqlen > 0 && m->mq[0].ref != NULL)
-				mda_pop(m, 0, 1, "the MDA ran past session_timeout and "
-				    "was stopped; it is run again next time (the "
-				    "message may arrive twice)");
+			while (m->mqlen > 0 && m->mq[0].ref != NULL) {
+				int st = m->mq[0].status;
+
+				if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+					mda_pop(m, 0, 0, NULL);
+				else
+					mda_pop(m, 0, 1, "the MDA ran past session_timeout "
+					    "and was stopped; it is run again next time "
+					    "(the message may arrive twice)");
+			}
 			mda_drop_waiting(m);
 			return;
 		}
@@ -418,7 +455,8 @@ fmda_queue(struct fmda *m, ssize_t (*rd)(void *, void *, size_t), void *ctx,
 		return 1;
 	}
 	q = &m->mq[m->mqlen++];
-	*q = (struct mda_msg){ .id = id, .fd = fd, .size = size, .pidfd = -1 };
+	*q = (struct mda_msg){ .id = id, .fd = fd, .size = size, .pidfd = -1,
+	    .status = -1 };
 	m->mqbytes += size;
 	mda_start(m);
 	return 0;

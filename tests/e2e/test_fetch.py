@@ -1190,7 +1190,13 @@ class FetchMdaTest(FetchCase):
         kill, each duplicate announced by the rerun, none lost."""
         self.sigkill_trials(parallel=4)
 
-    def sigkill_trials(self, parallel):
+    def test_sigkill_while_direct_mdas_run(self):
+        """The same with a command run without sh (a script given by its
+        path) and mda_parallel 2: the MDA is the process group's leader
+        itself."""
+        self.sigkill_trials(parallel=2, direct=True)
+
+    def sigkill_trials(self, parallel, direct=False):
         rng = random.Random(int(os.environ.get("FETCH_SEED", "9")) + parallel)
         lock = self.env.cli / "mda.lock"
         lock.touch()
@@ -1202,6 +1208,13 @@ class FetchMdaTest(FetchCase):
         mda = (f"exec 9>>{lock}; flock {mode} 9; sleep 0.02; "
                f"t=$(mktemp {self.out}/t.XXXXXX); cat > $t; "
                f"mv $t $(mktemp -u {self.out}/m.XXXXXX)")
+        if direct:
+            script = self.env.cli / "mda-kill"
+            parents = self.env.cli / "parents"
+            script.write_text(f"#!/bin/sh\ncat /proc/$PPID/comm >> {parents}\n"
+                              f"{mda}\n")
+            script.chmod(0o755)
+            mda = str(script)
         par = ["--mda-parallel", str(parallel)]
         all_msgs, warned, killed, seq = {}, [], 0, 0
         self.env.start()
@@ -1244,6 +1257,10 @@ class FetchMdaTest(FetchCase):
             self.assertLessEqual(got.count(m), 1 + warned.count(by_msg[m]),
                                  f"{by_msg[m]}: a duplicate without a warning")
         self.assertLessEqual(len(got) - len(set(got)), killed * parallel)
+        if direct:
+            # Run without sh: its parent was pobox fetch (or whoever
+            # adopted it after the kill).
+            self.assertIn("pobox", parents.read_text().split())
 
     def test_parallel_mdas(self):
         """mda_parallel 3: the first MDA waits (bounded) until a second one
@@ -1322,6 +1339,19 @@ class FetchMdaTest(FetchCase):
         self.assertEqual(r.returncode, 73, r.stderr)
         self.assertIn("the MDA failed (exit 127)", r.stderr)
         self.assertIn("not found", r.stderr)
+
+    def test_blank_mda_refused(self):
+        """An MDA command of blanks only is a configuration error: sh -c
+        would exit 0 without storing anything, and every message would be
+        deleted from the server."""
+        msgs = [simple_message(f"blank {i}") for i in range(2)]
+        self.deliver(msgs)
+        self.env.start()
+        for cmd in (" ", "\t  "):
+            r = self.fetch("--mda", cmd)
+            self.assertEqual(r.returncode, 78, r.stderr)
+            self.assertIn("mda", r.stderr)
+        self.assertEqual(len(self.env.messages("alice")), 2)
 
 
 class FetchExactlyOnceTest(FetchCase):
