@@ -27,6 +27,7 @@
 #include "pobox/pobox.h"
 
 #define FETCH_WINDOW 16          /* pipelined commands in flight */
+#define FETCH_BODY_SLACK (1u << 20) /* octets a body may pass its listed size */
 #define FETCH_TIMEOUT 60
 /* Most UIDLs changed at once: a migrated mailbox, not new mail. */
 #define MIGRATION_MIN 10
@@ -727,6 +728,11 @@ s_store(struct session *s, struct msg *m)
 	ssize_t r;
 	int rc;
 
+	/* A server sending more than it listed (an endless body) would fill
+	 * the spool, memory or disk: twice the listed size, plus room for a
+	 * size counted without CRs, is the most taken. */
+	s->net.body_limit = m->size > (UINT64_MAX - FETCH_BODY_SLACK) / 2 ? 0 :
+	    2 * m->size + FETCH_BODY_SLACK;
 	if (ftarget_mda(s->t) != NULL) {
 		if ((rc = fmda_queue(ftarget_mda(s->t), fnet_body_read, &s->net,
 		    (uint32_t)(m - s->m), m->size, &error)) == 0)
@@ -734,7 +740,7 @@ s_store(struct session *s, struct msg *m)
 		if (!s->net.body_done && s->net.pc.state == POP3C_S_FAILED)
 			error = s->net.error;
 		f_err("message %u (%s): %s", m->num, m->uidl, error);
-		s_fail(s, FX_TEMPFAIL);
+		s_fail(s, s->net.overlong ? FX_DATAERR : FX_TEMPFAIL);
 		while ((r = fnet_body_read(&s->net, sink, sizeof(sink))) > 0)
 			;
 		return r < 0 ? -2 : -1;
@@ -778,7 +784,7 @@ s_store(struct session *s, struct msg *m)
 		if (!s->net.body_done && s->net.pc.state == POP3C_S_FAILED)
 			error = s->net.error;
 		f_err("message %u (%s): %s", m->num, m->uidl, error);
-		s_fail(s, rc > 0 ? FX_TEMPFAIL : FX_CANTCREAT);
+		s_fail(s, s->net.overlong ? FX_DATAERR : rc > 0 ? FX_TEMPFAIL : FX_CANTCREAT);
 	}
 	while ((r = fnet_body_read(&s->net, sink, sizeof(sink))) > 0)
 		;

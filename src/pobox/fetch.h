@@ -88,6 +88,9 @@ struct fnet {
 	struct buf in;          /* received, not parsed yet */
 	struct buf body;        /* parsed body octets not taken yet */
 	bool body_done;         /* the current body ended */
+	uint64_t body_limit;    /* octets the current body may have, 0: any */
+	uint64_t body_taken;    /* octets of it taken so far */
+	bool overlong;          /* a body passed its limit: the session ends */
 	bool cleartext_seen;    /* a TLS record header looked like "+OK" */
 	bool timed_out;         /* a wait ran into the timeout */
 	struct timespec deadline; /* CLOCK_MONOTONIC end of the session */
@@ -117,7 +120,8 @@ int fnet_printf(struct fnet *n, const char *fmt, ...) ATTR_PRINTF(2, 3);
  * start. */
 enum pop3c_event fnet_reply(struct fnet *n, bool multi, size_t max_body);
 /* Reads body octets of the current multi-line reply: >0, 0 at its end,
- * -1 with errno EIO and n->error. */
+ * -1 with errno EIO and n->error (also past n->body_limit, which
+ * fnet_reply resets: the caller sets it after the status line). */
 ssize_t fnet_body_read(void *ctx, void *dst, size_t len);
 /* Milliseconds left before the session_timeout (0 when past it). */
 int64_t fnet_left_ms(const struct fnet *n);

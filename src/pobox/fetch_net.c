@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -461,6 +462,7 @@ fnet_reply(struct fnet *n, bool multi, size_t max_body)
 		pop3c_expect(&n->pc, multi);
 		buf_clear(&n->body);
 		n->body_done = false;
+		n->body_limit = n->body_taken = 0;
 	}
 	if (max_body == 0)
 		max_body = FNET_LISTING_MAX;
@@ -491,6 +493,17 @@ fnet_body_read(void *ctx, void *dst, size_t len)
 		}
 	}
 	take = buf_size(&n->body) < len ? buf_size(&n->body) : len;
+	if (n->body_limit > 0 && take > n->body_limit - n->body_taken) {
+		/* The rest cannot be read in step: the session ends. */
+		n->overlong = true;
+		n->pc.state = POP3C_S_FAILED;
+		n->pc.error = "a message longer than the server listed";
+		fnet_err(n, "%s: %s (over %" PRIu64 " octets)", n->acct->host,
+		    n->pc.error, n->body_limit);
+		errno = EIO;
+		return -1;
+	}
+	n->body_taken += take;
 	memcpy(dst, buf_head(&n->body), take);
 	buf_consume(&n->body, take);
 	if (buf_size(&n->body) == 0)

@@ -678,8 +678,9 @@ class FakeServer(threading.Thread):
 
     def __init__(self, token="tok", msgs=None, uidl=True, stall_at=None, uidls=None,
                  scram=None, scram_mode="ok", scram_iter=4096, tls=None,
-                 trickle_at=None, pipelining=False, hook=None):
+                 trickle_at=None, pipelining=False, hook=None, listed=None):
         super().__init__(daemon=True)
+        self.listed = listed or {}  # LIST sizes that lie: {index: size}
         self.pipelining = pipelining  # offer PIPELINING in CAPA
         self.hook = hook            # hook("sent", i) after RETR, hook("dele", i)
         self.trickle_at = trickle_at  # RETR of this message: an octet per 0.3 s
@@ -814,8 +815,9 @@ class FakeServer(threading.Thread):
                     f"{n + 1} {self.uidls[i] if self.uidls else f'fake-uidl-{i}'}\r\n"
                     for n, i in enumerate(live)) + ".")
             elif cmd == "LIST":
-                say("+OK\r\n" + "".join(f"{n + 1} {len(crlf(self.msgs[i]))}\r\n"
-                                          for n, i in enumerate(live)) + ".")
+                say("+OK\r\n" + "".join(
+                    f"{n + 1} {self.listed.get(i, len(crlf(self.msgs[i])))}\r\n"
+                    for n, i in enumerate(live)) + ".")
             elif cmd == "RETR":
                 i = live[int(line.split()[1]) - 1]
                 body = dot_stuff(crlf(self.msgs[i]))
@@ -1005,6 +1007,31 @@ class FetchFakeServerTest(FetchCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(local_messages(self.inbox), sorted(msgs))
         self.assertEqual(srv.deleted, {0, 1, 2})
+
+    def test_message_longer_than_listed(self):
+        """A server that sends far more than it listed (an endless body
+        would fill the spool): the client stops reading at twice the
+        listed size plus 1 MiB, stores and deletes nothing of it, keeps
+        what came before, into a Maildir and through an MDA alike."""
+        msgs = [simple_message("before"), sized_message(3_000_000, "liar"),
+                simple_message("after")]
+        out = self.env.cli / "mda"
+        out.mkdir()
+        for target in (("--maildir", str(self.inbox)),
+                       ("--mda", f"cat > $(mktemp {out}/m.XXXXXX)")):
+            srv = FakeServer(msgs=msgs, listed={1: 1000})
+            srv.start()
+            self.addCleanup(srv.close)
+            r = self.fetch(*target, "--auth", "user", "--account", target[0][2:],
+                           port=srv.port)
+            self.assertEqual(r.returncode, 65, r.stderr)
+            self.assertIn("a message longer than the server listed (over 1050576 "
+                          "octets)", r.stderr)
+            self.assertIn(msgs[0], local_messages(self.inbox) + mda_outputs(out))
+            for got in (local_messages(self.inbox), mda_outputs(out)):
+                self.assertNotIn(msgs[1], got)
+                self.assertLessEqual(len(got), 1)
+            self.assertEqual(srv.deleted, set())
 
     def test_session_timeout_setting(self):
         r = self.fetch("--session-timeout", "0", port=1)
