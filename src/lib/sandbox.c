@@ -6,6 +6,7 @@
 #include "lib/sandbox.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -22,24 +23,41 @@
 #endif
 #endif
 
+/* Whether list refuses name ("!name"). */
+static bool
+refused(const char *const *list, const char *name)
+{
+	for (const char *const *n = list; n != NULL && *n != NULL; n++)
+		if ((*n)[0] == '!' && strcmp(*n + 1, name) == 0)
+			return true;
+	return false;
+}
+
+/* Rules for names, except those over refuses; a "!name" fails with
+ * EPERM instead of ending the process. */
 static int
-add_rules(scmp_filter_ctx ctx, const char *const *names, char **error_r)
+add_rules(scmp_filter_ctx ctx, const char *const *names, const char *const *over,
+    char **error_r)
 {
 	int rc;
 
 	for (const char *const *n = names; n != NULL && *n != NULL; n++) {
-		int nr = seccomp_syscall_resolve_name(*n);
+		bool deny = (*n)[0] == '!';
+		const char *name = deny ? *n + 1 : *n;
+		int nr = seccomp_syscall_resolve_name(name);
 
-		if (nr == __NR_SCMP_ERROR)
+		if (nr == __NR_SCMP_ERROR || (!deny && refused(over, name)))
 			continue;
+		if (deny)
+			rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
 		/* Sockets only for syslog's /dev/log: never the network. */
-		if (strcmp(*n, "socket") == 0)
+		else if (strcmp(name, "socket") == 0)
 			rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
 			    SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
 		else
 			rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
 		if (rc < 0) {
-			*error_r = xasprintf("seccomp rule for %s: %s", *n, strerror(-rc));
+			*error_r = xasprintf("seccomp rule for %s: %s", name, strerror(-rc));
 			return -1;
 		}
 	}
@@ -76,7 +94,7 @@ sandbox_seccomp2(const char *const *names, const char *const *more, char **error
 		*error_r = xstrdup("seccomp_init failed");
 		return -1;
 	}
-	if (add_rules(ctx, names, error_r) < 0 || add_rules(ctx, more, error_r) < 0) {
+	if (add_rules(ctx, names, more, error_r) < 0 || add_rules(ctx, more, NULL, error_r) < 0) {
 		seccomp_release(ctx);
 		return -1;
 	}

@@ -12,7 +12,9 @@
  * only. 0, 1 when this build cannot be filtered (AddressSanitizer:
  * nothing applied but PR_SET_NO_NEW_PRIVS), or -1 with *error_r. */
 int sandbox_seccomp(const char *const *names, char **error_r);
-/* The same with a second list (may be NULL) allowed on top. */
+/* The same with a second list (may be NULL) allowed on top; a name in it
+ * written "!name" fails with EPERM instead (also when names allows it):
+ * for calls a library may try, to be refused quietly. */
 int sandbox_seccomp2(const char *const *names, const char *const *more,
     char **error_r);
 

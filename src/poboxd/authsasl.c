@@ -37,7 +37,6 @@ struct authsasl {
 	size_t cb_exporter_len, cb_endpoint_len;
 	bool plus_offered;
 	char external_user[AUTH_USER_MAX + 1];
-	const char *lookup_note;     /* the JWT check that failed, for the log */
 };
 
 int
@@ -219,11 +218,8 @@ authsasl_reply(struct ipc_req *r, const struct ipc_msg *m)
 		authsasl_fail(s, a.user.name, "malformed", mech, POP3_LOGIN_MALFORMED);
 		return;
 	case POP3_LOGIN_BAD: {
-		const char *reason = a.reason != NULL ? a.reason : "bad_password";
-		if ((strcmp(reason, "unknown_user") == 0 || strcmp(reason, "bad_token") == 0) &&
-		    x->lookup_note != NULL)
-			reason = x->lookup_note;
-		authsasl_fail(s, a.user.name, reason, mech, POP3_LOGIN_BAD);
+		authsasl_fail(s, a.user.name, a.reason != NULL ? a.reason : "bad_password",
+		    mech, POP3_LOGIN_BAD);
 		return;
 	}
 	default:

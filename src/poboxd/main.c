@@ -16,6 +16,7 @@
 #include <netdb.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -817,13 +818,41 @@ static const char *const worker_syscalls[] = {
 
 /* What a login process may do on top of the auth process's list: serve
  * clients (accept, socket options, shutdown) and make the socketpair of
- * a TLS proxy. Its file calls find an empty chroot. */
+ * a TLS proxy. Its file calls find an empty chroot. No socket of its
+ * own: syslog's was connected before the chroot, and a reconnect could
+ * only find abstract AF_UNIX sockets (no path reaches them in the
+ * chroot, and no file permission guards them), so socket and connect
+ * fail (EPERM: glibc's syslog tries them after a syslogd restart). */
 static const char *const login_syscalls[] = {
 	"accept4", "accept", "setsockopt", "getsockopt", "getsockname",
 	"getpeername", "shutdown", "recvfrom", "socketpair",
 	"sched_getaffinity", "sigaltstack",
+	"!socket", "!connect",
 	NULL,
 };
+
+/* Test hook: POBOXD_TEST_CONNECT names an abstract AF_UNIX socket this
+ * process tries to reach once its filter is on (event=test_connect), so
+ * the e2e tests can show which roles cannot. */
+static void
+test_connect_hook(const char *role)
+{
+	const char *name = getenv("POBOXD_TEST_CONNECT");
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	size_t len;
+	int fd, r = -1;
+
+	if (name == NULL || (len = strlen(name)) == 0 || len >= sizeof(sun.sun_path))
+		return;
+	memcpy(sun.sun_path + 1, name, len);   /* sun_path[0] = 0: abstract */
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0) {
+		r = connect(fd, (struct sockaddr *)&sun,
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len));
+		close(fd);
+	}
+	log_info("event=test_connect role=%s pid=%d result=%s", role, (int)getpid(),
+	    r == 0 ? "connected" : errno == EPERM || errno == EACCES ? "denied" : "failed");
+}
 
 /* Privsep only (-X stays as it was); 0 / -1 (logged). */
 static int
@@ -843,7 +872,6 @@ worker_sandbox(struct server *srv)
 		log_warn("event=sandbox_skipped reason=sanitizer");
 		return 0;
 	}
-	srv->sandboxed = true;
 	return 0;
 }
 
@@ -937,6 +965,7 @@ serve(struct server *srv, unsigned worker, unsigned row, enum server_role role,
 	sweep_timer = timer_add(srv->loop, SWEEP_INTERVAL_MS, on_sweep, srv);
 	if (worker_sandbox(srv) < 0)
 		return 1;
+	test_connect_hook(role_name(role));
 	log_info("event=started version=%s worker=%u role=%s uid=%d pid=%d", POBOXD_VERSION,
 	    worker, role_name(role), (int)getuid(), (int)getpid());
 

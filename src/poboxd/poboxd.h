@@ -86,7 +86,6 @@ struct server {
 	struct authd *authd;         /* --single-process only */
 	struct oauthd *oauthd;       /* --single-process only: the verifier */
 	bool authd_local;
-	bool sandboxed;              /* under the worker's seccomp filter */
 	enum server_role role;
 	unsigned limits_row;         /* this process's row in limits */
 	/* ROLE_LOGIN (handoff.c, proxy.c) */

@@ -161,6 +161,32 @@ class PrivsepTest(PoboxTestCase):
         self.assertEqual(os.listdir(LOGIN_CHROOT), [])
         self.assertEqual(len({auth.pw_uid, serv.pw_uid, login.pw_uid}), 3)
 
+    def test_login_process_reaches_no_socket(self):
+        # An abstract AF_UNIX socket has no file permission to guard it
+        # and the chroot does not hide it: a login process, which reads
+        # every client octet before login, cannot open a socket to reach
+        # one (EPERM, not death: glibc's syslog may try after a syslogd
+        # restart), while a mail process can (the hook does reach it).
+        name = f"pobox-test-{os.getpid()}-{time.monotonic_ns()}"
+        lsn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(lsn.close)
+        lsn.bind("\0" + name)
+        lsn.listen(16)
+        os.environ["POBOXD_TEST_CONNECT"] = name
+        try:
+            d, roles = self.start()
+        finally:
+            del os.environ["POBOXD_TEST_CONNECT"]
+        ev = self.env.wait_event("test_connect", role="mail")
+        self.assertEqual(ev["result"], "connected", ev["_line"])
+        ev = self.env.wait_event("test_connect", role="login")
+        self.assertIn(int(ev["pid"]), roles["login"])
+        if self.filtered():
+            self.assertEqual(ev["result"], "denied", ev["_line"])
+            self.assertEqual(proc_status(int(ev["pid"]))["Seccomp"], "2")
+        self.login_ok()
+        self.assertEqual(d.roles()["login"], roles["login"])
+
     def test_auth_and_workers_are_sandboxed(self):
         # Seccomp allowlists (lib/sandbox.c) once set up: every kind of
         # login, a reload and a passwd change still work under them (a
