@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <seccomp.h>
 
@@ -54,6 +55,13 @@ add_rules(scmp_filter_ctx ctx, const char *const *names, const char *const *over
 		else if (strcmp(name, "socket") == 0)
 			rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
 			    SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+		/* Signals to this process only (raise, abort, a thread's
+		 * cancel): not to another process of the same user, which
+		 * could be another role's (login_user runs the OAuth
+		 * verifier) or a sibling serving other clients. */
+		else if (strcmp(name, "tgkill") == 0)
+			rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
+			    SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
 		else
 			rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
 		if (rc < 0) {

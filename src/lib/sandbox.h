@@ -9,7 +9,7 @@
 /* Applies the filter to every thread of the process (TSYNC), after
  * PR_SET_NO_NEW_PRIVS. names: system call names, NULL-terminated; names
  * this architecture lacks are skipped; "socket" is allowed for AF_UNIX
- * only. 0, 1 when this build cannot be filtered (AddressSanitizer:
+ * only, "tgkill" for this process's own threads only. 0, 1 when this build cannot be filtered (AddressSanitizer:
  * nothing applied but PR_SET_NO_NEW_PRIVS), or -1 with *error_r. */
 int sandbox_seccomp(const char *const *names, char **error_r);
 /* The same with a second list (may be NULL) allowed on top; a name in it

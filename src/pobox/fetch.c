@@ -904,6 +904,10 @@ s_transfer(struct session *s)
 		if (s->m[i].dele)
 			s->deles[s->ndel++] = i;
 	for (;;) {
+		/* An MDA that failed while we waited for the server (seen in
+		 * fnet's poll): no new RETR either. */
+		if (s->mda_failed)
+			stop = true;
 		/* Queue commands while there is room. */
 		while (qlen < window && !stop) {
 			struct inflight *f = &q[(qhead + qlen) % window];

@@ -1,6 +1,7 @@
 /* test_sandbox.c: lib/sandbox's allowlists, applied in a forked child
  * each: a listed call works, an unlisted one ends the process (SIGSYS),
- * "socket" is for AF_UNIX only, and a "!name" in the second list fails
+ * "socket" is for AF_UNIX only, "tgkill" for the process's own threads
+ * only, and a "!name" in the second list fails
  * with EPERM, also when the first list allows the call. A sanitizer
  * build runs unfiltered (sandbox_seccomp2 says so): skipped there. */
 #include <errno.h>
@@ -19,10 +20,11 @@
 /* Enough for a child to report and exit. */
 static const char *const base[] = {
 	"write", "exit", "exit_group", "rt_sigreturn", "socket", "connect", "close",
-	"getpid", NULL,
+	"getpid", "gettid", "tgkill", NULL,
 };
 
-enum probe { PROBE_UNIX, PROBE_INET, PROBE_CONNECT, PROBE_GETPPID };
+enum probe { PROBE_UNIX, PROBE_INET, PROBE_CONNECT, PROBE_GETPPID, PROBE_TGKILL_SELF,
+	PROBE_TGKILL_PARENT };
 
 /* Runs probe in a child under base + more: its exit status (the errno
  * the probe got, 0 when it worked, 100 + ... on a setup failure), or
@@ -31,7 +33,7 @@ static int
 run(const char *const *more, enum probe probe)
 {
 	int status;
-	pid_t pid = fork();
+	pid_t parent = getpid(), pid = fork();
 
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -57,6 +59,12 @@ run(const char *const *more, enum probe probe)
 		case PROBE_GETPPID:
 			fd = (int)getppid();
 			break;
+		case PROBE_TGKILL_SELF:
+			fd = tgkill(getpid(), gettid(), 0);
+			break;
+		case PROBE_TGKILL_PARENT:   /* signal 0: nothing is sent */
+			fd = tgkill(parent, parent, 0);
+			break;
 		}
 		_exit(fd >= 0 ? 0 : errno);
 	}
@@ -80,6 +88,9 @@ test_lists(void **state)
 	assert_int_equal(run(NULL, PROBE_INET), -SIGSYS);
 	assert_int_equal(run(NULL, PROBE_GETPPID), -SIGSYS);
 	assert_int_equal(run(more, PROBE_GETPPID), 0);
+	/* tgkill: its own threads, never another process. */
+	assert_int_equal(run(NULL, PROBE_TGKILL_SELF), 0);
+	assert_int_equal(run(NULL, PROBE_TGKILL_PARENT), -SIGSYS);
 	/* Refused: EPERM, the process lives on, although base allows both. */
 	assert_int_equal(run(refuse, PROBE_UNIX), EPERM);
 	assert_int_equal(run(refuse, PROBE_INET), EPERM);
