@@ -101,30 +101,6 @@ teardown(void **state)
 	return 0;
 }
 
-static void
-on_readable(void *ctx, unsigned events)
-{
-	ioloop_stop(ctx);
-}
-
-static void
-on_timeout(void *ctx)
-{
-	fail_msg("no answer from authd in 5 s");
-}
-
-/* Runs the loop until fd has something (a message, or EOF). */
-static void
-pump(int fd)
-{
-	struct io *io = io_add(fx.loop, fd, IO_READ, on_readable, fx.loop);
-	struct timer *t = timer_add(fx.loop, 5000, on_timeout, NULL);
-
-	ioloop_run(fx.loop);
-	io_remove(&io);
-	timer_remove(&t);
-}
-
 /* A client of kind: our end of its channel, the user table read. */
 static int
 connect_client(enum authp_kind kind)
@@ -148,7 +124,7 @@ ask(int fd, const struct ipc_out *o)
 	struct ipc_msg *m = malloc(sizeof(*m));
 
 	assert_int_equal(ipc_send(fd, o, -1), 0);
-	pump(fd);
+	tu_pump(fx.loop, fd);
 	if (ipc_recv(fd, m) != 1) {
 		free(m);
 		return NULL;
@@ -297,7 +273,7 @@ next_or_drop(int fd)
 {
 	struct ipc_msg *m = malloc(sizeof(*m));
 
-	pump(fd);
+	tu_pump(fx.loop, fd);
 	if (ipc_recv(fd, m) != 1) {
 		free(m);
 		return NULL;
@@ -310,7 +286,7 @@ next(int fd)
 {
 	struct ipc_msg *m = xmalloc(sizeof(*m));
 
-	pump(fd);
+	tu_pump(fx.loop, fd);
 	assert_int_equal(ipc_recv(fd, m), 1);
 	return m;
 }

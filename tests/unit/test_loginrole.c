@@ -309,30 +309,6 @@ teardown_login(void **state)
 	return teardown(state);
 }
 
-static void
-on_readable(void *ctx, unsigned events)
-{
-	ioloop_stop(srv.loop);
-}
-
-static void
-on_timeout(void *ctx)
-{
-	fail_msg("nothing in 5 s");
-}
-
-/* Runs the loop until fd has something. */
-static void
-pump(int fd)
-{
-	struct io *io = io_add(srv.loop, fd, IO_READ, on_readable, NULL);
-	struct timer *t = timer_add(srv.loop, 5000, on_timeout, NULL);
-
-	ioloop_run(srv.loop);
-	io_remove(&io);
-	timer_remove(&t);
-}
-
 /* Everything readable on fd now (non-blocking), counted. */
 static size_t
 drain(int fd, size_t max)
@@ -370,11 +346,11 @@ handover_after_output(size_t step)
 	assert_int_equal(setsockopt(cs[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
 	session_create(&srv, cs[0], &peer, false);
 	nonblock(cs[1]);
-	pump(cs[1]);
+	tu_pump(srv.loop, cs[1]);
 	assert_true(drain(cs[1], sizeof(buf)) > 0);          /* the greeting */
 	/* One CAPA for the length of its reply. */
 	assert_int_equal(write(cs[1], "CAPA\r\n", 6), 6);
-	pump(cs[1]);
+	tu_pump(srv.loop, cs[1]);
 	spin(2);
 	capa_len = drain(cs[1], sizeof(buf));
 	assert_true(capa_len > 100);
@@ -389,7 +365,7 @@ handover_after_output(size_t step)
 	spin(3);
 	assert_int_equal(write(cs[1], login, strlen(login)), (ssize_t)strlen(login));
 	/* Auth says yes (a hashing thread): the login process asks to open. */
-	pump(ms[1]);
+	tu_pump(srv.loop, ms[1]);
 	assert_int_equal(ipc_recv(ms[1], m), 1);
 	assert_int_equal(m->type, MAILP_OPEN);
 	ipc_out_init(&o, MAILP_OPENED, m->id);

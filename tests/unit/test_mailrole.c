@@ -133,30 +133,6 @@ teardown(void **state)
 	return 0;
 }
 
-static void
-on_readable(void *ctx, unsigned events)
-{
-	ioloop_stop(ctx);
-}
-
-static void
-on_timeout(void *ctx)
-{
-	fail_msg("no answer in 5 s");
-}
-
-/* Runs the loop until fd has something (a message, or EOF). */
-static void
-pump(int fd)
-{
-	struct io *io = io_add(fx.srv.loop, fd, IO_READ, on_readable, fx.srv.loop);
-	struct timer *t = timer_add(fx.srv.loop, 5000, on_timeout, NULL);
-
-	ioloop_run(fx.srv.loop);
-	io_remove(&io);
-	timer_remove(&t);
-}
-
 struct spin {
 	struct timer *t;
 	unsigned left;
@@ -199,7 +175,7 @@ grant(void)
 	ipc_put_str(&o, "right-pw");
 	ipc_put_str(&o, NULL);
 	assert_int_equal(ipc_send(fx.login_auth, &o, -1), 0);
-	pump(fx.login_auth);
+	tu_pump(fx.srv.loop, fx.login_auth);
 	assert_int_equal(ipc_recv(fx.login_auth, m), 1);
 	assert_int_equal(m->type, AUTHP_RESULT);
 	assert_non_null(ipc_str(m, AUTHP_R_GRANT));
@@ -230,7 +206,7 @@ opened(uint32_t id)
 	struct ipc_msg *m = malloc(sizeof(*m));
 	int64_t res = -1;
 
-	pump(fx.login);
+	tu_pump(fx.srv.loop, fx.login);
 	assert_int_equal(ipc_recv(fx.login, m), 1);
 	assert_int_equal(m->type, MAILP_OPENED);
 	assert_int_equal(m->id, id);
@@ -284,7 +260,7 @@ expect_output(int fd, const char *want)
 	while (len < sizeof(buf) - 1) {
 		ssize_t n;
 
-		pump(fd);
+		tu_pump(fx.srv.loop, fd);
 		n = read(fd, buf + len, sizeof(buf) - 1 - len);
 		assert_true(n > 0);
 		len += (size_t)n;

@@ -93,18 +93,6 @@ teardown(void **state)
 	return 0;
 }
 
-static void
-on_readable(void *ctx, unsigned events)
-{
-	ioloop_stop(ctx);
-}
-
-static void
-on_timeout(void *ctx)
-{
-	fail_msg("no verdict in 5 s");
-}
-
 static struct timer *tick;
 
 static void
@@ -128,14 +116,10 @@ check(uint32_t id, const char *token)
 static int64_t
 verdict(uint32_t id, char *user, size_t len)
 {
-	struct io *io = io_add(fx.loop, fx.auth, IO_READ, on_readable, fx.loop);
-	struct timer *t = timer_add(fx.loop, 5000, on_timeout, NULL);
 	struct ipc_msg *m = xmalloc(sizeof(*m));
 	int64_t status = 99;
 
-	ioloop_run(fx.loop);
-	io_remove(&io);
-	timer_remove(&t);
+	tu_pump(fx.loop, fx.auth);
 	assert_int_equal(ipc_recv(fx.auth, m), 1);
 	assert_int_equal(m->type, OAUTHP_VERDICT);
 	assert_int_equal(m->id, id);
@@ -176,14 +160,10 @@ test_concurrent_checks(void **state)
 	check(11, "good");
 	check(12, "liar");
 	for (unsigned i = 0; i < 3; i++) {
-		struct io *io = io_add(fx.loop, fx.auth, IO_READ, on_readable, fx.loop);
-		struct timer *t = timer_add(fx.loop, 5000, on_timeout, NULL);
 		struct ipc_msg *m = xmalloc(sizeof(*m));
 		int64_t st;
 
-		ioloop_run(fx.loop);
-		io_remove(&io);
-		timer_remove(&t);
+		tu_pump(fx.loop, fx.auth);
 		assert_int_equal(ipc_recv(fx.auth, m), 1);
 		assert_int_equal(ipc_i64(m, 0, &st), 0);
 		assert_true(m->id >= 10 && m->id <= 12);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/ioloop.h"
 #include "store/maildrop.h"
 
 char *
@@ -102,4 +103,29 @@ tu_read_msg(struct maildrop *md, size_t chunk, unsigned idx, size_t *len_r)
 	out[len] = '\0';
 	*len_r = len;
 	return out;
+}
+
+static void
+tu_pump_readable(void *ctx, unsigned events)
+{
+	(void)events;
+	ioloop_stop(ctx);
+}
+
+static void
+tu_pump_timeout(void *ctx)
+{
+	(void)ctx;
+	fail_msg("nothing to read in 5 s");
+}
+
+void
+tu_pump(struct ioloop *loop, int fd)
+{
+	struct io *io = io_add(loop, fd, IO_READ, tu_pump_readable, loop);
+	struct timer *t = timer_add(loop, 5000, tu_pump_timeout, NULL);
+
+	ioloop_run(loop);
+	io_remove(&io);
+	timer_remove(&t);
 }

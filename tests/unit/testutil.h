@@ -22,5 +22,9 @@ struct maildrop;
 char *tu_read_msg(struct maildrop *md, size_t chunk, unsigned idx, size_t *len_r);
 /* Number of entries (excluding . and ..) in a directory, -1 if missing. */
 int tu_count_dir(const char *path);
+struct ioloop;
+/* Runs loop until fd has something to read (a message, or EOF); fails
+ * the test after 5 s. */
+void tu_pump(struct ioloop *loop, int fd);
 
 #endif
