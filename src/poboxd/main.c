@@ -1176,50 +1176,68 @@ child_setup(struct master *m, const char *name)
 		prctl(PR_SET_NAME, name, 0, 0, 0);
 }
 
-/* Starts the auth process and waits for it to load the passwd file.
- * 0 / -1 (logged). */
-static int
-master_spawn_auth(struct master *m)
+/* Forks a role that serves no client (auth, oauth) with a channel to
+ * the master. In the child (0): *end is its end, its name set, no
+ * listener and no session counts (no client socket ever reaches it). In
+ * the master: the pid, *end the master's end. -1 (logged). */
+static pid_t
+master_fork_helper(struct master *m, const char *role, const char *name, int *end)
 {
-	struct ipc_msg *msg;
-	int sv[2], r;
+	int sv[2];
 	pid_t pid;
 
 	if (ipc_socketpair(sv) < 0) {
-		log_error("event=fork_failed role=auth error=\"%s\"", strerror(errno));
+		log_error("event=fork_failed role=%s error=\"%s\"", role, strerror(errno));
 		return -1;
 	}
 	if ((pid = fork()) < 0) {
-		log_error("event=fork_failed role=auth error=\"%s\"", strerror(errno));
+		log_error("event=fork_failed role=%s error=\"%s\"", role, strerror(errno));
 		close(sv[0]);
 		close(sv[1]);
 		return -1;
 	}
 	if (pid == 0) {
 		close(sv[0]);
-		child_setup(m, "poboxd-auth");
-		/* No client socket ever reaches the auth process, nor do
-		 * the session counts. */
+		child_setup(m, name);
 		for (unsigned i = 0; i < listener_count; i++)
 			close(listeners[i].fd);
 		limits_free(&m->srv->limits);
-		if (drop_privileges(m->srv->config->set.auth_user, NULL) < 0)
-			_exit(1);
-		_exit(authd_main(m->srv, sv[1]));
+		*end = sv[1];
+		return 0;
 	}
 	close(sv[1]);
+	*end = sv[0];
+	return pid;
+}
+
+/* Starts the auth process and waits for it to load the passwd file.
+ * 0 / -1 (logged). */
+static int
+master_spawn_auth(struct master *m)
+{
+	struct ipc_msg *msg;
+	int ctl, r;
+	pid_t pid;
+
+	if ((pid = master_fork_helper(m, "auth", "poboxd-auth", &ctl)) < 0)
+		return -1;
+	if (pid == 0) {
+		if (drop_privileges(m->srv->config->set.auth_user, NULL) < 0)
+			_exit(1);
+		_exit(authd_main(m->srv, ctl));
+	}
 	m->auth_pid = pid;
 	msg = xmalloc(sizeof(*msg));
-	r = ipc_recv(sv[0], msg);
+	r = ipc_recv(ctl, msg);
 	if (r <= 0 || msg->type != AUTHP_READY) {
 		ipc_msg_clear(msg);
 		free(msg);
-		close(sv[0]);
+		close(ctl);
 		log_error("event=auth_failed note=\"the auth process did not start\"");
 		return -1;
 	}
 	free(msg);
-	m->auth_ctl = sv[0];
+	m->auth_ctl = ctl;
 	return 0;
 }
 
@@ -1255,44 +1273,30 @@ master_spawn_oauth(struct master *m)
 {
 	const struct pobox_settings *set = &m->srv->config->set;
 	struct ipc_out o;
-	int sv[2];
+	int chan;
 	pid_t pid;
 
 	if (set->oauth_verify_command[0] == '\0' || m->oauth_pid != 0)
 		return 0;
 	if (m->auth_ctl < 0)
 		return -1;
-	if (ipc_socketpair(sv) < 0) {
-		log_error("event=fork_failed role=oauth error=\"%s\"", strerror(errno));
+	if ((pid = master_fork_helper(m, "oauth", "poboxd-oauth", &chan)) < 0)
 		return -1;
-	}
-	if ((pid = fork()) < 0) {
-		log_error("event=fork_failed role=oauth error=\"%s\"", strerror(errno));
-		close(sv[0]);
-		close(sv[1]);
-		return -1;
-	}
 	if (pid == 0) {
-		close(sv[1]);
-		child_setup(m, "poboxd-oauth");
-		for (unsigned i = 0; i < listener_count; i++)
-			close(listeners[i].fd);
-		limits_free(&m->srv->limits);
 		tls_ctx_free(&m->srv->config->tls_ctx);
 		aliases_free(&m->srv->config->aliases);
 		secret_wipe(m->srv->sasl_secret, sizeof(m->srv->sasl_secret));
 		if (drop_privileges(set->login_user, NULL) < 0)
 			_exit(1);
 		test_open_hook("oauth");
-		_exit(oauthd_main(m->srv, sv[0]));
+		_exit(oauthd_main(m->srv, chan));
 	}
-	close(sv[0]);
+	/* The other end goes to auth. Should this fail, the verifier finds
+	 * its channel closed and ends; it is started again then. */
 	ipc_out_init(&o, AUTHP_VERIFIER, 0);
-	/* Should this fail, the verifier finds its channel closed and ends;
-	 * it is started again then. */
-	if (ipc_send(m->auth_ctl, &o, sv[1]) < 0)
+	if (ipc_send(m->auth_ctl, &o, chan) < 0)
 		log_error("event=fork_failed role=oauth error=\"auth: %s\"", strerror(errno));
-	close(sv[1]);
+	close(chan);
 	m->oauth_pid = pid;
 	free(m->oauth_command);
 	m->oauth_command = xstrdup(set->oauth_verify_command);
