@@ -11,6 +11,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -105,14 +106,30 @@ authsasl_config(struct server_config *c, const char *path, char **error_r)
 	return 0;
 }
 
-/* The user a verified client certificate maps to: the local part of its
- * first rfc822Name (email) subjectAltName, else its subject CN. */
-static void
-external_identity(struct authsasl *x, SSL *ssl)
+/* Whether domain (len octets) is one of domains, in any case. */
+static bool
+domain_listed(const struct config_list *domains, const char *domain, size_t len)
 {
+	for (unsigned i = 0; i < domains->count; i++)
+		if (strlen(domains->items[i]) == len &&
+		    strncasecmp(domains->items[i], domain, len) == 0)
+			return true;
+	return false;
+}
+
+/* The user a verified client certificate maps to: the local part of its
+ * first rfc822Name (email) subjectAltName, else its subject CN. With
+ * local_domains set, an email of another domain maps to nobody (and not
+ * to its CN): an S/MIME certificate for alice@elsewhere from a CA that
+ * signs more than our users is not our alice. */
+static void
+external_identity(struct session *s, struct authsasl *x, SSL *ssl)
+{
+	const struct config_list *domains = &session_config(s)->set.local_domains;
 	X509 *cert = SSL_get0_peer_certificate(ssl);
 	GENERAL_NAMES *names;
 	char name[AUTH_USER_MAX + 1] = "";
+	bool foreign = false;
 
 	if (cert == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
 		return;
@@ -122,9 +139,14 @@ external_identity(struct authsasl *x, SSL *ssl)
 		if (g->type != GEN_EMAIL)
 			continue;
 		const char *e = (const char *)ASN1_STRING_get0_data(g->d.rfc822Name);
-		int n = ASN1_STRING_length(g->d.rfc822Name);
-		const char *at = memchr(e, '@', (size_t)n);
-		if (at != NULL && at > e && at - e <= AUTH_USER_MAX &&
+		size_t n = (size_t)ASN1_STRING_length(g->d.rfc822Name);
+		const char *at = memchr(e, '@', n);
+		if (at != NULL && domains->count > 0 &&
+		    !domain_listed(domains, at + 1, n - (size_t)(at + 1 - e))) {
+			foreign = true;
+			log_info("session=%s event=client_cert_refused reason=foreign_domain",
+			    session_id(s));
+		} else if (at != NULL && at > e && at - e <= AUTH_USER_MAX &&
 		    memchr(e, '\0', (size_t)(at - e)) == NULL) {
 			memcpy(name, e, (size_t)(at - e));
 			name[at - e] = '\0';
@@ -132,7 +154,7 @@ external_identity(struct authsasl *x, SSL *ssl)
 		break;
 	}
 	GENERAL_NAMES_free(names);
-	if (name[0] == '\0') {
+	if (name[0] == '\0' && !foreign) {
 		X509_NAME *subj = X509_get_subject_name(cert);
 		int len = X509_NAME_get_text_by_NID(subj, NID_commonName, name, sizeof(name));
 		if (len <= 0 || (size_t)len != strlen(name))
@@ -265,7 +287,7 @@ authsasl_begin(struct session *s, const struct pop3_sasl *req)
 		    x->cb_exporter);
 		x->cb_endpoint_len = conn_tls_channel_binding(c, CONN_CB_TLS_SERVER_END_POINT,
 		    x->cb_endpoint);
-		external_identity(x, ssl);
+		external_identity(s, x, ssl);
 	}
 	o = xmalloc(sizeof(*o));
 	ipc_out_init(o, AUTHP_SASL_START, x->id);

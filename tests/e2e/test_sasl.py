@@ -566,6 +566,26 @@ class SaslTlsTest(PoboxTestCase):
         reasons = [e["reason"] for e in self.env.events("login_failed")]
         self.assertEqual(reasons, ["authzid", "no_client_cert", "unknown_user"])
 
+    def test_external_checks_the_domain(self):
+        """With local_domains set, a certificate's email maps to a user
+        only in one of those domains (any case); one for alice at another
+        domain is refused, without falling back to its CN."""
+        here, _ = make_client_cert(self.tlsdir, "here", email="alice@Example.ORG",
+                                   cn="x")
+        away, _ = make_client_cert(self.tlsdir, "away", email="alice@elsewhere.example",
+                                   cn="alice")
+        self.env.fix_owner()
+        self.start(tls_client_ca=str(self.ca), local_domains="example.org")
+        for crt, want in ((here, "+OK"), (away, "-ERR [AUTH]")):
+            ctx = ssl.create_default_context(cafile=str(self.ca))
+            ctx.load_cert_chain(str(crt), str(crt.with_suffix(".key")))
+            c = self.pop3s(ctx)
+            r = c.cmd("AUTH EXTERNAL =")
+            self.assertTrue(r.startswith(want), f"{crt.name}: {r}")
+        self.env.wait_event("login", user="alice", mech="EXTERNAL")
+        self.env.wait_event("client_cert_refused", reason="foreign_domain")
+        self.assertEqual(len(self.env.events("login", user="alice")), 1)
+
     def test_external_untrusted_certificate_and_sni(self):
         """Only a certificate from tls_client_ca maps to a user, also when
         SNI switched the connection to another certificate's context."""
