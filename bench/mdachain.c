@@ -51,6 +51,19 @@ spawn(int fd)
 	return pid;
 }
 
+/* Waits for an MDA; one that failed makes the figures worthless. */
+static void
+reap(pid_t pid)
+{
+	int status;
+
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "mdachain: the MDA failed (status %d)\n", status);
+		exit(1);
+	}
+}
+
 static void
 put(int fd, const char *p, size_t n)
 {
@@ -102,7 +115,7 @@ main(int argc, char **argv)
 		lseek(fd, 0, SEEK_SET);
 		cur = spawn(fd);
 		close(fd);
-		waitpid(cur, NULL, 0);
+		reap(cur);
 	}
 	t1 = now();
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -122,7 +135,7 @@ main(int argc, char **argv)
 		}
 		put(curw, msg, (size_t)size);
 		close(curw);
-		waitpid(cur, NULL, 0);
+		reap(cur);
 		cur = next;
 		curw = nextw;
 	}
