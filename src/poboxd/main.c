@@ -20,10 +20,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/random.h>
 #include <sys/wait.h>
@@ -632,6 +634,37 @@ check_users(const struct pobox_settings *set, bool single, char *err, size_t len
 	return 0;
 }
 
+/* As root: the capabilities the master needs, which a service manager
+ * may have taken (systemd's CapabilityBoundingSet): to start each role
+ * as its user (SETUID, SETGID), chrooted (SYS_CHROOT, privsep), and to
+ * signal processes of other users (KILL: without it SIGTERM and SIGHUP
+ * reach no role and a stop hangs). 0 / -1 with a message in err. */
+static int
+check_root_caps(bool single, char *err, size_t len)
+{
+	static const struct { int cap; const char *name; bool privsep_only; } need[] = {
+		{ CAP_SETUID, "CAP_SETUID", false }, { CAP_SETGID, "CAP_SETGID", false },
+		{ CAP_KILL, "CAP_KILL", false }, { CAP_SYS_CHROOT, "CAP_SYS_CHROOT", true },
+	};
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+	if (geteuid() != 0 || syscall(SYS_capget, &h, d) < 0)
+		return 0;
+	for (size_t i = 0; i < ARRAY_SIZE(need); i++) {
+		if ((single && need[i].privsep_only) ||
+		    (d[need[i].cap / 32].effective & (1u << (need[i].cap % 32))) != 0)
+			continue;
+		snprintf(err, len, "running as root without %s: poboxd needs it to %s; "
+		    "add it to the service's CapabilityBoundingSet", need[i].name,
+		    need[i].cap == CAP_KILL ? "stop and reload its processes of other users" :
+		    need[i].cap == CAP_SYS_CHROOT ? "chroot its login processes" :
+		    "start each role as its user");
+		return -1;
+	}
+	return 0;
+}
+
 /* Runs fn(set) in a child as user: 0 if it exits 0. */
 static int
 check_as(const char *user, const struct pobox_settings *set,
@@ -654,13 +687,41 @@ check_as(const char *user, const struct pobox_settings *set,
 }
 
 static int
-check_passwd_file(const char *user, const struct pobox_settings *set)
+check_passwd_readable(const char *user, const struct pobox_settings *set)
 {
 	if (access(set->passwd_file, R_OK) < 0) {
 		fprintf(stderr, "poboxd: user %s cannot read passwd_file %s: %s\n",
 		    user, set->passwd_file, strerror(errno));
 		return -1;
 	}
+	return 0;
+}
+
+/* Silent: for the users who should not read it. */
+static int
+passwd_readable(const char *user, const struct pobox_settings *set)
+{
+	(void)user;
+	return access(set->passwd_file, R_OK);
+}
+
+/* Readable by its reader and every line valid: parsed as that user, so
+ * -t works where root may not read another user's files (a service
+ * without CAP_DAC_OVERRIDE). */
+static int
+check_passwd_file(const char *user, const struct pobox_settings *set)
+{
+	struct passwd_db *db = NULL;
+	char *error = NULL;
+
+	if (check_passwd_readable(user, set) < 0)
+		return -1;
+	if (passwd_db_open(set->passwd_file, set->mail_root, &db, &error) < 0) {
+		fprintf(stderr, "poboxd: %s\n", error);
+		free(error);
+		return -1;
+	}
+	passwd_db_free(&db);
 	return 0;
 }
 
@@ -706,7 +767,8 @@ check_as_user(const struct pobox_settings *set, bool single)
 
 	if (geteuid() != 0)
 		return 0;
-	if (check_users(set, single, err, sizeof(err)) < 0) {
+	if (check_users(set, single, err, sizeof(err)) < 0 ||
+	    check_root_caps(single, err, sizeof(err)) < 0) {
 		fprintf(stderr, "poboxd: %s\n", err);
 		return -1;
 	}
@@ -714,7 +776,7 @@ check_as_user(const struct pobox_settings *set, bool single)
 		bad = 1;
 	for (unsigned i = 0; !single && i < 2; i++) {
 		const char *u = i == 0 ? set->user : set->login_user;
-		if (check_as(u, set, check_passwd_file) == 0)
+		if (check_as(u, set, passwd_readable) == 0)
 			fprintf(stderr, "poboxd: warning: %s %s can read passwd_file %s: "
 			    "make it readable by auth_user %s alone\n",
 			    i == 0 ? "user" : "login_user", u, set->passwd_file, set->auth_user);
@@ -1803,8 +1865,10 @@ main(int argc, char **argv)
 		return 0;
 	}
 	if (test) {
-		if (passwd_db_open(srv.config->set.passwd_file, srv.config->set.mail_root,
-		    &srv.db, &error) < 0) {
+		/* As root the passwd file is parsed by its reader, in
+		 * check_as_user. */
+		if (geteuid() != 0 && passwd_db_open(srv.config->set.passwd_file,
+		    srv.config->set.mail_root, &srv.db, &error) < 0) {
 			fprintf(stderr, "poboxd: %s\n", error);
 			free(error);
 			server_config_unref(&srv.config);
@@ -1869,10 +1933,11 @@ main(int argc, char **argv)
 		log_error("event=startup error=\"getrandom failed\"");
 		goto fail;
 	}
-	if (!single && geteuid() == 0) {
+	if (geteuid() == 0) {
 		char err[400];
 
-		if (check_users(&srv.config->set, false, err, sizeof(err)) < 0) {
+		if ((!single && check_users(&srv.config->set, false, err, sizeof(err)) < 0) ||
+		    check_root_caps(single, err, sizeof(err)) < 0) {
 			log_error("event=privileges error=\"%s\"", err);
 			goto fail;
 		}

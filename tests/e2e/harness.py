@@ -540,13 +540,14 @@ class Env:
         return out
 
     # ---- daemon
-    def start(self, args=(), wait=True, write=True, **overrides):
+    def start(self, args=(), wait=True, write=True, prefix=(), **overrides):
         """Writes the config (self.listen, self.settings and overrides)
-        unless write is false, and starts poboxd -f."""
+        unless write is false, and starts poboxd -f (through prefix, a
+        command that execs it, e.g. setpriv)."""
         if write or not self.conf.exists():
             self.write_config(**overrides)
         self.fix_owner()
-        d = Daemon(self, args)
+        d = Daemon(self, args, prefix)
         self.daemons.append(d)
         if wait:
             d.wait_ready()
@@ -603,10 +604,10 @@ def crypt_hash(password):
 class Daemon:
     """One poboxd -f process started by this harness."""
 
-    def __init__(self, env, args=()):
+    def __init__(self, env, args=(), prefix=()):
         self.env = env
         self.logf = open(env.log_path, "ab")
-        cmd = [str(POBOXD), "-f", "-c", str(env.conf), *args]
+        cmd = [*prefix, str(POBOXD), "-f", "-c", str(env.conf), *args]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=self.logf,
                                      start_new_session=True)

@@ -10,14 +10,17 @@ import base64
 import ctypes
 import os
 import pwd
+import re
+import shutil
 import signal
 import socket
+import subprocess
 import time
 import unittest
 
-from harness import (AUTH_USER, IS_ROOT, LOGIN_USER, Client, Daemon, UNPRIV_USER,
-                     PoboxTestCase, child_pids, free_port, proc_status, simple_message,
-                     sized_message, wait_for)
+from harness import (AUTH_USER, IS_ROOT, LOGIN_USER, POBOXD, REPO, TIMEOUT, Client,
+                     Daemon, UNPRIV_USER, PoboxTestCase, child_pids, free_port,
+                     proc_status, simple_message, sized_message, wait_for)
 
 LOGIN_CHROOT = "/run/pobox/login"   # the default
 
@@ -160,6 +163,49 @@ class PrivsepTest(PoboxTestCase):
         self.assertEqual((cst.st_uid, cst.st_mode & 0o022), (0, 0))
         self.assertEqual(os.listdir(LOGIN_CHROOT), [])
         self.assertEqual(len({auth.pw_uid, serv.pw_uid, login.pw_uid}), 3)
+
+    @unittest.skipUnless(IS_ROOT and shutil.which("setpriv"), "capabilities need root")
+    def test_service_unit_capabilities(self):
+        # etc/poboxd.service takes every capability but those in its
+        # CapabilityBoundingSet. Under exactly those (setpriv, as systemd
+        # would): -t passes (the passwd file, readable by auth_user alone,
+        # parsed as that user), poboxd serves, a SIGHUP retires the old
+        # login processes and SIGTERM ends every role (both are signals
+        # to processes of other users: CAP_KILL). Without CAP_KILL it
+        # refuses to start and says why, instead of hanging at the stop.
+        unit = (REPO / "etc" / "poboxd.service").read_text()
+        caps = re.search(r"^CapabilityBoundingSet=(.*)$", unit, re.M).group(1).split()
+
+        def setpriv(drop=()):
+            keep = [c.lower().removeprefix("cap_") for c in caps if c not in drop]
+            return ["setpriv", "--bounding-set=-all," + ",".join("+" + c for c in keep),
+                    "--inh-caps=-all"]
+        self.env.write_config()
+        self.env.fix_owner()
+        os.chmod(self.env.passwd, 0o600)
+        r = subprocess.run([*setpriv(), str(POBOXD), "-t", "-c", str(self.env.conf)],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        d = self.env.start(prefix=setpriv(), write=False)
+        roles = wait_for(lambda: (lambda r: r if r["auth"] and r["login"] and r["mail"]
+                                  else None)(d.roles()), "auth, login and mail processes")
+        self.login_ok()
+        d.signal(signal.SIGHUP)
+        self.env.wait_event("login_retired")
+        wait_for(lambda: not set(roles["login"]) & set(d.roles()["login"]),
+                 "the old login processes gone")
+        self.login_ok()
+        children = child_pids(d.pid)
+        self.assertEqual(d.stop(), 0)
+        for pid in children:
+            wait_for(lambda: not os.path.exists(f"/proc/{pid}"), f"child {pid} gone")
+        r = subprocess.run([*setpriv(drop=("CAP_KILL",)), str(POBOXD), "-t", "-c",
+                            str(self.env.conf)], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("without CAP_KILL", r.stderr)
+        d = self.env.start(prefix=setpriv(drop=("CAP_KILL",)), write=False, wait=False)
+        self.assertEqual(d.proc.wait(TIMEOUT), 1)
+        self.env.wait_event("privileges")
 
     def test_login_process_reaches_no_socket(self):
         # An abstract AF_UNIX socket has no file permission to guard it
