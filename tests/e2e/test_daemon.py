@@ -4,13 +4,14 @@ privilege drop, signals, listeners, the log, and the pobox admin tool."""
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import time
 import unittest
 
-from harness import (IS_ROOT, POBOXD, UNPRIV_USER, Client, PoboxTestCase,
+from harness import (IS_ROOT, POBOX, POBOXD, REPO, UNPRIV_USER, Client, PoboxTestCase,
                      crlf, free_port, ipv6_loopback_ok, non_loopback_ipv4,
                      simple_message, uidl_digest, uidl_of)
 
@@ -23,6 +24,34 @@ def poboxd(*args):
 
 
 class ConfigTest(PoboxTestCase):
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze not installed")
+    def test_systemd_units(self):
+        # The shipped units (etc/*.service, etc/*.timer) parse: systemd
+        # ignores an unknown or malformed directive with a warning only,
+        # so a unit can silently lose a hardening line. Checked offline
+        # with the programs' paths pointed at this build.
+        units = sorted(p for p in (REPO / "etc").iterdir()
+                       if p.suffix in (".service", ".timer"))
+        self.assertEqual([p.name for p in units],
+                         ["pobox-fetch.service", "pobox-fetch.timer", "poboxd.service"])
+        d = self.env.dir / "units"
+        d.mkdir()
+        for u in units:
+            (d / u.name).write_text(u.read_text()
+                                    .replace("/usr/local/sbin/poboxd", str(POBOXD))
+                                    .replace("/usr/local/bin/pobox", str(POBOX)))
+        r = subprocess.run(["systemd-analyze", "verify", "--man=no",
+                            *(str(d / u.name) for u in units)],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual((r.stdout + r.stderr).strip(), "", r.stdout + r.stderr)
+        # And it would say so.
+        (d / "poboxd.service").write_text((d / "poboxd.service").read_text()
+                                          .replace("ProtectSystem=strict",
+                                                   "ProtectSystem=strickt"))
+        r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(d / "poboxd.service")],
+                           capture_output=True, text=True, timeout=60)
+        self.assertIn("strickt", r.stdout + r.stderr)
 
     def test_check_good(self):
         self.env.add_user("alice", PW)
