@@ -391,6 +391,11 @@ const struct config_setting pobox_settings_table[] = {
 	{ "smtp_timeout", CONFIG_DURATION, S(smtp_timeout), "300", 10, 3600,
 	  NULL, "Idle time before an SMTP/LMTP session is closed (RFC 5321 "
 	  "4.5.3.2.7: 5 minutes)", NULL },
+	{ "smtp_min_data_rate", CONFIG_UINT, S(smtp_min_data_rate), "500", 0, 100000000,
+	  NULL, "Octets/s a message's data must average: each octet received "
+	  "extends its deadline by 1/rate s, up to smtp_timeout ahead (a client "
+	  "dripping octets cannot hold a session); 0: each read restarts "
+	  "smtp_timeout", NULL },
 	{ "smtp_rate_limit", CONFIG_UINT, S(smtp_rate_limit), "120", 0, 1000000,
 	  NULL, "Messages per minute accepted over SMTP from one address "
 	  "(loopback and LMTP exempt); 0: no limit", NULL },

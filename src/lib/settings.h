@@ -54,6 +54,7 @@ struct pobox_settings {
 	char *quota_bytes;         /* size; 0 = none (passwd quota_bytes=) */
 	unsigned quota_messages;   /* 0 = none (passwd quota_messages=) */
 	unsigned smtp_timeout;     /* seconds idle, RFC 5321 §4.5.3.2.7 */
+	unsigned smtp_min_data_rate; /* message octets/s that keep a request alive */
 	unsigned smtp_rate_limit;  /* messages per minute per address; 0 off */
 	char *sasl_mechanisms;     /* "default", "none" or names (poboxd checks them) */
 	char *tls_client_ca;       /* EXTERNAL: CA of client certificates; "" off */

@@ -97,6 +97,7 @@ struct smtp_session {
 	struct smtp_settings set;
 	enum smtp_kind kind;
 	struct timer *timer;       /* idle, or closing */
+	uint64_t deadline_ms;      /* when the timer fires (ioloop_now) */
 	struct dl_job *job;        /* delivery in flight */
 	struct rcpt_entry *rcpts;
 	unsigned nrcpts;
@@ -858,17 +859,38 @@ smtp_session_timeout(void *ctx)
 	smtp_session_free(s, "timeout");
 }
 
+/* Progress: a command (full = true: its request's deadline is
+ * smtp_timeout away), or data octets of a message, which with
+ * smtp_min_data_rate only extend the deadline by octets / rate, never
+ * beyond smtp_timeout from now (Postfix's smtpd_min_data_rate): a
+ * client that drips an octet before each timeout cannot hold a session
+ * for ever. */
 static void
-smtp_session_touch(struct smtp_session *s)
+smtp_session_progress(struct smtp_session *s, bool full, size_t octets)
 {
-	unsigned ms = s->config->set.smtp_timeout * 1000;
+	const struct pobox_settings *set = &s->config->set;
+	uint64_t now = ioloop_now(s->srv->loop), max = now + set->smtp_timeout * 1000ull;
+	unsigned ms;
 
 	if (s->closing)
 		return;
+	if (full || set->smtp_min_data_rate == 0)
+		s->deadline_ms = max;
+	else
+		s->deadline_ms += (uint64_t)octets * 1000 / set->smtp_min_data_rate;
+	if (s->deadline_ms > max)
+		s->deadline_ms = max;
+	ms = s->deadline_ms > now ? (unsigned)(s->deadline_ms - now) : 0;
 	if (s->timer != NULL)
 		timer_reset(s->timer, ms);
 	else
 		s->timer = timer_add(s->srv->loop, ms, smtp_session_timeout, s);
+}
+
+static void
+smtp_session_touch(struct smtp_session *s)
+{
+	smtp_session_progress(s, true, 0);
 }
 
 static void
@@ -934,11 +956,12 @@ smtp_session_input(void *ctx, const char *data, size_t len)
 	before = smtp_pending_input(s->smtp);
 	commands = smtp_stats(s->smtp)->commands;
 	st = smtp_input(s->smtp, data, len);
-	/* Only progress restarts the timer (a command, message octets), so
+	/* Only progress moves the deadline (a command, message octets), so
 	 * a command dripped an octet at a time cannot hold the session. */
-	if (smtp_stats(s->smtp)->commands != commands ||
-	    smtp_pending_input(s->smtp) < before + len)
+	if (smtp_stats(s->smtp)->commands != commands)
 		smtp_session_touch(s);
+	else if (smtp_pending_input(s->smtp) < before + len)
+		smtp_session_progress(s, false, before + len - smtp_pending_input(s->smtp));
 	smtp_session_status(s, st);
 }
 

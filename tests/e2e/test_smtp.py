@@ -617,6 +617,33 @@ class SmtpTest(SmtpBase):
         c.close()
         self.env.wait_event("smtp_logout", reason="timeout")
 
+    def test_slow_drip_data_times_out(self):
+        # Message octets dripped a line at a time, each well within the
+        # timeout: each read earns only octets / smtp_min_data_rate (500
+        # octets/s: 6 ms for 3 octets), so the DATA request ends about
+        # smtp_timeout after it began, with a 421, and nothing is kept.
+        self.start(smtp_timeout=10)
+        c = SmtpClient(self.smtp_port, timeout=30)
+        self.assertEqual(c.cmd("EHLO c.example.net")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.net>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<alice@example.org>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        got = None
+        for _ in range(10):
+            try:
+                c.send(b"x\r\n")
+            except OSError:
+                break
+            r, _, _ = select.select([c.sock], [], [], 3)
+            if r:
+                got = c.reply()
+                break
+        self.assertIsNotNone(got, "still open after 30 s of dripping message data")
+        self.assertEqual(got[0], 421, got)
+        c.close()
+        self.env.wait_event("smtp_logout", reason="timeout")
+        self.assertEqual(self.files(self.alice_md), [])
+
     def test_sigterm_says_421(self):
         d = self.start()
         c = SmtpClient(self.smtp_port)
