@@ -35,6 +35,15 @@ _libc = ctypes.CDLL(None, use_errno=True)
 SYS_KCMP, KCMP_FILE = 312, 0   # x86_64
 
 
+def landlock_abi():
+    """The kernel's Landlock ABI version (0: none); x86_64 only."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    v = libc.syscall(ctypes.c_long(444), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(v, 0)
+
+
 def same_file(pid1, fd1, pid2, fd2):
     """True when the two descriptors are one open file description (kcmp(2))."""
     return _libc.syscall(SYS_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
@@ -218,6 +227,12 @@ class PrivsepTest(PoboxTestCase):
         self.addCleanup(lsn.close)
         lsn.bind("\0" + name)
         lsn.listen(16)
+        # A datagram socket needs no connect: a datagram sent with its
+        # address (sendto, or sendmsg, whose address seccomp cannot see)
+        # from any socket the process has (a socketpair, syslog's).
+        dg = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(dg.close)
+        dg.bind("\0" + name + "-dgram")
         os.environ["POBOXD_TEST_CONNECT"] = name
         try:
             d, roles = self.start()
@@ -225,11 +240,20 @@ class PrivsepTest(PoboxTestCase):
             del os.environ["POBOXD_TEST_CONNECT"]
         ev = self.env.wait_event("test_connect", role="mail")
         self.assertEqual(ev["result"], "connected", ev["_line"])
+        self.assertEqual(ev["dgram"], "sent", ev["_line"])
+        dg.settimeout(TIMEOUT)
+        self.assertEqual(dg.recv(64), b"mail")
         ev = self.env.wait_event("test_connect", role="login")
         self.assertIn(int(ev["pid"]), roles["login"])
         if self.filtered():
             self.assertEqual(ev["result"], "denied", ev["_line"])
             self.assertEqual(proc_status(int(ev["pid"]))["Seccomp"], "2")
+        # Only Landlock (Linux 6.12) scopes a datagram's address.
+        if landlock_abi() >= 6:
+            self.assertEqual(ev["dgram"], "denied", ev["_line"])
+            self.assertEqual(self.env.events("sandbox_partial"), [])
+        else:
+            self.env.wait_event("sandbox_partial", reason="no_landlock_scope")
         self.login_ok()
         self.assertEqual(d.roles()["login"], roles["login"])
 
