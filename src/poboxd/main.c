@@ -637,14 +637,16 @@ check_users(const struct pobox_settings *set, bool single, char *err, size_t len
 /* As root: the capabilities the master needs, which a service manager
  * may have taken (systemd's CapabilityBoundingSet): to start each role
  * as its user (SETUID, SETGID), chrooted (SYS_CHROOT, privsep), and to
- * signal processes of other users (KILL: without it SIGTERM and SIGHUP
- * reach no role and a stop hangs). 0 / -1 with a message in err. */
+ * signal processes of other users (KILL, privsep: without it SIGTERM and
+ * SIGHUP reach no role and a stop hangs; --single-process drops to user
+ * before it forks, so it signals only its own). 0 / -1 with a message in
+ * err. */
 static int
 check_root_caps(bool single, char *err, size_t len)
 {
 	static const struct { int cap; const char *name; bool privsep_only; } need[] = {
 		{ CAP_SETUID, "CAP_SETUID", false }, { CAP_SETGID, "CAP_SETGID", false },
-		{ CAP_KILL, "CAP_KILL", false }, { CAP_SYS_CHROOT, "CAP_SYS_CHROOT", true },
+		{ CAP_KILL, "CAP_KILL", true }, { CAP_SYS_CHROOT, "CAP_SYS_CHROOT", true },
 	};
 	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
 	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];

@@ -215,6 +215,19 @@ class PrivsepTest(PoboxTestCase):
         d = self.env.start(prefix=setpriv(drop=("CAP_KILL",)), write=False, wait=False)
         self.assertEqual(d.proc.wait(TIMEOUT), 1)
         self.env.wait_event("privileges")
+        # --single-process drops to user before it forks: every process
+        # it signals is user's own, so it needs no CAP_KILL (nor chroot).
+        serv = pwd.getpwnam(UNPRIV_USER)
+        os.chown(self.env.passwd, serv.pw_uid, serv.pw_gid)
+        single = setpriv(drop=("CAP_KILL", "CAP_SYS_CHROOT"))
+        r = subprocess.run([*single, str(POBOXD), "-X", "-t", "-c", str(self.env.conf)],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        d = Daemon(self.env, ("--single-process",), prefix=single)
+        self.env.daemons.append(d)
+        d.wait_ready()
+        self.login_ok()
+        self.assertEqual(d.stop(), 0)
 
     def test_login_process_reaches_no_socket(self):
         # An abstract AF_UNIX socket has no file permission to guard it
