@@ -1238,6 +1238,7 @@ authd_main(struct server *srv, int ctl)
 
 struct master {
 	struct server *srv;
+	pid_t pid;                 /* the master's, for its children to compare */
 	struct ioloop *loop;
 	struct timer *respawn;
 	pid_t pids[WORKERS_MAX];   /* whole workers, or (privsep) mail processes */
@@ -1268,7 +1269,9 @@ child_setup(struct master *m, const char *name)
 {
 	/* A child must not outlive its supervisor, holding the ports. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
-	if (getppid() == 1)
+	/* Died before that: reparented. Not "parent is 1": a master that is
+	 * PID 1 of its namespace (a container) is alive. */
+	if (getppid() != m->pid)
 		_exit(0);
 	if (m->auth_ctl >= 0)
 		close(m->auth_ctl);
@@ -1806,7 +1809,7 @@ master_signal(void *ctx, int signo)
 static int
 master_run(struct server *srv, bool single)
 {
-	struct master m = { .srv = srv, .auth_ctl = -1, .single = single };
+	struct master m = { .srv = srv, .pid = getpid(), .auth_ctl = -1, .single = single };
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
 	int ret = 0;
 

@@ -229,6 +229,24 @@ class PrivsepTest(PoboxTestCase):
         self.login_ok()
         self.assertEqual(d.stop(), 0)
 
+    @unittest.skipUnless(IS_ROOT and shutil.which("unshare"), "a pid namespace needs root")
+    def test_master_as_pid_1(self):
+        # In a container poboxd -f is often PID 1 of its pid namespace:
+        # its children's parent is then 1 from the start, which is not a
+        # sign that the master died.
+        self.env.write_config()
+        self.env.fix_owner()
+        d = self.env.start(prefix=["unshare", "--pid", "--fork", "--kill-child"],
+                           write=False, wait=False)
+        master = wait_for(lambda: (lambda c: c[0] if c else None)(child_pids(d.pid)),
+                          "poboxd in its pid namespace")
+        self.assertEqual(proc_status(master)["NSpid"].split()[-1], "1")
+        d.wait_ready()
+        self.login_ok()
+        self.assertEqual(self.env.events("worker_died"), [])
+        os.kill(master, signal.SIGTERM)
+        self.assertEqual(d.proc.wait(TIMEOUT), 0)
+
     def test_login_process_reaches_no_socket(self):
         # An abstract AF_UNIX socket has no file permission to guard it
         # and the chroot does not hide it: a login process, which reads
