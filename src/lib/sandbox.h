@@ -18,4 +18,12 @@ int sandbox_seccomp(const char *const *names, char **error_r);
 int sandbox_seccomp2(const char *const *names, const char *const *more,
     char **error_r);
 
+/* Landlock scoping (Linux 6.12): from here on this thread, and the
+ * threads and processes it makes later (not those that exist: call it
+ * before making any), reach no abstract AF_UNIX socket made outside: no
+ * connect, and no datagram sent to one by address, which sendmsg hides
+ * from seccomp. Sets PR_SET_NO_NEW_PRIVS. 0, 1 when the kernel cannot
+ * (nothing applied), or -1 with *error_r. */
+int sandbox_scope_abstract_unix(char **error_r);
+
 #endif

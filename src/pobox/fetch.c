@@ -38,6 +38,7 @@ struct msg {
 	uint32_t num;
 	char *uidl;
 	uint64_t size;
+	bool sized;              /* size came from LIST (else 0, unknown) */
 	enum { ACT_NONE, ACT_FETCH, ACT_HEADERS, ACT_SKIP } act;
 	bool dele;               /* DELE it (already stored) */
 	bool deleted;            /* DELE answered +OK */
@@ -415,8 +416,10 @@ s_list(struct session *s)
 		    (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
 			*nl = '\0';
 			if (pop3c_list_line(p, &num, &size) == 0 &&
-			    (i = msg_by_num(s, num)) >= 0)
+			    (i = msg_by_num(s, num)) >= 0) {
 				s->m[i].size = size;
+				s->m[i].sized = true;
+			}
 		}
 		buf_clear(&s->net.body);
 	}
@@ -730,8 +733,10 @@ s_store(struct session *s, struct msg *m)
 
 	/* A server sending more than it listed (an endless body) would fill
 	 * the spool, memory or disk: twice the listed size, plus room for a
-	 * size counted without CRs, is the most taken. */
-	s->net.body_limit = m->size > (UINT64_MAX - FETCH_BODY_SLACK) / 2 ? 0 :
+	 * size counted without CRs, is the most taken. A size LIST did
+	 * not give (-ERR, or no line for it) is unknown, not 0: no limit. */
+	s->net.body_limit = !m->sized ||
+	    m->size > (UINT64_MAX - FETCH_BODY_SLACK) / 2 ? 0 :
 	    2 * m->size + FETCH_BODY_SLACK;
 	if (ftarget_mda(s->t) != NULL) {
 		if ((rc = fmda_queue(ftarget_mda(s->t), fnet_body_read, &s->net,

@@ -141,8 +141,9 @@ external_identity(struct session *s, struct authsasl *x, SSL *ssl)
 		const char *e = (const char *)ASN1_STRING_get0_data(g->d.rfc822Name);
 		size_t n = (size_t)ASN1_STRING_length(g->d.rfc822Name);
 		const char *at = memchr(e, '@', n);
-		if (at != NULL && domains->count > 0 &&
-		    !domain_listed(domains, at + 1, n - (size_t)(at + 1 - e))) {
+		/* No domain at all is in none of them either. */
+		if (domains->count > 0 && (at == NULL ||
+		    !domain_listed(domains, at + 1, n - (size_t)(at + 1 - e)))) {
 			foreign = true;
 			log_info("session=%s event=client_cert_refused reason=foreign_domain",
 			    session_id(s));

@@ -637,14 +637,16 @@ check_users(const struct pobox_settings *set, bool single, char *err, size_t len
 /* As root: the capabilities the master needs, which a service manager
  * may have taken (systemd's CapabilityBoundingSet): to start each role
  * as its user (SETUID, SETGID), chrooted (SYS_CHROOT, privsep), and to
- * signal processes of other users (KILL: without it SIGTERM and SIGHUP
- * reach no role and a stop hangs). 0 / -1 with a message in err. */
+ * signal processes of other users (KILL, privsep: without it SIGTERM and
+ * SIGHUP reach no role and a stop hangs; --single-process drops to user
+ * before it forks, so it signals only its own). 0 / -1 with a message in
+ * err. */
 static int
 check_root_caps(bool single, char *err, size_t len)
 {
 	static const struct { int cap; const char *name; bool privsep_only; } need[] = {
 		{ CAP_SETUID, "CAP_SETUID", false }, { CAP_SETGID, "CAP_SETGID", false },
-		{ CAP_KILL, "CAP_KILL", false }, { CAP_SYS_CHROOT, "CAP_SYS_CHROOT", true },
+		{ CAP_KILL, "CAP_KILL", true }, { CAP_SYS_CHROOT, "CAP_SYS_CHROOT", true },
 	};
 	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
 	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
@@ -895,16 +897,19 @@ static const char *const login_syscalls[] = {
 
 /* Test hook: POBOXD_TEST_CONNECT names an abstract AF_UNIX socket this
  * process tries to reach once its filter is on (event=test_connect), so
- * the e2e tests can show which roles cannot. */
+ * the e2e tests can show which roles cannot: a stream socket by connect,
+ * and a datagram socket NAME-dgram by a datagram sent to it with its
+ * address from a socketpair (no socket or connect call needed). */
 static void
 test_connect_hook(const char *role)
 {
 	const char *name = getenv("POBOXD_TEST_CONNECT");
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	const char *result, *dgram = "failed";
 	size_t len;
-	int fd, r = -1;
+	int fd, sv[2], r = -1;
 
-	if (name == NULL || (len = strlen(name)) == 0 || len >= sizeof(sun.sun_path))
+	if (name == NULL || (len = strlen(name)) == 0 || len + 6 >= sizeof(sun.sun_path))
 		return;
 	memcpy(sun.sun_path + 1, name, len);   /* sun_path[0] = 0: abstract */
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0) {
@@ -912,8 +917,45 @@ test_connect_hook(const char *role)
 		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len));
 		close(fd);
 	}
-	log_info("event=test_connect role=%s pid=%d result=%s", role, (int)getpid(),
-	    r == 0 ? "connected" : errno == EPERM || errno == EACCES ? "denied" : "failed");
+	result = r == 0 ? "connected" : errno == EPERM || errno == EACCES ? "denied" :
+	    "failed";
+	memcpy(sun.sun_path + 1 + len, "-dgram", 6);
+	/* A socket where one may be made (a mail process has no
+	 * socketpair), else one of a pair (a login process). */
+	sv[1] = -1;
+	if ((sv[0] = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) >= 0 ||
+	    socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) == 0) {
+		r = (int)sendto(sv[0], role, strlen(role), MSG_DONTWAIT, (struct sockaddr *)&sun,
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len + 6));
+		dgram = r >= 0 ? "sent" : errno == EPERM || errno == EACCES ? "denied" : "failed";
+		close(sv[0]);
+		if (sv[1] >= 0)
+			close(sv[1]);
+	}
+	log_info("event=test_connect role=%s pid=%d result=%s dgram=%s", role,
+	    (int)getpid(), result, dgram);
+}
+
+/* A login process reaches no abstract AF_UNIX socket: seccomp refuses
+ * socket and connect, but a datagram sent by address (sendmsg on
+ * syslog's socket or a socketpair) is beyond it; Landlock scopes those
+ * where the kernel can (6.12). 0 / -1 (logged). */
+static int
+login_scope(void)
+{
+	char *error = NULL;
+
+	switch (sandbox_scope_abstract_unix(&error)) {
+	case -1:
+		log_error("event=startup error=\"%s\"", error);
+		free(error);
+		return -1;
+	case 1:
+		log_info("event=sandbox_partial reason=no_landlock_scope note=\"datagrams "
+		    "to abstract AF_UNIX sockets are not refused (Linux 6.12 can)\"");
+		return 0;
+	}
+	return 0;
 }
 
 /* Privsep only (-X stays as it was); 0 / -1 (logged). */
@@ -981,6 +1023,9 @@ serve(struct server *srv, unsigned worker, unsigned row, enum server_role role,
 	ioloop_add_signal(srv->loop, SIGHUP, on_reload, srv);
 	if (role == ROLE_LOGIN)
 		ioloop_add_signal(srv->loop, SIGUSR2, on_retire, srv);
+	/* Before any thread: Landlock binds only the threads made later. */
+	if (role == ROLE_LOGIN && login_scope() < 0)
+		return 1;
 	srv->workq = workq_new(srv->loop, srv->config->set.auth_workers);
 	/* Deliveries wait on the disk, not the CPU: their own threads, so
 	 * an fsync never delays a login, and enough of them that concurrent
@@ -1193,6 +1238,7 @@ authd_main(struct server *srv, int ctl)
 
 struct master {
 	struct server *srv;
+	pid_t pid;                 /* the master's, for its children to compare */
 	struct ioloop *loop;
 	struct timer *respawn;
 	pid_t pids[WORKERS_MAX];   /* whole workers, or (privsep) mail processes */
@@ -1223,7 +1269,9 @@ child_setup(struct master *m, const char *name)
 {
 	/* A child must not outlive its supervisor, holding the ports. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
-	if (getppid() == 1)
+	/* Died before that: reparented. Not "parent is 1": a master that is
+	 * PID 1 of its namespace (a container) is alive. */
+	if (getppid() != m->pid)
 		_exit(0);
 	if (m->auth_ctl >= 0)
 		close(m->auth_ctl);
@@ -1761,7 +1809,7 @@ master_signal(void *ctx, int signo)
 static int
 master_run(struct server *srv, bool single)
 {
-	struct master m = { .srv = srv, .auth_ctl = -1, .single = single };
+	struct master m = { .srv = srv, .pid = getpid(), .auth_ctl = -1, .single = single };
 	static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
 	int ret = 0;
 

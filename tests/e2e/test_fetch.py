@@ -815,9 +815,13 @@ class FakeServer(threading.Thread):
                     f"{n + 1} {self.uidls[i] if self.uidls else f'fake-uidl-{i}'}\r\n"
                     for n, i in enumerate(live)) + ".")
             elif cmd == "LIST":
+                if self.listed.get("all") == "err":
+                    say("-ERR no LIST here")
+                    continue
                 say("+OK\r\n" + "".join(
                     f"{n + 1} {self.listed.get(i, len(crlf(self.msgs[i])))}\r\n"
-                    for n, i in enumerate(live)) + ".")
+                    for n, i in enumerate(live)
+                    if self.listed.get(i, 0) is not None) + ".")
             elif cmd == "RETR":
                 i = live[int(line.split()[1]) - 1]
                 body = dot_stuff(crlf(self.msgs[i]))
@@ -1032,6 +1036,20 @@ class FetchFakeServerTest(FetchCase):
                 self.assertNotIn(msgs[1], got)
                 self.assertLessEqual(len(got), 1)
             self.assertEqual(srv.deleted, set())
+
+    def test_message_of_unlisted_size(self):
+        """A message whose size the server does not list (LIST answers
+        -ERR, or leaves its line out) has no size to hold it to: it is
+        fetched whole, however large, not cut off at 1 MiB."""
+        msgs = [simple_message("small"), sized_message(1_500_000, "big")]
+        for name, listed in (("noerr", {"all": "err"}), ("noline", {1: None})):
+            inbox = self.env.cli / name
+            srv = self.fake(msgs=msgs, listed=listed)
+            r = self.fetch("--maildir", str(inbox), "--auth", "user",
+                           "--account", name, port=srv.port)
+            self.assertEqual(r.returncode, 0, f"{listed}: {r.stderr}")
+            self.assertEqual(local_messages(inbox), sorted(msgs), listed)
+            self.assertEqual(srv.deleted, {0, 1}, listed)
 
     def test_session_timeout_setting(self):
         r = self.fetch("--session-timeout", "0", port=1)

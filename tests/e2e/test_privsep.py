@@ -35,6 +35,15 @@ _libc = ctypes.CDLL(None, use_errno=True)
 SYS_KCMP, KCMP_FILE = 312, 0   # x86_64
 
 
+def landlock_abi():
+    """The kernel's Landlock ABI version (0: none); x86_64 only."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    v = libc.syscall(ctypes.c_long(444), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(v, 0)
+
+
 def same_file(pid1, fd1, pid2, fd2):
     """True when the two descriptors are one open file description (kcmp(2))."""
     return _libc.syscall(SYS_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2) == 0
@@ -206,6 +215,37 @@ class PrivsepTest(PoboxTestCase):
         d = self.env.start(prefix=setpriv(drop=("CAP_KILL",)), write=False, wait=False)
         self.assertEqual(d.proc.wait(TIMEOUT), 1)
         self.env.wait_event("privileges")
+        # --single-process drops to user before it forks: every process
+        # it signals is user's own, so it needs no CAP_KILL (nor chroot).
+        serv = pwd.getpwnam(UNPRIV_USER)
+        os.chown(self.env.passwd, serv.pw_uid, serv.pw_gid)
+        single = setpriv(drop=("CAP_KILL", "CAP_SYS_CHROOT"))
+        r = subprocess.run([*single, str(POBOXD), "-X", "-t", "-c", str(self.env.conf)],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        d = Daemon(self.env, ("--single-process",), prefix=single)
+        self.env.daemons.append(d)
+        d.wait_ready()
+        self.login_ok()
+        self.assertEqual(d.stop(), 0)
+
+    @unittest.skipUnless(IS_ROOT and shutil.which("unshare"), "a pid namespace needs root")
+    def test_master_as_pid_1(self):
+        # In a container poboxd -f is often PID 1 of its pid namespace:
+        # its children's parent is then 1 from the start, which is not a
+        # sign that the master died.
+        self.env.write_config()
+        self.env.fix_owner()
+        d = self.env.start(prefix=["unshare", "--pid", "--fork", "--kill-child"],
+                           write=False, wait=False)
+        master = wait_for(lambda: (lambda c: c[0] if c else None)(child_pids(d.pid)),
+                          "poboxd in its pid namespace")
+        self.assertEqual(proc_status(master)["NSpid"].split()[-1], "1")
+        d.wait_ready()
+        self.login_ok()
+        self.assertEqual(self.env.events("worker_died"), [])
+        os.kill(master, signal.SIGTERM)
+        self.assertEqual(d.proc.wait(TIMEOUT), 0)
 
     def test_login_process_reaches_no_socket(self):
         # An abstract AF_UNIX socket has no file permission to guard it
@@ -218,6 +258,12 @@ class PrivsepTest(PoboxTestCase):
         self.addCleanup(lsn.close)
         lsn.bind("\0" + name)
         lsn.listen(16)
+        # A datagram socket needs no connect: a datagram sent with its
+        # address (sendto, or sendmsg, whose address seccomp cannot see)
+        # from any socket the process has (a socketpair, syslog's).
+        dg = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(dg.close)
+        dg.bind("\0" + name + "-dgram")
         os.environ["POBOXD_TEST_CONNECT"] = name
         try:
             d, roles = self.start()
@@ -225,11 +271,20 @@ class PrivsepTest(PoboxTestCase):
             del os.environ["POBOXD_TEST_CONNECT"]
         ev = self.env.wait_event("test_connect", role="mail")
         self.assertEqual(ev["result"], "connected", ev["_line"])
+        self.assertEqual(ev["dgram"], "sent", ev["_line"])
+        dg.settimeout(TIMEOUT)
+        self.assertEqual(dg.recv(64), b"mail")
         ev = self.env.wait_event("test_connect", role="login")
         self.assertIn(int(ev["pid"]), roles["login"])
         if self.filtered():
             self.assertEqual(ev["result"], "denied", ev["_line"])
             self.assertEqual(proc_status(int(ev["pid"]))["Seccomp"], "2")
+        # Only Landlock (Linux 6.12) scopes a datagram's address.
+        if landlock_abi() >= 6:
+            self.assertEqual(ev["dgram"], "denied", ev["_line"])
+            self.assertEqual(self.env.events("sandbox_partial"), [])
+        else:
+            self.env.wait_event("sandbox_partial", reason="no_landlock_scope")
         self.login_ok()
         self.assertEqual(d.roles()["login"], roles["login"])
 

@@ -574,9 +574,15 @@ class SaslTlsTest(PoboxTestCase):
                                    cn="x")
         away, _ = make_client_cert(self.tlsdir, "away", email="alice@elsewhere.example",
                                    cn="alice")
+        # An email with no domain, or one spelled with a trailing dot, is
+        # in none of them either: no CN fallback for those.
+        bare, _ = make_client_cert(self.tlsdir, "bare", email="alice", cn="alice")
+        dot, _ = make_client_cert(self.tlsdir, "dot", email="alice@example.org.",
+                                  cn="alice")
         self.env.fix_owner()
         self.start(tls_client_ca=str(self.ca), local_domains="example.org")
-        for crt, want in ((here, "+OK"), (away, "-ERR [AUTH]")):
+        for crt, want in ((here, "+OK"), (away, "-ERR [AUTH]"), (bare, "-ERR [AUTH]"),
+                          (dot, "-ERR [AUTH]")):
             ctx = ssl.create_default_context(cafile=str(self.ca))
             ctx.load_cert_chain(str(crt), str(crt.with_suffix(".key")))
             c = self.pop3s(ctx)
