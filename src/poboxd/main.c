@@ -676,8 +676,13 @@ check_as(const char *user, const struct pobox_settings *set,
 	int status;
 	pid_t pid;
 
-	if (pw == NULL || (pid = fork()) < 0)
-		return 0;
+	if (pw == NULL)
+		return 0;      /* check_users has said so */
+	if ((pid = fork()) < 0) {
+		/* Not checked is not a pass (nor a "can read" warning). */
+		fprintf(stderr, "poboxd: cannot check as %s: fork: %s\n", user, strerror(errno));
+		return -1;
+	}
 	if (pid == 0) {
 		if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
 			_exit(2);
