@@ -141,6 +141,20 @@ class SmtpBase(PoboxTestCase):
         return data
 
 
+
+def drip(c, pieces, pause=3):
+    """Sends pieces one at a time, pause seconds apart, until the server
+    answers (its reply) or closes; None when it never did."""
+    for piece in pieces:
+        try:
+            c.send(piece)
+        except OSError:
+            return None
+        r, _, _ = select.select([c.sock], [], [], pause)
+        if r:
+            return c.reply()
+    return None
+
 class SmtpTest(SmtpBase):
 
     def test_smtplib_and_pop3_byte_exact(self):
@@ -601,16 +615,7 @@ class SmtpTest(SmtpBase):
         self.start(smtp_timeout=10)
         c = SmtpClient(self.smtp_port, timeout=30)
         self.assertEqual(c.cmd("EHLO c.example.net")[0], 250)
-        got = None
-        for ch in b"NOOP xxxxxxxx":
-            try:
-                c.send(bytes([ch]))
-            except OSError:
-                break
-            r, _, _ = select.select([c.sock], [], [], 3)
-            if r:
-                got = c.reply()
-                break
+        got = drip(c, [bytes([ch]) for ch in b"NOOP xxxxxxxx"])
         self.assertIsNotNone(got, "still open after 36 s of dripping")
         self.assertEqual(got[0], 421, got)
         self.assertTrue(got[1][0].startswith("421 4.4.2 "), got)
@@ -628,16 +633,7 @@ class SmtpTest(SmtpBase):
         self.assertEqual(c.cmd("MAIL FROM:<s@example.net>")[0], 250)
         self.assertEqual(c.cmd("RCPT TO:<alice@example.org>")[0], 250)
         self.assertEqual(c.cmd("DATA")[0], 354)
-        got = None
-        for _ in range(10):
-            try:
-                c.send(b"x\r\n")
-            except OSError:
-                break
-            r, _, _ = select.select([c.sock], [], [], 3)
-            if r:
-                got = c.reply()
-                break
+        got = drip(c, [b"x\r\n"] * 10)
         self.assertIsNotNone(got, "still open after 30 s of dripping message data")
         self.assertEqual(got[0], 421, got)
         c.close()
