@@ -117,19 +117,26 @@ connect_client(enum authp_kind kind)
 	return sv[1];
 }
 
-/* Sends o on fd and returns the answer (NULL: the channel was dropped). */
+/* The next message on fd (NULL: the channel was dropped). */
 static struct ipc_msg *
-ask(int fd, const struct ipc_out *o)
+next_or_drop(int fd)
 {
 	struct ipc_msg *m = malloc(sizeof(*m));
 
-	assert_int_equal(ipc_send(fd, o, -1), 0);
 	tu_pump(fx.loop, fd);
 	if (ipc_recv(fd, m) != 1) {
 		free(m);
 		return NULL;
 	}
 	return m;
+}
+
+/* Sends o on fd and returns the answer (NULL: the channel was dropped). */
+static struct ipc_msg *
+ask(int fd, const struct ipc_out *o)
+{
+	assert_int_equal(ipc_send(fd, o, -1), 0);
+	return next_or_drop(fd);
 }
 
 static struct ipc_msg *
@@ -267,19 +274,6 @@ sasl_start(int fd, uint32_t id, const char *mech, const char *data, const char *
 	assert_int_equal(ipc_send(fd, &o, -1), 0);
 }
 
-/* The next message on fd (NULL: the channel was dropped). */
-static struct ipc_msg *
-next_or_drop(int fd)
-{
-	struct ipc_msg *m = malloc(sizeof(*m));
-
-	tu_pump(fx.loop, fd);
-	if (ipc_recv(fd, m) != 1) {
-		free(m);
-		return NULL;
-	}
-	return m;
-}
 
 static struct ipc_msg *
 next(int fd)

@@ -47,35 +47,6 @@ teardown(void **state)
 	return 0;
 }
 
-struct spin {
-	struct timer *t;
-	unsigned left;
-};
-
-static void
-spin_tick(void *ctx)
-{
-	struct spin *s = ctx;
-
-	if (--s->left == 0) {
-		s->t = NULL;
-		ioloop_stop(srv.loop);
-		return;
-	}
-	timer_reset(s->t, 0);
-}
-
-/* Exactly n passes of the loop (each: the timers, then one epoll_wait
- * that does not block, then the ready callbacks). */
-static void
-spin(unsigned n)
-{
-	struct spin s = { NULL, n + 1 };
-
-	s.t = timer_add(srv.loop, 0, spin_tick, &s);
-	ioloop_run(srv.loop);
-}
-
 static void
 nonblock(int fd)
 {
@@ -188,7 +159,7 @@ mail_to_slow_client(size_t n, size_t step, int sndbuf)
 			close(mail);
 			mail_open = false;
 		}
-		spin(1);
+		tu_spin(srv.loop, 1);
 		eof = recv_pattern(client, &got, step);
 	}
 	if (mail_open)
@@ -229,12 +200,12 @@ slow_mail_gets_half_close(size_t n, size_t step, int sndbuf)
 			assert_int_equal(shutdown(client, SHUT_WR), 0);
 			shut = true;
 		}
-		spin(1);
+		tu_spin(srv.loop, 1);
 		eof = recv_pattern(mail, &got, step);
 	}
 	/* The mail process ends the session: the proxy goes. */
 	close(mail);
-	spin(3);
+	tu_spin(srv.loop, 3);
 	close(client);
 	assert_int_equal(srv.proxy_count, 0);
 	if (!eof || got != n)
@@ -351,7 +322,7 @@ handover_after_output(size_t step)
 	/* One CAPA for the length of its reply. */
 	assert_int_equal(write(cs[1], "CAPA\r\n", 6), 6);
 	tu_pump(srv.loop, cs[1]);
-	spin(2);
+	tu_spin(srv.loop, 2);
 	capa_len = drain(cs[1], sizeof(buf));
 	assert_true(capa_len > 100);
 	/* Enough that the last one takes the output past 64 KiB. */
@@ -362,7 +333,7 @@ handover_after_output(size_t step)
 	    (ssize_t)buf_size(&cmds));
 	buf_free(&cmds);
 	want = n * capa_len + strlen("+OK Send PASS\r\n");
-	spin(3);
+	tu_spin(srv.loop, 3);
 	assert_int_equal(write(cs[1], login, strlen(login)), (ssize_t)strlen(login));
 	/* Auth says yes (a hashing thread): the login process asks to open. */
 	tu_pump(srv.loop, ms[1]);
@@ -373,7 +344,7 @@ handover_after_output(size_t step)
 	assert_int_equal(ipc_send(ms[1], &o, -1), 0);
 	nonblock(ms[1]);
 	for (unsigned i = 0; i < 100000 && !attached; i++) {
-		spin(1);
+		tu_spin(srv.loop, 1);
 		got += drain(cs[1], step);
 		while (!attached && ipc_recv(ms[1], m) == 1) {
 			assert_int_equal(m->type, MAILP_ATTACH);

@@ -133,35 +133,6 @@ teardown(void **state)
 	return 0;
 }
 
-struct spin {
-	struct timer *t;
-	unsigned left;
-};
-
-static void
-spin_tick(void *ctx)
-{
-	struct spin *sp = ctx;
-
-	if (--sp->left == 0) {
-		sp->t = NULL;
-		ioloop_stop(fx.srv.loop);
-		return;
-	}
-	timer_reset(sp->t, 0);
-}
-
-/* Exactly n passes of the loop (each: the timers, then one epoll_wait
- * that does not block, then the ready callbacks): the same run to run. */
-static void
-spin(unsigned n)
-{
-	struct spin sp = { NULL, n + 1 };
-
-	sp.t = timer_add(fx.srv.loop, 0, spin_tick, &sp);
-	ioloop_run(fx.srv.loop);
-}
-
 /* A good login of alice, as auth answers a login process: its grant. */
 static char *
 grant(void)
@@ -392,7 +363,7 @@ quit_during_long_retr(size_t step, int sndbuf, size_t quit_at)
 	close(sv[1]);
 	got = malloc(cap);
 	for (unsigned i = 0; i < 100000 && !eof; i++) {
-		spin(1);
+		tu_spin(fx.srv.loop, 1);
 		for (size_t want = step; want > 0 && len < cap; ) {
 			ssize_t r = read(sv[0], got + len, want < cap - len ? want : cap - len);
 

@@ -129,3 +129,31 @@ tu_pump(struct ioloop *loop, int fd)
 	io_remove(&io);
 	timer_remove(&t);
 }
+
+struct tu_spin {
+	struct ioloop *loop;
+	struct timer *t;
+	unsigned left;
+};
+
+static void
+tu_spin_tick(void *ctx)
+{
+	struct tu_spin *sp = ctx;
+
+	if (--sp->left == 0) {
+		sp->t = NULL;
+		ioloop_stop(sp->loop);
+		return;
+	}
+	timer_reset(sp->t, 0);
+}
+
+void
+tu_spin(struct ioloop *loop, unsigned n)
+{
+	struct tu_spin sp = { loop, NULL, n + 1 };
+
+	sp.t = timer_add(loop, 0, tu_spin_tick, &sp);
+	ioloop_run(loop);
+}

@@ -26,5 +26,8 @@ struct ioloop;
 /* Runs loop until fd has something to read (a message, or EOF); fails
  * the test after 5 s. */
 void tu_pump(struct ioloop *loop, int fd);
+/* Exactly n passes of loop (each: the timers, then one epoll_wait that
+ * does not block, then the ready callbacks): the same run to run. */
+void tu_spin(struct ioloop *loop, unsigned n);
 
 #endif
