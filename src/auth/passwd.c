@@ -786,10 +786,37 @@ dump_user(FILE *f, const struct auth_user *u)
 	fputc('\n', f);
 }
 
-int
-passwd_db_dump_policy(const struct passwd_db *db, int fd)
+/* One entry whose policy is the range: the most restrictive of each
+ * (no entry: no per-user policy). */
+static void
+dump_policy(FILE *f, const struct passwd_db *db)
 {
 	const struct passwd_policy_range *r = &db->tab->policy;
+
+	if (!r->any)
+		return;
+	fputs("policy:!:/nonexistent:", f);
+	if (r->max_login_delay >= 0)
+		fprintf(f, " login_delay=%d", r->max_login_delay);
+	if (r->min_expire >= 0)
+		fprintf(f, " expire=%d", r->min_expire);
+	else
+		fputs(" expire=never", f);
+	fputc('\n', f);
+}
+
+static void
+dump_public(FILE *f, const struct passwd_db *db)
+{
+	for (unsigned i = 0; i < db->tab->count; i++)
+		dump_user(f, &db->tab->entries[i].u);
+}
+
+/* dump(f, db) into a stdio stream on a copy of fd: 0, or -1 when a
+ * write failed. */
+static int
+dump_to(int fd, const struct passwd_db *db, void (*dump)(FILE *, const struct passwd_db *))
+{
 	int dupfd = dup(fd);
 	FILE *f = dupfd >= 0 ? fdopen(dupfd, "w") : NULL;
 	int bad;
@@ -799,36 +826,19 @@ passwd_db_dump_policy(const struct passwd_db *db, int fd)
 			close(dupfd);
 		return -1;
 	}
-	/* One entry whose policy is the range: the most restrictive of each
-	 * (no entry: no per-user policy). */
-	if (r->any) {
-		fputs("policy:!:/nonexistent:", f);
-		if (r->max_login_delay >= 0)
-			fprintf(f, " login_delay=%d", r->max_login_delay);
-		if (r->min_expire >= 0)
-			fprintf(f, " expire=%d", r->min_expire);
-		else
-			fputs(" expire=never", f);
-		fputc('\n', f);
-	}
+	dump(f, db);
 	bad = ferror(f);
 	return fclose(f) != 0 || bad ? -1 : 0;
 }
 
 int
+passwd_db_dump_policy(const struct passwd_db *db, int fd)
+{
+	return dump_to(fd, db, dump_policy);
+}
+
+int
 passwd_db_dump_public(const struct passwd_db *db, int fd)
 {
-	int dupfd = dup(fd);
-	FILE *f = dupfd >= 0 ? fdopen(dupfd, "w") : NULL;
-	int bad;
-
-	if (f == NULL) {
-		if (dupfd >= 0)
-			close(dupfd);
-		return -1;
-	}
-	for (unsigned i = 0; i < db->tab->count; i++)
-		dump_user(f, &db->tab->entries[i].u);
-	bad = ferror(f);
-	return fclose(f) != 0 || bad ? -1 : 0;
+	return dump_to(fd, db, dump_public);
 }

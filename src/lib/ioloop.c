@@ -73,16 +73,12 @@ ioloop_new(void)
 	return loop;
 }
 
-void
-ioloop_free(struct ioloop **loopp)
+/* Closes and frees what the loop holds (its signal io already gone). */
+static void
+ioloop_release(struct ioloop **loopp)
 {
 	struct ioloop *loop = *loopp;
 
-	if (loop == NULL)
-		return;
-	/* The signals stay blocked: unblocking would deliver any pending one
-	 * with its default action. */
-	io_remove(&loop->sigio);
 	if (loop->sigfd >= 0)
 		close(loop->sigfd);
 	free(loop->sigs);
@@ -95,6 +91,19 @@ ioloop_free(struct ioloop **loopp)
 }
 
 void
+ioloop_free(struct ioloop **loopp)
+{
+	struct ioloop *loop = *loopp;
+
+	if (loop == NULL)
+		return;
+	/* The signals stay blocked: unblocking would deliver any pending one
+	 * with its default action. */
+	io_remove(&loop->sigio);
+	ioloop_release(loopp);
+}
+
+void
 ioloop_forget(struct ioloop **loopp)
 {
 	struct ioloop *loop = *loopp;
@@ -102,16 +111,9 @@ ioloop_forget(struct ioloop **loopp)
 	if (loop == NULL)
 		return;
 	/* No epoll_ctl: the set is the parent's too. */
-	if (loop->sigfd >= 0)
-		close(loop->sigfd);
 	free(loop->sigio);
-	free(loop->sigs);
-	for (unsigned i = 0; i < loop->nheap; i++)
-		free(loop->heap[i]);
-	free(loop->heap);
-	close(loop->epfd);
-	free(loop);
-	*loopp = NULL;
+	loop->sigio = NULL;
+	ioloop_release(loopp);
 }
 
 void
