@@ -47,6 +47,16 @@ class WorkersTest(PoboxTestCase):
     def role(self, d, name):
         return sorted(d.roles()[name])
 
+    def kill_and_wait(self, d, name):
+        """SIGKILLs the first process of role name and waits until the
+        master has replaced it (four children again); the old pids."""
+        old = self.role(d, name)
+        os.kill(old[0], signal.SIGKILL)
+        self.env.wait_event("worker_died", role=name)
+        wait_for(lambda: (lambda kids: len(kids) == 4 and old[0] not in kids)(
+                 children(d.pid)), f"a replacement {name} process")
+        return old
+
     def test_processes_and_privileges(self):
         d, kids = self.start_two()
         self.assertEqual(len(self.env.events("started")), 4)
@@ -149,13 +159,8 @@ class WorkersTest(PoboxTestCase):
 
     def test_dead_worker_is_replaced(self):
         d, kids = self.start_two()
-        login = self.role(d, "login")
-        os.kill(login[0], signal.SIGKILL)
-        self.env.wait_event("worker_died", role="login")
-        new = wait_for(lambda: (len(children(d.pid)) == 4 and
-                                login[0] not in children(d.pid) and children(d.pid)),
-                       "a replacement login process")
-        self.assertIn(login[1], new)
+        login = self.kill_and_wait(d, "login")
+        self.assertIn(login[1], children(d.pid))
         self.env.wait_event("started", count=5)
         for _ in range(4):
             with self.env.connect() as c:
@@ -189,11 +194,7 @@ class WorkersTest(PoboxTestCase):
         self.env.add_user("bob", PW)
         os.kill(d.pid, signal.SIGHUP)
         self.env.wait_event("reloaded", count=2)
-        mail = self.role(d, "mail")
-        os.kill(mail[0], signal.SIGKILL)
-        self.env.wait_event("worker_died", role="mail")
-        wait_for(lambda: len(children(d.pid)) == 4 and mail[0] not in children(d.pid),
-                 "a replacement mail process")
+        self.kill_and_wait(d, "mail")
         # 4, 2 new login processes at the reload, then mail and login.
         self.env.wait_event("started", count=8)
         # SO_REUSEPORT spreads connections by source port: eight reach
@@ -221,11 +222,7 @@ class WorkersTest(PoboxTestCase):
                      "a free slot")
         held.append(c)
         # A login process that dies takes its sessions' slots with it.
-        login = self.role(d, "login")
-        os.kill(login[0], signal.SIGKILL)
-        self.env.wait_event("worker_died", role="login")
-        wait_for(lambda: len(children(d.pid)) == 4 and login[0] not in children(d.pid),
-                 "a replacement login process")
+        self.kill_and_wait(d, "login")
         self.env.wait_event("started", count=5)
         alive = []
         for c in held:
